@@ -1,0 +1,95 @@
+#include "runtime/driver.hpp"
+
+#include <dilatron/error.hpp>
+
+#include <mutex>
+
+#include "common/dynlib.hpp"
+
+#define DILATRON_STRINGIFY_EXPANDED(x) DILATRON_STRINGIFY(x)
+#define DILATRON_STRINGIFY(x) #x
+
+namespace dilatron::driver {
+namespace {
+
+struct Loaded {
+  Api api;
+  std::string library, error;  // error empty when usable
+};
+
+const Loaded& loaded() {
+  static const Loaded instance = [] {
+    Loaded result;
+    static DynamicLibrary lib({"libcuda.so.1"});
+    if (!lib.loaded()) {
+      result.error = "no CUDA driver: libcuda.so.1 could not be loaded (" + lib.error() +
+                     "); GPU work needs an NVIDIA driver and GPU";
+      return result;
+    }
+    result.library = lib.path();
+#define DILATRON_DRIVER_LOAD(name)                                                                   \
+  result.api.name = reinterpret_cast<decltype(result.api.name)>(lib.symbol(DILATRON_STRINGIFY_EXPANDED(name))); \
+  if (!result.api.name && result.error.empty())                                                      \
+    result.error = "the CUDA driver in " + lib.path() + " lacks " DILATRON_STRINGIFY_EXPANDED(name) " (driver too old?)";
+    DILATRON_DRIVER_CALLS(DILATRON_DRIVER_LOAD)
+#undef DILATRON_DRIVER_LOAD
+    if (result.error.empty()) {
+      if (const CUresult r = result.api.cuInit(0); r != CUDA_SUCCESS) {
+        const char* name = nullptr;
+        result.api.cuGetErrorName(r, &name);
+        result.error = std::string("cuInit failed (") + (name ? name : "unknown") +
+                       "): the driver is present but no usable GPU was found";
+      }
+    }
+    return result;
+  }();
+  return instance;
+}
+
+}  // namespace
+
+const Api& api() {
+  const Loaded& l = loaded();
+  if (!l.error.empty()) throw Error(l.error);
+  return l.api;
+}
+
+void check(CUresult result, const char* call) {
+  if (result == CUDA_SUCCESS) return;
+  const char *name = nullptr, *text = nullptr;
+  const Api& a = loaded().api;
+  if (a.cuGetErrorName) a.cuGetErrorName(result, &name);
+  if (a.cuGetErrorString) a.cuGetErrorString(result, &text);
+  throw Error(call, int(result), std::string(name ? name : "CUDA_ERROR") + ": " + (text ? text : "unknown error"));
+}
+
+Status probe() noexcept {
+  Status status;
+  try {
+    const Loaded& l = loaded();
+    status.loaded = !l.library.empty();
+    status.library = l.library;
+    if (status.loaded) l.api.cuDriverGetVersion(&status.version);
+    api();  // throws the reason when the driver is unusable
+    int count = 0;
+    DILATRON_CU(cuDeviceGetCount(&count));
+    for (int i = 0; i < count; ++i) {
+      CUdevice dev;
+      DILATRON_CU(cuDeviceGet(&dev, i));
+      Device d{i, "", 0, 0, 0};
+      char name[256] = {};
+      DILATRON_CU(cuDeviceGetName(name, sizeof name, dev));
+      d.name = name;
+      DILATRON_CU(cuDeviceGetAttribute(&d.cc_major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev));
+      DILATRON_CU(cuDeviceGetAttribute(&d.cc_minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev));
+      DILATRON_CU(cuDeviceTotalMem(&d.memory_bytes, dev));
+      status.devices.push_back(std::move(d));
+    }
+    if (count == 0) status.problem = "the driver reports no GPUs";
+  } catch (const std::exception& e) {
+    status.problem = e.what();
+  }
+  return status;
+}
+
+}  // namespace dilatron::driver

@@ -1,0 +1,57 @@
+// The CUDA driver, opened lazily with dlopen("libcuda.so.1"): the library never links libcuda, so every
+// binary starts on machines without a GPU and only GPU calls fail, saying what is missing.
+#pragma once
+
+#include <cuda.h>
+
+#include <string>
+#include <vector>
+
+namespace dilatron::driver {
+
+// The driver calls the library makes. cuda.h maps some names to versioned symbols (cuDeviceTotalMem ->
+// cuDeviceTotalMem_v2); the table stores and looks up the mapped name, so types and symbols agree.
+#define DILATRON_DRIVER_CALLS(X) \
+  X(cuInit)                      \
+  X(cuDriverGetVersion)          \
+  X(cuDeviceGetCount)            \
+  X(cuDeviceGet)                 \
+  X(cuDeviceGetName)             \
+  X(cuDeviceGetAttribute)        \
+  X(cuDeviceTotalMem)            \
+  X(cuGetErrorName)              \
+  X(cuGetErrorString)
+
+struct Api {
+#define DILATRON_DRIVER_MEMBER(name) decltype(&::name) name = nullptr;
+  DILATRON_DRIVER_CALLS(DILATRON_DRIVER_MEMBER)
+#undef DILATRON_DRIVER_MEMBER
+};
+
+// The loaded and initialized driver (cuInit done). Throws dilatron::Error naming what is missing.
+const Api& api();
+
+// Throws dilatron::Error(call, code, "NAME: description") when result is not CUDA_SUCCESS.
+void check(CUresult result, const char* call);
+
+struct Device {
+  int ordinal;
+  std::string name;
+  int cc_major, cc_minor;
+  std::size_t memory_bytes;
+};
+
+// What `dilatron info` reports. Never throws: a missing driver or GPU is described in `problem`.
+struct Status {
+  bool loaded = false;
+  std::string library;  // the path that opened
+  int version = 0;      // e.g. 13000 for CUDA 13.0
+  std::vector<Device> devices;
+  std::string problem;
+};
+Status probe() noexcept;
+
+}  // namespace dilatron::driver
+
+// Checks a driver call made through the table: DILATRON_CU(cuDeviceGetCount(&n)).
+#define DILATRON_CU(call) ::dilatron::driver::check(::dilatron::driver::api().call, #call)

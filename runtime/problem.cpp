@@ -1,0 +1,119 @@
+#include "runtime/problem.hpp"
+
+#include <dilatron/error.hpp>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <cmath>
+
+#include "templates/dilatron/index.cuh"
+
+namespace dilatron {
+namespace {
+
+std::string shape_text(const Shape4& shape) { return fmt::format("[{}]", fmt::join(shape, ",")); }
+
+void check_tensor(const char* name, const TensorView& t) {
+  static constexpr const char* kDims[] = {"B (dim 0)", "N (dim 1)", "heads (dim 2)", "D (dim 3)"};
+  for (int d = 0; d < 4; ++d) {
+    if (t.shape[d] < 1) {
+      throw Error(fmt::format("{} shape {}: {} must be >= 1", name, shape_text(t.shape), kDims[d]));
+    }
+  }
+  if (t.data == nullptr) throw Error(fmt::format("{} has no data (null pointer)", name));
+}
+
+}  // namespace
+
+void validate_config(const Config& config) {
+  if (config.segments.empty()) throw Error("segments is empty: give at least one segment length");
+  if (config.segments.size() != config.dilations.size()) {
+    throw Error(fmt::format("segments has {} entries but dilations has {}: give one dilation per segment length",
+                            config.segments.size(), config.dilations.size()));
+  }
+  for (std::size_t i = 0; i < config.segments.size(); ++i) {
+    if (config.segments[i] < 1) {
+      throw Error(fmt::format("segments[{}] = {}: segment lengths must be >= 1", i, config.segments[i]));
+    }
+    if (config.dilations[i] < 1) {
+      throw Error(fmt::format("dilations[{}] = {}: dilation rates must be >= 1", i, config.dilations[i]));
+    }
+  }
+  if (config.scale && !(std::isfinite(*config.scale) && *config.scale > 0)) {
+    throw Error(fmt::format("scale = {}: the softmax scale must be finite and > 0", *config.scale));
+  }
+}
+
+Problem validate(const Config& config, const TensorView& q, const TensorView& k, const TensorView& v,
+                 const TensorView& out, const TensorView* lse) {
+  validate_config(config);
+  check_tensor("q", q);
+  check_tensor("k", k);
+  check_tensor("v", v);
+  check_tensor("out", out);
+  if (k.shape != v.shape) {
+    throw Error(fmt::format("k shape {} and v shape {} differ", shape_text(k.shape), shape_text(v.shape)));
+  }
+  if (k.shape[0] != q.shape[0] || k.shape[1] != q.shape[1] || k.shape[3] != q.shape[3]) {
+    throw Error(fmt::format("k shape {} does not match q shape {} in B, N or D", shape_text(k.shape),
+                            shape_text(q.shape)));
+  }
+  if (k.dtype != q.dtype || v.dtype != q.dtype) {
+    throw Error(fmt::format("q, k and v must share a dtype: q is {}, k is {}, v is {}", to_string(q.dtype),
+                            to_string(k.dtype), to_string(v.dtype)));
+  }
+  const Problem p{q.shape[0], q.shape[1], q.shape[2], k.shape[2], q.shape[3],
+                  config.scale.value_or(1.0 / std::sqrt(double(q.shape[3])))};
+  if (p.heads % p.kv_heads != 0) {
+    throw Error(fmt::format("q has {} heads and k/v have {}: the kv head count must divide the query head count",
+                            p.heads, p.kv_heads));
+  }
+  const auto branches = std::int64_t(config.branches());
+  if (config.mode == Mode::head_groups && p.heads < branches) {
+    throw Error(fmt::format("head_groups mode needs at least one head per branch: {} heads, {} branches", p.heads,
+                            branches));
+  }
+  if (out.shape != q.shape) {
+    throw Error(fmt::format("out shape {} must equal q shape {}", shape_text(out.shape), shape_text(q.shape)));
+  }
+  if (lse) {
+    check_tensor("lse", *lse);
+    const Shape4 want{p.batch, p.heads, p.seq_len, 1};
+    if (lse->shape != want || lse->dtype != DType::f32) {
+      throw Error(fmt::format("lse must be float32 {} ([B,H,N]); got {} {}", shape_text(want), to_string(lse->dtype),
+                              shape_text(lse->shape)));
+    }
+  }
+  return p;
+}
+
+std::vector<HeadBranch> head_branches(const Config& config, std::int64_t h, std::int64_t heads) {
+  std::vector<HeadBranch> out;
+  const auto groups = std::int64_t(config.branches());
+  if (config.mode == Mode::longnet) {
+    for (std::int64_t i = 0; i < groups; ++i) {
+      const std::int64_t r = config.dilations[i];
+      out.push_back({config.segments[i], r, index::longnet_offset(h, heads, r)});
+    }
+  } else {
+    const std::int64_t g = index::head_group_of(h, heads, groups), r = config.dilations[g];
+    out.push_back({config.segments[g], r, index::head_groups_offset(g, r)});
+  }
+  return out;
+}
+
+std::int64_t attended_pairs(const Config& config, std::int64_t seq_len, std::int64_t heads) {
+  auto pairs = [&](std::int64_t rows) { return config.causal ? rows * (rows + 1) / 2 : rows * rows; };
+  std::int64_t total = 0;
+  for (std::int64_t h = 0; h < heads; ++h) {
+    for (const HeadBranch& b : head_branches(config, h, heads)) {
+      const std::int64_t full = seq_len / b.w, tail = seq_len % b.w;
+      total += full * pairs(index::selected_count(b.w, b.offset, b.r)) +
+               pairs(index::selected_count(tail, b.offset, b.r));
+    }
+  }
+  return total;
+}
+
+}  // namespace dilatron

@@ -1,0 +1,39 @@
+// Validation shared by the C++ API, the C ABI and the CLI: every error names the offending value, and
+// nothing is computed or written until a call has passed it.
+#pragma once
+
+#include <dilatron/config.hpp>
+#include <dilatron/tensor.hpp>
+
+#include <cstdint>
+#include <vector>
+
+namespace dilatron {
+
+// The sizes of one call, read off validated tensors.
+struct Problem {
+  std::int64_t batch, seq_len, heads, kv_heads, head_dim;
+  double scale;  // resolved: the config's, or 1/sqrt(head_dim)
+};
+
+void validate_config(const Config& config);
+
+// Checks the config and the tensors against each other: q [B,N,H,D], k and v [B,N,Hkv,D] sharing q's
+// dtype, out [B,N,H,D] (any dtype), lse float32 [B,H,N,1]. Throws dilatron::Error.
+Problem validate(const Config& config, const TensorView& q, const TensorView& k, const TensorView& v,
+                 const TensorView& out, const TensorView* lse);
+
+// One branch as seen by one head: its segment length, dilation and the head's offset in it.
+struct HeadBranch {
+  std::int64_t w, r, offset;
+};
+
+// The branches head h (of `heads`) takes part in: every branch in longnet mode, its group's branch in
+// head_groups mode. The config must be valid.
+std::vector<HeadBranch> head_branches(const Config& config, std::int64_t h, std::int64_t heads);
+
+// Query-key pairs attended for one batch element over all heads (causal pairs counted once). The
+// FLOP count of a forward pass is 4 * D * B * attended_pairs.
+std::int64_t attended_pairs(const Config& config, std::int64_t seq_len, std::int64_t heads);
+
+}  // namespace dilatron

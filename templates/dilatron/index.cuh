@@ -1,0 +1,53 @@
+// Index math of dilated attention, written once for the host reference, the CPU tests and the kernels.
+// Compiled by both the host C++ compiler and NVRTC, so it uses no headers and no standard library.
+// All row arithmetic is 64-bit: sequences reach billions of tokens.
+#pragma once
+
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+#define DILATRON_HD __host__ __device__ __forceinline__
+#else
+#define DILATRON_HD inline
+#endif
+
+namespace dilatron::index {
+
+typedef long long i64;
+
+DILATRON_HD constexpr i64 ceil_div(i64 a, i64 b) { return (a + b - 1) / b; }
+DILATRON_HD constexpr i64 min64(i64 a, i64 b) { return a < b ? a : b; }
+
+// Segment s of length w covers [s*w, min((s+1)*w, n)); the last one may be partial.
+DILATRON_HD constexpr i64 num_segments(i64 n, i64 w) { return ceil_div(n, w); }
+DILATRON_HD constexpr i64 segment_begin(i64 s, i64 w) { return s * w; }
+DILATRON_HD constexpr i64 segment_end(i64 s, i64 w, i64 n) { return min64((s + 1) * w, n); }
+
+// Rows selected in a segment of `length` rows by offset o and dilation r: local rows o, o+r, o+2r, ...
+DILATRON_HD constexpr i64 selected_count(i64 length, i64 o, i64 r) {
+  return o < length ? ceil_div(length - o, r) : 0;
+}
+DILATRON_HD constexpr i64 selected_row(i64 s, i64 w, i64 o, i64 r, i64 j) { return s * w + o + j * r; }
+// Inverse of selected_row: whether `row` is selected (the caller guarantees row < n).
+DILATRON_HD constexpr bool is_selected(i64 row, i64 w, i64 o, i64 r) {
+  const i64 local = row % w;
+  return local >= o && (local - o) % r == 0;
+}
+
+// Grouped-query attention: query head h reads kv head h / (H / Hkv).
+DILATRON_HD constexpr i64 kv_head(i64 h, i64 heads, i64 kv_heads) { return h / (heads / kv_heads); }
+
+// longnet mode: head h's offset in a branch of dilation r; heads form r contiguous blocks of
+// ceil(H / r) heads, block b reading offset b. Always < r.
+DILATRON_HD constexpr i64 longnet_offset(i64 h, i64 heads, i64 r) { return h / ceil_div(heads, r); }
+
+// head_groups mode: H heads in G contiguous groups of H/G, the first H%G groups one head larger.
+DILATRON_HD constexpr i64 head_group_begin(i64 g, i64 heads, i64 groups) {
+  return g * (heads / groups) + min64(g, heads % groups);
+}
+DILATRON_HD constexpr i64 head_group_of(i64 h, i64 heads, i64 groups) {
+  const i64 small = heads / groups, large_heads = (heads % groups) * (small + 1);
+  return h < large_heads ? h / (small + 1) : heads % groups + (h - large_heads) / small;
+}
+// head_groups mode: group g runs branch g with this offset.
+DILATRON_HD constexpr i64 head_groups_offset(i64 g, i64 r) { return g % r; }
+
+}  // namespace dilatron::index

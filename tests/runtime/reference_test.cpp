@@ -1,0 +1,138 @@
+// The host reference against brute-force dense masked attention on randomized problems.
+#include <gtest/gtest.h>
+
+#include <dilatron/error.hpp>
+#include <dilatron/reference.hpp>
+
+#include <cstring>
+#include <random>
+
+#include "tests/support/random_case.hpp"
+
+using namespace dilatron;
+using namespace dilatron::test;
+
+namespace {
+
+struct Output {
+  std::vector<float> out, lse;
+};
+
+Output run_reference(RandomCase& c, unsigned threads = 0) {
+  Output o{std::vector<float>(std::size_t(c.B * c.N * c.H * c.D), NAN), std::vector<float>(std::size_t(c.B * c.H * c.N), NAN)};
+  const auto out = TensorView::contiguous(o.out.data(), DType::f32, c.q_shape());
+  const auto lse = TensorView::contiguous(o.lse.data(), DType::f32, {c.B, c.H, c.N, 1});
+  reference_forward(c.config, c.q_view(), c.k_view(), c.v_view(), out, &lse, threads);
+  return o;
+}
+
+std::vector<double> widen(const std::vector<float>& x) { return {x.begin(), x.end()}; }
+
+}  // namespace
+
+TEST(Reference, MatchesDenseMaskedAttentionOnRandomCases) {
+  std::mt19937_64 rng(20261122);
+  int head_groups = 0, causal = 0, partial = 0, r_over_w = 0, r_not_dividing = 0, gqa = 0, scaled = 0;
+  for (int trial = 0; trial < 300; ++trial) {
+    RandomCase c = random_case(rng);
+    SCOPED_TRACE(fmt::format("trial {}: {}", trial, c.describe()));
+    const Output got = run_reference(c);
+    const DenseResult want = dense_attention(c.config, c.dense());
+    ASSERT_LE(relative_error(widen(got.out), want.out), 1e-5);
+    ASSERT_LE(relative_error(widen(got.lse), want.lse, 1.0), 1e-5);
+    // Tally the corners the generator reached, so a weakened generator fails loudly.
+    head_groups += c.config.mode == Mode::head_groups;
+    causal += c.config.causal;
+    gqa += c.Hkv < c.H;
+    scaled += c.config.scale.has_value();
+    for (std::size_t i = 0; i < c.config.branches(); ++i) {
+      partial += c.N % c.config.segments[i] != 0;
+      r_over_w += c.config.dilations[i] > c.config.segments[i];
+      r_not_dividing += c.config.segments[i] % c.config.dilations[i] != 0;
+    }
+  }
+  for (int tally : {head_groups, causal, partial, r_over_w, r_not_dividing, gqa, scaled}) EXPECT_GE(tally, 20);
+}
+
+TEST(Reference, LongNetPaperConfigurationOnALongerSequence) {
+  std::mt19937_64 rng(3);
+  RandomCase c;
+  c.B = 1, c.N = 200, c.H = 6, c.Hkv = 3, c.D = 8, c.dtype = DType::bf16;
+  c.config.segments = {16, 48, 96, 200};  // r = 6 does not divide 16; the last segments are partial
+  c.config.dilations = {1, 2, 6, 12};
+  c.config.causal = true;
+  c.q = random_tensor(c.N * c.H * c.D, c.dtype, 1.0, rng);
+  c.k = random_tensor(c.N * c.Hkv * c.D, c.dtype, 1.0, rng);
+  c.v = random_tensor(c.N * c.Hkv * c.D, c.dtype, 1.0, rng);
+  const Output got = run_reference(c);
+  const DenseResult want = dense_attention(c.config, c.dense());
+  EXPECT_LE(relative_error(widen(got.out), want.out), 1e-5);
+  EXPECT_LE(relative_error(widen(got.lse), want.lse, 1.0), 1e-5);
+}
+
+TEST(Reference, RowsNoBranchSelectsAreZeroWithMinusInfinityLse) {
+  std::mt19937_64 rng(5);
+  RandomCase c;
+  c.N = 12, c.H = 1, c.D = 4;
+  c.config.segments = {6};
+  c.config.dilations = {4};  // head 0 has offset 0: rows 0, 4 and 6, 10 only
+  c.q = random_tensor(c.N * c.D, c.dtype, 1.0, rng);
+  c.k = random_tensor(c.N * c.D, c.dtype, 1.0, rng);
+  c.v = random_tensor(c.N * c.D, c.dtype, 1.0, rng);
+  const Output got = run_reference(c);
+  for (std::int64_t n = 0; n < c.N; ++n) {
+    const bool selected = n == 0 || n == 4 || n == 6 || n == 10;
+    EXPECT_EQ(std::isinf(got.lse[n]) && got.lse[n] < 0, !selected) << "row " << n;
+    for (std::int64_t d = 0; d < c.D && !selected; ++d) EXPECT_EQ(got.out[n * c.D + d], 0.0f) << "row " << n;
+  }
+}
+
+TEST(Reference, SameBitsForAnyThreadCount) {
+  std::mt19937_64 rng(11);
+  for (int trial = 0; trial < 10; ++trial) {
+    RandomCase c = random_case(rng);
+    const Output one = run_reference(c, 1), many = run_reference(c, 3);
+    ASSERT_EQ(0, std::memcmp(one.out.data(), many.out.data(), one.out.size() * sizeof(float))) << c.describe();
+    ASSERT_EQ(0, std::memcmp(one.lse.data(), many.lse.data(), one.lse.size() * sizeof(float))) << c.describe();
+  }
+}
+
+TEST(Reference, WritesThroughStridedViewsAndOtherOutputDtypes) {
+  std::mt19937_64 rng(13);
+  RandomCase c;
+  c.B = 2, c.N = 19, c.H = 4, c.Hkv = 2, c.D = 6;
+  c.config.segments = {5, 19};
+  c.config.dilations = {2, 3};
+  c.q = random_tensor(c.B * c.N * c.H * c.D, c.dtype, 1.0, rng);
+  c.k = random_tensor(c.B * c.N * c.Hkv * c.D, c.dtype, 1.0, rng);
+  c.v = random_tensor(c.B * c.N * c.Hkv * c.D, c.dtype, 1.0, rng);
+  const DenseResult want = dense_attention(c.config, c.dense());
+
+  // out in fp16 inside a wider [B,N,2H,D] buffer: odd head slots are untouched.
+  std::vector<std::uint16_t> wide(std::size_t(c.B * c.N * 2 * c.H * c.D), 0x7e00);
+  TensorView out = TensorView::contiguous(wide.data(), DType::f16, {c.B, c.N, 2 * c.H, c.D});
+  out.shape[2] = c.H;
+  out.strides[2] = 2 * c.D;
+  reference_forward(c.config, c.q_view(), c.k_view(), c.v_view(), out, nullptr);
+  for (std::int64_t b = 0; b < c.B; ++b) {
+    for (std::int64_t n = 0; n < c.N; ++n) {
+      for (std::int64_t h = 0; h < c.H; ++h) {
+        for (std::int64_t d = 0; d < c.D; ++d) {
+          const double expected = want.out[std::size_t(((b * c.N + n) * c.H + h) * c.D + d)];
+          EXPECT_EQ(wide[std::size_t(out.offset(b, n, h, d))], float_to_half_bits(float(expected)));
+          EXPECT_EQ(wide[std::size_t(out.offset(b, n, h, d) + c.D)], 0x7e00) << "wrote outside the view";
+        }
+      }
+    }
+  }
+}
+
+TEST(Reference, InvalidInputLeavesOutputUntouched) {
+  std::mt19937_64 rng(17);
+  RandomCase c = random_case(rng);
+  c.config.dilations.push_back(1);  // one more dilation than segments
+  std::vector<float> out(std::size_t(c.B * c.N * c.H * c.D), 42.0f);
+  const auto view = TensorView::contiguous(out.data(), DType::f32, c.q_shape());
+  EXPECT_THROW(reference_forward(c.config, c.q_view(), c.k_view(), c.v_view(), view), Error);
+  for (float x : out) ASSERT_EQ(x, 42.0f);
+}

@@ -1,0 +1,100 @@
+// The index math every kernel compiles, checked against enumeration straight from the definition.
+#include <gtest/gtest.h>
+
+#include <random>
+#include <set>
+#include <vector>
+
+#include "templates/dilatron/index.cuh"
+
+namespace ix = dilatron::index;
+
+TEST(Index, SegmentsCoverEveryRowOnceWithAPartialTail) {
+  for (long long n = 1; n <= 40; ++n) {
+    for (long long w = 1; w <= 45; ++w) {
+      std::vector<int> covered(static_cast<std::size_t>(n), 0);
+      for (long long s = 0; s < ix::num_segments(n, w); ++s) {
+        ASSERT_LT(ix::segment_begin(s, w), ix::segment_end(s, w, n));
+        for (long long row = ix::segment_begin(s, w); row < ix::segment_end(s, w, n); ++row) ++covered[row];
+      }
+      for (int c : covered) ASSERT_EQ(c, 1) << "n=" << n << " w=" << w;
+    }
+  }
+}
+
+TEST(Index, SelectedRowsMatchEnumerationIncludingRLargerThanW) {
+  for (long long length = 0; length <= 30; ++length) {
+    for (long long r = 1; r <= 34; ++r) {
+      for (long long o = 0; o < r; ++o) {
+        std::vector<long long> expected;  // local rows o + j*r below the segment end
+        for (long long j = 0; o + j * r < length; ++j) expected.push_back(o + j * r);
+        ASSERT_EQ(ix::selected_count(length, o, r), static_cast<long long>(expected.size()))
+            << "length=" << length << " r=" << r << " o=" << o;
+        for (std::size_t j = 0; j < expected.size(); ++j) {
+          // Segment 3 of a w=length layout: global rows shift by 3*length.
+          ASSERT_EQ(ix::selected_row(3, length, o, r, static_cast<long long>(j)), 3 * length + expected[j]);
+        }
+        const std::set<long long> chosen(expected.begin(), expected.end());
+        for (long long local = 0; local < length; ++local) {
+          ASSERT_EQ(ix::is_selected(5 * length + local, length, o, r), chosen.count(local) == 1);
+        }
+      }
+    }
+  }
+}
+
+TEST(Index, LongnetOffsetsAreContiguousHeadBlocksBelowR) {
+  for (long long heads = 1; heads <= 40; ++heads) {
+    for (long long r = 1; r <= 50; ++r) {
+      const long long block = (heads + r - 1) / r;
+      long long previous = 0;
+      for (long long h = 0; h < heads; ++h) {
+        const long long o = ix::longnet_offset(h, heads, r);
+        ASSERT_LT(o, r);
+        ASSERT_EQ(o, h / block);
+        ASSERT_TRUE(o == previous || o == previous + 1) << "blocks must be contiguous";
+        previous = o;
+      }
+    }
+  }
+}
+
+TEST(Index, HeadGroupsAreContiguousWithTheFirstOnesLarger) {
+  for (long long heads = 1; heads <= 40; ++heads) {
+    for (long long groups = 1; groups <= heads; ++groups) {
+      std::vector<long long> size(static_cast<std::size_t>(groups), 0);
+      long long previous = 0;
+      for (long long h = 0; h < heads; ++h) {
+        const long long g = ix::head_group_of(h, heads, groups);
+        ASSERT_GE(g, previous);
+        ASSERT_LE(g, previous + 1);
+        ASSERT_GE(h, ix::head_group_begin(g, heads, groups));
+        ASSERT_LT(h, ix::head_group_begin(g + 1, heads, groups));
+        ++size[static_cast<std::size_t>(g)];
+        previous = g;
+      }
+      for (long long g = 0; g < groups; ++g) {
+        ASSERT_EQ(size[static_cast<std::size_t>(g)], heads / groups + (g < heads % groups ? 1 : 0));
+      }
+      ASSERT_EQ(ix::head_group_begin(groups, heads, groups), heads);
+    }
+  }
+}
+
+TEST(Index, HeadGroupsOffsetAndKvHead) {
+  EXPECT_EQ(ix::head_groups_offset(0, 1), 0);
+  EXPECT_EQ(ix::head_groups_offset(3, 2), 1);
+  EXPECT_EQ(ix::head_groups_offset(2, 6), 2);
+  for (long long kv = 1; kv <= 8; ++kv) {
+    for (long long ratio = 1; ratio <= 5; ++ratio) {
+      for (long long h = 0; h < kv * ratio; ++h) ASSERT_EQ(ix::kv_head(h, kv * ratio, kv), h / ratio);
+    }
+  }
+}
+
+TEST(Index, SixtyFourBitRows) {
+  const long long n = 3'000'000'000LL, w = 1'000'000'000LL;
+  EXPECT_EQ(ix::num_segments(n, w), 3);
+  EXPECT_EQ(ix::selected_row(2, w, 5, 6, 10), 2 * w + 65);
+  EXPECT_EQ(ix::selected_count(w, 5, 6), (w - 5 + 5) / 6);
+}

@@ -1,0 +1,32 @@
+// .npy files (NumPy format 1.0-3.0): float32 and float16, little-endian, C order. Anything else is a
+// clear error naming the file, never a silent reinterpretation.
+#pragma once
+
+#include <dilatron/tensor.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <vector>
+
+namespace dilatron {
+
+class AtomicFile;
+
+namespace npy {
+
+struct Array {
+  DType dtype = DType::f32;
+  std::vector<std::int64_t> shape;
+  std::vector<std::byte> data;
+
+  std::int64_t numel() const;
+};
+
+Array load(const std::filesystem::path& path);
+
+// Writes a complete .npy image into `file`; the caller commits it. bf16 has no .npy dtype: an error.
+void write(AtomicFile& file, DType dtype, const std::vector<std::int64_t>& shape, const void* data);
+
+}  // namespace npy
+}  // namespace dilatron
