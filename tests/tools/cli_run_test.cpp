@@ -131,6 +131,7 @@ TEST(CliRun, BadInputsFailWithOneLineAndWriteNothing) {
   const auto q = (dir / "q.npy").string();
   save(dir / "k3.npy", DType::f32, {1, 16, 3, 4}, c.q.data());
   save(dir / "k_short.npy", DType::f32, {1, 15, 2, 4}, c.k.data());
+  save(dir / "empty.npy", DType::f32, {1, 0, 2, 4}, c.k.data());
   std::ofstream(dir / "corrupt.npy") << "\x93NUMPY garbage";
   const std::string base = fmt::format("run --q '{}' --out '{}' --lse '{}'", q, (dir / "o.npy").string(),
                                        (dir / "lse.npy").string());
@@ -150,6 +151,7 @@ TEST(CliRun, BadInputsFailWithOneLineAndWriteNothing) {
       {base + kv("k.npy", "k_short.npy") + " --segments 8 --dilations 1", "differ"},
       {base + kv("k_short.npy", "k_short.npy") + " --segments 8 --dilations 1", "does not match q shape"},
       {base + kv("k3.npy", "k3.npy") + " --segments 8 --dilations 1", "must divide"},
+      {base + kv("empty.npy", "empty.npy") + " --segments 8 --dilations 1", "N (dim 1) must be >= 1"},
       {base + kv("corrupt.npy", "v.npy") + " --segments 8 --dilations 1", "corrupt.npy"},
       {base + kv("missing.npy", "v.npy") + " --segments 8 --dilations 1", "missing.npy"},
       {base + " --v '" + (dir / "v.npy").string() + "' --segments 8 --dilations 1", "--k"},
