@@ -49,6 +49,11 @@ const Api& api() {
   return l.api;
 }
 
+void check(nvrtcResult result, const char* call) {
+  if (result == NVRTC_SUCCESS) return;
+  throw Error(call, int(result), api().nvrtcGetErrorString(result));
+}
+
 Status probe() noexcept {
   Status status;
   try {

@@ -10,7 +10,16 @@ namespace dilatron::nvrtc {
 
 #define DILATRON_NVRTC_CALLS(X) \
   X(nvrtcVersion)               \
-  X(nvrtcGetErrorString)
+  X(nvrtcGetErrorString)        \
+  X(nvrtcCreateProgram)         \
+  X(nvrtcDestroyProgram)        \
+  X(nvrtcAddNameExpression)     \
+  X(nvrtcCompileProgram)        \
+  X(nvrtcGetProgramLogSize)     \
+  X(nvrtcGetProgramLog)         \
+  X(nvrtcGetCUBINSize)          \
+  X(nvrtcGetCUBIN)              \
+  X(nvrtcGetLoweredName)
 
 struct Api {
 #define DILATRON_NVRTC_MEMBER(name) decltype(&::name) name = nullptr;
@@ -28,5 +37,8 @@ struct Status {
   std::string problem;
 };
 Status probe() noexcept;
+
+// Throws dilatron::Error(call, code, NVRTC's description) when result is not NVRTC_SUCCESS.
+void check(nvrtcResult result, const char* call);
 
 }  // namespace dilatron::nvrtc

@@ -90,15 +90,11 @@ Problem validate(const Config& config, const TensorView& q, const TensorView& k,
 
 std::vector<HeadBranch> head_branches(const Config& config, std::int64_t h, std::int64_t heads) {
   std::vector<HeadBranch> out;
-  const auto groups = std::int64_t(config.branches());
-  if (config.mode == Mode::longnet) {
-    for (std::int64_t i = 0; i < groups; ++i) {
-      const std::int64_t r = config.dilations[i];
-      out.push_back({config.segments[i], r, index::longnet_offset(h, heads, r)});
-    }
-  } else {
-    const std::int64_t g = index::head_group_of(h, heads, groups), r = config.dilations[g];
-    out.push_back({config.segments[g], r, index::head_groups_offset(g, r)});
+  const auto branches = std::int64_t(config.branches());
+  const int mode = config.mode == Mode::longnet ? index::kLongnet : index::kHeadGroups;
+  for (std::int64_t i = 0; i < branches; ++i) {
+    const std::int64_t r = config.dilations[i], offset = index::branch_offset(mode, h, heads, i, branches, r);
+    if (offset >= 0) out.push_back({config.segments[i], r, offset});
   }
   return out;
 }

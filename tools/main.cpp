@@ -15,6 +15,8 @@ int main(int argc, char** argv) {
   app.failure_message([](const CLI::App*, const CLI::Error& e) { return fmt::format("dilatron: error: {}\n", e.what()); });
   dilatron::cli::add_run(app);
   dilatron::cli::add_demo(app);
+  dilatron::cli::add_cache(app);
+  dilatron::cli::add_gen(app);
   dilatron::cli::add_info(app);
   try {
     app.parse(argc, argv);

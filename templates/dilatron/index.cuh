@@ -32,6 +32,16 @@ DILATRON_HD constexpr bool is_selected(i64 row, i64 w, i64 o, i64 r) {
   return local >= o && (local - o) % r == 0;
 }
 
+// Selected rows in [0, x) of a sequence cut into segments of w: full segments, then the partial one.
+DILATRON_HD constexpr i64 selected_before(i64 x, i64 w, i64 o, i64 r) {
+  return (x / w) * selected_count(w, o, r) + selected_count(x % w, o, r);
+}
+// The global row of the j-th selected row (counting from row 0); needs selected_count(w, o, r) > 0.
+DILATRON_HD constexpr i64 nth_selected(i64 j, i64 w, i64 o, i64 r) {
+  const i64 per_segment = selected_count(w, o, r);
+  return (j / per_segment) * w + o + (j % per_segment) * r;
+}
+
 // Grouped-query attention: query head h reads kv head h / (H / Hkv).
 DILATRON_HD constexpr i64 kv_head(i64 h, i64 heads, i64 kv_heads) { return h / (heads / kv_heads); }
 
@@ -49,5 +59,14 @@ DILATRON_HD constexpr i64 head_group_of(i64 h, i64 heads, i64 groups) {
 }
 // head_groups mode: group g runs branch g with this offset.
 DILATRON_HD constexpr i64 head_groups_offset(i64 g, i64 r) { return g % r; }
+
+// How branches combine (docs/SEMANTICS.md); the numeric values are template arguments of kernels.
+enum CombineMode { kLongnet = 0, kHeadGroups = 1 };
+
+// Head h's offset in branch `branch` (of `branches`, dilation r), or -1 when h does not take part in it.
+DILATRON_HD constexpr i64 branch_offset(int mode, i64 h, i64 heads, i64 branch, i64 branches, i64 r) {
+  if (mode == kLongnet) return longnet_offset(h, heads, r);
+  return head_group_of(h, heads, branches) == branch ? head_groups_offset(branch, r) : -1;
+}
 
 }  // namespace dilatron::index

@@ -98,3 +98,37 @@ TEST(Index, SixtyFourBitRows) {
   EXPECT_EQ(ix::selected_row(2, w, 5, 6, 10), 2 * w + 65);
   EXPECT_EQ(ix::selected_count(w, 5, 6), (w - 5 + 5) / 6);
 }
+
+TEST(Index, SelectedBeforeAndNthSelectedWalkTheSelectedRowsInOrder) {
+  for (long long w = 1; w <= 13; ++w) {
+    for (long long r = 1; r <= 15; ++r) {
+      for (long long o = 0; o < r; ++o) {
+        std::vector<long long> rows;  // every selected row of a 50-row sequence, by enumeration
+        for (long long row = 0; row < 50; ++row) {
+          if (ix::is_selected(row, w, o, r)) rows.push_back(row);
+        }
+        for (long long x = 0; x <= 50; ++x) {
+          long long before = 0;
+          for (long long row : rows) before += row < x;
+          ASSERT_EQ(ix::selected_before(x, w, o, r), before) << "w=" << w << " r=" << r << " o=" << o << " x=" << x;
+        }
+        for (std::size_t j = 0; j < rows.size(); ++j) ASSERT_EQ(ix::nth_selected(static_cast<long long>(j), w, o, r), rows[j]);
+      }
+    }
+  }
+}
+
+TEST(Index, BranchOffsetFollowsTheMode) {
+  for (long long heads = 1; heads <= 12; ++heads) {
+    for (long long branches = 1; branches <= heads; ++branches) {
+      for (long long h = 0; h < heads; ++h) {
+        for (long long i = 0; i < branches; ++i) {
+          const long long r = i + 2;
+          EXPECT_EQ(ix::branch_offset(ix::kLongnet, h, heads, i, branches, r), ix::longnet_offset(h, heads, r));
+          const bool member = ix::head_group_of(h, heads, branches) == i;
+          EXPECT_EQ(ix::branch_offset(ix::kHeadGroups, h, heads, i, branches, r), member ? i % r : -1);
+        }
+      }
+    }
+  }
+}

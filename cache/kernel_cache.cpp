@@ -1,0 +1,90 @@
+#include "cache/kernel_cache.hpp"
+
+#include <dilatron/error.hpp>
+
+#include <fmt/format.h>
+
+#include <cstdlib>
+#include <string_view>
+#include <thread>
+
+#include "cache/cache_dir.hpp"
+#include "codegen/compiler.hpp"
+#include "common/log.hpp"
+
+namespace dilatron::cache {
+
+CacheOptions CacheOptions::from_environment(const std::filesystem::path& dir_override) {
+  CacheOptions o;
+  o.dir = dir_override.empty() ? default_cache_dir() : dir_override;
+  o.max_bytes = max_bytes_from_environment();
+  const char* disable = std::getenv("DILATRON_DISABLE_JIT");
+  o.jit = !(disable && std::string_view(disable) == "1");
+  o.compile_jobs = std::max(1u, std::thread::hardware_concurrency());
+  if (const char* jobs = std::getenv("DILATRON_COMPILE_JOBS"); jobs && *jobs) {
+    const int n = std::atoi(jobs);
+    if (n < 1) throw Error(fmt::format("DILATRON_COMPILE_JOBS='{}': expected a positive integer", jobs));
+    o.compile_jobs = unsigned(n);
+  }
+  return o;
+}
+
+KernelCache::KernelCache(CacheOptions options)
+    : options_(std::move(options)),
+      disk_(options_.dir, options_.max_bytes),
+      compile_slots_(std::max<std::ptrdiff_t>(1, options_.compile_jobs)) {}
+
+KernelCache& KernelCache::global() {
+  static KernelCache cache(CacheOptions::from_environment());
+  return cache;
+}
+
+Lookup KernelCache::get(const codegen::KernelSpec& spec) {
+  const KeyMaterial material = key_material(spec);
+  const std::string key = cache_key(material);
+  std::promise<std::shared_ptr<const Entry>> promise;
+  std::unique_lock lock(mutex_);
+  if (auto it = entries_.find(key); it != entries_.end()) {
+    const std::shared_future<std::shared_ptr<const Entry>> pending = it->second;
+    lock.unlock();  // wait for another thread's fetch without blocking other keys
+    return {pending.get(), Source::memory, {}};
+  }
+  entries_.emplace(key, promise.get_future().share());
+  lock.unlock();
+  try {
+    Lookup found = fetch(spec, key, material);
+    promise.set_value(found.entry);
+    return found;
+  } catch (...) {
+    promise.set_exception(std::current_exception());
+    lock.lock();
+    entries_.erase(key);  // let a later call try again
+    throw;
+  }
+}
+
+Lookup KernelCache::fetch(const codegen::KernelSpec& spec, const std::string& key, const KeyMaterial& material) {
+  DiskCache::Loaded loaded = disk_.load(key);
+  if (loaded.entry) return {std::make_shared<const Entry>(std::move(*loaded.entry)), Source::disk, {}};
+  if (!loaded.problem.empty()) log::write(log::Level::warn, "replacing a bad cache entry: {}", loaded.problem);
+  if (!options_.jit) {
+    throw Error(fmt::format(
+        "kernel {} is not in the cache at {} and DILATRON_DISABLE_JIT=1 forbids compiling it; pre-warm it on a machine "
+        "with NVRTC (`dilatron cache warm --arch {} ...` with this configuration), then `dilatron cache export` there "
+        "and `dilatron cache import` here [{}]",
+        spec.label(), disk_.dir().string(), spec.arch, spec.canonical()));
+  }
+  compile_slots_.acquire();
+  struct Release {
+    std::counting_semaphore<>& slots;
+    ~Release() { slots.release(); }
+  } release{compile_slots_};
+  log::write(log::Level::info, "compiling {}", spec.label());
+  const codegen::CompiledKernel compiled = codegen::compile(spec);
+  ++compiles_;
+  auto entry = std::make_shared<const Entry>(make_entry(spec, material, compiled));
+  disk_.store(*entry);
+  return {std::move(entry), Source::compiled, loaded.problem};
+}
+
+}  // namespace dilatron::cache

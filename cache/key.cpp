@@ -1,0 +1,62 @@
+#include "cache/key.hpp"
+
+#include <dilatron/error.hpp>
+#include <dilatron/version.hpp>
+
+#include <fmt/format.h>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include "codegen/compiler.hpp"
+#include "codegen/templates.hpp"
+
+namespace dilatron::cache {
+
+namespace {
+
+std::string joined_options(const std::string& arch) {
+  std::string options;
+  for (const std::string& o : codegen::compile_options(arch)) options += (options.empty() ? "" : " ") + o;
+  return options;
+}
+
+}  // namespace
+
+KeyMaterial key_material(const codegen::KernelSpec& spec) {
+  return {spec.canonical(), codegen::template_bundle_hash(), codegen::nvrtc_version(), joined_options(spec.arch),
+          spec.arch, kVersion, kFormatVersion};
+}
+
+bool usable_here(const KeyMaterial& m) {
+  return m.template_hash == codegen::template_bundle_hash() && m.nvrtc == codegen::nvrtc_version() &&
+         m.options == joined_options(m.arch) && m.library == kVersion && m.format == kFormatVersion;
+}
+
+std::string cache_key(const KeyMaterial& m) {
+  std::string text;
+  for (const std::string* field : {&m.spec, &m.template_hash, &m.nvrtc, &m.options, &m.arch, &m.library}) {
+    text += fmt::format("{}:{};", field->size(), *field);  // length-prefixed: no two field lists collide
+  }
+  text += std::to_string(m.format);
+  const XXH128_hash_t h = XXH3_128bits(text.data(), text.size());
+  return fmt::format("{:016x}{:016x}", h.high64, h.low64);
+}
+
+nlohmann::json to_json(const KeyMaterial& m) {
+  return {{"spec", m.spec},       {"template_hash", m.template_hash}, {"nvrtc", m.nvrtc}, {"options", m.options},
+          {"arch", m.arch},       {"library", m.library},             {"format", m.format}};
+}
+
+KeyMaterial key_material_from_json(const nlohmann::json& j) {
+  try {
+    return {j.at("spec").get<std::string>(),    j.at("template_hash").get<std::string>(),
+            j.at("nvrtc").get<std::string>(),   j.at("options").get<std::string>(),
+            j.at("arch").get<std::string>(),    j.at("library").get<std::string>(),
+            j.at("format").get<int>()};
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(std::string("bad key material: ") + e.what());
+  }
+}
+
+}  // namespace dilatron::cache

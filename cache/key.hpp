@@ -1,0 +1,43 @@
+// The cache key: a hash over everything that decides a kernel's binary. Change any ingredient (spec,
+// template bytes, NVRTC version, options, arch, library version, entry format) and the key changes, so
+// a stale binary is never loaded.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <string>
+
+#include "codegen/kernel_spec.hpp"
+
+namespace dilatron::cache {
+
+// Bumped when the entry file layout or metadata meaning changes.
+inline constexpr int kFormatVersion = 1;
+
+struct KeyMaterial {
+  std::string spec;           // canonical spec
+  std::string template_hash;  // codegen::template_bundle_hash()
+  std::string nvrtc;          // NVRTC major.minor
+  std::string options;        // NVRTC options, space-joined
+  std::string arch;
+  std::string library;  // dilatron version
+  int format = kFormatVersion;
+
+  bool operator==(const KeyMaterial&) const = default;
+};
+
+// The material for a spec with this build of the library and the NVRTC it compiles with.
+KeyMaterial key_material(const codegen::KernelSpec& spec);
+
+// 32 hex digits (XXH3-128 over the length-prefixed fields).
+std::string cache_key(const KeyMaterial& material);
+
+// Whether an entry built from this material would be loaded by this build (same templates, NVRTC,
+// options, library and format): entries imported from another build are kept but never used.
+bool usable_here(const KeyMaterial& material);
+
+nlohmann::json to_json(const KeyMaterial& material);
+// Throws dilatron::Error when a field is missing or of the wrong type.
+KeyMaterial key_material_from_json(const nlohmann::json& json);
+
+}  // namespace dilatron::cache

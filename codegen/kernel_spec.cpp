@@ -1,0 +1,93 @@
+#include "codegen/kernel_spec.hpp"
+
+#include <dilatron/error.hpp>
+
+#include <fmt/format.h>
+
+#include <charconv>
+
+namespace dilatron::codegen {
+namespace {
+
+bool moves_rows(Op op) { return op == Op::pack_rows || op == Op::unpack_rows; }
+
+[[noreturn]] void invalid(const KernelSpec& spec, const std::string& why) {
+  throw Error(fmt::format("invalid kernel spec ({}): {}", spec.label(), why));
+}
+
+}  // namespace
+
+std::string_view to_string(Op op) noexcept {
+  switch (op) {
+    case Op::pack_rows: return "pack_rows";
+    case Op::unpack_rows: return "unpack_rows";
+    case Op::merge_partials: return "merge_partials";
+  }
+  return "?";
+}
+
+Op parse_op(std::string_view text) {
+  for (Op op : {Op::pack_rows, Op::unpack_rows, Op::merge_partials}) {
+    if (text == to_string(op)) return op;
+  }
+  throw Error(fmt::format("unknown kernel op '{}': expected pack_rows, unpack_rows or merge_partials", text));
+}
+
+int arch_number(std::string_view arch) {
+  std::string_view digits = arch;
+  if (!digits.starts_with("sm_")) throw Error(fmt::format("arch '{}': expected sm_XY or sm_XYa, e.g. sm_90a", arch));
+  digits.remove_prefix(3);
+  if (digits.ends_with('a')) digits.remove_suffix(1);
+  int number = 0;
+  const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), number);
+  if (digits.empty() || ec != std::errc{} || end != digits.data() + digits.size() || number < 10) {
+    throw Error(fmt::format("arch '{}': expected sm_XY or sm_XYa, e.g. sm_90a", arch));
+  }
+  return number;
+}
+
+std::string KernelSpec::canonical() const {
+  std::string text = fmt::format("v1 op={} dtype={} d={} branches=", to_string(op), to_string(dtype), head_dim);
+  for (std::size_t i = 0; i < branches.size(); ++i) {
+    text += fmt::format("{}{}:{}", i ? "," : "", branches[i].w, branches[i].r);
+  }
+  text += fmt::format(" group={}/{} mode={} causal={} tiles={}x{} warps={} stages={} arch={}", group, groups,
+                      dilatron::to_string(mode), causal ? 1 : 0, tiles.block_m, tiles.block_n, tiles.warps,
+                      tiles.stages, arch);
+  return text;
+}
+
+std::string KernelSpec::label() const {
+  std::string text = fmt::format("{} {} d{}", to_string(op), to_string(dtype), head_dim);
+  for (const BranchSpec& b : branches) text += fmt::format(" w{} r{}", b.w, b.r);
+  if (mode == Mode::head_groups) text += fmt::format(" group {}/{}", group, groups);
+  return text + " " + arch;
+}
+
+void KernelSpec::validate() const {
+  arch_number(arch);
+  if (arch_number(arch) < 80) invalid(*this, fmt::format("arch {} is older than sm_80 (no bf16, no cp.async)", arch));
+  if (head_dim < 8 || head_dim > 512 || head_dim % 8 != 0) {
+    invalid(*this, fmt::format("head_dim {} must be a multiple of 8 in [8, 512]", head_dim));
+  }
+  if (dtype == DType::f32 && op != Op::merge_partials) invalid(*this, "GPU kernels take f16 or bf16 inputs");
+  if (tiles.warps != 1 && tiles.warps != 2 && tiles.warps != 4 && tiles.warps != 8 && tiles.warps != 16) {
+    invalid(*this, fmt::format("warps = {}: expected 1, 2, 4, 8 or 16", tiles.warps));
+  }
+  if (tiles.block_m != 0 || tiles.block_n != 0 || tiles.stages != 0) {
+    invalid(*this, "row-moving and merge kernels take no block_m, block_n or stages");
+  }
+  if (causal) invalid(*this, "causal does not apply to this op");
+  if (moves_rows(op)) {
+    if (branches.size() != 1) invalid(*this, "pack/unpack move exactly one branch");
+    if (branches[0].w < 1 || branches[0].r < 1) invalid(*this, "segment length and dilation must be >= 1");
+    const bool longnet = mode == Mode::longnet;
+    if (longnet ? (group != 0 || groups != 1) : (groups < 1 || group < 0 || group >= groups)) {
+      invalid(*this, fmt::format("group {}/{} does not fit mode {}", group, groups, dilatron::to_string(mode)));
+    }
+  } else if (!branches.empty() || group != 0 || groups != 1 || mode != Mode::longnet) {
+    invalid(*this, "merge_partials takes no branches, groups or mode");
+  }
+}
+
+}  // namespace dilatron::codegen

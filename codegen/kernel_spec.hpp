@@ -1,0 +1,63 @@
+// KernelSpec: everything that changes a kernel's code, as a plain value. Its canonical string names the
+// kernel in the cache, in logs and in `dilatron cache ls`. Sizes that do not change the code (B, N, H)
+// are kernel arguments and never appear here.
+#pragma once
+
+#include <dilatron/config.hpp>
+#include <dilatron/tensor.hpp>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace dilatron::codegen {
+
+enum class Op {
+  pack_rows,       // gather one branch's selected rows into a dense buffer
+  unpack_rows,     // scatter them back
+  merge_partials,  // fold a second (O, LSE) partial result into the first
+};
+
+std::string_view to_string(Op op) noexcept;
+Op parse_op(std::string_view text);
+
+struct BranchSpec {
+  std::int64_t w, r;
+  bool operator==(const BranchSpec&) const = default;
+};
+
+// Launch shape. Row-moving kernels use only `warps`; attention kernels use all four.
+struct Tiles {
+  int block_m = 0, block_n = 0, warps = 4, stages = 0;
+  bool operator==(const Tiles&) const = default;
+};
+
+struct KernelSpec {
+  Op op = Op::merge_partials;
+  DType dtype = DType::bf16;
+  int head_dim = 128;
+  std::vector<BranchSpec> branches;  // pack/unpack: the one branch moved; merge: empty
+  // pack/unpack in head_groups mode: the group (= branch index) served and the number of groups, which
+  // decide which heads take part. longnet offsets need neither: always 0 and 1 there.
+  int group = 0, groups = 1;
+  bool causal = false;
+  Mode mode = Mode::longnet;
+  Tiles tiles;
+  std::string arch = "sm_90a";  // sm_XY or sm_XYa
+
+  // Stable text form: field order and spelling never change without a cache format bump.
+  std::string canonical() const;
+  // A short human name, e.g. "pack_rows bf16 d128 w2048 r2".
+  std::string label() const;
+  // Throws dilatron::Error naming the field. Fields an op ignores must hold their defaults, so one
+  // kernel has exactly one spec (and one cache entry).
+  void validate() const;
+
+  bool operator==(const KernelSpec&) const = default;
+};
+
+// "sm_90a" -> 90; throws dilatron::Error for anything that is not sm_<digits>[a].
+int arch_number(std::string_view arch);
+
+}  // namespace dilatron::codegen
