@@ -40,25 +40,27 @@ KernelCache& KernelCache::global() {
 }
 
 Lookup KernelCache::get(const codegen::KernelSpec& spec) {
-  const KeyMaterial material = key_material(spec);
-  const std::string key = cache_key(material);
+  // Within one process every other key ingredient is fixed, so the canonical spec alone identifies a
+  // kernel in memory; the full key is computed only on a miss.
+  const std::string canonical = spec.canonical();
   std::promise<std::shared_ptr<const Entry>> promise;
   std::unique_lock lock(mutex_);
-  if (auto it = entries_.find(key); it != entries_.end()) {
+  if (auto it = entries_.find(canonical); it != entries_.end()) {
     const std::shared_future<std::shared_ptr<const Entry>> pending = it->second;
-    lock.unlock();  // wait for another thread's fetch without blocking other keys
+    lock.unlock();  // wait for another thread's fetch without blocking other kernels
     return {pending.get(), Source::memory, {}};
   }
-  entries_.emplace(key, promise.get_future().share());
+  entries_.emplace(canonical, promise.get_future().share());
   lock.unlock();
   try {
-    Lookup found = fetch(spec, key, material);
+    const KeyMaterial material = key_material(spec);
+    Lookup found = fetch(spec, cache_key(material), material);
     promise.set_value(found.entry);
     return found;
   } catch (...) {
     promise.set_exception(std::current_exception());
     lock.lock();
-    entries_.erase(key);  // let a later call try again
+    entries_.erase(canonical);  // let a later call try again
     throw;
   }
 }

@@ -58,7 +58,7 @@ class KernelCache {
   std::counting_semaphore<> compile_slots_;
   std::atomic<std::uint64_t> compiles_{0};
   std::mutex mutex_;
-  std::unordered_map<std::string, std::shared_future<std::shared_ptr<const Entry>>> entries_;
+  std::unordered_map<std::string, std::shared_future<std::shared_ptr<const Entry>>> entries_;  // by canonical spec
 };
 
 }  // namespace dilatron::cache

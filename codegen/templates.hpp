@@ -14,7 +14,10 @@ struct TemplateFile {
 
 const std::vector<TemplateFile>& template_files();
 
-// Hash (hex) over every template's name and bytes: part of each cache key, so editing any template
+// Hash (16 hex digits) over every file's name and bytes.
+std::string bundle_hash(const std::vector<TemplateFile>& files);
+
+// bundle_hash(template_files()), computed once: part of each cache key, so editing any template
 // invalidates exactly the binaries built from the old text.
 const std::string& template_bundle_hash();
 

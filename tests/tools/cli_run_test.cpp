@@ -2,13 +2,11 @@
 // independent dense implementation of the definition; bad inputs fail cleanly and write nothing.
 #include <gtest/gtest.h>
 
-#include <sys/wait.h>
-
-#include <cstdlib>
 #include <fstream>
 #include <random>
 
 #include "common/atomic_file.hpp"
+#include "tests/support/cli.hpp"
 #include "tests/support/random_case.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "tools/npy.hpp"
@@ -17,26 +15,6 @@ using namespace dilatron;
 using namespace dilatron::test;
 
 namespace {
-
-struct CliResult {
-  int status;
-  std::string err, out;
-};
-
-std::string slurp(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-CliResult run_cli(const TempDir& dir, const std::string& args) {
-  const std::string command = std::string("'") + DILATRON_CLI + "' " + args + " >'" + (dir / "stdout").string() +
-                              "' 2>'" + (dir / "stderr").string() + "'";
-  const int raw = std::system(command.c_str());
-  CliResult r{WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, slurp(dir / "stderr"), slurp(dir / "stdout")};
-  std::filesystem::remove(dir / "stdout");
-  std::filesystem::remove(dir / "stderr");
-  return r;
-}
 
 void save(const std::filesystem::path& path, DType dtype, std::vector<std::int64_t> shape, const void* data) {
   AtomicFile file(path);

@@ -1,0 +1,178 @@
+// The disk layer: round trips, corruption of every kind is a reported miss, unsafe directories are
+// refused, and the size cap evicts least recently used entries.
+#include <gtest/gtest.h>
+
+#include <dilatron/error.hpp>
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
+
+#include "cache/disk_cache.hpp"
+#include "tests/support/cli.hpp"
+
+using namespace dilatron;
+using namespace dilatron::cache;
+
+namespace {
+
+// An entry with a fake binary: the disk layer never looks inside the CUBIN.
+Entry fake_entry(int n, std::size_t cubin_bytes = 1000) {
+  codegen::KernelSpec spec;
+  spec.head_dim = 8 * (n + 1);
+  codegen::CompiledKernel compiled;
+  compiled.lowered_name = "_Z6kernel" + std::to_string(n);
+  compiled.cubin.resize(cubin_bytes);
+  for (std::size_t i = 0; i < cubin_bytes; ++i) compiled.cubin[i] = char(i * 7 + n);
+  compiled.report = {32, 0, 1024, 0};
+  compiled.compile_ms = 12.5;
+  return make_entry(spec, key_material(spec), compiled);
+}
+
+void write_raw(const std::filesystem::path& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+}
+
+void expect_decode_error(const std::string& bytes, const char* needle) {
+  try {
+    decode(bytes);
+    ADD_FAILURE() << "decoded a damaged entry";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+
+TEST(CacheEntry, RoundTripsAndRejectsEveryDamage) {
+  const Entry entry = fake_entry(0);
+  const std::string bytes = encode(entry);
+  const Entry back = decode(bytes);
+  EXPECT_EQ(back.key, entry.key);
+  EXPECT_EQ(back.cubin, entry.cubin);
+  EXPECT_EQ(back.lowered_name(), "_Z6kernel0");
+  EXPECT_EQ(back.meta.at("registers"), 32);
+  EXPECT_EQ(back.meta.at("shared_bytes"), 1024);
+
+  for (std::size_t at = 0; at < bytes.size(); at += 37) {  // a bit flip anywhere is caught
+    std::string flipped = bytes;
+    flipped[at] ^= 0x10;
+    EXPECT_THROW(decode(flipped), Error) << "flip at " << at;
+  }
+  expect_decode_error(bytes.substr(0, bytes.size() - 1), "truncated");
+  expect_decode_error(bytes.substr(0, 10), "truncated");
+  expect_decode_error(bytes + "x", "truncated or padded");
+  std::string magic = bytes;
+  magic[0] = 'X';
+  expect_decode_error(magic, "bad magic");
+  std::string version = bytes;
+  version[8] = 7;
+  expect_decode_error(version, "format version 7");
+  std::string checksum = bytes;
+  checksum.back() ^= 1;
+  expect_decode_error(checksum, "checksum");
+}
+
+TEST(DiskCache, StoresLoadsAndReportsBadFilesAsMisses) {
+  test::TempDir tmp;
+  DiskCache disk(tmp / "cache");
+  EXPECT_EQ(::access((tmp / "cache").c_str(), F_OK), 0);
+  struct stat st {};
+  ASSERT_EQ(stat((tmp / "cache").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+
+  const Entry entry = fake_entry(1);
+  EXPECT_FALSE(disk.load(entry.key).entry);
+  EXPECT_TRUE(disk.load(entry.key).problem.empty()) << "absent is a plain miss";
+  disk.store(entry);
+  ASSERT_TRUE(disk.load(entry.key).entry);
+  EXPECT_EQ(disk.load(entry.key).entry->cubin, entry.cubin);
+  ASSERT_EQ(stat(disk.path_of(entry.key).c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+
+  const std::string good = encode(entry);
+  const std::vector<std::pair<std::string, const char*>> damaged = {
+      {good.substr(0, good.size() / 2), "truncated"},
+      {"JUNKJUNKJUNKJUNKJUNKJUNKJUNKJUNK", "bad magic"},
+      {encode(fake_entry(2)), "holds key"},  // another entry under this name
+  };
+  for (const auto& [bytes, needle] : damaged) {
+    write_raw(disk.path_of(entry.key), bytes);
+    const DiskCache::Loaded loaded = disk.load(entry.key);
+    EXPECT_FALSE(loaded.entry);
+    EXPECT_NE(loaded.problem.find(needle), std::string::npos) << loaded.problem;
+  }
+  const auto listed = disk.scan();
+  ASSERT_EQ(listed.size(), 1u);
+  EXPECT_FALSE(listed[0].entry);
+  disk.store(entry);  // repair
+  EXPECT_TRUE(disk.load(entry.key).entry);
+  EXPECT_EQ(disk.clear(), 1u);
+  EXPECT_TRUE(disk.scan().empty());
+}
+
+TEST(DiskCache, RefusesDirectoriesOthersCanWriteOrOwn) {
+  test::TempDir tmp;
+  std::filesystem::create_directory(tmp / "shared");
+  ::chmod((tmp / "shared").c_str(), 0775);
+  try {
+    DiskCache disk(tmp / "shared");
+    ADD_FAILURE() << "accepted a group-writable directory";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("writable by group or others"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("chmod 700"), std::string::npos) << e.what();
+  }
+  ::chmod((tmp / "shared").c_str(), 0757);
+  EXPECT_THROW(DiskCache(tmp / "shared"), Error);
+  ::chmod((tmp / "shared").c_str(), 0755);
+  EXPECT_NO_THROW(DiskCache(tmp / "shared")) << "read-only for others is fine";
+  if (geteuid() != 0) GTEST_SKIP() << "changing a directory's owner needs root";
+  std::filesystem::create_directory(tmp / "theirs");
+  ASSERT_EQ(::chown((tmp / "theirs").c_str(), 65534, 65534), 0);
+  ::chmod((tmp / "theirs").c_str(), 0700);
+  try {
+    DiskCache disk(tmp / "theirs");
+    ADD_FAILURE() << "accepted another user's directory";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("belongs to uid 65534"), std::string::npos) << e.what();
+  }
+}
+
+TEST(DiskCache, EvictsLeastRecentlyUsedUnderTheCap) {
+  test::TempDir tmp;
+  const std::size_t entry_bytes = encode(fake_entry(0, 4000)).size();
+  DiskCache disk(tmp / "cache", 3 * entry_bytes + 100);  // room for three
+  const auto t0 = std::filesystem::file_time_type::clock::now() - std::chrono::hours(1);
+  std::vector<Entry> entries;
+  for (int i = 0; i < 3; ++i) {
+    entries.push_back(fake_entry(i, 4000));
+    disk.store(entries.back());
+    std::filesystem::last_write_time(disk.path_of(entries.back().key), t0 + std::chrono::minutes(i));
+  }
+  ASSERT_TRUE(disk.load(entries[0].key).entry);  // oldest, but used now: most recent
+  entries.push_back(fake_entry(3, 4000));
+  disk.store(entries.back());
+  EXPECT_TRUE(disk.load(entries[0].key).entry);
+  EXPECT_FALSE(disk.load(entries[1].key).entry) << "least recently used goes first";
+  EXPECT_TRUE(disk.load(entries[2].key).entry);
+  EXPECT_TRUE(disk.load(entries[3].key).entry) << "the entry just written stays";
+  EXPECT_LE(disk.total_bytes(), disk.max_bytes());
+
+  DiskCache tiny(tmp / "tiny", 10);  // smaller than one entry: keeps only the newest
+  tiny.store(entries[0]);
+  tiny.store(entries[1]);
+  EXPECT_EQ(tiny.scan().size(), 1u);
+  EXPECT_TRUE(tiny.load(entries[1].key).entry);
+}
+
+TEST(DiskCache, MaxBytesFromTheEnvironment) {
+  ::setenv("DILATRON_CACHE_MAX_BYTES", "3M", 1);
+  EXPECT_EQ(max_bytes_from_environment(), 3u << 20);
+  ::setenv("DILATRON_CACHE_MAX_BYTES", "12345", 1);
+  EXPECT_EQ(max_bytes_from_environment(), 12345u);
+  ::setenv("DILATRON_CACHE_MAX_BYTES", "lots", 1);
+  EXPECT_THROW(max_bytes_from_environment(), Error);
+  ::unsetenv("DILATRON_CACHE_MAX_BYTES");
+  EXPECT_EQ(max_bytes_from_environment(), std::uint64_t(4) << 30);
+}

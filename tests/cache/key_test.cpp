@@ -1,0 +1,54 @@
+// The cache key changes when any ingredient changes, and only then.
+#include <gtest/gtest.h>
+
+#include <dilatron/version.hpp>
+
+#include <set>
+
+#include "cache/key.hpp"
+#include "codegen/templates.hpp"
+
+using namespace dilatron;
+using namespace dilatron::cache;
+
+TEST(CacheKey, EveryIngredientChangesIt) {
+  const KeyMaterial base{"v1 op=merge_partials", "0123456789abcdef", "13.0", "--gpu-architecture=sm_90a", "sm_90a",
+                         "0.1.0", 1};
+  std::vector<KeyMaterial> variants(8, base);
+  variants[1].spec += " ";
+  variants[2].template_hash[0] = '1';
+  variants[3].nvrtc = "13.1";
+  variants[4].options += " -lineinfo";
+  variants[5].arch = "sm_80";
+  variants[6].library = "0.1.1";
+  variants[7].format = 2;
+  std::set<std::string> keys;
+  for (const KeyMaterial& m : variants) {
+    const std::string key = cache_key(m);
+    EXPECT_EQ(key.size(), 32u);
+    EXPECT_TRUE(keys.insert(key).second) << key;
+  }
+  EXPECT_EQ(cache_key(base), cache_key(KeyMaterial(base))) << "deterministic";
+  KeyMaterial shifted = base;  // bytes moved between fields must not collide
+  shifted.spec += "0";
+  shifted.template_hash = shifted.template_hash.substr(1);
+  EXPECT_NE(cache_key(shifted), cache_key(base));
+}
+
+TEST(CacheKey, MaterialOfASpecNamesThisBuild) {
+  codegen::KernelSpec spec;
+  spec.arch = "sm_80";
+  const KeyMaterial m = key_material(spec);
+  EXPECT_EQ(m.spec, spec.canonical());
+  EXPECT_EQ(m.template_hash, codegen::template_bundle_hash());
+  EXPECT_EQ(m.library, kVersion);
+  EXPECT_EQ(m.arch, "sm_80");
+  EXPECT_NE(m.options.find("sm_80"), std::string::npos);
+  EXPECT_TRUE(usable_here(m));
+  KeyMaterial other = m;
+  other.nvrtc = "99.0";
+  EXPECT_FALSE(usable_here(other));
+  EXPECT_EQ(key_material_from_json(to_json(m)), m);
+  spec.arch = "sm_90a";
+  EXPECT_NE(cache_key(key_material(spec)), cache_key(m));
+}

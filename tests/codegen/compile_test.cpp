@@ -1,0 +1,117 @@
+// Every device template instantiates and compiles to CUBIN for sm_80 and sm_90a through NVRTC.
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "codegen/compiler.hpp"
+#include "codegen/render.hpp"
+#include "codegen/templates.hpp"
+
+using namespace dilatron;
+using namespace dilatron::codegen;
+
+namespace {
+
+std::vector<KernelSpec> one_of_each_template() {
+  std::vector<KernelSpec> specs;
+  for (const char* arch : {"sm_80", "sm_90a"}) {
+    for (DType dtype : {DType::f16, DType::bf16}) {
+      for (Op op : {Op::pack_rows, Op::unpack_rows, Op::merge_partials}) {
+        KernelSpec s;
+        s.op = op;
+        s.dtype = dtype;
+        s.head_dim = dtype == DType::f16 ? 64 : 128;
+        s.arch = arch;
+        if (op != Op::merge_partials) s.branches = {{16384, 6}};
+        if (op == Op::unpack_rows) s.mode = Mode::head_groups, s.group = 2, s.groups = 3;
+        specs.push_back(s);
+      }
+    }
+    KernelSpec f32_merge;
+    f32_merge.dtype = DType::f32;
+    f32_merge.head_dim = 96;
+    f32_merge.arch = arch;
+    specs.push_back(f32_merge);
+  }
+  return specs;
+}
+
+}  // namespace
+
+TEST(Templates, AreEmbeddedWithAStableBundleHash) {
+  std::set<std::string> names;
+  for (const TemplateFile& f : template_files()) {
+    names.insert(std::string(f.name));
+    EXPECT_FALSE(f.text.empty()) << f.name;
+  }
+  for (const char* expected : {"dilatron/index.cuh", "dilatron/args.cuh", "dilatron/types.cuh", "dilatron/pack.cuh",
+                               "dilatron/merge.cuh"}) {
+    EXPECT_TRUE(names.count(expected)) << expected;
+  }
+  EXPECT_EQ(template_bundle_hash().size(), 16u);
+  EXPECT_EQ(template_bundle_hash(), template_bundle_hash());
+}
+
+TEST(Render, IsATinyTranslationUnitInstantiatingTheTemplate) {
+  KernelSpec s;
+  s.op = Op::pack_rows;
+  s.branches = {{2048, 6}};
+  const RenderedKernel r = render(s);
+  EXPECT_NE(r.source.find("#include \"dilatron/pack.cuh\""), std::string::npos);
+  EXPECT_NE(r.source.find(s.canonical()), std::string::npos);
+  EXPECT_NE(r.source.find("template __global__ void " + r.name_expression), std::string::npos);
+  EXPECT_EQ(r.name_expression, "dilatron::move_rows<dilatron::bf16, 128, 2048LL, 6LL, 0, 0, 1, true, 128>");
+  EXPECT_LE(std::count(r.source.begin(), r.source.end(), '\n'), 4);
+}
+
+TEST(Compile, EveryTemplateBuildsForSm80AndSm90aWithoutSpills) {
+  for (const KernelSpec& spec : one_of_each_template()) {
+    SCOPED_TRACE(spec.canonical());
+    const CompiledKernel k = compile(spec);
+    ASSERT_GE(k.cubin.size(), 4u);
+    EXPECT_EQ(std::string(k.cubin.data(), 4), "\x7f" "ELF") << "NVRTC must emit CUBIN, not PTX";
+    EXPECT_NE(k.lowered_name.find(spec.op == Op::merge_partials ? "merge_partials" : "move_rows"), std::string::npos);
+    EXPECT_GT(k.report.registers, 0) << k.log;
+    EXPECT_EQ(k.report.spill_bytes, 0) << k.log;
+    EXPECT_NE(k.log.find(spec.arch.substr(0, 5)), std::string::npos) << "ptxas report for the target: " << k.log;
+    EXPECT_GT(k.compile_ms, 0);
+  }
+}
+
+TEST(Compile, ParsesThePtxasReport) {
+  const PtxasReport r = parse_ptxas_report(
+      "ptxas info    : Compiling entry function '_Z1kv' for 'sm_90a'\n"
+      "ptxas info    : Function properties for _Z1kv\n"
+      "ptxas         .     24 bytes stack frame, 16 bytes spill stores, 12 bytes spill loads\n"
+      "ptxas info    : Used 168 registers, used 1 barriers, 33792 bytes smem, 448 bytes cmem[0]\n");
+  EXPECT_EQ(r.registers, 168);
+  EXPECT_EQ(r.spill_bytes, 28);
+  EXPECT_EQ(r.shared_bytes, 33792);
+  EXPECT_EQ(r.stack_bytes, 24);
+  const PtxasReport none = parse_ptxas_report("");
+  EXPECT_EQ(none.registers, 0);
+  EXPECT_EQ(none.spill_bytes, 0);
+}
+
+TEST(Compile, OptionsTargetCubinForTheArch) {
+  const auto options = compile_options("sm_90a");
+  EXPECT_EQ(options.front(), "--gpu-architecture=sm_90a");
+  EXPECT_NE(std::find(options.begin(), options.end(), "--ptxas-options=-v"), options.end());
+  EXPECT_FALSE(nvrtc_version().empty());
+}
+
+TEST(Templates, BundleHashChangesWithAnyByte) {
+  const std::string a = "template <int N> __global__ void k() {}", b = "dilatron/k.cuh";
+  const std::string base = bundle_hash({{b, a}});
+  std::set<std::string> seen{base};
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    std::string text = a;
+    text[i] ^= 1;
+    ASSERT_TRUE(seen.insert(bundle_hash({{b, text}})).second) << "byte " << i;
+  }
+  std::string name = b;
+  name[3] ^= 1;
+  EXPECT_TRUE(seen.insert(bundle_hash({{name, a}})).second);
+  EXPECT_TRUE(seen.insert(bundle_hash({{b, a}, {b, a}})).second) << "an extra file changes it";
+  EXPECT_TRUE(seen.insert(bundle_hash({{b + a.substr(0, 1), a.substr(1)}})).second) << "bytes moved into the name";
+}

@@ -1,0 +1,99 @@
+// KernelSpec: canonical strings are stable and distinct; validation names the bad field.
+#include <gtest/gtest.h>
+
+#include <dilatron/error.hpp>
+
+#include <set>
+
+#include "codegen/kernel_spec.hpp"
+#include "codegen/render.hpp"
+
+using namespace dilatron;
+using namespace dilatron::codegen;
+
+namespace {
+
+KernelSpec pack_spec() {
+  KernelSpec s;
+  s.op = Op::pack_rows;
+  s.branches = {{2048, 6}};
+  return s;
+}
+
+}  // namespace
+
+TEST(KernelSpec, CanonicalStringIsStable) {
+  // This exact text is part of every cache key: changing it silently orphans every cached kernel, so a
+  // change here must come with a kFormatVersion bump.
+  EXPECT_EQ(pack_spec().canonical(),
+            "v1 op=pack_rows dtype=bf16 d=128 branches=2048:6 group=0/1 mode=longnet causal=0 tiles=0x0 warps=4 "
+            "stages=0 arch=sm_90a");
+  KernelSpec merge;
+  merge.dtype = DType::f16;
+  merge.head_dim = 64;
+  merge.arch = "sm_80";
+  EXPECT_EQ(merge.canonical(),
+            "v1 op=merge_partials dtype=f16 d=64 branches= group=0/1 mode=longnet causal=0 tiles=0x0 warps=4 stages=0 "
+            "arch=sm_80");
+}
+
+TEST(KernelSpec, EveryFieldChangesTheCanonicalString) {
+  std::vector<KernelSpec> variants(12, pack_spec());
+  variants[1].op = Op::unpack_rows;
+  variants[2].dtype = DType::f16;
+  variants[3].head_dim = 64;
+  variants[4].branches = {{2048, 5}};
+  variants[5].branches = {{1024, 6}};
+  variants[6].mode = Mode::head_groups;
+  variants[7].mode = Mode::head_groups, variants[7].groups = 2;
+  variants[8].causal = true;
+  variants[9].tiles.warps = 8;
+  variants[10].tiles.block_m = 64;
+  variants[11].arch = "sm_80";
+  std::set<std::string> seen;
+  for (const KernelSpec& v : variants) EXPECT_TRUE(seen.insert(v.canonical()).second) << v.canonical();
+  KernelSpec stages = pack_spec();
+  stages.tiles.stages = 2;
+  EXPECT_FALSE(seen.count(stages.canonical()));
+  KernelSpec two = pack_spec();
+  two.branches = {{20, 486}};  // "2048:6" must not read the same as "20:486"
+  EXPECT_FALSE(seen.count(two.canonical()));
+}
+
+TEST(KernelSpec, ValidationNamesTheProblem) {
+  auto expect_invalid = [](KernelSpec s, const char* needle) {
+    try {
+      s.validate();
+      ADD_FAILURE() << "accepted " << s.canonical();
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  KernelSpec s = pack_spec();
+  EXPECT_NO_THROW(s.validate());
+  s.arch = "sm_70";
+  expect_invalid(s, "older than sm_80");
+  s.arch = "gfx90a";
+  expect_invalid(s, "gfx90a");
+  s = pack_spec(), s.head_dim = 100;
+  expect_invalid(s, "head_dim 100");
+  s = pack_spec(), s.dtype = DType::f32;
+  expect_invalid(s, "f16 or bf16");
+  s = pack_spec(), s.tiles.warps = 3;
+  expect_invalid(s, "warps = 3");
+  s = pack_spec(), s.branches = {};
+  expect_invalid(s, "exactly one branch");
+  s = pack_spec(), s.branches = {{0, 1}};
+  expect_invalid(s, ">= 1");
+  s = pack_spec(), s.group = 1;
+  expect_invalid(s, "group 1/1");
+  s = pack_spec(), s.mode = Mode::head_groups, s.group = 2, s.groups = 2;
+  expect_invalid(s, "group 2/2");
+  s = pack_spec(), s.causal = true;
+  expect_invalid(s, "causal");
+  KernelSpec merge;
+  merge.branches = {{8, 1}};
+  expect_invalid(merge, "merge_partials takes no branches");
+  s = pack_spec(), s.head_dim = 12;
+  EXPECT_THROW(render(s), Error) << "render validates first";
+}

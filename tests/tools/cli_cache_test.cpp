@@ -1,0 +1,183 @@
+// `dilatron cache ...` and `dilatron gen` as operators use them.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+#include <sys/stat.h>
+
+#include <fstream>
+#include <map>
+#include <thread>
+
+#include "runtime/driver.hpp"
+#include "tests/support/cli.hpp"
+
+using namespace dilatron::test;
+
+namespace {
+
+const std::string kConfig = "--arch sm_80 --segments 64,128 --dilations 1,2 --head-dim 64 --dtype fp16";
+constexpr std::size_t kKernels = 5;  // pack + unpack per branch, one merge
+
+std::string in(const TempDir& tmp, const char* name = "cache") { return " --cache-dir '" + (tmp / name).string() + "'"; }
+
+std::map<std::string, std::pair<ino_t, std::string>> snapshot(const std::filesystem::path& dir) {
+  std::map<std::string, std::pair<ino_t, std::string>> files;
+  for (const auto& item : std::filesystem::directory_iterator(dir)) {
+    struct stat st {};
+    stat(item.path().c_str(), &st);
+    files[item.path().filename().string()] = {st.st_ino, slurp(item.path())};
+  }
+  return files;
+}
+
+}  // namespace
+
+TEST(CliCache, WarmTwiceIsAllHitsAndWritesNothing) {
+  TempDir tmp;
+  const CliResult cold = run_cli(tmp, "cache warm " + kConfig + in(tmp));
+  ASSERT_EQ(cold.status, 0) << cold.err;
+  EXPECT_NE(cold.out.find("5 kernels for sm_80"), std::string::npos) << cold.out;
+  EXPECT_NE(cold.out.find("5 compiled, 0 hits, 0 failed"), std::string::npos) << cold.out;
+  EXPECT_NE(cold.err.find("[5/5]"), std::string::npos) << "progress lines: " << cold.err;
+  struct stat st {};
+  ASSERT_EQ(stat((tmp / "cache").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  const auto before = snapshot(tmp / "cache");
+  EXPECT_EQ(before.size(), kKernels);
+
+  const CliResult warm = run_cli(tmp, "cache warm " + kConfig + in(tmp));
+  ASSERT_EQ(warm.status, 0) << warm.err;
+  EXPECT_NE(warm.out.find("0 compiled, 5 hits, 0 failed"), std::string::npos) << warm.out;
+  EXPECT_EQ(snapshot(tmp / "cache"), before) << "a warm cache is read, never rewritten";
+}
+
+TEST(CliCache, VerifyCatchesCorruptionAndTheNextWarmRepairsIt) {
+  TempDir tmp;
+  ASSERT_EQ(run_cli(tmp, "cache warm " + kConfig + in(tmp)).status, 0);
+  EXPECT_EQ(run_cli(tmp, "cache verify" + in(tmp)).status, 0);
+  const auto victim = std::filesystem::directory_iterator(tmp / "cache")->path();
+  {
+    std::fstream f(victim, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(200);
+    f.put('\x5a');
+  }
+  const CliResult bad = run_cli(tmp, "cache verify" + in(tmp));
+  EXPECT_NE(bad.status, 0);
+  EXPECT_NE(bad.err.find(victim.filename().string()), std::string::npos) << bad.err;
+  EXPECT_NE(bad.err.find("checksum"), std::string::npos) << bad.err;
+  const CliResult repair = run_cli(tmp, "cache warm " + kConfig + in(tmp));
+  ASSERT_EQ(repair.status, 0) << repair.err;
+  EXPECT_NE(repair.out.find("1 compiled, 4 hits"), std::string::npos) << repair.out;
+  EXPECT_NE(repair.out.find("1 bad entries replaced"), std::string::npos) << repair.out;
+  EXPECT_EQ(run_cli(tmp, "cache verify" + in(tmp)).status, 0);
+}
+
+TEST(CliCache, FourConcurrentWarmsOfOneEmptyDirectoryAllSucceed) {
+  TempDir tmp;
+  std::vector<CliResult> results(4, CliResult{-1, {}, {}});
+  std::vector<std::unique_ptr<TempDir>> logs;
+  for (int i = 0; i < 4; ++i) logs.push_back(std::make_unique<TempDir>());
+  std::vector<std::thread> processes;
+  for (int i = 0; i < 4; ++i) {
+    processes.emplace_back([&, i] { results[i] = run_cli(*logs[i], "cache warm --jobs 1 " + kConfig + in(tmp)); });
+  }
+  for (std::thread& p : processes) p.join();
+  for (const CliResult& r : results) EXPECT_EQ(r.status, 0) << r.err;
+  const CliResult verify = run_cli(tmp, "cache verify" + in(tmp));
+  EXPECT_EQ(verify.status, 0) << verify.err;
+  EXPECT_NE(verify.out.find("5 entries"), std::string::npos) << verify.out;
+  for (const auto& item : std::filesystem::directory_iterator(tmp / "cache")) {
+    EXPECT_FALSE(item.path().filename().string().starts_with(".")) << "temp file left: " << item.path();
+  }
+}
+
+TEST(CliCache, LsJsonCarriesTheReport) {
+  TempDir tmp;
+  ASSERT_EQ(run_cli(tmp, "cache warm " + kConfig + in(tmp)).status, 0);
+  const CliResult ls = run_cli(tmp, "cache ls --json" + in(tmp));
+  ASSERT_EQ(ls.status, 0) << ls.err;
+  const nlohmann::json entries = nlohmann::json::parse(ls.out);
+  ASSERT_EQ(entries.size(), kKernels);
+  for (const auto& e : entries) {
+    for (const char* field : {"key", "kernel", "arch", "registers", "spill_bytes", "shared_bytes", "compile_ms"}) {
+      EXPECT_TRUE(e.contains(field)) << field << " in " << e.dump();
+    }
+    EXPECT_EQ(e["arch"], "sm_80");
+    EXPECT_GT(e["registers"].get<int>(), 0);
+    EXPECT_EQ(e["spill_bytes"], 0);
+    EXPECT_TRUE(e["usable"].get<bool>());
+  }
+  const CliResult table = run_cli(tmp, "cache ls" + in(tmp));
+  EXPECT_NE(table.out.find("merge_partials f16 d64 sm_80"), std::string::npos) << table.out;
+  const CliResult stats = run_cli(tmp, "cache stats" + in(tmp));
+  EXPECT_NE(stats.out.find("entries     5 (0 bad"), std::string::npos) << stats.out;
+  const CliResult clear = run_cli(tmp, "cache clear" + in(tmp));
+  EXPECT_NE(clear.out.find("removed 5 entries"), std::string::npos) << clear.out;
+  EXPECT_TRUE(std::filesystem::is_empty(tmp / "cache"));
+}
+
+TEST(CliCache, ExportImportShipsAVerifiedCache) {
+  TempDir tmp;
+  ASSERT_EQ(run_cli(tmp, "cache warm " + kConfig + in(tmp)).status, 0);
+  const std::string bundle = (tmp / "kernels.bundle").string();
+  const CliResult exported = run_cli(tmp, "cache export '" + bundle + "'" + in(tmp));
+  ASSERT_EQ(exported.status, 0) << exported.err;
+  EXPECT_NE(exported.out.find("exported 5 entries"), std::string::npos);
+  const CliResult imported = run_cli(tmp, "cache import '" + bundle + "'" + in(tmp, "elsewhere"));
+  ASSERT_EQ(imported.status, 0) << imported.err;
+  EXPECT_EQ(snapshot(tmp / "elsewhere").size(), kKernels);
+  // The imported cache serves a machine that may not compile.
+  const CliResult frozen = run_cli(tmp, "cache warm " + kConfig + in(tmp, "elsewhere"), "DILATRON_DISABLE_JIT=1");
+  EXPECT_EQ(frozen.status, 0) << frozen.err;
+  EXPECT_NE(frozen.out.find("5 hits"), std::string::npos);
+
+  std::string bytes = slurp(bundle);
+  bytes[bytes.size() / 2] ^= 0x40;
+  std::ofstream(tmp / "tampered.bundle", std::ios::binary) << bytes;
+  const CliResult refused = run_cli(tmp, "cache import '" + (tmp / "tampered.bundle").string() + "'" + in(tmp, "third"));
+  EXPECT_NE(refused.status, 0);
+  EXPECT_NE(refused.err.find("nothing imported"), std::string::npos) << refused.err;
+  EXPECT_TRUE(std::filesystem::is_empty(tmp / "third"));
+}
+
+TEST(CliCache, WarmErrorsAreClear) {
+  TempDir tmp;
+  const CliResult frozen = run_cli(tmp, "cache warm " + kConfig + in(tmp), "DILATRON_DISABLE_JIT=1");
+  EXPECT_NE(frozen.status, 0);
+  EXPECT_NE(frozen.err.find("5 of 5 kernels failed"), std::string::npos) << frozen.err;
+  EXPECT_NE(run_cli(tmp, "cache warm --arch sm_90 --segments 64,0 --dilations 1,1" + in(tmp)).err.find("segments[1] = 0"),
+            std::string::npos);
+  EXPECT_NE(run_cli(tmp, "cache warm --arch hopper --segments 64 --dilations 1" + in(tmp)).err.find("'hopper'"),
+            std::string::npos);
+  if (dilatron::driver::probe().devices.empty()) {
+    const CliResult no_arch = run_cli(tmp, "cache warm --segments 64 --dilations 1" + in(tmp));
+    EXPECT_NE(no_arch.status, 0);
+    EXPECT_NE(no_arch.err.find("--arch is required"), std::string::npos) << no_arch.err;
+  }
+  std::filesystem::create_directory(tmp / "open");
+  std::filesystem::permissions(tmp / "open", std::filesystem::perms::all);
+  const CliResult unsafe = run_cli(tmp, "cache ls" + in(tmp, "open"));
+  EXPECT_NE(unsafe.status, 0);
+  EXPECT_NE(unsafe.err.find("writable by group or others"), std::string::npos) << unsafe.err;
+}
+
+TEST(CliCache, ConfigFileAndGen) {
+  TempDir tmp;
+  std::ofstream(tmp / "configs.json") << R"([{"segments": [64, 128], "dilations": [1, 2], "head_dim": 64, "dtype": "fp16"},
+                                             {"segments": [256], "dilations": [4], "head_dim": 64, "dtype": "fp16",
+                                              "mode": "head_groups"}])";
+  const CliResult warm =
+      run_cli(tmp, "cache warm --arch sm_80 --config '" + (tmp / "configs.json").string() + "'" + in(tmp));
+  ASSERT_EQ(warm.status, 0) << warm.err;
+  EXPECT_NE(warm.out.find("7 kernels"), std::string::npos) << warm.out;  // 5, plus pack/unpack of w256 (merge shared)
+  std::ofstream(tmp / "broken.json") << R"([{"segments": [64]}])";
+  const CliResult broken = run_cli(tmp, "cache warm --arch sm_80 --config '" + (tmp / "broken.json").string() + "'" + in(tmp));
+  EXPECT_NE(broken.status, 0);
+  EXPECT_NE(broken.err.find("broken.json [0]"), std::string::npos) << broken.err;
+
+  const CliResult gen = run_cli(tmp, "gen --segments 2048 --dilations 6 --kernel pack_rows");
+  ASSERT_EQ(gen.status, 0) << gen.err;
+  EXPECT_NE(gen.out.find("#include \"dilatron/pack.cuh\""), std::string::npos) << gen.out;
+  EXPECT_NE(gen.out.find("2048LL, 6LL"), std::string::npos) << gen.out;
+  EXPECT_EQ(gen.out.find("merge_partials"), std::string::npos) << "--kernel filters";
+}
