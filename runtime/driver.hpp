@@ -20,7 +20,18 @@ namespace dilatron::driver {
   X(cuDeviceGetAttribute)        \
   X(cuDeviceTotalMem)            \
   X(cuGetErrorName)              \
-  X(cuGetErrorString)
+  X(cuGetErrorString)            \
+  X(cuCtxGetCurrent)             \
+  X(cuCtxSetCurrent)             \
+  X(cuCtxSynchronize)            \
+  X(cuDevicePrimaryCtxRetain)    \
+  X(cuModuleLoadData)            \
+  X(cuModuleGetFunction)         \
+  X(cuLaunchKernel)              \
+  X(cuMemAlloc)                  \
+  X(cuMemFree)                   \
+  X(cuMemcpyHtoD)                \
+  X(cuMemcpyDtoH)
 
 struct Api {
 #define DILATRON_DRIVER_MEMBER(name) decltype(&::name) name = nullptr;

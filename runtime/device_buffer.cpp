@@ -1,0 +1,21 @@
+#include "runtime/device_buffer.hpp"
+
+#include "runtime/driver.hpp"
+#include "runtime/modules.hpp"
+
+namespace dilatron {
+
+DeviceBuffer::DeviceBuffer(std::size_t bytes) : bytes_(bytes) {
+  current_context();
+  DILATRON_CU(cuMemAlloc(&pointer_, bytes));
+}
+
+DeviceBuffer::~DeviceBuffer() {
+  if (pointer_) driver::api().cuMemFree(pointer_);
+}
+
+void DeviceBuffer::upload(const void* host) { DILATRON_CU(cuMemcpyHtoD(pointer_, host, bytes_)); }
+
+void DeviceBuffer::download(void* host) const { DILATRON_CU(cuMemcpyDtoH(host, pointer_, bytes_)); }
+
+}  // namespace dilatron

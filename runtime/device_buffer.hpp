@@ -1,0 +1,27 @@
+// Device memory owned by a value: freed when it goes out of scope, copied to and from the host.
+#pragma once
+
+#include <cuda.h>
+
+#include <cstddef>
+
+namespace dilatron {
+
+class DeviceBuffer {
+ public:
+  explicit DeviceBuffer(std::size_t bytes);
+  ~DeviceBuffer();
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+
+  void* get() const noexcept { return reinterpret_cast<void*>(pointer_); }
+  std::size_t bytes() const noexcept { return bytes_; }
+  void upload(const void* host);   // all bytes
+  void download(void* host) const;  // all bytes
+
+ private:
+  CUdeviceptr pointer_ = 0;
+  std::size_t bytes_;
+};
+
+}  // namespace dilatron
