@@ -5,34 +5,64 @@
 #include "autotune/policy.hpp"
 
 namespace dilatron::autotune {
+namespace {
 
-std::vector<codegen::KernelSpec> required_kernels(const Workload& w) {
-  std::vector<codegen::KernelSpec> specs;
-  auto add = [&](codegen::KernelSpec spec) {
-    spec = with_tiles(std::move(spec));
-    spec.validate();
+using codegen::KernelSpec;
+using codegen::Op;
+
+KernelSpec spec_for(const Workload& w, Op op, int branch) {
+  KernelSpec spec;
+  spec.op = op;
+  spec.dtype = w.dtype;
+  spec.head_dim = w.head_dim;
+  spec.arch = w.arch;
+  if (branch >= 0) {
+    spec.branches = {{w.config.segments[std::size_t(branch)], w.config.dilations[std::size_t(branch)]}};
+    spec.mode = w.config.mode;
+    if (w.config.mode == Mode::head_groups) spec.group = branch, spec.groups = int(w.config.branches());
+    spec.causal = codegen::is_attention(op) && w.config.causal;
+  }
+  spec = with_tiles(std::move(spec));
+  spec.validate();
+  return spec;
+}
+
+}  // namespace
+
+std::vector<KernelSpec> forward_kernels(const Workload& w) {
+  const auto& r = w.config.dilations;
+  const int branches = int(w.config.branches());
+  std::vector<KernelSpec> launches;
+  if (w.config.mode == Mode::longnet) {
+    const auto full = std::find(r.begin(), r.end(), 1);
+    const int first = full == r.end() ? -1 : int(full - r.begin());
+    if (first < 0) launches.push_back(spec_for(w, Op::clear_output, -1));
+    if (first >= 0) launches.push_back(spec_for(w, Op::attention_forward, first));
+    for (int i = 0; i < branches; ++i) {
+      if (i != first) launches.push_back(spec_for(w, Op::attention_forward_merge, i));
+    }
+  } else {
+    if (std::any_of(r.begin(), r.end(), [](std::int64_t d) { return d > 1; })) {
+      launches.push_back(spec_for(w, Op::clear_output, -1));
+    }
+    for (int i = 0; i < branches; ++i) launches.push_back(spec_for(w, Op::attention_forward, i));
+  }
+  return launches;
+}
+
+std::vector<KernelSpec> required_kernels(const Workload& w) {
+  std::vector<KernelSpec> specs;
+  auto add = [&](KernelSpec spec) {
     if (std::find(specs.begin(), specs.end(), spec) == specs.end()) specs.push_back(std::move(spec));
   };
-  const auto groups = int(w.config.branches());
-  for (int i = 0; i < groups; ++i) {
-    for (codegen::Op op : {codegen::Op::pack_rows, codegen::Op::unpack_rows}) {
-      codegen::KernelSpec spec;
-      spec.op = op;
-      spec.dtype = w.dtype;
-      spec.head_dim = w.head_dim;
-      spec.branches = {{w.config.segments[std::size_t(i)], w.config.dilations[std::size_t(i)]}};
-      spec.mode = w.config.mode;
-      if (w.config.mode == Mode::head_groups) spec.group = i, spec.groups = groups;
-      spec.arch = w.arch;
-      add(std::move(spec));
+  for (KernelSpec& spec : forward_kernels(w)) add(std::move(spec));
+  if (w.ranks > 1) {
+    for (int i = 0; i < int(w.config.branches()); ++i) {
+      add(spec_for(w, Op::pack_rows, i));
+      add(spec_for(w, Op::unpack_rows, i));
     }
+    add(spec_for(w, Op::merge_partials, -1));
   }
-  codegen::KernelSpec merge;
-  merge.op = codegen::Op::merge_partials;
-  merge.dtype = w.dtype;
-  merge.head_dim = w.head_dim;
-  merge.arch = w.arch;
-  add(std::move(merge));
   return specs;
 }
 

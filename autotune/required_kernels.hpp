@@ -1,5 +1,5 @@
-// The one answer to "which kernels does this configuration need": used by the runtime to build plans
-// and by `dilatron cache warm` to pre-compile, so a warmed cache holds exactly what a run will load.
+// The one answer to "which kernels does this configuration need": the runtime builds its launch plan
+// from it and `dilatron cache warm` pre-compiles it, so a warmed cache holds exactly what a run loads.
 #pragma once
 
 #include <dilatron/config.hpp>
@@ -17,11 +17,18 @@ struct Workload {
   DType dtype = DType::bf16;
   int head_dim = 128;
   std::string arch = "sm_90a";
+  int ranks = 1;  // > 1: the ring's kernels too
 };
 
-// Distinct specs in launch order, tiles chosen by the policy. Today: per branch, pack_rows and
-// unpack_rows (the ring's send and the backward's scatter); then merge_partials. The attention kernels
-// join this list as they land. Throws dilatron::Error for a spec that cannot be built.
+// The forward pass's launches in order, tiles chosen by the policy:
+// - longnet: a branch with r = 1 selects every row, so it runs first and writes O and LSE; every other
+//   branch merges into them. Without such a branch, clear_output first and every branch merges.
+// - head_groups: clear_output when some group leaves rows unselected, then one launch per group.
+std::vector<codegen::KernelSpec> forward_kernels(const Workload& workload);
+
+// Distinct specs: the forward kernels, then (ranks > 1) per branch pack_rows and unpack_rows (the
+// ring's send and the backward's scatter) and merge_partials. Throws dilatron::Error for a spec that
+// cannot be built.
 std::vector<codegen::KernelSpec> required_kernels(const Workload& workload);
 
 }  // namespace dilatron::autotune

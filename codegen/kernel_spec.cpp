@@ -11,6 +11,9 @@ namespace {
 
 bool moves_rows(Op op) { return op == Op::pack_rows || op == Op::unpack_rows; }
 
+constexpr Op kOps[] = {Op::pack_rows,    Op::unpack_rows,       Op::merge_partials,
+                       Op::clear_output, Op::attention_forward, Op::attention_forward_merge};
+
 [[noreturn]] void invalid(const KernelSpec& spec, const std::string& why) {
   throw Error(fmt::format("invalid kernel spec ({}): {}", spec.label(), why));
 }
@@ -22,15 +25,18 @@ std::string_view to_string(Op op) noexcept {
     case Op::pack_rows: return "pack_rows";
     case Op::unpack_rows: return "unpack_rows";
     case Op::merge_partials: return "merge_partials";
+    case Op::clear_output: return "clear_output";
+    case Op::attention_forward: return "attention_forward";
+    case Op::attention_forward_merge: return "attention_forward_merge";
   }
   return "?";
 }
 
 Op parse_op(std::string_view text) {
-  for (Op op : {Op::pack_rows, Op::unpack_rows, Op::merge_partials}) {
+  for (Op op : kOps) {
     if (text == to_string(op)) return op;
   }
-  throw Error(fmt::format("unknown kernel op '{}': expected pack_rows, unpack_rows or merge_partials", text));
+  throw Error(fmt::format("unknown kernel op '{}'", text));
 }
 
 int arch_number(std::string_view arch) {
@@ -44,6 +50,18 @@ int arch_number(std::string_view arch) {
     throw Error(fmt::format("arch '{}': expected sm_XY or sm_XYa, e.g. sm_90a", arch));
   }
   return number;
+}
+
+bool is_attention(Op op) { return op == Op::attention_forward || op == Op::attention_forward_merge; }
+
+int max_shared_bytes(int arch) {
+  if (arch >= 90) return 227 * 1024;
+  return arch == 80 || arch == 87 ? 163 * 1024 : 99 * 1024;
+}
+
+int KernelSpec::shared_bytes() const {
+  if (!is_attention(op)) return 0;
+  return (tiles.block_m + 2 * tiles.stages * tiles.block_n) * head_dim * int(dtype_size(dtype));
 }
 
 std::string KernelSpec::canonical() const {
@@ -70,23 +88,36 @@ void KernelSpec::validate() const {
   if (head_dim < 8 || head_dim > 512 || head_dim % 8 != 0) {
     invalid(*this, fmt::format("head_dim {} must be a multiple of 8 in [8, 512]", head_dim));
   }
-  if (dtype == DType::f32 && op != Op::merge_partials) invalid(*this, "GPU kernels take f16 or bf16 inputs");
+  if (dtype == DType::f32 && (moves_rows(op) || is_attention(op))) invalid(*this, "GPU kernels take f16 or bf16 inputs");
   if (tiles.warps != 1 && tiles.warps != 2 && tiles.warps != 4 && tiles.warps != 8 && tiles.warps != 16) {
     invalid(*this, fmt::format("warps = {}: expected 1, 2, 4, 8 or 16", tiles.warps));
   }
-  if (tiles.block_m != 0 || tiles.block_n != 0 || tiles.stages != 0) {
-    invalid(*this, "row-moving and merge kernels take no block_m, block_n or stages");
+  if (is_attention(op)) {
+    if (head_dim != 64 && head_dim != 128) invalid(*this, fmt::format("head_dim {}: attention supports 64 and 128", head_dim));
+    if (tiles.block_m != 16 * tiles.warps || tiles.warps > 8) {
+      invalid(*this, fmt::format("block_m {} with {} warps: each warp owns 16 query rows (at most 8 warps)",
+                                 tiles.block_m, tiles.warps));
+    }
+    if (tiles.block_n != 32 && tiles.block_n != 64 && tiles.block_n != 128) {
+      invalid(*this, fmt::format("block_n = {}: expected 32, 64 or 128", tiles.block_n));
+    }
+    if (tiles.stages != 2 && tiles.stages != 3) invalid(*this, fmt::format("stages = {}: expected 2 or 3", tiles.stages));
+    if (shared_bytes() > max_shared_bytes(arch_number(arch))) {
+      invalid(*this, fmt::format("needs {} bytes of shared memory, more than {} offers", shared_bytes(), arch));
+    }
+  } else if (tiles.block_m != 0 || tiles.block_n != 0 || tiles.stages != 0) {
+    invalid(*this, "row-moving, merge and clear kernels take no block_m, block_n or stages");
   }
-  if (causal) invalid(*this, "causal does not apply to this op");
-  if (moves_rows(op)) {
-    if (branches.size() != 1) invalid(*this, "pack/unpack move exactly one branch");
+  if (causal && !is_attention(op)) invalid(*this, "causal does not apply to this op");
+  if (moves_rows(op) || is_attention(op)) {
+    if (branches.size() != 1) invalid(*this, "branch kernels serve exactly one branch");
     if (branches[0].w < 1 || branches[0].r < 1) invalid(*this, "segment length and dilation must be >= 1");
     const bool longnet = mode == Mode::longnet;
     if (longnet ? (group != 0 || groups != 1) : (groups < 1 || group < 0 || group >= groups)) {
       invalid(*this, fmt::format("group {}/{} does not fit mode {}", group, groups, dilatron::to_string(mode)));
     }
   } else if (!branches.empty() || group != 0 || groups != 1 || mode != Mode::longnet) {
-    invalid(*this, "merge_partials takes no branches, groups or mode");
+    invalid(*this, fmt::format("{} takes no branches, groups or mode", to_string(op)));
   }
 }
 

@@ -14,9 +14,12 @@
 namespace dilatron::codegen {
 
 enum class Op {
-  pack_rows,       // gather one branch's selected rows into a dense buffer
-  unpack_rows,     // scatter them back
-  merge_partials,  // fold a second (O, LSE) partial result into the first
+  pack_rows,                // gather one branch's selected rows into a dense buffer
+  unpack_rows,              // scatter them back
+  merge_partials,           // fold a second (O, LSE) partial result into the first
+  clear_output,             // O = 0, LSE = -inf, before launches that merge into them
+  attention_forward,        // one branch's attention, writing O and LSE
+  attention_forward_merge,  // one branch's attention, merged into the O and LSE already there
 };
 
 std::string_view to_string(Op op) noexcept;
@@ -27,7 +30,8 @@ struct BranchSpec {
   bool operator==(const BranchSpec&) const = default;
 };
 
-// Launch shape. Row-moving kernels use only `warps`; attention kernels use all four.
+// Launch shape. Row-moving kernels use only `warps`; attention kernels use all four, with
+// block_m = 16 * warps (each warp owns 16 query rows).
 struct Tiles {
   int block_m = 0, block_n = 0, warps = 4, stages = 0;
   bool operator==(const Tiles&) const = default;
@@ -37,9 +41,9 @@ struct KernelSpec {
   Op op = Op::merge_partials;
   DType dtype = DType::bf16;
   int head_dim = 128;
-  std::vector<BranchSpec> branches;  // pack/unpack: the one branch moved; merge: empty
-  // pack/unpack in head_groups mode: the group (= branch index) served and the number of groups, which
-  // decide which heads take part. longnet offsets need neither: always 0 and 1 there.
+  std::vector<BranchSpec> branches;  // pack/unpack/attention: the one branch; merge/clear: empty
+  // Branch kernels in head_groups mode: the group (= branch index) served and the number of groups,
+  // which decide which heads take part. longnet offsets need neither: always 0 and 1 there.
   int group = 0, groups = 1;
   bool causal = false;
   Mode mode = Mode::longnet;
@@ -50,6 +54,8 @@ struct KernelSpec {
   std::string canonical() const;
   // A short human name, e.g. "pack_rows bf16 d128 w2048 r2".
   std::string label() const;
+  // Dynamic shared memory a launch needs (0 for kernels with none).
+  int shared_bytes() const;
   // Throws dilatron::Error naming the field. Fields an op ignores must hold their defaults, so one
   // kernel has exactly one spec (and one cache entry).
   void validate() const;
@@ -59,5 +65,10 @@ struct KernelSpec {
 
 // "sm_90a" -> 90; throws dilatron::Error for anything that is not sm_<digits>[a].
 int arch_number(std::string_view arch);
+
+// Shared memory one block may use on an arch (sm_80: 163 KiB, sm_86/89: 99 KiB, sm_90+: 227 KiB).
+int max_shared_bytes(int arch_number);
+
+bool is_attention(Op op);
 
 }  // namespace dilatron::codegen

@@ -24,15 +24,24 @@ Instantiation instantiation(const KernelSpec& s) {
   switch (s.op) {
     case Op::pack_rows:
     case Op::unpack_rows: {
-      const int mode = s.mode == Mode::longnet ? 0 : 1;
+      const int mode = s.mode == Mode::longnet ? 0 : 1;  // index::kLongnet, index::kHeadGroups
       return {"dilatron/pack.cuh", "dilatron::args::PackArgs",
               fmt::format("dilatron::move_rows<{}, {}, {}LL, {}LL, {}, {}, {}, {}, {}>", element_type(s.dtype), s.head_dim,
                           s.branches[0].w, s.branches[0].r, mode, s.group, s.groups,
                           s.op == Op::pack_rows ? "true" : "false", threads)};
     }
     case Op::merge_partials:
+    case Op::clear_output:
       return {"dilatron/merge.cuh", "dilatron::args::MergeArgs",
-              fmt::format("dilatron::merge_partials<{}, {}, {}>", element_type(s.dtype), s.head_dim, threads)};
+              fmt::format("dilatron::{}<{}, {}, {}>", to_string(s.op), element_type(s.dtype), s.head_dim, threads)};
+    case Op::attention_forward:
+    case Op::attention_forward_merge:
+      return {"dilatron/attention.cuh", "dilatron::args::AttentionArgs",
+              fmt::format("dilatron::attention_forward<{}, {}, {}, {}, {}, {}, {}LL, {}LL, {}, {}, {}, {}>",
+                          element_type(s.dtype), s.head_dim, s.tiles.block_m, s.tiles.block_n, s.tiles.stages,
+                          s.causal ? "true" : "false", s.branches[0].w, s.branches[0].r,
+                          s.mode == Mode::longnet ? 0 : 1, s.group, s.groups,
+                          s.op == Op::attention_forward_merge ? "true" : "false")};
   }
   return {};
 }

@@ -33,4 +33,14 @@ struct MergeArgs {
   i64 batch, seq_len, heads;
 };
 
+// attention_forward: one branch of dilated attention over [B, N, H, D] tensors (innermost stride 1,
+// rows 16-byte aligned). LSE is float32 [B, H, N], contiguous; merging launches read it as well.
+struct AttentionArgs {
+  Tensor4 q, k, v, out;
+  float* lse;
+  i64 batch, seq_len, heads, kv_heads;
+  i64 head_begin;    // first query head of this launch (grid y walks heads from here)
+  float scale_log2;  // softmax scale * log2(e): scores go straight to the exp2 domain
+};
+
 }  // namespace dilatron::args

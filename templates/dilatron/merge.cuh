@@ -32,4 +32,19 @@ __global__ void __launch_bounds__(THREADS) merge_partials(args::MergeArgs a) {
   if (lane == 0) a.lse[lse_index] = merged;
 }
 
+// clear_output: O = 0 and LSE = -inf on every row, before branch launches that merge into them (rows no
+// branch selects keep these values). One warp per (b, n, h) row; MergeArgs' other_* fields are unused.
+template <class T, int HEAD_DIM, int THREADS>
+__global__ void __launch_bounds__(THREADS) clear_output(args::MergeArgs a) {
+  static_assert(THREADS % 32 == 0, "one warp per row");
+  const long long rows = a.batch * a.seq_len * a.heads;
+  const long long row = blockIdx.x * static_cast<long long>(THREADS / 32) + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= rows) return;
+  const long long h = row % a.heads, n = row / a.heads % a.seq_len, b = row / (a.heads * a.seq_len);
+  T* out = static_cast<T*>(a.out.data) + b * a.out.stride[0] + n * a.out.stride[1] + h * a.out.stride[2];
+  for (int d = lane; d < HEAD_DIM; d += 32) out[d] = from_float<T>(0.f);
+  if (lane == 0) a.lse[(b * a.heads + h) * a.seq_len + n] = -__int_as_float(0x7f800000);
+}
+
 }  // namespace dilatron
