@@ -45,7 +45,7 @@ const Loaded& loaded() {
 
 const Api& api() {
   const Loaded& l = loaded();
-  if (!l.error.empty()) throw Error(l.error);
+  if (!l.error.empty()) throw Error(l.error, ErrorKind::cuda);
   return l.api;
 }
 

@@ -18,6 +18,8 @@ class DeviceBuffer {
   std::size_t bytes() const noexcept { return bytes_; }
   void upload(const void* host);   // all bytes
   void download(void* host) const;  // all bytes
+  // Fills the buffer by repeating `bytes` bytes of host data (a random block tiles a large tensor).
+  void fill_repeating(const void* host, std::size_t bytes);
 
  private:
   CUdeviceptr pointer_ = 0;

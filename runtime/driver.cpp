@@ -50,7 +50,7 @@ const Loaded& loaded() {
 
 const Api& api() {
   const Loaded& l = loaded();
-  if (!l.error.empty()) throw Error(l.error);
+  if (!l.error.empty()) throw Error(l.error, ErrorKind::cuda);
   return l.api;
 }
 
@@ -90,6 +90,19 @@ Status probe() noexcept {
     status.problem = e.what();
   }
   return status;
+}
+
+std::string arch_name(int cc_major, int cc_minor) {
+  return "sm_" + std::to_string(cc_major) + std::to_string(cc_minor) + (cc_major == 9 ? "a" : "");
+}
+
+std::string current_arch() {
+  CUdevice device;
+  DILATRON_CU(cuCtxGetDevice(&device));
+  int major = 0, minor = 0;
+  DILATRON_CU(cuDeviceGetAttribute(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, device));
+  DILATRON_CU(cuDeviceGetAttribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device));
+  return arch_name(major, minor);
 }
 
 }  // namespace dilatron::driver

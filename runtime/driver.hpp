@@ -31,7 +31,18 @@ namespace dilatron::driver {
   X(cuMemAlloc)                  \
   X(cuMemFree)                   \
   X(cuMemcpyHtoD)                \
-  X(cuMemcpyDtoH)
+  X(cuMemcpyDtoH)                \
+  X(cuMemsetD8Async)             \
+  X(cuMemcpyDtoD)                \
+  X(cuMemGetInfo)                \
+  X(cuCtxGetDevice)              \
+  X(cuFuncSetAttribute)          \
+  X(cuStreamSynchronize)         \
+  X(cuEventCreate)               \
+  X(cuEventDestroy)              \
+  X(cuEventRecord)               \
+  X(cuEventSynchronize)          \
+  X(cuEventElapsedTime)
 
 struct Api {
 #define DILATRON_DRIVER_MEMBER(name) decltype(&::name) name = nullptr;
@@ -61,6 +72,12 @@ struct Status {
   std::string problem;
 };
 Status probe() noexcept;
+
+// The NVRTC target for a compute capability: sm_90 becomes sm_90a (wgmma and TMA exist only there).
+std::string arch_name(int cc_major, int cc_minor);
+
+// The target of the device behind the current context.
+std::string current_arch();
 
 }  // namespace dilatron::driver
 

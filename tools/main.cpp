@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   dilatron::cli::add_demo(app);
   dilatron::cli::add_cache(app);
   dilatron::cli::add_gen(app);
+  dilatron::cli::add_bench(app);
   dilatron::cli::add_info(app);
   try {
     app.parse(argc, argv);

@@ -9,9 +9,9 @@
 #include <optional>
 
 #include "common/atomic_file.hpp"
-#include "runtime/driver.hpp"
 #include "runtime/problem.hpp"
 #include "tools/commands.hpp"
+#include "tools/gpu_forward.hpp"
 #include "tools/npy.hpp"
 
 namespace dilatron::cli {
@@ -51,10 +51,10 @@ void run(const RunOptions& o) {
   validate(config, q, k, v, out, lse_arg);
 
   if (o.device == "cuda") {
-    driver::api();  // names the missing driver or GPU when there is none
-    throw Error("--device cuda: the GPU forward pass is not part of this build yet; use --device cpu");
+    gpu_forward(config, q, k, v, out, lse_arg);
+  } else {
+    reference_forward(config, q, k, v, out, lse_arg);
   }
-  reference_forward(config, q, k, v, out, lse_arg);
 
   AtomicFile out_file(o.out);
   npy::write(out_file, out.dtype, qa.shape, out_bytes.data());
@@ -88,7 +88,7 @@ void add_run(CLI::App& app) {
       ->capture_default_str();
   cmd->add_flag("--causal", options->causal, "mask keys after the query row");
   CLI::Option* scale = cmd->add_option("--scale", options->scale, "softmax scale (default 1/sqrt(D))");
-  cmd->add_option("--device", options->device, "where to run: cpu (float64 host reference) or cuda")
+  cmd->add_option("--device", options->device, "where to run: cpu (float64 host reference) or cuda (float32 inputs run in bfloat16)")
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
   cmd->add_option("--out", options->out, "output O [B,N,H,D] in Q's dtype")->required();

@@ -22,9 +22,7 @@ std::string local_arch() {
                             "sm_80 for A100): {}",
                             status.problem));
   }
-  const driver::Device& d = status.devices.front();
-  // Hopper's wgmma/TMA instructions exist only in the arch-specific sm_90a target.
-  return fmt::format("sm_{}{}{}", d.cc_major, d.cc_minor, d.cc_major == 9 ? "a" : "");
+  return driver::arch_name(status.devices.front().cc_major, status.devices.front().cc_minor);
 }
 
 autotune::Workload from_json(const nlohmann::json& j, const std::string& where, const std::string& arch) {

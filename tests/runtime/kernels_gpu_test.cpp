@@ -27,8 +27,7 @@ class GpuKernels : public ::testing::Test {
   void SetUp() override {
     const driver::Status status = driver::probe();
     if (status.devices.empty()) GTEST_SKIP() << "no GPU: " << status.problem;
-    const driver::Device& d = status.devices.front();
-    arch_ = "sm_" + std::to_string(d.cc_major) + std::to_string(d.cc_minor) + (d.cc_major == 9 ? "a" : "");
+    arch_ = driver::arch_name(status.devices.front().cc_major, status.devices.front().cc_minor);
     cache::CacheOptions o;
     o.dir = dir_ / "cache";
     o.max_bytes = 1 << 30;

@@ -1,0 +1,56 @@
+/* The C ABI over dilatron::DilatedAttention, for other languages (ctypes, cffi, Rust, ...).
+ * Every call returns a status; on failure dilatron_last_error() gives this thread's last message. */
+#ifndef DILATRON_C_API_H
+#define DILATRON_C_API_H
+
+#include <stdint.h>
+
+#if defined(__GNUC__)
+#define DILATRON_API __attribute__((visibility("default")))
+#else
+#define DILATRON_API
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+  DILATRON_OK = 0,
+  DILATRON_ERROR_INVALID = 1, /* bad configuration, shape, dtype or layout */
+  DILATRON_ERROR_CUDA = 2,    /* a driver or NVRTC call failed, or no GPU */
+  DILATRON_ERROR_INTERNAL = 3
+} dilatron_status;
+
+typedef enum { DILATRON_F32 = 0, DILATRON_F16 = 1, DILATRON_BF16 = 2 } dilatron_dtype;
+typedef enum { DILATRON_LONGNET = 0, DILATRON_HEAD_GROUPS = 1 } dilatron_mode;
+
+typedef struct {
+  void* data;
+  int32_t dtype;      /* dilatron_dtype */
+  int64_t shape[4];   /* [B, N, heads, D]; LSE: [B, H, N, 1] */
+  int64_t strides[4]; /* in elements */
+} dilatron_tensor;
+
+typedef struct dilatron_attention dilatron_attention;
+
+/* scale <= 0 selects 1/sqrt(D). */
+DILATRON_API dilatron_status dilatron_create(const int64_t* segments, const int64_t* dilations, int32_t branches, int32_t mode,
+                                int32_t causal, double scale, dilatron_attention** out);
+/* lse may be NULL; stream is a CUstream (NULL: the default stream). */
+DILATRON_API dilatron_status dilatron_forward(dilatron_attention* attention, const dilatron_tensor* q, const dilatron_tensor* k,
+                                 const dilatron_tensor* v, const dilatron_tensor* out, const dilatron_tensor* lse,
+                                 void* stream);
+/* The float64 host reference on host memory (any dtype), for checks. */
+DILATRON_API dilatron_status dilatron_reference_forward(const dilatron_attention* attention, const dilatron_tensor* q,
+                                           const dilatron_tensor* k, const dilatron_tensor* v,
+                                           const dilatron_tensor* out, const dilatron_tensor* lse);
+DILATRON_API void dilatron_destroy(dilatron_attention* attention);
+DILATRON_API const char* dilatron_last_error(void);
+DILATRON_API const char* dilatron_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* DILATRON_C_API_H */

@@ -1,0 +1,48 @@
+// The C++ API: dilated attention on device tensors, specialized at run time.
+//
+//   dilatron::Config config{{2048, 4096, 8192}, {1, 2, 4}};
+//   dilatron::DilatedAttention attention(config);
+//   attention.forward(q, k, v, out, &lse, stream);   // TensorViews of device memory
+//
+// The first call with a new shape signature (B, N, H, Hkv, D, dtype) builds a plan: the kernels it
+// needs come from the kernel cache (compiled by NVRTC on a miss) and are loaded into the current
+// context. Later calls with that signature only fill kernel arguments and launch on `stream`.
+#pragma once
+
+#include <dilatron/config.hpp>
+#include <dilatron/error.hpp>
+#include <dilatron/reference.hpp>
+#include <dilatron/tensor.hpp>
+
+#include <memory>
+
+struct CUstream_st;  // the driver API's CUstream is CUstream_st*
+
+namespace dilatron {
+
+using Stream = CUstream_st*;
+
+class DilatedAttention {
+ public:
+  // Validates the config (throws dilatron::Error naming the bad value).
+  explicit DilatedAttention(Config config);
+  ~DilatedAttention();
+  DilatedAttention(DilatedAttention&&) noexcept;
+  DilatedAttention& operator=(DilatedAttention&&) noexcept;
+
+  // q [B,N,H,D], k/v [B,N,Hkv,D], out [B,N,H,D]: device memory, float16 or bfloat16 (out in q's dtype),
+  // D of 64 or 128, innermost stride 1, data and strides 16-byte aligned. lse, when given, is float32
+  // [B,H,N,1] contiguous. Runs on `stream` (nullptr: the default stream) in the current context, or in
+  // device 0's primary context when none is current. Asynchronous like a kernel launch.
+  // Without `lse`, the plan keeps an LSE workspace: do not run one object on two streams at once then.
+  void forward(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
+               const TensorView* lse = nullptr, Stream stream = nullptr);
+
+  const Config& config() const noexcept;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace dilatron

@@ -1,0 +1,49 @@
+// DilatedAttention: validation, the plan cache (per context and shape signature), and launches.
+#include <dilatron/dilatron.hpp>
+
+#include <map>
+#include <mutex>
+#include <tuple>
+
+#include "runtime/modules.hpp"
+#include "runtime/plan.hpp"
+#include "runtime/problem.hpp"
+
+namespace dilatron {
+
+struct DilatedAttention::Impl {
+  using Signature = std::tuple<CUcontext, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, DType, bool>;
+  Config config;
+  std::mutex mutex;
+  std::map<Signature, std::unique_ptr<ForwardPlan>> plans;
+};
+
+DilatedAttention::DilatedAttention(Config config) : impl_(std::make_unique<Impl>()) {
+  validate_config(config);
+  impl_->config = std::move(config);
+}
+
+DilatedAttention::~DilatedAttention() = default;
+DilatedAttention::DilatedAttention(DilatedAttention&&) noexcept = default;
+DilatedAttention& DilatedAttention::operator=(DilatedAttention&&) noexcept = default;
+
+const Config& DilatedAttention::config() const noexcept { return impl_->config; }
+
+void DilatedAttention::forward(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
+                               const TensorView* lse, Stream stream) {
+  const Problem p = validate(impl_->config, q, k, v, out, lse);
+  validate_for_gpu(p, q, k, v, out, lse);
+  const Impl::Signature signature{current_context(), p.batch, p.seq_len, p.heads, p.kv_heads, p.head_dim, q.dtype,
+                                  lse == nullptr};
+  const ForwardPlan* plan;
+  {
+    std::lock_guard lock(impl_->mutex);
+    auto& slot = impl_->plans[signature];
+    if (!slot) slot = std::make_unique<ForwardPlan>(impl_->config, p, q.dtype, lse == nullptr);
+    plan = slot.get();
+  }
+  float* lse_out = lse ? static_cast<float*>(lse->data) : plan->lse_workspace();
+  plan->launch(q, k, v, out, lse_out, stream);
+}
+
+}  // namespace dilatron

@@ -1,0 +1,92 @@
+// The C ABI: exceptions become status codes, messages stay per thread.
+#include <dilatron/c_api.h>
+#include <dilatron/dilatron.hpp>
+#include <dilatron/version.hpp>
+
+#include <string>
+
+struct dilatron_attention {
+  dilatron::DilatedAttention attention;
+};
+
+namespace {
+
+thread_local std::string last_error;
+
+template <class F>
+dilatron_status guarded(F&& f) {
+  try {
+    f();
+    last_error.clear();
+    return DILATRON_OK;
+  } catch (const dilatron::Error& e) {
+    last_error = e.what();
+    return e.kind() == dilatron::ErrorKind::cuda ? DILATRON_ERROR_CUDA : DILATRON_ERROR_INVALID;
+  } catch (const std::exception& e) {
+    last_error = e.what();
+    return DILATRON_ERROR_INTERNAL;
+  }
+}
+
+dilatron::TensorView view(const dilatron_tensor* t, const char* name) {
+  if (!t) throw dilatron::Error(std::string(name) + " is NULL");
+  if (t->dtype < DILATRON_F32 || t->dtype > DILATRON_BF16) {
+    throw dilatron::Error(std::string(name) + ": unknown dtype code " + std::to_string(t->dtype));
+  }
+  dilatron::TensorView v;
+  v.data = t->data;
+  v.dtype = static_cast<dilatron::DType>(t->dtype);
+  for (int i = 0; i < 4; ++i) v.shape[i] = t->shape[i], v.strides[i] = t->strides[i];
+  return v;
+}
+
+}  // namespace
+
+extern "C" {
+
+dilatron_status dilatron_create(const int64_t* segments, const int64_t* dilations, int32_t branches, int32_t mode,
+                                int32_t causal, double scale, dilatron_attention** out) {
+  return guarded([&] {
+    if (!out || (branches > 0 && (!segments || !dilations))) throw dilatron::Error("dilatron_create: NULL argument");
+    if (mode != DILATRON_LONGNET && mode != DILATRON_HEAD_GROUPS) {
+      throw dilatron::Error("dilatron_create: unknown mode code " + std::to_string(mode));
+    }
+    dilatron::Config config;
+    config.segments.assign(segments, segments + std::max(branches, 0));
+    config.dilations.assign(dilations, dilations + std::max(branches, 0));
+    config.mode = mode == DILATRON_LONGNET ? dilatron::Mode::longnet : dilatron::Mode::head_groups;
+    config.causal = causal != 0;
+    if (scale > 0) config.scale = scale;
+    *out = new dilatron_attention{dilatron::DilatedAttention(std::move(config))};
+  });
+}
+
+dilatron_status dilatron_forward(dilatron_attention* a, const dilatron_tensor* q, const dilatron_tensor* k,
+                                 const dilatron_tensor* v, const dilatron_tensor* out, const dilatron_tensor* lse,
+                                 void* stream) {
+  return guarded([&] {
+    if (!a) throw dilatron::Error("dilatron_forward: NULL attention");
+    const dilatron::TensorView lse_view = lse ? view(lse, "lse") : dilatron::TensorView{};
+    a->attention.forward(view(q, "q"), view(k, "k"), view(v, "v"), view(out, "out"), lse ? &lse_view : nullptr,
+                         static_cast<dilatron::Stream>(stream));
+  });
+}
+
+dilatron_status dilatron_reference_forward(const dilatron_attention* a, const dilatron_tensor* q,
+                                           const dilatron_tensor* k, const dilatron_tensor* v,
+                                           const dilatron_tensor* out, const dilatron_tensor* lse) {
+  return guarded([&] {
+    if (!a) throw dilatron::Error("dilatron_reference_forward: NULL attention");
+    const dilatron::TensorView lse_view = lse ? view(lse, "lse") : dilatron::TensorView{};
+    dilatron::reference_forward(a->attention.config(), view(q, "q"), view(k, "k"), view(v, "v"), view(out, "out"),
+                                lse ? &lse_view : nullptr);
+  });
+}
+
+void dilatron_destroy(dilatron_attention* a) { delete a; }
+
+const char* dilatron_last_error(void) { return last_error.c_str(); }
+
+const char* dilatron_version(void) { return dilatron::kVersion; }
+
+}  // extern "C"

@@ -1,0 +1,70 @@
+// The C ABI: status codes, per-thread messages, and the reference through it.
+#include <gtest/gtest.h>
+
+#include <dilatron/c_api.h>
+
+#include <random>
+#include <string>
+#include <thread>
+
+#include "runtime/driver.hpp"
+#include "tests/support/random_case.hpp"
+
+using namespace dilatron::test;
+
+namespace {
+
+dilatron_tensor tensor(void* data, dilatron_dtype dtype, std::int64_t b, std::int64_t n, std::int64_t h, std::int64_t d) {
+  return {data, dtype, {b, n, h, d}, {n * h * d, h * d, d, 1}};
+}
+
+}  // namespace
+
+TEST(CApi, BadConfigurationsReturnInvalidWithAMessage) {
+  const std::int64_t w[] = {8, 0}, r[] = {1, 1};
+  dilatron_attention* a = nullptr;
+  EXPECT_EQ(dilatron_create(w, r, 2, DILATRON_LONGNET, 0, 0.0, &a), DILATRON_ERROR_INVALID);
+  EXPECT_EQ(a, nullptr);
+  EXPECT_NE(std::string(dilatron_last_error()).find("segments[1] = 0"), std::string::npos) << dilatron_last_error();
+  EXPECT_EQ(dilatron_create(w, r, 1, 7, 0, 0.0, &a), DILATRON_ERROR_INVALID);
+  EXPECT_NE(std::string(dilatron_last_error()).find("mode code 7"), std::string::npos);
+  std::string other_thread;
+  std::thread([&] { other_thread = dilatron_last_error(); }).join();
+  EXPECT_EQ(other_thread, "") << "messages are per thread";
+  EXPECT_EQ(std::string(dilatron_version()), "0.1.0");
+}
+
+TEST(CApi, ReferenceThroughTheAbiMatchesTheDenseDefinition) {
+  std::mt19937_64 rng(3);
+  RandomCase c;
+  c.B = 1, c.N = 29, c.H = 4, c.Hkv = 2, c.D = 8;
+  c.config.segments = {8, 29};
+  c.config.dilations = {1, 3};
+  c.config.causal = true;
+  c.q = random_tensor(c.N * c.H * c.D, c.dtype, 1.0, rng);
+  c.k = random_tensor(c.N * c.Hkv * c.D, c.dtype, 1.0, rng);
+  c.v = random_tensor(c.N * c.Hkv * c.D, c.dtype, 1.0, rng);
+  dilatron_attention* a = nullptr;
+  ASSERT_EQ(dilatron_create(c.config.segments.data(), c.config.dilations.data(), 2, DILATRON_LONGNET, 1, 0.0, &a),
+            DILATRON_OK);
+  std::vector<float> out(std::size_t(c.N * c.H * c.D)), lse(std::size_t(c.H * c.N));
+  const auto q = tensor(c.q.data(), DILATRON_F32, 1, c.N, c.H, c.D), k = tensor(c.k.data(), DILATRON_F32, 1, c.N, c.Hkv, c.D),
+             v = tensor(c.v.data(), DILATRON_F32, 1, c.N, c.Hkv, c.D), o = tensor(out.data(), DILATRON_F32, 1, c.N, c.H, c.D),
+             l = tensor(lse.data(), DILATRON_F32, 1, c.H, c.N, 1);
+  ASSERT_EQ(dilatron_reference_forward(a, &q, &k, &v, &o, &l), DILATRON_OK) << dilatron_last_error();
+  const DenseResult want = dense_attention(c.config, c.dense());
+  EXPECT_LE(relative_error({out.begin(), out.end()}, want.out), 1e-5);
+  EXPECT_LE(relative_error({lse.begin(), lse.end()}, want.lse, 1.0), 1e-5);
+
+  if (dilatron::driver::probe().devices.empty()) {
+    EXPECT_EQ(dilatron_forward(a, &q, &k, &v, &o, &l, nullptr), DILATRON_ERROR_INVALID)
+        << "float32 tensors are refused before any driver call";
+    std::vector<std::uint16_t> half(out.size());
+    const auto h = tensor(half.data(), DILATRON_F16, 1, c.N, c.H, 64);
+    EXPECT_EQ(dilatron_forward(a, &h, &h, &h, &h, nullptr, nullptr), DILATRON_ERROR_CUDA);
+    EXPECT_NE(std::string(dilatron_last_error()).find("libcuda.so.1"), std::string::npos) << dilatron_last_error();
+  }
+  EXPECT_EQ(dilatron_forward(a, nullptr, &k, &v, &o, nullptr, nullptr), DILATRON_ERROR_INVALID);
+  EXPECT_NE(std::string(dilatron_last_error()).find("q is NULL"), std::string::npos);
+  dilatron_destroy(a);
+}

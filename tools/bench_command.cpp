@@ -1,0 +1,144 @@
+// `dilatron bench`: GPU forward timings with CUDA events (warm-up, L2 flushed before every timed run,
+// median of --iters), TFLOP/s at 4 * D per attended query-key pair, the device memory the run holds,
+// and a baseline measured in the same run: dense attention (one branch, w = N, r = 1) on the same
+// kernels when N is small enough for it to finish, else none.
+#include <dilatron/dilatron.hpp>
+#include <dilatron/error.hpp>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <random>
+
+#include "common/half.hpp"
+#include "runtime/device_buffer.hpp"
+#include "runtime/driver.hpp"
+#include "runtime/modules.hpp"
+#include "runtime/problem.hpp"
+#include "tools/commands.hpp"
+#include "tools/workload_flags.hpp"
+
+namespace dilatron::cli {
+namespace {
+
+struct BenchOptions {
+  WorkloadFlags workload;
+  std::int64_t batch = 1, seq_len = 32768, heads = 16, kv_heads = 0;
+  int iters = 20, warmup = 5;
+  std::int64_t dense_limit = 65536;
+  bool json = false;
+};
+
+struct Measurement {
+  std::string name;
+  double ms, tflops;
+  std::size_t memory_bytes;
+};
+
+class Event {
+ public:
+  Event() { DILATRON_CU(cuEventCreate(&event_, CU_EVENT_DEFAULT)); }
+  ~Event() { driver::api().cuEventDestroy(event_); }
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+  void record() { DILATRON_CU(cuEventRecord(event_, nullptr)); }
+  float since(const Event& start) {
+    DILATRON_CU(cuEventSynchronize(event_));
+    float ms = 0;
+    DILATRON_CU(cuEventElapsedTime(&ms, start.event_, event_));
+    return ms;
+  }
+
+ private:
+  CUevent event_ = nullptr;
+};
+
+std::size_t free_memory() {
+  std::size_t free = 0, total = 0;
+  DILATRON_CU(cuMemGetInfo(&free, &total));
+  return free;
+}
+
+Measurement measure(const std::string& name, const Config& config, const BenchOptions& o, DType dtype, int head_dim) {
+  const std::size_t free_before = free_memory();
+  const std::int64_t kv_heads = o.kv_heads ? o.kv_heads : o.heads;
+  const Shape4 q_shape{o.batch, o.seq_len, o.heads, head_dim}, kv_shape{o.batch, o.seq_len, kv_heads, head_dim};
+  const std::size_t q_bytes = std::size_t(o.batch * o.seq_len * o.heads * head_dim) * 2;
+  const std::size_t kv_bytes = std::size_t(o.batch * o.seq_len * kv_heads * head_dim) * 2;
+  DeviceBuffer q(q_bytes), k(kv_bytes), v(kv_bytes), out(q_bytes), lse(std::size_t(o.batch * o.heads * o.seq_len) * 4);
+  std::mt19937 rng(1);
+  std::normal_distribution<float> normal;
+  std::vector<std::uint16_t> block(std::size_t(1) << 22);  // 8 MiB of random values tiles each input
+  for (auto& x : block) x = dtype == DType::f16 ? float_to_half_bits(normal(rng)) : float_to_bf16_bits(normal(rng));
+  for (DeviceBuffer* b : {&q, &k, &v, &out}) b->fill_repeating(block.data(), block.size() * 2);
+  DeviceBuffer flush(std::size_t(256) << 20);  // larger than any L2 today
+
+  DilatedAttention attention(config);
+  const auto qv = TensorView::contiguous(q.get(), dtype, q_shape), kv = TensorView::contiguous(k.get(), dtype, kv_shape),
+             vv = TensorView::contiguous(v.get(), dtype, kv_shape), ov = TensorView::contiguous(out.get(), dtype, q_shape),
+             lv = TensorView::contiguous(lse.get(), DType::f32, {o.batch, o.heads, o.seq_len, 1});
+  for (int i = 0; i < o.warmup; ++i) attention.forward(qv, kv, vv, ov, &lv, nullptr);  // JIT and module load land here
+  const std::size_t held = free_before - free_memory();
+  std::vector<float> times;
+  Event start, stop;
+  for (int i = 0; i < o.iters; ++i) {
+    DILATRON_CU(cuMemsetD8Async(reinterpret_cast<CUdeviceptr>(flush.get()), std::uint8_t(i), flush.bytes(), nullptr));
+    start.record();
+    attention.forward(qv, kv, vv, ov, &lv, nullptr);
+    stop.record();
+    times.push_back(stop.since(start));
+  }
+  std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
+  const double ms = times[times.size() / 2];
+  const double flops = 4.0 * head_dim * double(o.batch) * double(attended_pairs(config, o.seq_len, o.heads));
+  return {name, ms, flops / (ms * 1e-3) / 1e12, held - flush.bytes()};
+}
+
+void bench(const BenchOptions& o) {
+  current_context();  // names the missing driver or GPU first
+  WorkloadFlags flags = o.workload;
+  flags.arch = driver::current_arch();
+  const autotune::Workload w = cli::workloads(flags).front();
+  std::vector<Measurement> rows{measure("dilatron", w.config, o, w.dtype, w.head_dim)};
+  if (o.seq_len <= o.dense_limit) {
+    Config dense;
+    dense.segments = {o.seq_len};
+    dense.dilations = {1};
+    dense.causal = w.config.causal;
+    rows.push_back(measure("dense (same kernels, w=N r=1)", dense, o, w.dtype, w.head_dim));
+  }
+  if (o.json) {
+    nlohmann::json out = nlohmann::json::array();
+    for (const Measurement& m : rows) {
+      out.push_back({{"name", m.name}, {"ms", m.ms}, {"tflops", m.tflops}, {"memory_bytes", m.memory_bytes}});
+    }
+    fmt::print("{}\n", out.dump(2));
+    return;
+  }
+  fmt::print("B={} N={} H={} Hkv={} D={} {} on {} ({} timed runs, median, L2 flushed)\n", o.batch, o.seq_len, o.heads,
+             o.kv_heads ? o.kv_heads : o.heads, w.head_dim, to_string(w.dtype), driver::current_arch(), o.iters);
+  for (const Measurement& m : rows) {
+    fmt::print("{:<34} {:>9.3f} ms {:>8.1f} TFLOP/s {:>9.1f} MiB  x{:.2f} vs first row\n", m.name, m.ms, m.tflops,
+               double(m.memory_bytes) / (1 << 20), rows.front().ms / m.ms);
+  }
+}
+
+}  // namespace
+
+void add_bench(CLI::App& app) {
+  auto o = std::make_shared<BenchOptions>();
+  CLI::App* cmd = app.add_subcommand("bench", "Time the GPU forward pass against a baseline measured in the same run");
+  add_workload_flags(cmd, o->workload);
+  cmd->add_option("--batch", o->batch, "batch size B")->capture_default_str();
+  cmd->add_option("--seq-len", o->seq_len, "sequence length N")->capture_default_str();
+  cmd->add_option("--heads", o->heads, "query heads H")->capture_default_str();
+  cmd->add_option("--kv-heads", o->kv_heads, "key/value heads (default: H)");
+  cmd->add_option("--iters", o->iters, "timed runs (median reported)")->capture_default_str()->check(CLI::Range(1, 10000));
+  cmd->add_option("--warmup", o->warmup, "untimed runs first")->capture_default_str()->check(CLI::Range(1, 1000));
+  cmd->add_option("--dense-limit", o->dense_limit, "largest N for the dense baseline")->capture_default_str();
+  cmd->add_flag("--json", o->json, "machine-readable output");
+  cmd->callback([o] { bench(*o); });
+}
+
+}  // namespace dilatron::cli

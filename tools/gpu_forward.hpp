@@ -1,0 +1,15 @@
+// Host tensors through the GPU forward: upload, DilatedAttention::forward, download. float32 inputs run
+// in bfloat16 on the GPU (the kernels take 16-bit inputs) and come back as float32.
+#pragma once
+
+#include <dilatron/config.hpp>
+#include <dilatron/tensor.hpp>
+
+namespace dilatron::cli {
+
+// q/k/v in host memory (contiguous); out in q's dtype and lse (optional, float32 [B,H,N,1]) on the
+// host too. Throws dilatron::Error when there is no GPU, naming what is missing.
+void gpu_forward(const Config& config, const TensorView& q, const TensorView& k, const TensorView& v,
+                 const TensorView& out, const TensorView* lse);
+
+}  // namespace dilatron::cli
