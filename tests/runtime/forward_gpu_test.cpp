@@ -1,0 +1,155 @@
+// The GPU forward pass against the float64 host reference on random configurations: both modes, causal,
+// partial segments, r not dividing w, GQA, float16 and bfloat16, head dims 64 and 128. Outputs are
+// poisoned before every launch. Skipped without a GPU.
+#include <gtest/gtest.h>
+
+#include <dilatron/dilatron.hpp>
+
+#include <cmath>
+#include <random>
+
+#include "runtime/device_buffer.hpp"
+#include "runtime/driver.hpp"
+#include "tests/support/random_case.hpp"
+
+using namespace dilatron;
+using namespace dilatron::test;
+
+namespace {
+
+constexpr std::uint16_t kPoison = 0x7fff;  // NaN in float16 and bfloat16
+
+class GpuForward : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const driver::Status status = driver::probe();
+    if (status.devices.empty()) GTEST_SKIP() << "no GPU: " << status.problem;
+  }
+};
+
+struct GpuResult {
+  std::vector<double> out, lse;
+};
+
+// Runs the case on the GPU; lse == false runs without an LSE tensor (the plan's workspace).
+GpuResult run_gpu(RandomCase& c, bool with_lse = true) {
+  DeviceBuffer q(c.q.size()), k(c.k.size()), v(c.v.size()), out(c.q.size()),
+      lse(std::size_t(c.B * c.H * c.N) * sizeof(float));
+  q.upload(c.q.data());
+  k.upload(c.k.data());
+  v.upload(c.v.data());
+  std::vector<std::uint16_t> out_host(c.q.size() / 2, kPoison);
+  std::vector<float> lse_host(std::size_t(c.B * c.H * c.N), std::nanf(""));
+  out.upload(out_host.data());
+  lse.upload(lse_host.data());
+  const TensorView lse_view = TensorView::contiguous(lse.get(), DType::f32, {c.B, c.H, c.N, 1});
+  DilatedAttention attention(c.config);
+  attention.forward(TensorView::contiguous(q.get(), c.dtype, c.q_shape()), TensorView::contiguous(k.get(), c.dtype, c.kv_shape()),
+                    TensorView::contiguous(v.get(), c.dtype, c.kv_shape()), TensorView::contiguous(out.get(), c.dtype, c.q_shape()),
+                    with_lse ? &lse_view : nullptr, nullptr);
+  DILATRON_CU(cuCtxSynchronize());
+  out.download(out_host.data());
+  lse.download(lse_host.data());
+  GpuResult r;
+  for (std::size_t i = 0; i < out_host.size(); ++i) r.out.push_back(load_element(out_host.data(), c.dtype, std::int64_t(i)));
+  r.lse.assign(lse_host.begin(), lse_host.end());
+  return r;
+}
+
+// ||got - want|| / ||want||; NaN anywhere fails.
+double l2_relative(const std::vector<double>& got, const std::vector<double>& want) {
+  double diff = 0, norm = 0;
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    if (std::isnan(got[i])) return INFINITY;
+    diff += (got[i] - want[i]) * (got[i] - want[i]);
+    norm += want[i] * want[i];
+  }
+  return std::sqrt(diff / std::max(norm, 1e-30));
+}
+
+struct Reference {
+  std::vector<double> out, lse;
+};
+
+Reference reference(RandomCase& c) {
+  std::vector<float> out(std::size_t(c.B * c.N * c.H * c.D)), lse(std::size_t(c.B * c.H * c.N));
+  const auto o = TensorView::contiguous(out.data(), DType::f32, c.q_shape());
+  const auto l = TensorView::contiguous(lse.data(), DType::f32, {c.B, c.H, c.N, 1});
+  reference_forward(c.config, c.q_view(), c.k_view(), c.v_view(), o, &l);
+  return {{out.begin(), out.end()}, {lse.begin(), lse.end()}};
+}
+
+RandomCase gpu_case(std::mt19937_64& rng, int trial) {
+  auto uniform = [&](std::int64_t lo, std::int64_t hi) { return std::uniform_int_distribution<std::int64_t>(lo, hi)(rng); };
+  RandomCase c;
+  c.dtype = trial % 2 ? DType::bf16 : DType::f16;
+  c.D = trial % 4 < 2 ? 64 : 128;
+  c.B = uniform(1, 2);
+  c.N = trial % 3 == 0 ? std::vector<std::int64_t>{257, 401, 613, 997}[std::size_t(uniform(0, 3))] : uniform(64, 700);
+  c.H = std::vector<std::int64_t>{2, 4, 6, 8}[std::size_t(uniform(0, 3))];
+  c.Hkv = c.H % 2 == 0 && trial % 2 ? c.H / 2 : c.H;
+  const std::int64_t branches = uniform(1, 4);
+  for (std::int64_t i = 0; i < branches; ++i) {
+    const std::int64_t w = uniform(16, c.N + 64);
+    c.config.segments.push_back(w);
+    c.config.dilations.push_back(trial % 5 == 4 ? uniform(1, 3) * (i + 1) + 1 : uniform(1, std::min<std::int64_t>(w, 12)));
+  }
+  c.config.mode = c.H >= branches && trial % 3 == 1 ? Mode::head_groups : Mode::longnet;
+  c.config.causal = trial % 2 == 0 || trial % 7 == 3;
+  if (trial % 4 == 3) c.config.scale = 0.05;
+  c.q = random_tensor(c.B * c.N * c.H * c.D, c.dtype, 1.0, rng);
+  c.k = random_tensor(c.B * c.N * c.Hkv * c.D, c.dtype, 1.0, rng);
+  c.v = random_tensor(c.B * c.N * c.Hkv * c.D, c.dtype, 1.0, rng);
+  return c;
+}
+
+void expect_close(const GpuResult& got, const Reference& want, DType dtype, bool check_lse = true) {
+  EXPECT_LE(l2_relative(got.out, want.out), dtype == DType::bf16 ? 1e-2 : 3e-3);
+  if (!check_lse) return;
+  for (std::size_t i = 0; i < want.lse.size(); ++i) {
+    if (std::isinf(want.lse[i])) {
+      ASSERT_TRUE(std::isinf(got.lse[i]) && got.lse[i] < 0) << "lse " << i << " = " << got.lse[i];
+    } else {
+      ASSERT_NEAR(got.lse[i], want.lse[i], 2e-3 * std::max(1.0, std::fabs(want.lse[i]))) << "lse " << i;
+    }
+  }
+}
+
+}  // namespace
+
+TEST_F(GpuForward, MatchesTheHostReferenceOnRandomConfigurations) {
+  std::mt19937_64 rng(20261122);
+  for (int trial = 0; trial < 32; ++trial) {
+    RandomCase c = gpu_case(rng, trial);
+    SCOPED_TRACE(fmt::format("trial {}: {}", trial, c.describe()));
+    expect_close(run_gpu(c), reference(c), c.dtype);
+  }
+}
+
+TEST_F(GpuForward, LongNetScheduleWithoutAnLseTensor) {
+  std::mt19937_64 rng(5);
+  RandomCase c;
+  c.dtype = DType::bf16;
+  c.B = 1, c.N = 4096 + 77, c.H = 8, c.Hkv = 4, c.D = 128;
+  c.config.segments = {512, 1024, 2048, 4096};
+  c.config.dilations = {1, 2, 6, 12};
+  c.q = random_tensor(c.N * c.H * c.D, c.dtype, 1.0, rng);
+  c.k = random_tensor(c.N * c.Hkv * c.D, c.dtype, 1.0, rng);
+  c.v = random_tensor(c.N * c.Hkv * c.D, c.dtype, 1.0, rng);
+  expect_close(run_gpu(c, false), reference(c), c.dtype, false);
+}
+
+TEST_F(GpuForward, RejectsWhatTheKernelsCannotRun) {
+  Config config;
+  config.segments = {64};
+  config.dilations = {1};
+  DilatedAttention attention(config);
+  DeviceBuffer buffer(1 << 20);
+  const auto d32 = TensorView::contiguous(buffer.get(), DType::f16, {1, 64, 2, 32});
+  EXPECT_THROW(attention.forward(d32, d32, d32, d32), Error);
+  const auto f32 = TensorView::contiguous(buffer.get(), DType::f32, {1, 64, 2, 64});
+  EXPECT_THROW(attention.forward(f32, f32, f32, f32), Error);
+  TensorView strided = TensorView::contiguous(buffer.get(), DType::f16, {1, 64, 2, 64});
+  strided.strides[1] = 2 * 64 + 4;  // rows no longer 16-byte aligned
+  EXPECT_THROW(attention.forward(strided, strided, strided, strided), Error);
+}
