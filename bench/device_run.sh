@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# One call on a GPU machine (built here, build/ carried): the GPU tests, the CPU suite's binaries, the
+# CLI on the GPU, then the PyTorch comparison. Logs go under $OUT (default bench-out/).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-bench-out}
+mkdir -p "$OUT"
+export DILATRON_CACHE_DIR=$(mktemp -d)/cache
+status=0
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+  build/bin/dilatron info
+} 2>&1 | tee "$OUT/info.log"
+build/bin/test_gpu --gtest_brief=1 2>&1 | tee "$OUT/gpu_tests.log" || status=1
+build/bin/dilatron demo 2>&1 | tee "$OUT/demo.log" || status=1
+build/bin/dilatron bench --segments 2048,4096,8192,16384,32768 --dilations 1,2,4,6,12 --seq-len 262144 --heads 16 \
+  2>&1 | tee "$OUT/cli_bench.log" || status=1
+python3 bench/compare_torch.py --out "$OUT/results.md" 2>&1 | tee "$OUT/bench.log" || status=1
+exit $status
