@@ -1,6 +1,6 @@
 // `dilatron bench`: GPU forward timings with CUDA events (warm-up, L2 flushed before every timed run,
 // median of --iters), TFLOP/s at 4 * D per attended query-key pair, the device memory the run holds,
-// and a baseline measured in the same run: dense attention (one branch, w = N, r = 1) on the same
+// host time per call, and a baseline measured in the same run: dense attention (one branch, w = N, r = 1) on the same
 // kernels when N is small enough for it to finish, else none.
 #include <dilatron/dilatron.hpp>
 #include <dilatron/error.hpp>
@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <random>
 
 #include "common/half.hpp"
@@ -34,6 +35,7 @@ struct Measurement {
   std::string name;
   double ms, tflops;
   std::size_t memory_bytes;
+  double host_us;  // host time of one forward() call with its plan built: validation, lookup, launches
 };
 
 class Event {
@@ -80,6 +82,13 @@ Measurement measure(const std::string& name, const Config& config, const BenchOp
              lv = TensorView::contiguous(lse.get(), DType::f32, {o.batch, o.heads, o.seq_len, 1});
   for (int i = 0; i < o.warmup; ++i) attention.forward(qv, kv, vv, ov, &lv, nullptr);  // JIT and module load land here
   const std::size_t held = free_before - free_memory();
+  constexpr int kHostCalls = 50;  // few enough that the launch queue never blocks the host
+  DILATRON_CU(cuCtxSynchronize());
+  const auto host_start = std::chrono::steady_clock::now();
+  for (int i = 0; i < kHostCalls; ++i) attention.forward(qv, kv, vv, ov, &lv, nullptr);
+  const double host_us =
+      std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - host_start).count() / kHostCalls;
+  DILATRON_CU(cuCtxSynchronize());
   std::vector<float> times;
   Event start, stop;
   for (int i = 0; i < o.iters; ++i) {
@@ -92,7 +101,7 @@ Measurement measure(const std::string& name, const Config& config, const BenchOp
   std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
   const double ms = times[times.size() / 2];
   const double flops = 4.0 * head_dim * double(o.batch) * double(attended_pairs(config, o.seq_len, o.heads));
-  return {name, ms, flops / (ms * 1e-3) / 1e12, held - flush.bytes()};
+  return {name, ms, flops / (ms * 1e-3) / 1e12, held - flush.bytes(), host_us};
 }
 
 void bench(const BenchOptions& o) {
@@ -111,7 +120,11 @@ void bench(const BenchOptions& o) {
   if (o.json) {
     nlohmann::json out = nlohmann::json::array();
     for (const Measurement& m : rows) {
-      out.push_back({{"name", m.name}, {"ms", m.ms}, {"tflops", m.tflops}, {"memory_bytes", m.memory_bytes}});
+      out.push_back({{"name", m.name},
+                     {"ms", m.ms},
+                     {"tflops", m.tflops},
+                     {"memory_bytes", m.memory_bytes},
+                     {"host_us", m.host_us}});
     }
     fmt::print("{}\n", out.dump(2));
     return;
@@ -119,8 +132,8 @@ void bench(const BenchOptions& o) {
   fmt::print("B={} N={} H={} Hkv={} D={} {} on {} ({} timed runs, median, L2 flushed)\n", o.batch, o.seq_len, o.heads,
              o.kv_heads ? o.kv_heads : o.heads, w.head_dim, to_string(w.dtype), driver::current_arch(), o.iters);
   for (const Measurement& m : rows) {
-    fmt::print("{:<34} {:>9.3f} ms {:>8.1f} TFLOP/s {:>9.1f} MiB  x{:.2f} vs first row\n", m.name, m.ms, m.tflops,
-               double(m.memory_bytes) / (1 << 20), rows.front().ms / m.ms);
+    fmt::print("{:<34} {:>9.3f} ms {:>8.1f} TFLOP/s {:>9.1f} MiB {:>6.1f} us host/call  x{:.2f} vs first row\n", m.name,
+               m.ms, m.tflops, double(m.memory_bytes) / (1 << 20), m.host_us, rows.front().ms / m.ms);
   }
 }
 
@@ -129,7 +142,7 @@ void bench(const BenchOptions& o) {
 void add_bench(CLI::App& app) {
   auto o = std::make_shared<BenchOptions>();
   CLI::App* cmd = app.add_subcommand("bench", "Time the GPU forward pass against a baseline measured in the same run");
-  add_workload_flags(cmd, o->workload);
+  add_workload_flags(cmd, o->workload, false);
   cmd->add_option("--batch", o->batch, "batch size B")->capture_default_str();
   cmd->add_option("--seq-len", o->seq_len, "sequence length N")->capture_default_str();
   cmd->add_option("--heads", o->heads, "query heads H")->capture_default_str();

@@ -45,7 +45,7 @@ autotune::Workload from_json(const nlohmann::json& j, const std::string& where, 
 
 }  // namespace
 
-void add_workload_flags(CLI::App* cmd, WorkloadFlags& f) {
+void add_workload_flags(CLI::App* cmd, WorkloadFlags& f, bool with_arch) {
   cmd->add_option("--segments", f.segments, "segment length per branch, e.g. 2048,4096");
   cmd->add_option("--dilations", f.dilations, "dilation rate per branch, e.g. 1,2");
   cmd->add_option("--head-dim", f.head_dim, "head dimension D")->capture_default_str();
@@ -56,7 +56,9 @@ void add_workload_flags(CLI::App* cmd, WorkloadFlags& f) {
                   "JSON file: a config object or a list of them, e.g. "
                   "[{\"segments\":[2048,4096],\"dilations\":[1,2],\"head_dim\":128,\"dtype\":\"bf16\"}] "
                   "(instead of the flags above)");
-  cmd->add_option("--arch", f.arch, "target GPU architecture, e.g. sm_90a or sm_80 (default: this machine's GPU)");
+  if (with_arch) {
+    cmd->add_option("--arch", f.arch, "target GPU architecture, e.g. sm_90a or sm_80 (default: this machine's GPU)");
+  }
 }
 
 std::vector<autotune::Workload> workloads(const WorkloadFlags& f) {

@@ -17,7 +17,8 @@ struct WorkloadFlags {
   bool causal = false;
 };
 
-void add_workload_flags(CLI::App* cmd, WorkloadFlags& flags);
+// with_arch = false for commands that run on this machine's GPU and so take no --arch.
+void add_workload_flags(CLI::App* cmd, WorkloadFlags& flags, bool with_arch = true);
 
 // The workloads the flags describe, validated. `arch` defaults to the local GPU's; without one it is
 // required (an error saying so).

@@ -16,7 +16,7 @@ using namespace dilatron::test;
 namespace {
 
 const std::string kConfig = "--arch sm_80 --segments 64,128 --dilations 1,2 --head-dim 64 --dtype fp16";
-constexpr std::size_t kKernels = 5;  // pack + unpack per branch, one merge
+constexpr std::size_t kKernels = 2;  // attention for w64 r1, then the merging launch for w128 r2
 
 std::string in(const TempDir& tmp, const char* name = "cache") { return " --cache-dir '" + (tmp / name).string() + "'"; }
 
@@ -36,9 +36,9 @@ TEST(CliCache, WarmTwiceIsAllHitsAndWritesNothing) {
   TempDir tmp;
   const CliResult cold = run_cli(tmp, "cache warm " + kConfig + in(tmp));
   ASSERT_EQ(cold.status, 0) << cold.err;
-  EXPECT_NE(cold.out.find("5 kernels for sm_80"), std::string::npos) << cold.out;
-  EXPECT_NE(cold.out.find("5 compiled, 0 hits, 0 failed"), std::string::npos) << cold.out;
-  EXPECT_NE(cold.err.find("[5/5]"), std::string::npos) << "progress lines: " << cold.err;
+  EXPECT_NE(cold.out.find("2 kernels for sm_80"), std::string::npos) << cold.out;
+  EXPECT_NE(cold.out.find("2 compiled, 0 hits, 0 failed"), std::string::npos) << cold.out;
+  EXPECT_NE(cold.err.find("[2/2]"), std::string::npos) << "progress lines: " << cold.err;
   struct stat st {};
   ASSERT_EQ(stat((tmp / "cache").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0700u);
@@ -47,7 +47,7 @@ TEST(CliCache, WarmTwiceIsAllHitsAndWritesNothing) {
 
   const CliResult warm = run_cli(tmp, "cache warm " + kConfig + in(tmp));
   ASSERT_EQ(warm.status, 0) << warm.err;
-  EXPECT_NE(warm.out.find("0 compiled, 5 hits, 0 failed"), std::string::npos) << warm.out;
+  EXPECT_NE(warm.out.find("0 compiled, 2 hits, 0 failed"), std::string::npos) << warm.out;
   EXPECT_EQ(snapshot(tmp / "cache"), before) << "a warm cache is read, never rewritten";
 }
 
@@ -67,7 +67,7 @@ TEST(CliCache, VerifyCatchesCorruptionAndTheNextWarmRepairsIt) {
   EXPECT_NE(bad.err.find("checksum"), std::string::npos) << bad.err;
   const CliResult repair = run_cli(tmp, "cache warm " + kConfig + in(tmp));
   ASSERT_EQ(repair.status, 0) << repair.err;
-  EXPECT_NE(repair.out.find("1 compiled, 4 hits"), std::string::npos) << repair.out;
+  EXPECT_NE(repair.out.find("1 compiled, 1 hits"), std::string::npos) << repair.out;
   EXPECT_NE(repair.out.find("1 bad entries replaced"), std::string::npos) << repair.out;
   EXPECT_EQ(run_cli(tmp, "cache verify" + in(tmp)).status, 0);
 }
@@ -85,7 +85,7 @@ TEST(CliCache, FourConcurrentWarmsOfOneEmptyDirectoryAllSucceed) {
   for (const CliResult& r : results) EXPECT_EQ(r.status, 0) << r.err;
   const CliResult verify = run_cli(tmp, "cache verify" + in(tmp));
   EXPECT_EQ(verify.status, 0) << verify.err;
-  EXPECT_NE(verify.out.find("5 entries"), std::string::npos) << verify.out;
+  EXPECT_NE(verify.out.find("2 entries"), std::string::npos) << verify.out;
   for (const auto& item : std::filesystem::directory_iterator(tmp / "cache")) {
     EXPECT_FALSE(item.path().filename().string().starts_with(".")) << "temp file left: " << item.path();
   }
@@ -108,11 +108,11 @@ TEST(CliCache, LsJsonCarriesTheReport) {
     EXPECT_TRUE(e["usable"].get<bool>());
   }
   const CliResult table = run_cli(tmp, "cache ls" + in(tmp));
-  EXPECT_NE(table.out.find("merge_partials f16 d64 sm_80"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("attention_forward f16 d64 w64 r1 sm_80"), std::string::npos) << table.out;
   const CliResult stats = run_cli(tmp, "cache stats" + in(tmp));
-  EXPECT_NE(stats.out.find("entries     5 (0 bad"), std::string::npos) << stats.out;
+  EXPECT_NE(stats.out.find("entries     2 (0 bad"), std::string::npos) << stats.out;
   const CliResult clear = run_cli(tmp, "cache clear" + in(tmp));
-  EXPECT_NE(clear.out.find("removed 5 entries"), std::string::npos) << clear.out;
+  EXPECT_NE(clear.out.find("removed 2 entries"), std::string::npos) << clear.out;
   EXPECT_TRUE(std::filesystem::is_empty(tmp / "cache"));
 }
 
@@ -122,14 +122,14 @@ TEST(CliCache, ExportImportShipsAVerifiedCache) {
   const std::string bundle = (tmp / "kernels.bundle").string();
   const CliResult exported = run_cli(tmp, "cache export '" + bundle + "'" + in(tmp));
   ASSERT_EQ(exported.status, 0) << exported.err;
-  EXPECT_NE(exported.out.find("exported 5 entries"), std::string::npos);
+  EXPECT_NE(exported.out.find("exported 2 entries"), std::string::npos);
   const CliResult imported = run_cli(tmp, "cache import '" + bundle + "'" + in(tmp, "elsewhere"));
   ASSERT_EQ(imported.status, 0) << imported.err;
   EXPECT_EQ(snapshot(tmp / "elsewhere").size(), kKernels);
   // The imported cache serves a machine that may not compile.
   const CliResult frozen = run_cli(tmp, "cache warm " + kConfig + in(tmp, "elsewhere"), "DILATRON_DISABLE_JIT=1");
   EXPECT_EQ(frozen.status, 0) << frozen.err;
-  EXPECT_NE(frozen.out.find("5 hits"), std::string::npos);
+  EXPECT_NE(frozen.out.find("2 hits"), std::string::npos);
 
   std::string bytes = slurp(bundle);
   bytes[bytes.size() / 2] ^= 0x40;
@@ -144,7 +144,7 @@ TEST(CliCache, WarmErrorsAreClear) {
   TempDir tmp;
   const CliResult frozen = run_cli(tmp, "cache warm " + kConfig + in(tmp), "DILATRON_DISABLE_JIT=1");
   EXPECT_NE(frozen.status, 0);
-  EXPECT_NE(frozen.err.find("5 of 5 kernels failed"), std::string::npos) << frozen.err;
+  EXPECT_NE(frozen.err.find("2 of 2 kernels failed"), std::string::npos) << frozen.err;
   EXPECT_NE(run_cli(tmp, "cache warm --arch sm_90 --segments 64,0 --dilations 1,1" + in(tmp)).err.find("segments[1] = 0"),
             std::string::npos);
   EXPECT_NE(run_cli(tmp, "cache warm --arch hopper --segments 64 --dilations 1" + in(tmp)).err.find("'hopper'"),
@@ -169,15 +169,16 @@ TEST(CliCache, ConfigFileAndGen) {
   const CliResult warm =
       run_cli(tmp, "cache warm --arch sm_80 --config '" + (tmp / "configs.json").string() + "'" + in(tmp));
   ASSERT_EQ(warm.status, 0) << warm.err;
-  EXPECT_NE(warm.out.find("7 kernels"), std::string::npos) << warm.out;  // 5, plus pack/unpack of w256 (merge shared)
+  EXPECT_NE(warm.out.find("4 kernels"), std::string::npos) << warm.out;  // 2, plus clear and the w256 group launch
   std::ofstream(tmp / "broken.json") << R"([{"segments": [64]}])";
   const CliResult broken = run_cli(tmp, "cache warm --arch sm_80 --config '" + (tmp / "broken.json").string() + "'" + in(tmp));
   EXPECT_NE(broken.status, 0);
   EXPECT_NE(broken.err.find("broken.json [0]"), std::string::npos) << broken.err;
 
-  const CliResult gen = run_cli(tmp, "gen --segments 2048 --dilations 6 --kernel pack_rows");
+  const CliResult gen = run_cli(tmp, "gen --segments 2048 --dilations 6 --kernel attention");
   ASSERT_EQ(gen.status, 0) << gen.err;
-  EXPECT_NE(gen.out.find("#include \"dilatron/pack.cuh\""), std::string::npos) << gen.out;
+  EXPECT_NE(gen.out.find("#include \"dilatron/attention.cuh\""), std::string::npos) << gen.out;
   EXPECT_NE(gen.out.find("2048LL, 6LL"), std::string::npos) << gen.out;
-  EXPECT_EQ(gen.out.find("merge_partials"), std::string::npos) << "--kernel filters";
+  EXPECT_EQ(gen.out.find("clear_output"), std::string::npos) << "--kernel filters";
+  EXPECT_NE(run_cli(tmp, "gen --segments 2048 --dilations 6").out.find("clear_output"), std::string::npos);
 }
