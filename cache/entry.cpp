@@ -40,7 +40,7 @@ Entry make_entry(const codegen::KernelSpec& spec, const KeyMaterial& material, c
       {"lowered_name", compiled.lowered_name},
       {"registers", compiled.report.registers},
       {"spill_bytes", compiled.report.spill_bytes},
-      {"shared_bytes", compiled.report.shared_bytes},
+      {"shared_bytes", compiled.report.shared_bytes + spec.shared_bytes()},  // static + dynamic per block
       {"stack_bytes", compiled.report.stack_bytes},
       {"compile_ms", compiled.compile_ms},
       {"created", fmt::format("{:%Y-%m-%dT%H:%M:%SZ}", fmt::gmtime(std::chrono::system_clock::now()))},
