@@ -5,7 +5,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench-out}
 mkdir -p "$OUT"
-export DILATRON_CACHE_DIR=$(mktemp -d)/cache
+export DILATRON_CACHE_DIR=$(mktemp -d)/cache DILATRON_CLI=$PWD/build/bin/dilatron
 status=0
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv

@@ -22,11 +22,16 @@ inline std::string slurp(const std::filesystem::path& path) {
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
+// The binary under test: $DILATRON_CLI (for a build carried to another machine), else the build's own.
+inline std::string cli_path() {
+  const char* path = std::getenv("DILATRON_CLI");
+  return path && *path ? path : DILATRON_CLI;
+}
+
 // `args` is shell text; `dir` holds the captured streams while the command runs.
 inline CliResult run_cli(const TempDir& dir, const std::string& args, const std::string& env = "") {
   const auto out = dir / ".stdout", err = dir / ".stderr";
-  const std::string command =
-      env + " '" + std::string(DILATRON_CLI) + "' " + args + " >'" + out.string() + "' 2>'" + err.string() + "'";
+  const std::string command = env + " '" + cli_path() + "' " + args + " >'" + out.string() + "' 2>'" + err.string() + "'";
   const int raw = std::system(command.c_str());
   CliResult r{WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, slurp(err), slurp(out)};
   std::filesystem::remove(out);
