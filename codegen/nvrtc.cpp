@@ -10,10 +10,7 @@
 namespace dilatron::nvrtc {
 namespace {
 
-struct Loaded {
-  Api api;
-  std::string library, error;
-};
+using Loaded = LoadedTable<Api>;
 
 // The soname of the NVRTC this library was built against first, then the toolkit it was built with.
 std::vector<std::string> candidates() {
@@ -31,11 +28,11 @@ const Loaded& loaded() {
       return result;
     }
     result.library = lib.path();
-#define DILATRON_NVRTC_LOAD(name)                                                        \
-  result.api.name = reinterpret_cast<decltype(result.api.name)>(lib.symbol(#name));      \
-  if (!result.api.name && result.error.empty()) result.error = lib.path() + " lacks " #name;
-    DILATRON_NVRTC_CALLS(DILATRON_NVRTC_LOAD)
-#undef DILATRON_NVRTC_LOAD
+    std::string missing;
+#define DILATRON_NVRTC_BIND(name) bind(lib, DILATRON_SYMBOL_NAME(name), result.api.name, missing);
+    DILATRON_NVRTC_CALLS(DILATRON_NVRTC_BIND)
+#undef DILATRON_NVRTC_BIND
+    if (!missing.empty()) result.error = lib.path() + " lacks " + missing;
     return result;
   }();
   return instance;
@@ -43,11 +40,7 @@ const Loaded& loaded() {
 
 }  // namespace
 
-const Api& api() {
-  const Loaded& l = loaded();
-  if (!l.error.empty()) throw Error(l.error, ErrorKind::cuda);
-  return l.api;
-}
+const Api& api() { return loaded().usable(); }
 
 void check(nvrtcResult result, const char* call) {
   if (result == NVRTC_SUCCESS) return;

@@ -6,16 +6,10 @@
 
 #include "common/dynlib.hpp"
 
-#define DILATRON_STRINGIFY_EXPANDED(x) DILATRON_STRINGIFY(x)
-#define DILATRON_STRINGIFY(x) #x
-
 namespace dilatron::driver {
 namespace {
 
-struct Loaded {
-  Api api;
-  std::string library, error;  // error empty when usable
-};
+using Loaded = LoadedTable<Api>;
 
 const Loaded& loaded() {
   static const Loaded instance = [] {
@@ -27,19 +21,17 @@ const Loaded& loaded() {
       return result;
     }
     result.library = lib.path();
-#define DILATRON_DRIVER_LOAD(name)                                                                   \
-  result.api.name = reinterpret_cast<decltype(result.api.name)>(lib.symbol(DILATRON_STRINGIFY_EXPANDED(name))); \
-  if (!result.api.name && result.error.empty())                                                      \
-    result.error = "the CUDA driver in " + lib.path() + " lacks " DILATRON_STRINGIFY_EXPANDED(name) " (driver too old?)";
-    DILATRON_DRIVER_CALLS(DILATRON_DRIVER_LOAD)
-#undef DILATRON_DRIVER_LOAD
-    if (result.error.empty()) {
-      if (const CUresult r = result.api.cuInit(0); r != CUDA_SUCCESS) {
-        const char* name = nullptr;
-        result.api.cuGetErrorName(r, &name);
-        result.error = std::string("cuInit failed (") + (name ? name : "unknown") +
-                       "): the driver is present but no usable GPU was found";
-      }
+    std::string missing;
+#define DILATRON_DRIVER_BIND(name) bind(lib, DILATRON_SYMBOL_NAME(name), result.api.name, missing);
+    DILATRON_DRIVER_CALLS(DILATRON_DRIVER_BIND)
+#undef DILATRON_DRIVER_BIND
+    if (!missing.empty()) {
+      result.error = "the CUDA driver in " + lib.path() + " lacks " + missing + " (driver too old?)";
+    } else if (const CUresult r = result.api.cuInit(0); r != CUDA_SUCCESS) {
+      const char* name = nullptr;
+      result.api.cuGetErrorName(r, &name);
+      result.error = std::string("cuInit failed (") + (name ? name : "unknown") +
+                     "): the driver is present but no usable GPU was found";
     }
     return result;
   }();
@@ -48,11 +40,7 @@ const Loaded& loaded() {
 
 }  // namespace
 
-const Api& api() {
-  const Loaded& l = loaded();
-  if (!l.error.empty()) throw Error(l.error, ErrorKind::cuda);
-  return l.api;
-}
+const Api& api() { return loaded().usable(); }
 
 void check(CUresult result, const char* call) {
   if (result == CUDA_SUCCESS) return;

@@ -3,6 +3,7 @@
 
 #include <set>
 
+#include "autotune/policy.hpp"
 #include "codegen/compiler.hpp"
 #include "codegen/render.hpp"
 #include "codegen/templates.hpp"
@@ -16,15 +17,17 @@ std::vector<KernelSpec> one_of_each_template() {
   std::vector<KernelSpec> specs;
   for (const char* arch : {"sm_80", "sm_90a"}) {
     for (DType dtype : {DType::f16, DType::bf16}) {
-      for (Op op : {Op::pack_rows, Op::unpack_rows, Op::merge_partials}) {
+      for (Op op : {Op::pack_rows, Op::unpack_rows, Op::merge_partials, Op::clear_output, Op::attention_forward,
+                    Op::attention_forward_merge}) {
         KernelSpec s;
         s.op = op;
         s.dtype = dtype;
         s.head_dim = dtype == DType::f16 ? 64 : 128;
         s.arch = arch;
-        if (op != Op::merge_partials) s.branches = {{16384, 6}};
-        if (op == Op::unpack_rows) s.mode = Mode::head_groups, s.group = 2, s.groups = 3;
-        specs.push_back(s);
+        if (op != Op::merge_partials && op != Op::clear_output) s.branches = {{16384, 6}};
+        if (op == Op::unpack_rows || op == Op::attention_forward) s.mode = Mode::head_groups, s.group = 2, s.groups = 3;
+        s.causal = op == Op::attention_forward;
+        specs.push_back(autotune::with_tiles(s));
       }
     }
     KernelSpec f32_merge;
@@ -45,7 +48,7 @@ TEST(Templates, AreEmbeddedWithAStableBundleHash) {
     EXPECT_FALSE(f.text.empty()) << f.name;
   }
   for (const char* expected : {"dilatron/index.cuh", "dilatron/args.cuh", "dilatron/types.cuh", "dilatron/pack.cuh",
-                               "dilatron/merge.cuh"}) {
+                               "dilatron/merge.cuh", "dilatron/ptx.cuh", "dilatron/attention.cuh"}) {
     EXPECT_TRUE(names.count(expected)) << expected;
   }
   EXPECT_EQ(template_bundle_hash().size(), 16u);
@@ -64,13 +67,16 @@ TEST(Render, IsATinyTranslationUnitInstantiatingTheTemplate) {
   EXPECT_LE(std::count(r.source.begin(), r.source.end(), '\n'), 4);
 }
 
-TEST(Compile, EveryTemplateBuildsForSm80AndSm90aWithoutSpills) {
+TEST(Compile, EveryKernelOpBuildsForSm80AndSm90aWithoutSpills) {
   for (const KernelSpec& spec : one_of_each_template()) {
     SCOPED_TRACE(spec.canonical());
     const CompiledKernel k = compile(spec);
     ASSERT_GE(k.cubin.size(), 4u);
     EXPECT_EQ(std::string(k.cubin.data(), 4), "\x7f" "ELF") << "NVRTC must emit CUBIN, not PTX";
-    EXPECT_NE(k.lowered_name.find(spec.op == Op::merge_partials ? "merge_partials" : "move_rows"), std::string::npos);
+    const std::string function = spec.op == Op::pack_rows || spec.op == Op::unpack_rows ? "move_rows"
+                                 : is_attention(spec.op)                              ? "attention_forward"
+                                                                                      : std::string(to_string(spec.op));
+    EXPECT_NE(k.lowered_name.find(function), std::string::npos) << k.lowered_name;
     EXPECT_GT(k.report.registers, 0) << k.log;
     EXPECT_EQ(k.report.spill_bytes, 0) << k.log;
     EXPECT_NE(k.log.find(spec.arch.substr(0, 5)), std::string::npos) << "ptxas report for the target: " << k.log;
