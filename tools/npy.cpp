@@ -7,7 +7,6 @@
 
 #include <cstring>
 #include <fstream>
-#include <iterator>
 #include <string>
 #include <string_view>
 
@@ -70,16 +69,17 @@ std::int64_t Array::numel() const {
 Array load(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) fail(path, std::string("cannot open: ") + std::strerror(errno));
-  const std::string bytes{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-  if (bytes.size() < 10 || std::string_view(bytes).substr(0, 6) != kMagic) fail(path, "not a .npy file (bad magic)");
-  const auto major = static_cast<unsigned char>(bytes[6]);
+  char prefix[12] = {};
+  in.read(prefix, 10);
+  if (in.gcount() < 10 || std::string_view(prefix, 6) != kMagic) fail(path, "not a .npy file (bad magic)");
+  const auto major = static_cast<unsigned char>(prefix[6]);
   if (major < 1 || major > 3) fail(path, fmt::format("unsupported .npy format version {}", major));
-  const std::size_t len_bytes = major == 1 ? 2 : 4, prefix = 8 + len_bytes;
-  if (bytes.size() < prefix) fail(path, "truncated header");
+  const std::size_t len_bytes = major == 1 ? 2 : 4;
+  if (len_bytes == 4 && !in.read(prefix + 10, 2)) fail(path, "truncated header");
   std::size_t header_len = 0;
-  for (std::size_t i = 0; i < len_bytes; ++i) header_len |= std::size_t(static_cast<unsigned char>(bytes[8 + i])) << (8 * i);
-  if (bytes.size() < prefix + header_len) fail(path, "truncated header");
-  const std::string_view header = std::string_view(bytes).substr(prefix, header_len);
+  for (std::size_t i = 0; i < len_bytes; ++i) header_len |= std::size_t(static_cast<unsigned char>(prefix[8 + i])) << (8 * i);
+  std::string header(header_len, '\0');
+  if (!in.read(header.data(), std::streamsize(header_len))) fail(path, "truncated header");
 
   Array array;
   const std::string_view descr = dict_value(header, "descr");
@@ -96,15 +96,26 @@ Array load(const std::filesystem::path& path) {
   if (fortran.starts_with("True")) fail(path, "Fortran-order arrays are not supported: save in C order");
   if (!fortran.starts_with("False")) fail(path, "header has no fortran_order");
   array.shape = parse_shape(path, dict_value(header, "shape"));
+  std::int64_t elements = 1;
+  for (std::int64_t d : array.shape) {
+    if (__builtin_mul_overflow(elements, d, &elements) || elements > (std::int64_t(1) << 56)) {
+      fail(path, fmt::format("shape ({}) is too large", fmt::join(array.shape, ", ")));
+    }
+  }
 
+  // Sizes are checked against the file before allocating; the data then goes straight into the array,
+  // so large inputs are never held twice.
   const std::size_t expected = std::size_t(array.numel()) * dtype_size(array.dtype);
-  const std::size_t actual = bytes.size() - prefix - header_len;
+  std::error_code ec;
+  const std::uintmax_t file_bytes = std::filesystem::file_size(path, ec);
+  const std::size_t data_offset = 8 + len_bytes + header_len;
+  const std::size_t actual = ec || file_bytes < data_offset ? 0 : std::size_t(file_bytes - data_offset);
   if (actual != expected) {
-    fail(path, fmt::format("shape ({}) needs {} data bytes but the file has {}{}", fmt::join(array.shape, ", "),
-                           expected, actual, actual < expected ? " (truncated)" : ""));
+    fail(path, fmt::format("shape ({}) needs {} data bytes but the file has {}{}", fmt::join(array.shape, ", "), expected,
+                           actual, actual < expected ? " (truncated)" : ""));
   }
   array.data.resize(expected);
-  std::memcpy(array.data.data(), bytes.data() + prefix + header_len, expected);
+  if (!in.read(reinterpret_cast<char*>(array.data.data()), std::streamsize(expected))) fail(path, "read failed");
   return array;
 }
 

@@ -100,6 +100,8 @@ TEST(Npy, RejectsMalformedFiles) {
   expect_load_error(dir / "long.npy", "needs 8 data bytes");
   write_bytes(dir / "shape.npy", npy_image("{'descr': '<f4', 'fortran_order': False, 'shape': (2, x), }", f4_2x2));
   expect_load_error(dir / "shape.npy", "bad shape entry");
+  write_bytes(dir / "huge.npy", npy_image("{'descr': '<f4', 'fortran_order': False, 'shape': (1099511627776, 1099511627776), }", f4_2x2));
+  expect_load_error(dir / "huge.npy", "too large");
   const std::string image = npy_image("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), }", f4_2x2);
   write_bytes(dir / "cut.npy", image.substr(0, 20));
   expect_load_error(dir / "cut.npy", "truncated header");
