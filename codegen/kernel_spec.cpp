@@ -55,8 +55,8 @@ int arch_number(std::string_view arch) {
 bool is_attention(Op op) { return op == Op::attention_forward || op == Op::attention_forward_merge; }
 
 int max_shared_bytes(int arch) {
-  if (arch >= 90) return 227 * 1024;
-  return arch == 80 || arch == 87 ? 163 * 1024 : 99 * 1024;
+  if ((arch >= 90 && arch < 120) || arch == 80 || arch == 87) return arch < 90 ? 163 * 1024 : 227 * 1024;
+  return 99 * 1024;  // sm_86, sm_89, sm_120 and unknown parts: the conservative figure
 }
 
 int KernelSpec::shared_bytes() const {

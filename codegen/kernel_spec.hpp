@@ -66,7 +66,7 @@ struct KernelSpec {
 // "sm_90a" -> 90; throws dilatron::Error for anything that is not sm_<digits>[a].
 int arch_number(std::string_view arch);
 
-// Shared memory one block may use on an arch (sm_80: 163 KiB, sm_86/89: 99 KiB, sm_90+: 227 KiB).
+// Shared memory one block may use on an arch (sm_80/87: 163 KiB, sm_90-sm_11x: 227 KiB, else 99 KiB).
 int max_shared_bytes(int arch_number);
 
 bool is_attention(Op op);

@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 
@@ -21,11 +22,28 @@ args::Tensor4 tensor4(const TensorView& t) {
   return {t.data, {t.strides[0], t.strides[1], t.strides[2], t.strides[3]}};
 }
 
-unsigned checked_grid(long long blocks, const codegen::KernelSpec& spec) {
-  if (blocks > std::numeric_limits<int>::max()) {
-    throw Error(fmt::format("{}: {} blocks exceed the grid limit; use longer segments or fewer rows", spec.label(), blocks));
+// Row-wise kernels stride over rows, so their grid is capped; attention grids are exact.
+constexpr long long kMaxRowBlocks = 1 << 20;
+
+unsigned checked_grid(long long blocks, long long limit, const char* what, const codegen::KernelSpec& spec) {
+  if (blocks > limit) {
+    throw Error(fmt::format("{}: {} {} exceed the launch limit of {}", spec.label(), blocks, what, limit));
   }
   return unsigned(blocks);
+}
+
+// The bytes a view can touch: [data, data + extent).
+std::pair<std::uintptr_t, std::uintptr_t> byte_range(const TensorView& t) {
+  std::int64_t last = 0;
+  for (int d = 0; d < 4; ++d) last += (t.shape[d] - 1) * t.strides[d];
+  const auto begin = reinterpret_cast<std::uintptr_t>(t.data);
+  return {begin, begin + std::uintptr_t(last + 1) * dtype_size(t.dtype)};
+}
+
+bool overlap(const TensorView& a, const TensorView& b) {
+  const auto [a0, a1] = byte_range(a);
+  const auto [b0, b1] = byte_range(b);
+  return a0 < b1 && b0 < a1;
 }
 
 void check_layout(const char* name, const TensorView& t) {
@@ -51,6 +69,10 @@ void validate_for_gpu(const Problem& p, const TensorView& q, const TensorView& k
   check_layout("k", k);
   check_layout("v", v);
   check_layout("out", out);
+  for (const auto& [name, input] : {std::pair{"q", &q}, std::pair{"k", &k}, std::pair{"v", &v}}) {
+    // Branches write O while later CTAs and launches still read Q, K and V.
+    if (overlap(out, *input)) throw Error(fmt::format("out overlaps {}: the GPU forward cannot run in place", name));
+  }
   if (lse && lse->strides != TensorView::contiguous(nullptr, DType::f32, lse->shape).strides) {
     throw Error("lse must be contiguous [B,H,N] on the GPU");
   }
@@ -67,19 +89,22 @@ ForwardPlan::ForwardPlan(const Config& config, const Problem& problem, DType dty
       DILATRON_CU(cuFuncSetAttribute(l.function, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, int(l.shared_bytes)));
     }
     if (codegen::is_attention(spec.op)) {
-      const long long w = spec.branches[0].w, r = spec.branches[0].r;
-      const long long tiles = index::num_segments(problem.seq_len, w) *
-                              index::ceil_div(index::ceil_div(w, r), spec.tiles.block_m);
+      // Segment-major query tiles; the last segment may be partial, so it gets only the tiles it has.
+      const long long w = spec.branches[0].w, r = spec.branches[0].r, block_m = spec.tiles.block_m;
+      const long long segments = index::num_segments(problem.seq_len, w);
+      const long long tiles = (segments - 1) * index::ceil_div(index::ceil_div(w, r), block_m) +
+                              index::ceil_div(index::ceil_div(problem.seq_len - (segments - 1) * w, r), block_m);
       long long heads = problem.heads;
       if (spec.mode == Mode::head_groups) {
         l.head_begin = index::head_group_begin(spec.group, problem.heads, spec.groups);
         heads = index::head_group_begin(spec.group + 1, problem.heads, spec.groups) - l.head_begin;
       }
-      l.grid[0] = checked_grid(tiles, spec);
-      l.grid[1] = unsigned(heads);
-      l.grid[2] = unsigned(problem.batch);
-    } else {  // clear_output: one warp per (b, n, h) row
-      l.grid[0] = checked_grid(index::ceil_div(problem.batch * problem.seq_len * problem.heads, spec.tiles.warps), spec);
+      l.grid[0] = checked_grid(tiles, std::numeric_limits<int>::max(), "query tiles", spec);
+      l.grid[1] = checked_grid(heads, 65535, "heads", spec);
+      l.grid[2] = checked_grid(problem.batch, 65535, "batch elements", spec);
+    } else {  // clear_output: warps stride over (b, n, h) rows
+      const long long rows = problem.batch * problem.seq_len * problem.heads;
+      l.grid[0] = unsigned(std::min(index::ceil_div(rows, spec.tiles.warps), kMaxRowBlocks));
     }
     launches_.push_back(std::move(l));
   }

@@ -39,6 +39,11 @@ void validate_config(const Config& config) {
     if (config.dilations[i] < 1) {
       throw Error(fmt::format("dilations[{}] = {}: dilation rates must be >= 1", i, config.dilations[i]));
     }
+    constexpr std::int64_t kMax = std::int64_t(1) << 40;  // keeps every row product far from int64 overflow
+    if (config.segments[i] > kMax || config.dilations[i] > kMax) {
+      throw Error(fmt::format("segments[{}] = {} / dilations[{}] = {}: at most 2^40", i, config.segments[i], i,
+                              config.dilations[i]));
+    }
   }
   if (config.scale && !(std::isfinite(*config.scale) && *config.scale > 0)) {
     throw Error(fmt::format("scale = {}: the softmax scale must be finite and > 0", *config.scale));

@@ -65,6 +65,7 @@ __global__ void __launch_bounds__(BLOCK_M * 2) attention_forward(args::Attention
   constexpr long long kTilesPerSegment = index::ceil_div(index::ceil_div(W, R), BLOCK_M);
   static_assert(HEAD_DIM == 64 || HEAD_DIM == 128, "the swizzle needs at least 8 chunks per row");
   static_assert(BLOCK_M % 16 == 0 && BLOCK_N % 16 == 0 && STAGES >= 2, "tile shape");
+  static_assert(!MERGE || MODE == index::kLongnet, "only longnet branches merge; head_groups rows have one branch");
 
   extern __shared__ __align__(128) unsigned char shared[];
   T* q_tile = reinterpret_cast<T*>(shared);
@@ -107,6 +108,11 @@ __global__ void __launch_bounds__(BLOCK_M * 2) attention_forward(args::Attention
   float row_max[2] = {neg_inf, neg_inf}, row_sum[2] = {0.f, 0.f};
 
   for (int tile = 0; tile < key_tiles; ++tile) {
+    // STAGES-1+tile groups are committed; group `tile` (this tile; tile 0's also holds Q) has landed once at
+    // most STAGES-2 are in flight. The barrier then publishes it to every warp and proves that all warps
+    // are done with tile-1, whose stage the prefetch below refills: one barrier per tile.
+    ptx::cp_async_wait<STAGES - 2>();
+    __syncthreads();
     const int ahead = tile + STAGES - 1;
     if (ahead < key_tiles) {
       const int stage = ahead % STAGES;
@@ -115,9 +121,7 @@ __global__ void __launch_bounds__(BLOCK_M * 2) attention_forward(args::Attention
       load_tile<T, BLOCK_N, HEAD_DIM, kThreads>(v_ring + stage * BLOCK_N * HEAD_DIM, v, v_stride,
                                                 static_cast<long long>(ahead) * BLOCK_N, count);
     }
-    ptx::cp_async_commit();
-    ptx::cp_async_wait<STAGES - 1>();  // this tile's group has landed
-    __syncthreads();
+    ptx::cp_async_commit();  // possibly empty: keeps one group per tile
     const T* k_tile = k_ring + (tile % STAGES) * BLOCK_N * HEAD_DIM;
     const T* v_tile = v_ring + (tile % STAGES) * BLOCK_N * HEAD_DIM;
 
@@ -195,7 +199,6 @@ __global__ void __launch_bounds__(BLOCK_M * 2) attention_forward(args::Attention
         ptx::mma_16816<T>(out[2 * dt + 1], pa, vb[2], vb[3]);
       }
     }
-    __syncthreads();  // the next iteration's prefetch overwrites this stage
   }
 
   // Epilogue: normalize, then write or merge. Each row's D values are spread over one quad of lanes.
@@ -206,7 +209,7 @@ __global__ void __launch_bounds__(BLOCK_M * 2) attention_forward(args::Attention
     const bool valid = q_index[r] < count;
     const float lse = sum > 0.f ? (row_max[r] + log2f(sum)) * kLn2 : neg_inf;
     const long long row = first_row + q_index[r] * R;
-    float* lse_slot = a.lse + (b * a.heads + h) * a.seq_len + row;
+    float* lse_slot = valid ? a.lse + (b * a.heads + h) * a.seq_len + row : nullptr;
     float keep = 0.f, take = sum > 0.f ? kOutScale / sum : 0.f, merged = lse;
     if (MERGE) {
       const float previous = valid ? *lse_slot : neg_inf;

@@ -1,4 +1,4 @@
-// Row-wise kernels over (O, LSE) pairs, one warp per (b, n, h) row:
+// Row-wise kernels over (O, LSE) pairs, one warp per (b, n, h) row at a time (warps stride over rows):
 // - merge_partials folds a second partial attention result into the first:
 //   LSE = max + log1p(exp(min - max)), O = exp(lse_a - LSE) O_a + exp(lse_b - LSE) O_b. A row with no keys
 //   on either side (lse = -inf) stays O = 0, LSE = -inf, with no NaN.
@@ -12,19 +12,26 @@
 namespace dilatron {
 namespace merge_detail {
 
-// The (b, n, h) row this warp owns, or valid == false past the last row.
+// One (b, n, h) row. Warps stride over rows, so any number of rows fits a capped grid.
 struct WarpRow {
-  bool valid;
   int lane;
   long long b, n, h, lse_index;
 };
 
 template <int THREADS>
-__device__ __forceinline__ WarpRow warp_row(const args::MergeArgs& a) {
+__device__ __forceinline__ long long first_row() {
   static_assert(THREADS % 32 == 0, "one warp per row");
-  const long long row = blockIdx.x * static_cast<long long>(THREADS / 32) + threadIdx.x / 32;
+  return blockIdx.x * static_cast<long long>(THREADS / 32) + threadIdx.x / 32;
+}
+template <int THREADS>
+__device__ __forceinline__ long long row_stride() {
+  return static_cast<long long>(gridDim.x) * (THREADS / 32);
+}
+__device__ __forceinline__ long long row_count(const args::MergeArgs& a) { return a.batch * a.seq_len * a.heads; }
+
+__device__ __forceinline__ WarpRow warp_row(const args::MergeArgs& a, long long row) {
   const long long h = row % a.heads, n = row / a.heads % a.seq_len, b = row / (a.heads * a.seq_len);
-  return {row < a.batch * a.seq_len * a.heads, static_cast<int>(threadIdx.x % 32), b, n, h, (b * a.heads + h) * a.seq_len + n};
+  return {static_cast<int>(threadIdx.x % 32), b, n, h, (b * a.heads + h) * a.seq_len + n};
 }
 
 template <class T>
@@ -36,29 +43,33 @@ __device__ __forceinline__ T* row_pointer(const args::Tensor4& t, const WarpRow&
 
 template <class T, int HEAD_DIM, int THREADS>
 __global__ void __launch_bounds__(THREADS) merge_partials(args::MergeArgs a) {
-  const merge_detail::WarpRow r = merge_detail::warp_row<THREADS>(a);
-  if (!r.valid) return;
-  const float lse_a = a.lse[r.lse_index], lse_b = a.other_lse[r.lse_index];
-  const float hi = fmaxf(lse_a, lse_b), lo = fminf(lse_a, lse_b);
-  const bool empty = hi == -__int_as_float(0x7f800000);
-  const float merged = empty ? hi : hi + log1pf(expf(lo - hi));
-  const float weight_a = empty ? 0.f : expf(lse_a - merged), weight_b = empty ? 0.f : expf(lse_b - merged);
-  T* out = merge_detail::row_pointer<T>(a.out, r);
-  const T* other = merge_detail::row_pointer<T>(a.other_out, r);
-  for (int d = r.lane; d < HEAD_DIM; d += 32) {
-    out[d] = from_float<T>(weight_a * to_float(out[d]) + weight_b * to_float(other[d]));
+  for (long long row = merge_detail::first_row<THREADS>(); row < merge_detail::row_count(a);
+       row += merge_detail::row_stride<THREADS>()) {
+    const merge_detail::WarpRow r = merge_detail::warp_row(a, row);
+    const float lse_a = a.lse[r.lse_index], lse_b = a.other_lse[r.lse_index];
+    const float hi = fmaxf(lse_a, lse_b), lo = fminf(lse_a, lse_b);
+    const bool empty = hi == -__int_as_float(0x7f800000);
+    const float merged = empty ? hi : hi + log1pf(expf(lo - hi));
+    const float weight_a = empty ? 0.f : expf(lse_a - merged), weight_b = empty ? 0.f : expf(lse_b - merged);
+    T* out = merge_detail::row_pointer<T>(a.out, r);
+    const T* other = merge_detail::row_pointer<T>(a.other_out, r);
+    for (int d = r.lane; d < HEAD_DIM; d += 32) {
+      out[d] = from_float<T>(weight_a * to_float(out[d]) + weight_b * to_float(other[d]));
+    }
+    __syncwarp();  // every lane has read lse before lane 0 overwrites it
+    if (r.lane == 0) a.lse[r.lse_index] = merged;
   }
-  __syncwarp();  // every lane has read lse before lane 0 overwrites it
-  if (r.lane == 0) a.lse[r.lse_index] = merged;
 }
 
 template <class T, int HEAD_DIM, int THREADS>
 __global__ void __launch_bounds__(THREADS) clear_output(args::MergeArgs a) {
-  const merge_detail::WarpRow r = merge_detail::warp_row<THREADS>(a);
-  if (!r.valid) return;
-  T* out = merge_detail::row_pointer<T>(a.out, r);
-  for (int d = r.lane; d < HEAD_DIM; d += 32) out[d] = from_float<T>(0.f);
-  if (r.lane == 0) a.lse[r.lse_index] = -__int_as_float(0x7f800000);
+  for (long long row = merge_detail::first_row<THREADS>(); row < merge_detail::row_count(a);
+       row += merge_detail::row_stride<THREADS>()) {
+    const merge_detail::WarpRow r = merge_detail::warp_row(a, row);
+    T* out = merge_detail::row_pointer<T>(a.out, r);
+    for (int d = r.lane; d < HEAD_DIM; d += 32) out[d] = from_float<T>(0.f);
+    if (r.lane == 0) a.lse[r.lse_index] = -__int_as_float(0x7f800000);
+  }
 }
 
 }  // namespace dilatron

@@ -61,6 +61,7 @@ TEST(Validate, ConfigErrorsNameTheValue) {
   expect_error([] { validate_config(config({8, 0}, {1, 2})); }, {"segments[1] = 0"});
   expect_error([] { validate_config(config({8, -4}, {1, 2})); }, {"segments[1] = -4"});
   expect_error([] { validate_config(config({8, 4}, {1, 0})); }, {"dilations[1] = 0"});
+  expect_error([] { validate_config(config({std::int64_t(1) << 41}, {1})); }, {"segments[0] = 2199023255552", "2^40"});
   for (double bad : {0.0, -1.0, double(NAN), double(INFINITY)}) {
     Config c = config({8}, {1});
     c.scale = bad;

@@ -1,0 +1,67 @@
+// What the GPU path refuses before touching the device: checked on the host, no GPU needed.
+#include <gtest/gtest.h>
+
+#include <dilatron/error.hpp>
+
+#include "runtime/plan.hpp"
+
+using namespace dilatron;
+
+namespace {
+
+alignas(16) std::uint16_t storage[4][1 << 16];
+
+TensorView view(int i, DType dtype = DType::bf16, std::int64_t d = 64) {
+  return TensorView::contiguous(storage[i], dtype, {1, 128, 2, d});
+}
+
+void expect_refused(const char* needle, TensorView q, TensorView k, TensorView v, TensorView out,
+                    const TensorView* lse = nullptr) {
+  const Problem p{q.shape[0], q.shape[1], q.shape[2], k.shape[2], q.shape[3], 0.125};
+  try {
+    validate_for_gpu(p, q, k, v, out, lse);
+    ADD_FAILURE() << "accepted; expected an error containing " << needle;
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+
+TEST(ValidateForGpu, AcceptsTheSupportedLayouts) {
+  const Problem p{1, 128, 2, 2, 64, 0.125};
+  EXPECT_NO_THROW(validate_for_gpu(p, view(0), view(1), view(2), view(3), nullptr));
+  // q, k, v as strided slices of one fused [B, N, 3, H, D] buffer: fine, as long as out is elsewhere.
+  TensorView fused = TensorView::contiguous(storage[0], DType::f16, {1, 128, 2, 64});
+  fused.strides = {128 * 3 * 2 * 64, 3 * 2 * 64, 64, 1};
+  TensorView k = fused, v = fused;
+  k.data = storage[0] + 2 * 64;
+  v.data = storage[0] + 4 * 64;
+  EXPECT_NO_THROW(validate_for_gpu(p, fused, k, v, view(3, DType::f16), nullptr));
+}
+
+TEST(ValidateForGpu, RefusesWhatTheKernelsCannotRun) {
+  expect_refused("float16 or bfloat16", view(0, DType::f32), view(1, DType::f32), view(2, DType::f32), view(3, DType::f32));
+  expect_refused("out is f16 but q is bf16", view(0), view(1), view(2), view(3, DType::f16));
+  expect_refused("head dim 96", view(0, DType::bf16, 96), view(1, DType::bf16, 96), view(2, DType::bf16, 96),
+                 view(3, DType::bf16, 96));
+  TensorView odd = view(1);
+  odd.strides[1] = 2 * 64 + 4;
+  expect_refused("stride[1] = 132", view(0), odd, view(2), view(3));
+  TensorView transposed = view(2);
+  transposed.strides[3] = 2;
+  expect_refused("innermost (D) stride", view(0), view(1), transposed, view(3));
+  TensorView unaligned = view(0);
+  unaligned.data = storage[0] + 1;
+  expect_refused("16-byte aligned", unaligned, view(1), view(2), view(3));
+  TensorView lse = TensorView::contiguous(storage[3], DType::f32, {1, 2, 128, 1});
+  lse.strides[2] = 2;
+  expect_refused("lse must be contiguous", view(0), view(1), view(2), view(3, DType::bf16), &lse);
+}
+
+TEST(ValidateForGpu, RefusesAnOutputOverlappingAnInput) {
+  expect_refused("out overlaps q", view(0), view(1), view(2), view(0));
+  TensorView tail = view(1);
+  tail.data = storage[1] + 8000;  // starts inside k
+  expect_refused("out overlaps k", view(0), view(1), view(2), tail);
+}
