@@ -59,9 +59,10 @@ TEST(CApi, ReferenceThroughTheAbiMatchesTheDenseDefinition) {
   if (dilatron::driver::probe().devices.empty()) {
     EXPECT_EQ(dilatron_forward(a, &q, &k, &v, &o, &l, nullptr), DILATRON_ERROR_INVALID)
         << "float32 tensors are refused before any driver call";
-    std::vector<std::uint16_t> half(out.size());
-    const auto h = tensor(half.data(), DILATRON_F16, 1, c.N, c.H, 64);
-    EXPECT_EQ(dilatron_forward(a, &h, &h, &h, &h, nullptr, nullptr), DILATRON_ERROR_CUDA);
+    std::vector<std::vector<std::uint16_t>> half(4, std::vector<std::uint16_t>(std::size_t(c.N * c.H * 64)));
+    dilatron_tensor h[4];
+    for (int i = 0; i < 4; ++i) h[i] = tensor(half[std::size_t(i)].data(), DILATRON_F16, 1, c.N, c.H, 64);
+    EXPECT_EQ(dilatron_forward(a, &h[0], &h[1], &h[2], &h[3], nullptr, nullptr), DILATRON_ERROR_CUDA);
     EXPECT_NE(std::string(dilatron_last_error()).find("libcuda.so.1"), std::string::npos) << dilatron_last_error();
   }
   EXPECT_EQ(dilatron_forward(a, nullptr, &k, &v, &o, nullptr, nullptr), DILATRON_ERROR_INVALID);
