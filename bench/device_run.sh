@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# One call on a GPU machine (built here, build/ carried): the GPU tests, the CPU suite's binaries, the
-# CLI on the GPU, then the PyTorch comparison. Logs go under $OUT (default bench-out/).
+# One call on a GPU machine: the GPU tests, the CLI on the GPU, then the PyTorch comparison. Logs go
+# under $OUT (default bench-out/). Build on the development machine and carry build/:
+#   cmake -S . -B build -G Ninja -DDILATRON_PORTABLE=ON && cmake --build build
+# (DILATRON_PORTABLE links libstdc++ statically, so the binaries do not depend on the GPU machine's).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench-out}

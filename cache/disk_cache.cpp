@@ -124,15 +124,6 @@ std::vector<DiskCache::Listed> DiskCache::scan() const {
   return out;
 }
 
-std::uint64_t DiskCache::total_bytes() const {
-  std::uint64_t total = 0;
-  std::error_code ec;
-  for (const auto& item : std::filesystem::directory_iterator(dir_, ec)) {
-    if (item.is_regular_file() && is_entry_file(item.path())) total += item.file_size(ec);
-  }
-  return total;
-}
-
 std::size_t DiskCache::clear() {
   std::size_t removed = 0;
   std::error_code ec;

@@ -44,7 +44,6 @@ class DiskCache {
   };
   // Every entry file, decoded and checked.
   std::vector<Listed> scan() const;
-  std::uint64_t total_bytes() const;
   // Removes every entry (and stray temp files); returns how many entries.
   std::size_t clear();
 

@@ -11,8 +11,6 @@ namespace {
 
 bool moves_rows(Op op) { return op == Op::pack_rows || op == Op::unpack_rows; }
 
-constexpr Op kOps[] = {Op::pack_rows,    Op::unpack_rows,       Op::merge_partials,
-                       Op::clear_output, Op::attention_forward, Op::attention_forward_merge};
 
 [[noreturn]] void invalid(const KernelSpec& spec, const std::string& why) {
   throw Error(fmt::format("invalid kernel spec ({}): {}", spec.label(), why));
@@ -30,13 +28,6 @@ std::string_view to_string(Op op) noexcept {
     case Op::attention_forward_merge: return "attention_forward_merge";
   }
   return "?";
-}
-
-Op parse_op(std::string_view text) {
-  for (Op op : kOps) {
-    if (text == to_string(op)) return op;
-  }
-  throw Error(fmt::format("unknown kernel op '{}'", text));
 }
 
 int arch_number(std::string_view arch) {

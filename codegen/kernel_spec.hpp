@@ -23,7 +23,6 @@ enum class Op {
 };
 
 std::string_view to_string(Op op) noexcept;
-Op parse_op(std::string_view text);
 
 struct BranchSpec {
   std::int64_t w, r;

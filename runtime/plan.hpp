@@ -33,7 +33,6 @@ class ForwardPlan {
   void launch(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out, float* lse,
               CUstream stream) const;
   float* lse_workspace() const noexcept { return workspace_ ? static_cast<float*>(workspace_->get()) : nullptr; }
-  const std::vector<Launch>& launches() const noexcept { return launches_; }
 
  private:
   Problem problem_;
