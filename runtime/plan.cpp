@@ -89,11 +89,8 @@ ForwardPlan::ForwardPlan(const Config& config, const Problem& problem, DType dty
       DILATRON_CU(cuFuncSetAttribute(l.function, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, int(l.shared_bytes)));
     }
     if (codegen::is_attention(spec.op)) {
-      // Segment-major query tiles; the last segment may be partial, so it gets only the tiles it has.
-      const long long w = spec.branches[0].w, r = spec.branches[0].r, block_m = spec.tiles.block_m;
-      const long long segments = index::num_segments(problem.seq_len, w);
-      const long long tiles = (segments - 1) * index::ceil_div(index::ceil_div(w, r), block_m) +
-                              index::ceil_div(index::ceil_div(problem.seq_len - (segments - 1) * w, r), block_m);
+      const long long tiles = index::query_tile_count(problem.seq_len, spec.branches[0].w, spec.branches[0].r,
+                                                      spec.tiles.block_m);
       long long heads = problem.heads;
       if (spec.mode == Mode::head_groups) {
         l.head_begin = index::head_group_begin(spec.group, problem.heads, spec.groups);

@@ -62,7 +62,6 @@ __global__ void __launch_bounds__(BLOCK_M * 2) attention_forward(args::Attention
   const float neg_inf = negative_infinity();
   constexpr int kThreads = BLOCK_M * 2;  // 32 threads per 16 rows
   constexpr int kDimTiles = HEAD_DIM / 8, kKeyTiles = BLOCK_N / 8;
-  constexpr long long kTilesPerSegment = index::ceil_div(index::ceil_div(W, R), BLOCK_M);
   static_assert(HEAD_DIM == 64 || HEAD_DIM == 128, "the swizzle needs at least 8 chunks per row");
   static_assert(BLOCK_M % 16 == 0 && BLOCK_N % 16 == 0 && STAGES >= 2, "tile shape");
   static_assert(!MERGE || MODE == index::kLongnet, "only longnet branches merge; head_groups rows have one branch");
@@ -74,23 +73,18 @@ __global__ void __launch_bounds__(BLOCK_M * 2) attention_forward(args::Attention
 
   const long long b = blockIdx.z, h = a.head_begin + blockIdx.y;
   const long long offset = index::branch_offset(MODE, h, a.heads, GROUP, GROUPS, R);
-  const long long segment = blockIdx.x / kTilesPerSegment, q_first = (blockIdx.x % kTilesPerSegment) * BLOCK_M;
-  const long long seg_begin = index::segment_begin(segment, W);
-  if (offset < 0 || seg_begin >= a.seq_len) return;
-  const long long count =
-      index::selected_count(index::segment_end(segment, W, a.seq_len) - seg_begin, offset, R);
-  if (q_first >= count) return;
+  if (offset < 0) return;
+  const index::QueryTile work = index::query_tile(blockIdx.x, a.seq_len, W, R, offset, BLOCK_M);
+  if (!work.active) return;
+  const long long count = work.count, q_first = work.q_first;
 
   // Selected row j of this segment is row first_row + j * R.
-  const long long first_row = seg_begin + offset, kvh = index::kv_head(h, a.heads, a.kv_heads);
+  const long long first_row = work.first_row, kvh = index::kv_head(h, a.heads, a.kv_heads);
   const T* q = static_cast<const T*>(a.q.data) + b * a.q.stride[0] + first_row * a.q.stride[1] + h * a.q.stride[2];
   const T* k = static_cast<const T*>(a.k.data) + b * a.k.stride[0] + first_row * a.k.stride[1] + kvh * a.k.stride[2];
   const T* v = static_cast<const T*>(a.v.data) + b * a.v.stride[0] + first_row * a.v.stride[1] + kvh * a.v.stride[2];
   const long long q_stride = a.q.stride[1] * R, k_stride = a.k.stride[1] * R, v_stride = a.v.stride[1] * R;
-
-  // Causal: selected rows ascend, so keys past this tile's last query are never needed.
-  const long long key_end = CAUSAL ? index::min64(count, q_first + BLOCK_M) : count;
-  const int key_tiles = static_cast<int>(index::ceil_div(key_end, BLOCK_N));
+  const int key_tiles = static_cast<int>(index::ceil_div(index::key_end(count, q_first, BLOCK_M, CAUSAL), BLOCK_N));
 
   load_tile<T, BLOCK_M, HEAD_DIM, kThreads>(q_tile, q, q_stride, q_first, count);
   for (int p = 0; p < STAGES - 1; ++p) {  // always STAGES-1 groups, some empty, so the waits below count right
@@ -145,7 +139,7 @@ __global__ void __launch_bounds__(BLOCK_M * 2) attention_forward(args::Attention
     // Scores into the exp2 domain; mask keys past the segment's selected rows and, on diagonal tiles,
     // keys after the query.
     const long long k_first = static_cast<long long>(tile) * BLOCK_N;
-    const bool edge = k_first + BLOCK_N > count || (CAUSAL && k_first + BLOCK_N - 1 > q_first);
+    const bool edge = !index::key_tile_unmasked(k_first, BLOCK_N, q_first, count, CAUSAL);
 #pragma unroll
     for (int nt = 0; nt < kKeyTiles; ++nt) {
 #pragma unroll
@@ -153,7 +147,7 @@ __global__ void __launch_bounds__(BLOCK_M * 2) attention_forward(args::Attention
         s[nt][c] *= a.scale_log2;
         if (edge) {
           const long long key = k_first + nt * 8 + 2 * t + (c & 1);
-          if (key >= count || (CAUSAL && key > q_index[c / 2])) s[nt][c] = neg_inf;
+          if (!index::key_visible(key, q_index[c / 2], count, CAUSAL)) s[nt][c] = neg_inf;
         }
       }
     }

@@ -69,4 +69,46 @@ DILATRON_HD constexpr i64 branch_offset(int mode, i64 h, i64 heads, i64 branch, 
   return head_group_of(h, heads, branches) == branch ? head_groups_offset(branch, r) : -1;
 }
 
+// Attention tiling of one branch. CTAs walk (segment, query tile) segment-major; a query tile is
+// BLOCK_M consecutive selected rows of one segment, for one head (offset).
+DILATRON_HD constexpr i64 query_tiles_per_segment(i64 w, i64 r, i64 block_m) { return ceil_div(ceil_div(w, r), block_m); }
+
+// Grid size over a sequence of n rows: full segments get query_tiles_per_segment, the last (maybe
+// partial) segment only the tiles its rows can need.
+DILATRON_HD constexpr i64 query_tile_count(i64 n, i64 w, i64 r, i64 block_m) {
+  const i64 last = num_segments(n, w) - 1;
+  return last * query_tiles_per_segment(w, r, block_m) + ceil_div(ceil_div(n - last * w, r), block_m);
+}
+
+struct QueryTile {
+  bool active;      // false: this CTA has no rows (its head's offset selects fewer rows here)
+  i64 first_row;    // the row of selected index 0 in this segment: seg_begin + offset
+  i64 count;        // selected rows in this segment
+  i64 q_first;      // first selected index of this tile
+};
+
+// The work of CTA `x` for a head with `offset` (>= 0).
+DILATRON_HD constexpr QueryTile query_tile(i64 x, i64 n, i64 w, i64 r, i64 offset, i64 block_m) {
+  const i64 per_segment = query_tiles_per_segment(w, r, block_m);
+  const i64 segment = x / per_segment, q_first = (x % per_segment) * block_m;
+  const i64 begin = segment_begin(segment, w);
+  const i64 count = begin < n ? selected_count(segment_end(segment, w, n) - begin, offset, r) : 0;
+  return {q_first < count, begin + offset, count, q_first};
+}
+
+// Keys a query tile needs, as selected indices [0, key_end): all of the segment's, or with causal only
+// those up to the tile's last query (selected rows ascend, so key index <= query index is key row <=
+// query row).
+DILATRON_HD constexpr i64 key_end(i64 count, i64 q_first, i64 block_m, bool causal) {
+  return causal ? min64(count, q_first + block_m) : count;
+}
+DILATRON_HD constexpr bool key_visible(i64 key, i64 query, i64 count, bool causal) {
+  return key < count && (!causal || key <= query);
+}
+// Whether every key of [k_first, k_first + block_n) is visible to every query of the tile at q_first,
+// so the tile needs no masking (causal masks only tiles that cross the diagonal or the end).
+DILATRON_HD constexpr bool key_tile_unmasked(i64 k_first, i64 block_n, i64 q_first, i64 count, bool causal) {
+  return k_first + block_n <= count && (!causal || k_first + block_n - 1 <= q_first);
+}
+
 }  // namespace dilatron::index
