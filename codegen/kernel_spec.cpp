@@ -74,8 +74,8 @@ std::string KernelSpec::label() const {
 }
 
 void KernelSpec::validate() const {
-  arch_number(arch);
-  if (arch_number(arch) < 80) invalid(*this, fmt::format("arch {} is older than sm_80 (no bf16, no cp.async)", arch));
+  const int arch_no = arch_number(arch);
+  if (arch_no < 80) invalid(*this, fmt::format("arch {} is older than sm_80 (no bf16, no cp.async)", arch));
   if (head_dim < 8 || head_dim > 512 || head_dim % 8 != 0) {
     invalid(*this, fmt::format("head_dim {} must be a multiple of 8 in [8, 512]", head_dim));
   }
@@ -93,7 +93,7 @@ void KernelSpec::validate() const {
       invalid(*this, fmt::format("block_n = {}: expected 32, 64 or 128", tiles.block_n));
     }
     if (tiles.stages != 2 && tiles.stages != 3) invalid(*this, fmt::format("stages = {}: expected 2 or 3", tiles.stages));
-    if (shared_bytes() > max_shared_bytes(arch_number(arch))) {
+    if (shared_bytes() > max_shared_bytes(arch_no)) {
       invalid(*this, fmt::format("needs {} bytes of shared memory, more than {} offers", shared_bytes(), arch));
     }
   } else if (tiles.block_m != 0 || tiles.block_n != 0 || tiles.stages != 0) {
