@@ -124,7 +124,7 @@ def rel_l2(a, b):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--lib", default="build/lib/libdilatron.so")
+    ap.add_argument("--lib", default="build/lib/libdilatron_c.so")
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--longnet-len", type=int, default=262144)

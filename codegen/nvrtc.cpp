@@ -29,7 +29,7 @@ const Loaded& loaded() {
     }
     result.library = lib.path();
     std::string missing;
-#define DILATRON_NVRTC_BIND(name) bind(lib, DILATRON_SYMBOL_NAME(name), result.api.name, missing);
+#define DILATRON_NVRTC_BIND(name) ::dilatron::bind(lib, DILATRON_SYMBOL_NAME(name), result.api.name, missing);
     DILATRON_NVRTC_CALLS(DILATRON_NVRTC_BIND)
 #undef DILATRON_NVRTC_BIND
     if (!missing.empty()) result.error = lib.path() + " lacks " + missing;

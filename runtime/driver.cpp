@@ -22,7 +22,7 @@ const Loaded& loaded() {
     }
     result.library = lib.path();
     std::string missing;
-#define DILATRON_DRIVER_BIND(name) bind(lib, DILATRON_SYMBOL_NAME(name), result.api.name, missing);
+#define DILATRON_DRIVER_BIND(name) ::dilatron::bind(lib, DILATRON_SYMBOL_NAME(name), result.api.name, missing);
     DILATRON_DRIVER_CALLS(DILATRON_DRIVER_BIND)
 #undef DILATRON_DRIVER_BIND
     if (!missing.empty()) {

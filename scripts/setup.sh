@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs what the build needs from Debian packages (only what is missing), then configures and
-# builds into build/. The CUDA toolkit (headers and NVRTC) must already be installed.
+# Installs what the build needs from Debian packages (only what is missing), then configures build/ and
+# builds the given targets (all of them when none is named). The CUDA toolkit (headers and NVRTC) must
+# already be installed. demo.sh and test.sh configure build/ identically, so running one after the
+# other rebuilds nothing they share.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,5 +21,7 @@ if ((${#missing[@]})); then
 fi
 
 if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then export PATH=/usr/local/cuda/bin:$PATH; fi
-cmake -S . -B build -G Ninja -DDILATRON_WERROR="${DILATRON_WERROR:-OFF}" >/dev/null
-cmake --build build -j "$(nproc)"
+cmake -S . -B build -G Ninja -DDILATRON_WERROR=ON >/dev/null
+targets=()
+for t in "$@"; do targets+=(--target "$t"); done
+cmake --build build -j "$(nproc)" "${targets[@]}"
