@@ -80,7 +80,7 @@ ImportResult import_bundle(DiskCache& cache, const std::filesystem::path& file) 
   for (const Entry& entry : entries) {
     cache.store(entry);
     ++result.imported;
-    result.foreign += !usable_here(key_material_from_json(entry.meta.at("material")));
+    result.foreign += !usable_here(entry.meta.material);
   }
   return result;
 }

@@ -22,12 +22,15 @@ namespace {
 
 constexpr std::string_view kSuffix = ".kernel";
 
-void secure_directory(const std::filesystem::path& dir) {
+void make_private_directory(const std::filesystem::path& dir) {
   std::error_code ec;
   if (dir.has_parent_path()) std::filesystem::create_directories(dir.parent_path(), ec);
   if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
     throw Error(fmt::format("cannot create cache directory {}: {}", dir.string(), std::strerror(errno)));
   }
+}
+
+void check_directory(const std::filesystem::path& dir) {
   struct stat st {};
   if (stat(dir.c_str(), &st) != 0) {
     throw Error(fmt::format("cannot use cache directory {}: {}", dir.string(), std::strerror(errno)));
@@ -72,7 +75,15 @@ std::uint64_t max_bytes_from_environment() {
 }
 
 DiskCache::DiskCache(std::filesystem::path dir, std::uint64_t max_bytes) : dir_(std::move(dir)), max_bytes_(max_bytes) {
-  secure_directory(dir_);
+  if (dir_.empty()) throw Error("the cache directory path is empty");
+  make_private_directory(dir_);
+  check_directory(dir_);
+}
+
+std::optional<DiskCache> DiskCache::open_existing(const std::filesystem::path& dir, std::uint64_t max_bytes) {
+  std::error_code ec;
+  if (!dir.empty() && !std::filesystem::exists(dir, ec)) return std::nullopt;
+  return DiskCache(dir, max_bytes);  // exists: only checked, never created
 }
 
 std::filesystem::path DiskCache::path_of(const std::string& key) const { return dir_ / (key + std::string(kSuffix)); }
@@ -88,7 +99,7 @@ DiskCache::Loaded DiskCache::load(const std::string& key) const {
   }
   try {
     Entry entry = decode(bytes);
-    if (entry.key != key) throw Error(fmt::format("holds key {}", entry.key));
+    if (entry.key() != key) throw Error(fmt::format("holds key {}", entry.key()));
     result.entry = std::move(entry);
     utimensat(AT_FDCWD, path.c_str(), nullptr, 0);  // recently used, for LRU eviction
   } catch (const Error& e) {
@@ -97,12 +108,12 @@ DiskCache::Loaded DiskCache::load(const std::string& key) const {
   return result;
 }
 
-void DiskCache::store(const Entry& entry) {
-  AtomicFile file(path_of(entry.key), 0600);
+std::vector<std::string> DiskCache::store(const Entry& entry) {
+  AtomicFile file(path_of(entry.key()), 0600);
   const std::string bytes = encode(entry);
   file.write(bytes.data(), bytes.size());
   file.commit();
-  evict(entry.key);
+  return evict(entry.key());
 }
 
 std::vector<DiskCache::Listed> DiskCache::scan() const {
@@ -113,7 +124,7 @@ std::vector<DiskCache::Listed> DiskCache::scan() const {
     Listed listed{item.path(), item.file_size(ec), std::nullopt, {}};
     try {
       Entry entry = decode(read_file(item.path()));
-      if (path_of(entry.key) != item.path()) throw Error(fmt::format("file name does not match its key {}", entry.key));
+      if (path_of(entry.key()) != item.path()) throw Error(fmt::format("file name does not match its key {}", entry.key()));
       listed.entry = std::move(entry);
     } catch (const Error& e) {
       listed.problem = e.what();
@@ -136,7 +147,7 @@ std::size_t DiskCache::clear() {
   return removed;
 }
 
-void DiskCache::evict(const std::string& keep_key) {
+std::vector<std::string> DiskCache::evict(const std::string& keep_key) {
   struct File {
     std::filesystem::path path;
     std::uint64_t bytes;
@@ -150,7 +161,8 @@ void DiskCache::evict(const std::string& keep_key) {
     files.push_back({item.path(), item.file_size(ec), item.last_write_time(ec)});
     total += files.back().bytes;
   }
-  if (total <= max_bytes_) return;
+  std::vector<std::string> evicted;
+  if (total <= max_bytes_) return evicted;
   std::sort(files.begin(), files.end(), [](const File& a, const File& b) { return a.used < b.used; });
   const std::filesystem::path keep = path_of(keep_key);
   for (const File& f : files) {
@@ -158,10 +170,12 @@ void DiskCache::evict(const std::string& keep_key) {
     if (f.path == keep) continue;
     if (std::filesystem::remove(f.path, ec)) {
       total -= f.bytes;
+      evicted.push_back(f.path.stem().string());
       log::write(log::Level::info, "evicted {} ({} bytes) to stay under the cache cap of {} bytes", f.path.string(),
                  f.bytes, max_bytes_);
     }
   }
+  return evicted;
 }
 
 }  // namespace dilatron::cache

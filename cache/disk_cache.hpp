@@ -21,6 +21,10 @@ class DiskCache {
   // Creates the directory (mode 0700) when missing; throws dilatron::Error when another user owns it or
   // group/others can write it.
   explicit DiskCache(std::filesystem::path dir, std::uint64_t max_bytes = max_bytes_from_environment());
+  // For commands that only read: no directory is created. Empty when `dir` does not exist; throws like
+  // the constructor when it exists but is not safe to use.
+  static std::optional<DiskCache> open_existing(const std::filesystem::path& dir,
+                                                std::uint64_t max_bytes = max_bytes_from_environment());
 
   const std::filesystem::path& dir() const noexcept { return dir_; }
   std::uint64_t max_bytes() const noexcept { return max_bytes_; }
@@ -33,8 +37,9 @@ class DiskCache {
   // A hit also marks the entry as recently used.
   Loaded load(const std::string& key) const;
 
-  // Writes atomically, then evicts down to the cap (never the entry just written).
-  void store(const Entry& entry);
+  // Writes atomically, then evicts least recently used entries down to the cap (never the entry just
+  // written). Returns the keys it evicted.
+  std::vector<std::string> store(const Entry& entry);
 
   struct Listed {
     std::filesystem::path path;
@@ -48,7 +53,7 @@ class DiskCache {
   std::size_t clear();
 
  private:
-  void evict(const std::string& keep_key);
+  std::vector<std::string> evict(const std::string& keep_key);
 
   std::filesystem::path dir_;
   std::uint64_t max_bytes_;

@@ -32,24 +32,21 @@ T get(std::string_view bytes, std::size_t at) {
 }  // namespace
 
 Entry make_entry(const codegen::KernelSpec& spec, const KeyMaterial& material, const codegen::CompiledKernel& compiled) {
-  const std::string key = cache_key(material);
-  nlohmann::json meta = {
-      {"key", key},
-      {"kernel", spec.label()},
-      {"material", to_json(material)},
-      {"lowered_name", compiled.lowered_name},
-      {"registers", compiled.report.registers},
-      {"spill_bytes", compiled.report.spill_bytes},
-      {"shared_bytes", compiled.report.shared_bytes + spec.shared_bytes()},  // static + dynamic per block
-      {"stack_bytes", compiled.report.stack_bytes},
-      {"compile_ms", compiled.compile_ms},
-      {"created", fmt::format("{:%Y-%m-%dT%H:%M:%SZ}", fmt::gmtime(std::chrono::system_clock::now()))},
-  };
-  return {key, std::move(meta), compiled.cubin};
+  EntryMeta meta{cache_key(material),
+                 spec.label(),
+                 material,
+                 compiled.lowered_name,
+                 compiled.report.registers,
+                 compiled.report.spill_bytes,
+                 compiled.report.shared_bytes + spec.shared_bytes(),
+                 compiled.report.stack_bytes,
+                 compiled.compile_ms,
+                 fmt::format("{:%Y-%m-%dT%H:%M:%SZ}", fmt::gmtime(std::chrono::system_clock::now()))};
+  return {std::move(meta), compiled.cubin};
 }
 
 std::string encode(const Entry& entry) {
-  const std::string meta = entry.meta.dump();
+  const std::string meta = nlohmann::json(entry.meta).dump();
   std::string out(kMagic);
   put<std::uint32_t>(out, kFormatVersion);
   put<std::uint32_t>(out, std::uint32_t(meta.size()));
@@ -77,14 +74,11 @@ Entry decode(std::string_view bytes) {
 
   Entry entry;
   try {
-    entry.meta = nlohmann::json::parse(bytes.substr(kHeaderBytes, meta_bytes));
-    entry.key = entry.meta.at("key").get<std::string>();
-    entry.lowered_name();
-    entry.kernel();
+    entry.meta = nlohmann::json::parse(bytes.substr(kHeaderBytes, meta_bytes)).get<EntryMeta>();
   } catch (const nlohmann::json::exception& e) {
     throw Error(std::string("bad metadata: ") + e.what());
   }
-  if (cache_key(key_material_from_json(entry.meta.at("material"))) != entry.key) {
+  if (cache_key(entry.meta.material) != entry.key()) {
     throw Error("key does not match its material");
   }
   const char* cubin = bytes.data() + kHeaderBytes + meta_bytes;

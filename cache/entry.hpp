@@ -16,13 +16,26 @@
 
 namespace dilatron::cache {
 
-struct Entry {
+// What an entry says about its kernel; the field names are the JSON keys (and `cache ls --json`'s).
+struct EntryMeta {
   std::string key;
-  nlohmann::json meta;
+  std::string kernel;  // KernelSpec::label()
+  KeyMaterial material;
+  std::string lowered_name;  // the symbol to look up in the module
+  int registers = 0, spill_bytes = 0;
+  int shared_bytes = 0;  // static + dynamic, per block
+  int stack_bytes = 0;
+  double compile_ms = 0;
+  std::string created;  // UTC, ISO 8601
+};
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(EntryMeta, key, kernel, material, lowered_name, registers, spill_bytes, shared_bytes,
+                                   stack_bytes, compile_ms, created)
+
+struct Entry {
+  EntryMeta meta;
   std::vector<char> cubin;
 
-  std::string lowered_name() const { return meta.at("lowered_name").get<std::string>(); }
-  std::string kernel() const { return meta.at("kernel").get<std::string>(); }
+  const std::string& key() const noexcept { return meta.key; }
 };
 
 Entry make_entry(const codegen::KernelSpec& spec, const KeyMaterial& material, const codegen::CompiledKernel& compiled);

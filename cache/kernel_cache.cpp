@@ -48,7 +48,7 @@ Lookup KernelCache::get(const codegen::KernelSpec& spec) {
   if (auto it = entries_.find(canonical); it != entries_.end()) {
     const std::shared_future<std::shared_ptr<const Entry>> pending = it->second;
     lock.unlock();  // wait for another thread's fetch without blocking other kernels
-    return {pending.get(), Source::memory, {}};
+    return {pending.get(), Source::memory, {}, {}};
   }
   entries_.emplace(canonical, promise.get_future().share());
   lock.unlock();
@@ -67,7 +67,7 @@ Lookup KernelCache::get(const codegen::KernelSpec& spec) {
 
 Lookup KernelCache::fetch(const codegen::KernelSpec& spec, const std::string& key, const KeyMaterial& material) {
   DiskCache::Loaded loaded = disk_.load(key);
-  if (loaded.entry) return {std::make_shared<const Entry>(std::move(*loaded.entry)), Source::disk, {}};
+  if (loaded.entry) return {std::make_shared<const Entry>(std::move(*loaded.entry)), Source::disk, {}, {}};
   if (!loaded.problem.empty()) log::write(log::Level::warn, "replacing a bad cache entry: {}", loaded.problem);
   if (!options_.jit) {
     throw Error(fmt::format(
@@ -85,8 +85,8 @@ Lookup KernelCache::fetch(const codegen::KernelSpec& spec, const std::string& ke
   const codegen::CompiledKernel compiled = codegen::compile(spec);
   ++compiles_;
   auto entry = std::make_shared<const Entry>(make_entry(spec, material, compiled));
-  disk_.store(*entry);
-  return {std::move(entry), Source::compiled, loaded.problem};
+  std::vector<std::string> evicted = disk_.store(*entry);
+  return {std::move(entry), Source::compiled, loaded.problem, std::move(evicted)};
 }
 
 }  // namespace dilatron::cache

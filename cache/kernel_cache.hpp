@@ -12,6 +12,7 @@
 #include <semaphore>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "cache/disk_cache.hpp"
 #include "codegen/kernel_spec.hpp"
@@ -34,7 +35,8 @@ enum class Source { memory, disk, compiled };
 struct Lookup {
   std::shared_ptr<const Entry> entry;
   Source source;
-  std::string repaired;  // set when a corrupt disk entry was found and replaced
+  std::string repaired;              // set when a corrupt disk entry was found and replaced
+  std::vector<std::string> evicted;  // keys the size cap evicted to make room for this entry
 };
 
 class KernelCache {

@@ -43,20 +43,4 @@ std::string cache_key(const KeyMaterial& m) {
   return fmt::format("{:016x}{:016x}", h.high64, h.low64);
 }
 
-nlohmann::json to_json(const KeyMaterial& m) {
-  return {{"spec", m.spec},       {"template_hash", m.template_hash}, {"nvrtc", m.nvrtc}, {"options", m.options},
-          {"arch", m.arch},       {"library", m.library},             {"format", m.format}};
-}
-
-KeyMaterial key_material_from_json(const nlohmann::json& j) {
-  try {
-    return {j.at("spec").get<std::string>(),    j.at("template_hash").get<std::string>(),
-            j.at("nvrtc").get<std::string>(),   j.at("options").get<std::string>(),
-            j.at("arch").get<std::string>(),    j.at("library").get<std::string>(),
-            j.at("format").get<int>()};
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(std::string("bad key material: ") + e.what());
-  }
-}
-
 }  // namespace dilatron::cache

@@ -36,8 +36,7 @@ std::string cache_key(const KeyMaterial& material);
 // options, library and format): entries imported from another build are kept but never used.
 bool usable_here(const KeyMaterial& material);
 
-nlohmann::json to_json(const KeyMaterial& material);
-// Throws dilatron::Error when a field is missing or of the wrong type.
-KeyMaterial key_material_from_json(const nlohmann::json& json);
+// JSON as stored in entry metadata; reading throws nlohmann::json::exception for a missing or mistyped field.
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(KeyMaterial, spec, template_hash, nvrtc, options, arch, library, format)
 
 }  // namespace dilatron::cache

@@ -67,9 +67,16 @@ std::string KernelSpec::canonical() const {
 }
 
 std::string KernelSpec::label() const {
+  // Every field that changes the binary shows, so two cache entries never share a label.
   std::string text = fmt::format("{} {} d{}", to_string(op), to_string(dtype), head_dim);
   for (const BranchSpec& b : branches) text += fmt::format(" w{} r{}", b.w, b.r);
   if (mode == Mode::head_groups) text += fmt::format(" group {}/{}", group, groups);
+  if (causal) text += " causal";
+  if (is_attention(op)) {
+    text += fmt::format(" tile {}x{} {}w {}s", tiles.block_m, tiles.block_n, tiles.warps, tiles.stages);
+  } else {
+    text += fmt::format(" {}w", tiles.warps);
+  }
   return text + " " + arch;
 }
 

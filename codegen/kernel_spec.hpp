@@ -51,7 +51,8 @@ struct KernelSpec {
 
   // Stable text form: field order and spelling never change without a cache format bump.
   std::string canonical() const;
-  // A short human name, e.g. "pack_rows bf16 d128 w2048 r2".
+  // A human name showing every field that changes the binary, e.g.
+  // "attention_forward bf16 d128 w2048 r1 causal tile 64x64 4w 2s sm_90a" (w: warps, s: stages).
   std::string label() const;
   // Dynamic shared memory a launch needs (0 for kernels with none).
   int shared_bytes() const;

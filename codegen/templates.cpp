@@ -2,10 +2,64 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
 namespace dilatron::codegen {
+namespace {
+
+const TemplateFile* find_template(std::string_view name) {
+  for (const TemplateFile& f : template_files()) {
+    if (f.name == name) return &f;
+  }
+  return nullptr;
+}
+
+// The name in a line `#include "name"`, or empty.
+std::string_view quoted_include(std::string_view line) {
+  line.remove_prefix(std::min(line.find_first_not_of(" \t"), line.size()));
+  if (!line.starts_with("#include")) return {};
+  const std::size_t open = line.find('"'), close = line.find('"', open + 1);
+  if (open == std::string_view::npos || close == std::string_view::npos) return {};
+  return line.substr(open + 1, close - open - 1);
+}
+
+// Appends `source` to `out` with its template includes expanded; `seen` lists templates already in.
+void expand(std::string_view source, std::vector<std::string>& seen, std::string* out) {
+  while (!source.empty()) {
+    const std::size_t end = source.find('\n');
+    const std::string_view line = source.substr(0, end);
+    source.remove_prefix(end == std::string_view::npos ? source.size() : end + 1);
+    const std::string_view name = quoted_include(line);
+    const TemplateFile* file = name.empty() ? nullptr : find_template(name);
+    if (!file) {
+      if (out && line != "#pragma once") *out += std::string(line) + "\n";
+      continue;
+    }
+    if (std::find(seen.begin(), seen.end(), name) != seen.end()) continue;
+    seen.emplace_back(name);
+    if (out) *out += fmt::format("// ----- begin {} -----\n", name);
+    expand(file->text, seen, out);
+    if (out) *out += fmt::format("// ----- end {} -----\n", name);
+  }
+}
+
+}  // namespace
+
+std::string expand_includes(std::string_view source) {
+  std::vector<std::string> seen;
+  std::string out;
+  expand(source, seen, &out);
+  return out;
+}
+
+std::vector<std::string> included_templates(std::string_view source) {
+  std::vector<std::string> seen;
+  expand(source, seen, nullptr);
+  return seen;
+}
 
 std::string bundle_hash(const std::vector<TemplateFile>& files) {
   XXH3_state_t* state = XXH3_createState();

@@ -16,13 +16,13 @@ CUcontext current_context() {
 }
 
 CUfunction ModuleRegistry::function(const cache::Entry& entry) {
-  const auto slot = std::make_pair(current_context(), entry.key);
+  const auto slot = std::make_pair(current_context(), entry.key());
   std::lock_guard lock(mutex_);
   if (auto it = functions_.find(slot); it != functions_.end()) return it->second;
   CUmodule module;
   DILATRON_CU(cuModuleLoadData(&module, entry.cubin.data()));
   CUfunction function;
-  DILATRON_CU(cuModuleGetFunction(&function, module, entry.lowered_name().c_str()));
+  DILATRON_CU(cuModuleGetFunction(&function, module, entry.meta.lowered_name.c_str()));
   functions_.emplace(slot, function);
   return function;
 }

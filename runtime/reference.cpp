@@ -7,13 +7,11 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
-#include <exception>
 #include <limits>
-#include <mutex>
-#include <thread>
 #include <vector>
 
 #include "common/dtype.hpp"
+#include "common/parallel.hpp"
 #include "runtime/problem.hpp"
 #include "templates/dilatron/index.cuh"
 
@@ -34,13 +32,15 @@ class HeadWorker {
   HeadWorker(const Config& config, const Problem& p, const TensorView& q, const TensorView& k, const TensorView& v)
       : config_(config), p_(p), q_(q), k_(k), v_(v), acc_(p.seq_len * p.head_dim), lse_(p.seq_len) {}
 
-  void run(std::int64_t b, std::int64_t h, const TensorView& out, const TensorView* lse) {
+  // `attended(pairs)` after each segment, with the query-key pairs it attended (for progress).
+  template <class Attended>
+  void run(std::int64_t b, std::int64_t h, const TensorView& out, const TensorView* lse, Attended&& attended) {
     std::fill(acc_.begin(), acc_.end(), 0.0);
     std::fill(lse_.begin(), lse_.end(), kNegInf);
     const std::int64_t kvh = ix::kv_head(h, p_.heads, p_.kv_heads);
     for (const HeadBranch& branch : head_branches(config_, h, p_.heads)) {
       for (std::int64_t s = 0; s < ix::num_segments(p_.seq_len, branch.w); ++s) {
-        attend_segment(b, h, kvh, branch, s);
+        attended(attend_segment(b, h, kvh, branch, s));
       }
     }
     // head_groups averages over the G branches; longnet's accumulator already is the merged O.
@@ -58,10 +58,11 @@ class HeadWorker {
     for (std::int64_t d = 0; d < p_.head_dim; ++d) dst[d] = load_element(t.data, t.dtype, t.offset(b, row, head, d));
   }
 
-  void attend_segment(std::int64_t b, std::int64_t h, std::int64_t kvh, const HeadBranch& br, std::int64_t s) {
+  // Returns the query-key pairs attended.
+  std::int64_t attend_segment(std::int64_t b, std::int64_t h, std::int64_t kvh, const HeadBranch& br, std::int64_t s) {
     const std::int64_t begin = ix::segment_begin(s, br.w), end = ix::segment_end(s, br.w, p_.seq_len);
     const std::int64_t count = ix::selected_count(end - begin, br.offset, br.r), dim = p_.head_dim;
-    if (count == 0) return;
+    if (count == 0) return 0;
     keys_.resize(count * dim);
     values_.resize(count * dim);
     scores_.resize(count);
@@ -93,6 +94,7 @@ class HeadWorker {
       }
       merge_row(row, max_score + std::log(sum), 1.0 / sum);
     }
+    return config_.causal ? count * (count + 1) / 2 : count * count;
   }
 
   // Folds this branch's normalized row (out_ * inv_sum, lse) into the accumulator.
@@ -114,30 +116,17 @@ class HeadWorker {
 }  // namespace
 
 void reference_forward(const Config& config, const TensorView& q, const TensorView& k, const TensorView& v,
-                       const TensorView& out, const TensorView* lse, unsigned threads) {
+                       const TensorView& out, const TensorView* lse, unsigned threads, const Progress& progress) {
   const Problem p = validate(config, q, k, v, out, lse);
-  const std::int64_t tasks = p.batch * p.heads;
-  if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
-  threads = unsigned(std::min<std::int64_t>(threads, tasks));
-
-  std::atomic<std::int64_t> next{0};
-  std::exception_ptr failure;
-  std::mutex failure_mutex;
-  auto work = [&] {
-    try {
-      HeadWorker worker(config, p, q, k, v);
-      for (std::int64_t t = next++; t < tasks; t = next++) worker.run(t / p.heads, t % p.heads, out, lse);
-    } catch (...) {
-      std::lock_guard lock(failure_mutex);
-      if (!failure) failure = std::current_exception();
-      next = tasks;
-    }
-  };
-  std::vector<std::thread> pool;
-  for (unsigned i = 1; i < threads; ++i) pool.emplace_back(work);
-  work();
-  for (std::thread& t : pool) t.join();
-  if (failure) std::rethrow_exception(failure);
+  const std::int64_t total = progress ? p.batch * attended_pairs(config, p.seq_len, p.heads) : 0;
+  std::atomic<std::int64_t> done{0};
+  parallel_for(p.batch * p.heads, threads, [&] {
+    return [&, worker = HeadWorker(config, p, q, k, v)](std::int64_t task) mutable {
+      worker.run(task / p.heads, task % p.heads, out, lse, [&](std::int64_t pairs) {
+        if (progress) progress(done += pairs, total);
+      });
+    };
+  });
 }
 
 }  // namespace dilatron

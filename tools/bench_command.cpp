@@ -104,8 +104,23 @@ Measurement measure(const std::string& name, const Config& config, const BenchOp
   return {name, ms, flops / (ms * 1e-3) / 1e12, held - flush.bytes(), host_us};
 }
 
+// Everything about the command line that can be wrong, found before looking for a GPU.
+void check_flags(const BenchOptions& o) {
+  if (!o.workload.config_file.empty()) throw UsageError("bench takes --segments/--dilations, not --config");
+  const autotune::Workload w = workloads(o.workload).front();  // checks config, head dim, dtype
+  const std::int64_t kv_heads = o.kv_heads ? o.kv_heads : o.heads;
+  if (o.heads % kv_heads != 0) {
+    throw UsageError(fmt::format("--kv-heads {} does not divide --heads {}", kv_heads, o.heads));
+  }
+  if (w.config.mode == Mode::head_groups && o.heads < std::int64_t(w.config.branches())) {
+    throw UsageError(fmt::format("head_groups needs at least one head per branch: --heads {}, {} branches", o.heads,
+                                 w.config.branches()));
+  }
+}
+
 void bench(const BenchOptions& o) {
-  current_context();  // names the missing driver or GPU first
+  check_flags(o);
+  current_context();  // names the missing driver or GPU
   WorkloadFlags flags = o.workload;
   flags.arch = driver::current_arch();
   const autotune::Workload w = cli::workloads(flags).front();
@@ -142,11 +157,11 @@ void bench(const BenchOptions& o) {
 void add_bench(CLI::App& app) {
   auto o = std::make_shared<BenchOptions>();
   CLI::App* cmd = app.add_subcommand("bench", "Time the GPU forward pass against a baseline measured in the same run");
-  add_workload_flags(cmd, o->workload, false);
-  cmd->add_option("--batch", o->batch, "batch size B")->capture_default_str();
-  cmd->add_option("--seq-len", o->seq_len, "sequence length N")->capture_default_str();
-  cmd->add_option("--heads", o->heads, "query heads H")->capture_default_str();
-  cmd->add_option("--kv-heads", o->kv_heads, "key/value heads (default: H)");
+  add_workload_flags(cmd, o->workload, ArchFlag::none);
+  cmd->add_option("--batch", o->batch, "batch size B")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--seq-len", o->seq_len, "sequence length N")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--heads", o->heads, "query heads H")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--kv-heads", o->kv_heads, "key/value heads, dividing H (default: H)")->check(CLI::PositiveNumber);
   cmd->add_option("--iters", o->iters, "timed runs (median reported)")->capture_default_str()->check(CLI::Range(1, 10000));
   cmd->add_option("--warmup", o->warmup, "untimed runs first")->capture_default_str()->check(CLI::Range(1, 1000));
   cmd->add_option("--dense-limit", o->dense_limit, "largest N for the dense baseline")->capture_default_str();

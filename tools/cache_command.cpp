@@ -1,18 +1,18 @@
-// `dilatron cache ...`: pre-warm, inspect, check and ship the kernel cache.
-#include <dilatron/error.hpp>
-
+// `dilatron cache ...`: pre-warm, inspect, check and ship the kernel cache. Only `warm` and `import`
+// create the cache directory; the read-only subcommands describe a missing one as empty.
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <unistd.h>
 
-#include <atomic>
 #include <chrono>
 #include <map>
 #include <mutex>
-#include <thread>
+#include <optional>
+#include <set>
 
 #include "cache/bundle.hpp"
 #include "cache/kernel_cache.hpp"
+#include "common/parallel.hpp"
 #include "tools/commands.hpp"
 #include "tools/workload_flags.hpp"
 
@@ -21,62 +21,79 @@ namespace {
 
 struct CacheFlags {
   std::string dir;
-  cache::CacheOptions options(unsigned jobs = 0) const {
-    cache::CacheOptions o = cache::CacheOptions::from_environment(dir);
-    if (jobs) o.compile_jobs = jobs;
-    return o;
-  }
-  cache::DiskCache disk() const {
-    const cache::CacheOptions o = options();
-    return cache::DiskCache(o.dir, o.max_bytes);
-  }
+  bool json = false;
+
+  std::filesystem::path path() const { return cache::CacheOptions::from_environment(dir).dir; }
+  cache::DiskCache create() const { return cache::DiskCache(path()); }
+  std::optional<cache::DiskCache> existing() const { return cache::DiskCache::open_existing(path()); }
 };
 
 CLI::App* subcommand(CLI::App* parent, const char* name, const char* help, CacheFlags& flags) {
   CLI::App* cmd = parent->add_subcommand(name, help);
-  cmd->add_option("--cache-dir", flags.dir, "cache directory (default: $DILATRON_CACHE_DIR, else ~/.cache/dilatron)");
+  cmd->add_option("--cache-dir", flags.dir,
+                  "cache directory (default: $DILATRON_CACHE_DIR, else $XDG_CACHE_HOME/dilatron, else "
+                  "~/.cache/dilatron)")
+      ->check(CLI::Validator([](std::string& s) { return s.empty() ? std::string("the path is empty") : ""; },
+                             "DIR", "non-empty"));
   return cmd;
 }
 
 void warm(const WorkloadFlags& wf, const CacheFlags& cf, unsigned jobs) {
   const std::vector<codegen::KernelSpec> specs = kernels_of(workloads(wf));
-  if (jobs == 0) jobs = std::max(1u, std::thread::hardware_concurrency());
-  cache::KernelCache kernels(cf.options(jobs));
+  cache::CacheOptions options = cache::CacheOptions::from_environment(cf.dir);
+  if (jobs) options.compile_jobs = jobs;
+  cache::KernelCache kernels(options);
   const bool tty = isatty(STDERR_FILENO);
-  std::atomic<std::size_t> next{0};
   std::mutex mutex;
   std::size_t done = 0, compiled = 0, hits = 0, repaired = 0;
-  std::vector<std::string> failures;
+  std::uint64_t config_bytes = 0;
+  std::map<std::string, std::string> label_of_key;  // this configuration's kernels
+  std::vector<std::string> failures, evicted;
   const auto start = std::chrono::steady_clock::now();
-  auto worker = [&] {
-    for (std::size_t i = next++; i < specs.size(); i = next++) {
+  parallel_for(std::int64_t(specs.size()), options.compile_jobs, [&] {
+    return [&](std::int64_t i) {
+      const codegen::KernelSpec& spec = specs[std::size_t(i)];
       std::string status;
       try {
-        const cache::Lookup found = kernels.get(specs[i]);
-        status = found.source == cache::Source::compiled ? "compiled" : "hit";
+        const cache::Lookup found = kernels.get(spec);
+        const std::size_t bytes = cache::encode(*found.entry).size();
         std::lock_guard lock(mutex);
+        status = found.source == cache::Source::compiled ? "compiled" : "hit";
         (found.source == cache::Source::compiled ? compiled : hits) += 1;
         repaired += !found.repaired.empty();
+        config_bytes += bytes;
+        label_of_key[found.entry->key()] = spec.label();
+        evicted.insert(evicted.end(), found.evicted.begin(), found.evicted.end());
       } catch (const std::exception& e) {
-        status = "FAILED";
         std::lock_guard lock(mutex);
-        failures.push_back(fmt::format("{}: {}", specs[i].label(), e.what()));
+        status = "FAILED";
+        failures.push_back(fmt::format("{}: {}", spec.label(), e.what()));
       }
       std::lock_guard lock(mutex);
       ++done;
-      fmt::print(stderr, "{}[{}/{}] {:<8} {}{}", tty ? "\r\033[K" : "", done, specs.size(), status, specs[i].label(),
+      fmt::print(stderr, "{}[{}/{}] {:<8} {}{}", tty ? "\r\033[K" : "", done, specs.size(), status, spec.label(),
                  tty ? "" : "\n");
-    }
-  };
-  std::vector<std::thread> pool;
-  for (unsigned t = 1; t < std::min<std::size_t>(jobs, specs.size()); ++t) pool.emplace_back(worker);
-  worker();
-  for (std::thread& t : pool) t.join();
+    };
+  });
   if (tty) fmt::print(stderr, "\n");
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  fmt::print("{} kernels for {} in {}: {} compiled, {} hits, {} failed{} ({:.2f} s)\n", specs.size(), specs.front().arch,
-             kernels.disk().dir().string(), compiled, hits, failures.size(),
-             repaired ? fmt::format(", {} bad entries replaced", repaired) : "", seconds);
+  std::vector<std::string> lost;  // this configuration's kernels the size cap pushed out again
+  for (const std::string& key : evicted) {
+    if (label_of_key.count(key)) lost.push_back(label_of_key[key]);
+  }
+  fmt::print("{} kernels for {} in {}: {} compiled, {} hits, {} failed{}{} ({:.2f} s)\n", specs.size(),
+             specs.front().arch, kernels.disk().dir().string(), compiled, hits, failures.size(),
+             repaired ? fmt::format(", {} bad entries replaced", repaired) : "",
+             evicted.empty() ? "" : fmt::format(", {} evicted by the size cap ({} of them this configuration's)",
+                                                evicted.size(), lost.size()),
+             seconds);
+  for (const std::string& label : lost) fmt::print(stderr, "evicted again: {}\n", label);
+  if (config_bytes > kernels.disk().max_bytes()) {
+    fmt::print(stderr,
+               "dilatron warning: this configuration's kernels take {:.1f} MiB but the cache cap is {:.1f} MiB, so they "
+               "cannot all stay cached: raise DILATRON_CACHE_MAX_BYTES\n",
+               double(config_bytes) / (1 << 20), double(kernels.disk().max_bytes()) / (1 << 20));
+  }
   for (const std::string& f : failures) fmt::print(stderr, "failed: {}\n", f);
   if (!failures.empty()) throw Error(fmt::format("{} of {} kernels failed to build", failures.size(), specs.size()));
 }
@@ -87,70 +104,84 @@ nlohmann::json describe(const cache::DiskCache::Listed& listed) {
     j["problem"] = listed.problem;
     return j;
   }
-  const nlohmann::json& m = listed.entry->meta;
-  for (const char* field : {"key", "kernel", "registers", "spill_bytes", "shared_bytes", "stack_bytes", "compile_ms",
-                            "created", "lowered_name"}) {
-    j[field] = m.at(field);
-  }
-  const nlohmann::json& material = m.at("material");
-  j["arch"] = material.at("arch");
-  j["spec"] = material.at("spec");
-  j["nvrtc"] = material.at("nvrtc");
-  j["usable"] = cache::usable_here(cache::key_material_from_json(material));
+  const cache::EntryMeta& m = listed.entry->meta;
+  j.update(nlohmann::json(m));
+  j.erase("material");
+  j["arch"] = m.material.arch;
+  j["spec"] = m.material.spec;
+  j["nvrtc"] = m.material.nvrtc;
+  j["usable"] = cache::usable_here(m.material);
   return j;
 }
 
-void ls(const CacheFlags& cf, bool json) {
-  const cache::DiskCache disk = cf.disk();
-  const auto listed = disk.scan();
-  if (json) {
+std::vector<cache::DiskCache::Listed> scan(const std::optional<cache::DiskCache>& disk) {
+  return disk ? disk->scan() : std::vector<cache::DiskCache::Listed>{};
+}
+
+std::string where(const CacheFlags& cf, const std::optional<cache::DiskCache>& disk) {
+  return disk ? cf.path().string() : cf.path().string() + " (does not exist yet)";
+}
+
+void ls(const CacheFlags& cf) {
+  const auto disk = cf.existing();
+  const auto listed = scan(disk);
+  if (cf.json) {
     nlohmann::json out = nlohmann::json::array();
     for (const auto& l : listed) out.push_back(describe(l));
     fmt::print("{}\n", out.dump(2));
     return;
   }
-  fmt::print("{:<12} {:<7} {:>5} {:>6} {:>7} {:>9} {:>8}  {}\n", "key", "arch", "regs", "spill", "smem", "compile", "bytes",
-             "kernel");
+  fmt::print("{:<12} {:>5} {:>6} {:>7} {:>9} {:>8}  {}\n", "key", "regs", "spill", "smem", "compile", "bytes", "kernel");
   for (const auto& l : listed) {
     if (!l.entry) {
       fmt::print("{:<12} BAD: {}\n", l.path.filename().string().substr(0, 12), l.problem);
       continue;
     }
-    const nlohmann::json j = describe(l);
-    fmt::print("{:<12} {:<7} {:>5} {:>6} {:>7} {:>7.0f}ms {:>8}  {}{}\n", j["key"].get<std::string>().substr(0, 12),
-               j["arch"].get<std::string>(), j["registers"].get<int>(), j["spill_bytes"].get<int>(),
-               j["shared_bytes"].get<int>(), j["compile_ms"].get<double>(), l.bytes, j["kernel"].get<std::string>(),
-               j["usable"].get<bool>() ? "" : "  (other build)");
+    const cache::EntryMeta& m = l.entry->meta;
+    fmt::print("{:<12} {:>5} {:>6} {:>7} {:>7.0f}ms {:>8}  {}{}\n", m.key.substr(0, 12), m.registers, m.spill_bytes,
+               m.shared_bytes, m.compile_ms, l.bytes, m.kernel, cache::usable_here(m.material) ? "" : "  (other build)");
   }
-  fmt::print("{} entries in {}\n", listed.size(), disk.dir().string());
+  fmt::print("{} entries in {}\n", listed.size(), where(cf, disk));
 }
 
 void stats(const CacheFlags& cf) {
-  const cache::DiskCache disk = cf.disk();
+  const auto disk = cf.existing();
+  const auto listed = scan(disk);
   std::map<std::string, std::size_t> by_arch;
   std::size_t bad = 0, foreign = 0;
   std::uint64_t bytes = 0;
-  const auto listed = disk.scan();
   for (const auto& l : listed) {
     bytes += l.bytes;
     if (!l.entry) {
       ++bad;
       continue;
     }
-    const auto material = cache::key_material_from_json(l.entry->meta.at("material"));
-    ++by_arch[material.arch];
-    foreign += !cache::usable_here(material);
+    ++by_arch[l.entry->meta.material.arch];
+    foreign += !cache::usable_here(l.entry->meta.material);
   }
-  fmt::print("directory   {}\n", disk.dir().string());
+  const std::uint64_t cap = cache::max_bytes_from_environment();
+  if (cf.json) {
+    fmt::print("{}\n", nlohmann::json{{"directory", cf.path().string()},
+                                      {"exists", disk.has_value()},
+                                      {"entries", listed.size()},
+                                      {"bad", bad},
+                                      {"other_builds", foreign},
+                                      {"bytes", bytes},
+                                      {"max_bytes", cap},
+                                      {"by_arch", by_arch}}
+                           .dump(2));
+    return;
+  }
+  fmt::print("directory   {}\n", where(cf, disk));
   fmt::print("entries     {} ({} bad, {} from other builds)\n", listed.size(), bad, foreign);
   fmt::print("size        {:.1f} MiB of a {:.1f} MiB cap (DILATRON_CACHE_MAX_BYTES)\n", double(bytes) / (1 << 20),
-             double(disk.max_bytes()) / (1 << 20));
+             double(cap) / (1 << 20));
   for (const auto& [arch, count] : by_arch) fmt::print("{:<11} {} entries\n", arch, count);
 }
 
 void verify(const CacheFlags& cf) {
-  const cache::DiskCache disk = cf.disk();
-  const auto listed = disk.scan();
+  const auto disk = cf.existing();
+  const auto listed = scan(disk);
   std::vector<std::string> bad;
   for (const auto& l : listed) {
     if (!l.entry) bad.push_back(fmt::format("{}: {}", l.path.string(), l.problem));
@@ -158,9 +189,9 @@ void verify(const CacheFlags& cf) {
   for (const std::string& b : bad) fmt::print(stderr, "bad entry {}\n", b);
   if (!bad.empty()) {
     throw Error(fmt::format("{} of {} entries in {} are bad (the next warm or run replaces them)", bad.size(),
-                            listed.size(), disk.dir().string()));
+                            listed.size(), cf.path().string()));
   }
-  fmt::print("{} entries in {} verified\n", listed.size(), disk.dir().string());
+  fmt::print("{} entries in {} verified\n", listed.size(), where(cf, disk));
 }
 
 }  // namespace
@@ -176,39 +207,39 @@ void add_cache(CLI::App& app) {
                                   "Compile every kernel a configuration needs into the cache (works without a GPU "
                                   "given --arch)",
                                   *flags);
-  add_workload_flags(warm_cmd, *wf);
-  warm_cmd->add_option("--jobs", *jobs, "parallel compilations (default: hardware threads)");
+  add_workload_flags(warm_cmd, *wf, ArchFlag::local_gpu);
+  warm_cmd->add_option("--jobs", *jobs, "parallel compilations (default: $DILATRON_COMPILE_JOBS, else hardware threads)")
+      ->check(CLI::Range(1u, 256u));
   warm_cmd->callback([=] { warm(*wf, *flags, *jobs); });
 
-  auto json = std::make_shared<bool>(false);
   CLI::App* ls_cmd = subcommand(group, "ls", "List cached kernels with their ptxas report", *flags);
-  ls_cmd->add_flag("--json", *json, "machine-readable output");
-  ls_cmd->callback([=] { ls(*flags, *json); });
-
-  subcommand(group, "stats", "Summarize the cache: entries, size, cap, architectures", *flags)->callback([=] {
-    stats(*flags);
-  });
+  ls_cmd->add_flag("--json", flags->json, "machine-readable output");
+  ls_cmd->callback([=] { ls(*flags); });
+  CLI::App* stats_cmd = subcommand(group, "stats", "Summarize the cache: entries, size, cap, architectures", *flags);
+  stats_cmd->add_flag("--json", flags->json, "machine-readable output");
+  stats_cmd->callback([=] { stats(*flags); });
   subcommand(group, "verify", "Check every entry; exit non-zero naming bad ones", *flags)->callback([=] {
     verify(*flags);
   });
   subcommand(group, "clear", "Remove every cached kernel", *flags)->callback([=] {
-    cache::DiskCache disk = flags->disk();
-    fmt::print("removed {} entries from {}\n", disk.clear(), disk.dir().string());
+    auto disk = flags->existing();
+    fmt::print("removed {} entries from {}\n", disk ? disk->clear() : 0, where(*flags, disk));
   });
 
   auto file = std::make_shared<std::string>();
   CLI::App* export_cmd = subcommand(group, "export", "Write every good entry into one bundle file", *flags);
   export_cmd->add_option("FILE", *file, "bundle to write")->required();
   export_cmd->callback([=] {
-    const cache::DiskCache disk = flags->disk();
-    const cache::ExportResult r = cache::export_bundle(disk, *file);
+    const auto disk = flags->existing();
+    if (!disk) throw Error(fmt::format("no cache at {}: nothing to export", flags->path().string()));
+    const cache::ExportResult r = cache::export_bundle(*disk, *file);
     fmt::print("exported {} entries to {}{}\n", r.exported, *file,
                r.skipped_bad ? fmt::format(" ({} bad entries skipped)", r.skipped_bad) : "");
   });
   CLI::App* import_cmd = subcommand(group, "import", "Verify a bundle, then install its entries", *flags);
   import_cmd->add_option("FILE", *file, "bundle to read")->required()->check(CLI::ExistingFile);
   import_cmd->callback([=] {
-    cache::DiskCache disk = flags->disk();
+    cache::DiskCache disk = flags->create();
     const cache::ImportResult r = cache::import_bundle(disk, *file);
     fmt::print("imported {} entries into {}{}\n", r.imported, disk.dir().string(),
                r.foreign ? fmt::format(" ({} built by another library or NVRTC build: this build will not use them)",

@@ -1,12 +1,15 @@
 // The `dilatron` subcommands; each file registers one on the CLI11 app. Errors are dilatron::Error,
-// printed by main as one line.
+// printed by main as one line; UsageError marks a bad command line (exit status 2, docs/CLI.md).
 #pragma once
 
 #include <CLI/CLI.hpp>
 
+#include <dilatron/config.hpp>
+#include <dilatron/error.hpp>
+#include <dilatron/tensor.hpp>
+
 #include <cstdint>
 #include <string>
-#include <string_view>
 #include <vector>
 
 namespace dilatron::cli {
@@ -18,7 +21,22 @@ void add_cache(CLI::App& app);
 void add_gen(CLI::App& app);
 void add_bench(CLI::App& app);
 
-// "2048,4096" -> {2048, 4096}; names the flag and the bad item otherwise.
-std::vector<std::int64_t> parse_int_list(std::string_view flag, std::string_view text);
+// A command line that cannot be run as given (a flag value out of range, a bad combination of flags);
+// found before any work starts.
+class UsageError : public Error {
+ public:
+  using Error::Error;
+};
+
+// "--segments 2048,4096": one integer per comma-separated item.
+CLI::Option* add_int_list(CLI::App* cmd, const std::string& name, std::vector<std::int64_t>& values,
+                          const std::string& help);
+// "--mode longnet|head_groups".
+CLI::Option* add_mode(CLI::App* cmd, Mode& mode);
+// "--dtype bf16|f16": the 16-bit types the GPU kernels take.
+CLI::Option* add_gpu_dtype(CLI::App* cmd, DType& dtype);
+
+// validate_config, reporting a bad flag value as a UsageError.
+void check_config_flags(const Config& config);
 
 }  // namespace dilatron::cli

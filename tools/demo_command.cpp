@@ -17,13 +17,14 @@
 #include "templates/dilatron/index.cuh"
 #include "tools/commands.hpp"
 #include "tools/gpu_forward.hpp"
+#include "tools/progress.hpp"
 
 namespace dilatron::cli {
 namespace {
 
 struct DemoOptions {
   std::int64_t seq_len = 4096, heads = 8, kv_heads = 2, head_dim = 64;
-  bool causal = false;
+  bool causal = false, quiet = false;
   std::uint64_t seed = 1;
 };
 
@@ -35,12 +36,13 @@ std::vector<std::uint16_t> random_half(std::int64_t count, std::mt19937_64& rng)
 }
 
 void demo(const DemoOptions& o) {
+  if (o.heads % o.kv_heads != 0) throw UsageError(fmt::format("--kv-heads {} does not divide --heads {}", o.kv_heads, o.heads));
   Config config;
   // LongNet's schedule, scaled down: segment lengths double while dilations double, so every branch
-  // attends the same number of rows per segment and the cost stays linear in N.
-  for (std::int64_t w = o.seq_len / 8, r = 1; w <= o.seq_len; w *= 2, r *= 2) {
-    config.segments.push_back(w);
-    config.dilations.push_back(r);
+  // attends about the same number of rows per segment and the cost stays linear in N.
+  for (int i = 0; i < 4; ++i) {
+    config.segments.push_back(o.seq_len >> (3 - i));
+    config.dilations.push_back(std::int64_t(1) << i);
   }
   config.causal = o.causal;
   const driver::Status gpu = driver::probe();
@@ -74,7 +76,11 @@ void demo(const DemoOptions& o) {
   }
 
   const auto start = std::chrono::steady_clock::now();
-  reference_forward(config, q, k, v, out, &lse);
+  {
+    ProgressLine progress("forward", !o.quiet);
+    reference_forward(config, q, k, v, out, &lse, 0,
+                      [&](std::int64_t done, std::int64_t total) { progress.update(done, total); });
+  }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
   const std::int64_t pairs = attended_pairs(config, o.seq_len, o.heads);
@@ -124,7 +130,9 @@ void demo(const DemoOptions& o) {
 void add_demo(CLI::App& app) {
   auto options = std::make_shared<DemoOptions>();
   CLI::App* cmd = app.add_subcommand("demo", "Run a small LongNet configuration end to end and explain it");
-  cmd->add_option("--seq-len", options->seq_len, "sequence length N (multiple of 8)")->capture_default_str()
+  cmd->add_option("--seq-len", options->seq_len,
+                  "sequence length N; the branches have segments N/8, N/4, N/2, N and dilations 1, 2, 4, 8")
+      ->capture_default_str()
       ->check(CLI::Range(std::int64_t(8), std::int64_t(1) << 20));
   cmd->add_option("--heads", options->heads, "query heads H")->capture_default_str()->check(CLI::Range(1, 256));
   cmd->add_option("--kv-heads", options->kv_heads, "key/value heads (divides H)")->capture_default_str()
@@ -132,6 +140,7 @@ void add_demo(CLI::App& app) {
   cmd->add_option("--head-dim", options->head_dim, "head dimension D")->capture_default_str()->check(CLI::Range(1, 512));
   cmd->add_flag("--causal", options->causal, "causal masking");
   cmd->add_option("--seed", options->seed, "random seed")->capture_default_str();
+  cmd->add_flag("--quiet,-q", options->quiet, "no progress line");
   cmd->callback([options] { demo(*options); });
 }
 

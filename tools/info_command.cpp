@@ -3,6 +3,7 @@
 #include <dilatron/version.hpp>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "cache/cache_dir.hpp"
 #include "codegen/nvrtc.hpp"
@@ -10,30 +11,71 @@
 #include "tools/commands.hpp"
 
 namespace dilatron::cli {
+namespace {
+
+void info(bool json) {
+  const nvrtc::Status compiler = nvrtc::probe();
+  const driver::Status gpu = driver::probe();
+  const bool compiler_ok = compiler.loaded && compiler.problem.empty();
+  std::string cache_dir, cache_problem;
+  try {
+    cache_dir = cache::default_cache_dir().string();
+  } catch (const std::exception& e) {
+    cache_problem = e.what();
+  }
+  if (json) {
+    nlohmann::json devices = nlohmann::json::array();
+    for (const driver::Device& d : gpu.devices) {
+      devices.push_back({{"ordinal", d.ordinal},
+                         {"name", d.name},
+                         {"arch", driver::arch_name(d.cc_major, d.cc_minor)},
+                         {"memory_bytes", d.memory_bytes}});
+    }
+    const nlohmann::json out = {
+        {"version", kVersion},
+        {"nvrtc",
+         {{"available", compiler_ok},
+          {"version", compiler_ok ? fmt::format("{}.{}", compiler.major, compiler.minor) : ""},
+          {"library", compiler.library},
+          {"problem", compiler.problem}}},
+        {"driver",
+         {{"available", gpu.loaded},
+          {"version", gpu.loaded ? fmt::format("{}.{}", gpu.version / 1000, gpu.version % 1000 / 10) : ""},
+          {"library", gpu.library},
+          {"problem", gpu.problem}}},
+        {"devices", devices},
+        {"cache_dir", cache_dir},
+        {"cache_problem", cache_problem}};
+    fmt::print("{}\n", out.dump(2));
+    return;
+  }
+  fmt::print("dilatron   {}\n", kVersion);
+  if (compiler_ok) {
+    fmt::print("NVRTC      {}.{} ({})\n", compiler.major, compiler.minor, compiler.library);
+  } else {
+    fmt::print("NVRTC      unavailable: {}\n", compiler.problem);
+  }
+  if (gpu.loaded) {
+    fmt::print("driver     CUDA {}.{} ({})\n", gpu.version / 1000, gpu.version % 1000 / 10, gpu.library);
+  } else {
+    fmt::print("driver     not found: {}\n", gpu.problem);
+  }
+  for (const driver::Device& d : gpu.devices) {
+    fmt::print("GPU {}      {} ({}, {:.1f} GiB)\n", d.ordinal, d.name, driver::arch_name(d.cc_major, d.cc_minor),
+               double(d.memory_bytes) / (1u << 30));
+  }
+  if (gpu.loaded && !gpu.problem.empty()) fmt::print("GPUs       none: {}\n", gpu.problem);
+  fmt::print("cache dir  {}\n", cache_problem.empty() ? cache_dir : cache_problem);
+}
+
+}  // namespace
 
 void add_info(CLI::App& app) {
-  CLI::App* cmd = app.add_subcommand("info", "Show the library version, NVRTC, the CUDA driver, GPUs and the cache directory");
-  cmd->callback([] {
-    fmt::print("dilatron   {}\n", kVersion);
-    const nvrtc::Status compiler = nvrtc::probe();
-    if (compiler.loaded && compiler.problem.empty()) {
-      fmt::print("NVRTC      {}.{} ({})\n", compiler.major, compiler.minor, compiler.library);
-    } else {
-      fmt::print("NVRTC      unavailable: {}\n", compiler.problem);
-    }
-    const driver::Status gpu = driver::probe();
-    if (gpu.loaded) {
-      fmt::print("driver     CUDA {}.{} ({})\n", gpu.version / 1000, gpu.version % 1000 / 10, gpu.library);
-    } else {
-      fmt::print("driver     not found: {}\n", gpu.problem);
-    }
-    for (const driver::Device& d : gpu.devices) {
-      fmt::print("GPU {}      {} (sm_{}{}, {:.1f} GiB)\n", d.ordinal, d.name, d.cc_major, d.cc_minor,
-                 double(d.memory_bytes) / (1u << 30));
-    }
-    if (gpu.loaded && !gpu.problem.empty()) fmt::print("GPUs       none: {}\n", gpu.problem);
-    fmt::print("cache dir  {}\n", cache::default_cache_dir().string());
-  });
+  auto json = std::make_shared<bool>(false);
+  CLI::App* cmd =
+      app.add_subcommand("info", "Show the library version, NVRTC, the CUDA driver, GPUs and the cache directory");
+  cmd->add_flag("--json", *json, "machine-readable output");
+  cmd->callback([json] { info(*json); });
 }
 
 }  // namespace dilatron::cli

@@ -1,27 +1,28 @@
-// `dilatron run`: one forward pass over .npy tensors. Outputs are published atomically and only after
-// everything succeeded, so a failed run leaves no file behind.
-#include <dilatron/error.hpp>
+// `dilatron run`: one forward pass over .npy tensors. Flags and output paths are checked before any
+// input is read; outputs are published atomically and only after everything succeeded.
 #include <dilatron/reference.hpp>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
-#include <optional>
+#include <chrono>
 
-#include "common/atomic_file.hpp"
+#include "runtime/driver.hpp"
 #include "runtime/problem.hpp"
 #include "tools/commands.hpp"
 #include "tools/gpu_forward.hpp"
 #include "tools/npy.hpp"
+#include "tools/outputs.hpp"
+#include "tools/progress.hpp"
 
 namespace dilatron::cli {
 namespace {
 
 struct RunOptions {
-  std::string q, k, v, out, lse, segments, dilations, mode = "longnet", device = "cpu";
-  bool causal = false;
+  std::string q, k, v, out, lse, device = "cpu";
+  Config config;
   double scale = 0;
-  bool scale_given = false;
+  bool scale_given = false, quiet = false;
 };
 
 TensorView view_4d(const char* name, const std::string& path, npy::Array& a) {
@@ -32,14 +33,16 @@ TensorView view_4d(const char* name, const std::string& path, npy::Array& a) {
   return TensorView::contiguous(a.data.data(), a.dtype, {a.shape[0], a.shape[1], a.shape[2], a.shape[3]});
 }
 
-void run(const RunOptions& o) {
-  Config config;
-  config.segments = parse_int_list("--segments", o.segments);
-  config.dilations = parse_int_list("--dilations", o.dilations);
-  config.mode = parse_mode(o.mode);
-  config.causal = o.causal;
-  if (o.scale_given) config.scale = o.scale;
-  validate_config(config);  // before reading possibly large files
+void run(RunOptions o) {
+  if (o.scale_given) o.config.scale = o.scale;
+  check_config_flags(o.config);
+  std::vector<NamedPath> outputs{{"--out", o.out}};
+  if (!o.lse.empty()) outputs.push_back({"--lse", o.lse});
+  Outputs files({{"--q", o.q}, {"--k", o.k}, {"--v", o.v}}, outputs);
+  if (o.device == "cuda") {
+    const driver::Status gpu = driver::probe();
+    if (gpu.devices.empty()) throw Error("--device cuda: " + gpu.problem, ErrorKind::cuda);
+  }
 
   npy::Array qa = npy::load(o.q), ka = npy::load(o.k), va = npy::load(o.v);
   const TensorView q = view_4d("--q", o.q, qa), k = view_4d("--k", o.k, ka), v = view_4d("--v", o.v, va);
@@ -48,54 +51,52 @@ void run(const RunOptions& o) {
   std::vector<float> lse_values(o.lse.empty() ? 0 : std::size_t(q.shape[0] * q.shape[2] * q.shape[1]));
   const TensorView lse = TensorView::contiguous(lse_values.data(), DType::f32, {q.shape[0], q.shape[2], q.shape[1], 1});
   const TensorView* lse_arg = o.lse.empty() ? nullptr : &lse;
-  validate(config, q, k, v, out, lse_arg);
+  const Problem p = validate(o.config, q, k, v, out, lse_arg);
 
+  const auto start = std::chrono::steady_clock::now();
   if (o.device == "cuda") {
-    gpu_forward(config, q, k, v, out, lse_arg);
+    gpu_forward(o.config, q, k, v, out, lse_arg);
   } else {
-    reference_forward(config, q, k, v, out, lse_arg);
+    ProgressLine progress("run", !o.quiet);
+    reference_forward(o.config, q, k, v, out, lse_arg, 0,
+                      [&](std::int64_t done, std::int64_t total) { progress.update(done, total); });
   }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
-  AtomicFile out_file(o.out);
-  npy::write(out_file, out.dtype, qa.shape, out_bytes.data());
-  std::optional<AtomicFile> lse_file;
-  if (lse_arg) {
-    lse_file.emplace(o.lse);
-    npy::write(*lse_file, DType::f32, {q.shape[0], q.shape[2], q.shape[1]}, lse_values.data());
-  }
-  out_file.commit();
-  if (lse_file) {
-    try {
-      lse_file->commit();
-    } catch (...) {
-      std::filesystem::remove(o.out);  // both outputs or neither
-      throw;
-    }
+  npy::write(files.file(0), out.dtype, qa.shape, out_bytes.data());
+  if (lse_arg) npy::write(files.file(1), DType::f32, {p.batch, p.heads, p.seq_len}, lse_values.data());
+  files.commit();
+  if (!o.quiet) {
+    fmt::print("wrote {} [{}] {}{}: {} branch(es), {:.3g} query-key pairs, {:.2f} s on {}\n", o.out,
+               fmt::join(qa.shape, ","), to_string(out.dtype), o.lse.empty() ? "" : " and " + o.lse,
+               o.config.branches(), double(p.batch) * double(attended_pairs(o.config, p.seq_len, p.heads)), seconds,
+               o.device == "cuda" ? "the GPU" : "the CPU (float64 reference)");
   }
 }
 
 }  // namespace
 
 void add_run(CLI::App& app) {
-  auto options = std::make_shared<RunOptions>();
+  auto o = std::make_shared<RunOptions>();
   CLI::App* cmd = app.add_subcommand("run", "Run dilated attention forward on .npy tensors (float32/float16, C order)");
-  cmd->add_option("--q", options->q, "queries [B,N,H,D]")->required();
-  cmd->add_option("--k", options->k, "keys [B,N,Hkv,D], Hkv dividing H")->required();
-  cmd->add_option("--v", options->v, "values [B,N,Hkv,D]")->required();
-  cmd->add_option("--segments", options->segments, "segment length per branch, e.g. 2048,4096")->required();
-  cmd->add_option("--dilations", options->dilations, "dilation rate per branch, e.g. 1,2")->required();
-  cmd->add_option("--mode", options->mode, "how branches combine: longnet (LSE-weighted merge) or head_groups")
-      ->capture_default_str();
-  cmd->add_flag("--causal", options->causal, "mask keys after the query row");
-  CLI::Option* scale = cmd->add_option("--scale", options->scale, "softmax scale (default 1/sqrt(D))");
-  cmd->add_option("--device", options->device, "where to run: cpu (float64 host reference) or cuda (float32 inputs run in bfloat16)")
+  cmd->add_option("--q", o->q, "queries [B,N,H,D]")->required()->check(CLI::ExistingFile);
+  cmd->add_option("--k", o->k, "keys [B,N,Hkv,D], Hkv dividing H")->required()->check(CLI::ExistingFile);
+  cmd->add_option("--v", o->v, "values [B,N,Hkv,D]")->required()->check(CLI::ExistingFile);
+  add_int_list(cmd, "--segments", o->config.segments, "segment length per branch, e.g. 2048,4096")->required();
+  add_int_list(cmd, "--dilations", o->config.dilations, "dilation rate per branch, e.g. 1,2")->required();
+  add_mode(cmd, o->config.mode);
+  cmd->add_flag("--causal", o->config.causal, "mask keys after the query row");
+  CLI::Option* scale = cmd->add_option("--scale", o->scale, "softmax scale (default 1/sqrt(D))");
+  cmd->add_option("--device", o->device,
+                  "where to run: cpu (float64 host reference) or cuda (float32 inputs run in bfloat16)")
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
-  cmd->add_option("--out", options->out, "output O [B,N,H,D] in Q's dtype")->required();
-  cmd->add_option("--lse", options->lse, "also write the log-sum-exp, float32 [B,H,N]");
-  cmd->callback([options, scale] {
-    options->scale_given = scale->count() > 0;
-    run(*options);
+  cmd->add_option("--out", o->out, "output O [B,N,H,D] in Q's dtype (a new file; never an input)")->required();
+  cmd->add_option("--lse", o->lse, "also write the log-sum-exp, float32 [B,H,N]");
+  cmd->add_flag("--quiet,-q", o->quiet, "no progress line and no summary");
+  cmd->callback([o, scale] {
+    o->scale_given = scale->count() > 0;
+    run(*o);
   });
 }
 

@@ -1,8 +1,7 @@
 #include "tools/workload_flags.hpp"
 
-#include <dilatron/error.hpp>
-
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -15,18 +14,38 @@
 namespace dilatron::cli {
 namespace {
 
+constexpr const char* kConfigKeys[] = {"segments", "dilations", "head_dim", "dtype", "causal", "mode"};
+
 std::string local_arch() {
   const driver::Status status = driver::probe();
   if (status.devices.empty()) {
-    throw Error(fmt::format("--arch is required on a machine without a GPU (for example --arch sm_90a for H100/H200, "
-                            "sm_80 for A100): {}",
-                            status.problem));
+    throw UsageError(fmt::format(
+        "--arch is required on a machine without a GPU (for example --arch sm_90a for H100/H200, sm_80 for A100): {}",
+        status.problem));
   }
   return driver::arch_name(status.devices.front().cc_major, status.devices.front().cc_minor);
 }
 
+std::string resolve_arch(const WorkloadFlags& f) {
+  std::string arch = f.arch;
+  if (arch.empty()) arch = f.arch_flag == ArchFlag::local_gpu ? local_arch() : "sm_90a";
+  try {
+    codegen::arch_number(arch);
+  } catch (const Error& e) {
+    throw UsageError(fmt::format("--arch: {}", e.what()));
+  }
+  return arch;
+}
+
 autotune::Workload from_json(const nlohmann::json& j, const std::string& where, const std::string& arch) {
   try {
+    if (!j.is_object()) throw Error("expected an object such as {\"segments\": [2048], \"dilations\": [1]}");
+    // A misspelt key ("casual") would otherwise be ignored and the wrong kernels built.
+    for (const auto& [key, value] : j.items()) {
+      if (std::find(std::begin(kConfigKeys), std::end(kConfigKeys), key) == std::end(kConfigKeys)) {
+        throw Error(fmt::format("unknown key \"{}\" (accepted: {})", key, fmt::join(kConfigKeys, ", ")));
+      }
+    }
     autotune::Workload w;
     w.config.segments = j.at("segments").get<std::vector<std::int64_t>>();
     w.config.dilations = j.at("dilations").get<std::vector<std::int64_t>>();
@@ -35,6 +54,8 @@ autotune::Workload from_json(const nlohmann::json& j, const std::string& where, 
     w.head_dim = j.value("head_dim", 128);
     w.dtype = parse_dtype(j.value("dtype", "bf16"));
     w.arch = arch;
+    validate_config(w.config);
+    autotune::required_kernels(w);
     return w;
   } catch (const nlohmann::json::exception& e) {
     throw Error(fmt::format("{}: {}", where, e.what()));
@@ -43,56 +64,66 @@ autotune::Workload from_json(const nlohmann::json& j, const std::string& where, 
   }
 }
 
+std::vector<autotune::Workload> from_file(const std::string& file, const std::string& arch) {
+  std::ifstream in(file);
+  if (!in) throw Error(fmt::format("{}: cannot open", file));
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(fmt::format("{}: not valid JSON: {}", file, e.what()));
+  }
+  if (!j.is_array()) j = nlohmann::json::array({j});
+  if (j.empty()) throw Error(fmt::format("{}: an empty list names no configuration", file));
+  std::vector<autotune::Workload> out;
+  for (std::size_t i = 0; i < j.size(); ++i) out.push_back(from_json(j[i], fmt::format("{} [{}]", file, i), arch));
+  return out;
+}
+
 }  // namespace
 
-void add_workload_flags(CLI::App* cmd, WorkloadFlags& f, bool with_arch) {
-  cmd->add_option("--segments", f.segments, "segment length per branch, e.g. 2048,4096");
-  cmd->add_option("--dilations", f.dilations, "dilation rate per branch, e.g. 1,2");
-  cmd->add_option("--head-dim", f.head_dim, "head dimension D")->capture_default_str();
-  cmd->add_option("--dtype", f.dtype, "bf16 or fp16")->capture_default_str();
+void add_workload_flags(CLI::App* cmd, WorkloadFlags& f, ArchFlag arch_flag) {
+  f.arch_flag = arch_flag;
+  add_int_list(cmd, "--segments", f.segments, "segment length per branch, e.g. 2048,4096");
+  add_int_list(cmd, "--dilations", f.dilations, "dilation rate per branch, e.g. 1,2");
+  cmd->add_option("--head-dim", f.head_dim, "head dimension D (the GPU kernels take 64 or 128)")->capture_default_str();
+  add_gpu_dtype(cmd, f.dtype);
   cmd->add_flag("--causal", f.causal, "causal masking");
-  cmd->add_option("--mode", f.mode, "longnet or head_groups")->capture_default_str();
+  add_mode(cmd, f.mode);
   cmd->add_option("--config", f.config_file,
-                  "JSON file: a config object or a list of them, e.g. "
-                  "[{\"segments\":[2048,4096],\"dilations\":[1,2],\"head_dim\":128,\"dtype\":\"bf16\"}] "
-                  "(instead of the flags above)");
-  if (with_arch) {
+                  "JSON file: a config object or a list of them, instead of the flags above, e.g. "
+                  "[{\"segments\":[2048,4096],\"dilations\":[1,2],\"head_dim\":128,\"dtype\":\"bf16\","
+                  "\"causal\":false,\"mode\":\"longnet\"}]")
+      ->check(CLI::ExistingFile);
+  if (arch_flag == ArchFlag::local_gpu) {
     cmd->add_option("--arch", f.arch, "target GPU architecture, e.g. sm_90a or sm_80 (default: this machine's GPU)");
+  } else if (arch_flag == ArchFlag::sm_90a) {
+    cmd->add_option("--arch", f.arch, "target GPU architecture, e.g. sm_80 (default: sm_90a)");
   }
 }
 
 std::vector<autotune::Workload> workloads(const WorkloadFlags& f) {
-  const std::string arch = f.arch.empty() ? local_arch() : f.arch;
-  codegen::arch_number(arch);  // reject a malformed --arch before any work
-  std::vector<autotune::Workload> out;
-  if (!f.config_file.empty()) {
-    if (!f.segments.empty() || !f.dilations.empty()) throw Error("give either --config or --segments/--dilations, not both");
-    std::ifstream in(f.config_file);
-    if (!in) throw Error(fmt::format("{}: cannot open", f.config_file));
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(in);
-    } catch (const nlohmann::json::exception& e) {
-      throw Error(fmt::format("{}: not valid JSON: {}", f.config_file, e.what()));
-    }
-    if (!j.is_array()) j = nlohmann::json::array({j});
-    for (std::size_t i = 0; i < j.size(); ++i) {
-      out.push_back(from_json(j[i], fmt::format("{} [{}]", f.config_file, i), arch));
-    }
-  } else {
-    if (f.segments.empty() || f.dilations.empty()) throw Error("give --segments and --dilations (or --config FILE)");
-    autotune::Workload w;
-    w.config.segments = parse_int_list("--segments", f.segments);
-    w.config.dilations = parse_int_list("--dilations", f.dilations);
-    w.config.mode = parse_mode(f.mode);
-    w.config.causal = f.causal;
-    w.head_dim = f.head_dim;
-    w.dtype = parse_dtype(f.dtype);
-    w.arch = arch;
-    out.push_back(std::move(w));
+  const bool flags_given = !f.segments.empty() || !f.dilations.empty();
+  if (!f.config_file.empty() && flags_given) throw UsageError("give either --config or --segments/--dilations, not both");
+  if (f.config_file.empty() && !flags_given) throw UsageError("give --segments and --dilations (or --config FILE)");
+  const std::string arch = resolve_arch(f);
+  if (!f.config_file.empty()) return from_file(f.config_file, arch);
+
+  autotune::Workload w;
+  w.config.segments = f.segments;
+  w.config.dilations = f.dilations;
+  w.config.mode = f.mode;
+  w.config.causal = f.causal;
+  w.head_dim = f.head_dim;
+  w.dtype = f.dtype;
+  w.arch = arch;
+  check_config_flags(w.config);
+  try {
+    autotune::required_kernels(w);  // an unsupported head dim or shared-memory need, named now
+  } catch (const Error& e) {
+    throw UsageError(e.what());
   }
-  for (const autotune::Workload& w : out) validate_config(w.config);
-  return out;
+  return {std::move(w)};
 }
 
 std::vector<codegen::KernelSpec> kernels_of(const std::vector<autotune::Workload>& workloads) {

@@ -1,5 +1,5 @@
-// The configuration flags shared by `cache warm`, `gen` (and later `tune` and `bench`): one config from
-// flags, or a JSON list of them from --config FILE.
+// The configuration flags shared by `cache warm`, `gen` and `bench`: one config from flags, or a JSON
+// list of them from --config FILE.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -11,17 +11,27 @@
 
 namespace dilatron::cli {
 
-struct WorkloadFlags {
-  std::string segments, dilations, mode = "longnet", dtype = "bf16", config_file, arch;
-  int head_dim = 128;
-  bool causal = false;
+// What an omitted --arch means for a command.
+enum class ArchFlag {
+  none,       // no --arch: the command runs on this machine's GPU (bench)
+  local_gpu,  // default: this machine's GPU; required without one (cache warm)
+  sm_90a,     // default: sm_90a, no GPU needed (gen)
 };
 
-// with_arch = false for commands that run on this machine's GPU and so take no --arch.
-void add_workload_flags(CLI::App* cmd, WorkloadFlags& flags, bool with_arch = true);
+struct WorkloadFlags {
+  std::vector<std::int64_t> segments, dilations;
+  Mode mode = Mode::longnet;
+  DType dtype = DType::bf16;
+  int head_dim = 128;
+  bool causal = false;
+  std::string config_file, arch;
+  ArchFlag arch_flag = ArchFlag::local_gpu;
+};
 
-// The workloads the flags describe, validated. `arch` defaults to the local GPU's; without one it is
-// required (an error saying so).
+void add_workload_flags(CLI::App* cmd, WorkloadFlags& flags, ArchFlag arch_flag);
+
+// The workloads the flags describe, validated (each kernel spec too). Flag problems are UsageErrors;
+// a config file that cannot be read or holds bad values is an Error naming the file and the entry.
 std::vector<autotune::Workload> workloads(const WorkloadFlags& flags);
 
 // Distinct kernels of all workloads, in order.

@@ -5,12 +5,19 @@
 #include <dilatron/config.hpp>
 #include <dilatron/tensor.hpp>
 
+#include <cstdint>
+#include <functional>
+
 namespace dilatron {
 
 // q [B,N,H,D], k/v [B,N,Hkv,D] and out [B,N,H,D] in host memory, any supported dtype (out need not match
 // q). lse, when given, is float32 [B,H,N,1]. threads == 0 uses every hardware thread. Validates first
 // and throws dilatron::Error before touching out or lse.
+// `progress`, when set, is called from the worker threads as work completes, with the query-key pairs
+// attended so far and in all (the cost is proportional to pairs); it must be thread-safe and cheap.
+using Progress = std::function<void(std::int64_t done, std::int64_t total)>;
 void reference_forward(const Config& config, const TensorView& q, const TensorView& k, const TensorView& v,
-                       const TensorView& out, const TensorView* lse = nullptr, unsigned threads = 0);
+                       const TensorView& out, const TensorView* lse = nullptr, unsigned threads = 0,
+                       const Progress& progress = {});
 
 }  // namespace dilatron

@@ -49,11 +49,12 @@ TEST(CacheEntry, RoundTripsAndRejectsEveryDamage) {
   const Entry entry = fake_entry(0);
   const std::string bytes = encode(entry);
   const Entry back = decode(bytes);
-  EXPECT_EQ(back.key, entry.key);
+  EXPECT_EQ(back.key(), entry.key());
   EXPECT_EQ(back.cubin, entry.cubin);
-  EXPECT_EQ(back.lowered_name(), "_Z6kernel0");
-  EXPECT_EQ(back.meta.at("registers"), 32);
-  EXPECT_EQ(back.meta.at("shared_bytes"), 1024);
+  EXPECT_EQ(back.meta.lowered_name, "_Z6kernel0");
+  EXPECT_EQ(back.meta.registers, 32);
+  EXPECT_EQ(back.meta.shared_bytes, 1024);
+  EXPECT_EQ(nlohmann::json(back.meta), nlohmann::json(entry.meta)) << "every metadata field survives";
 
   for (std::size_t at = 0; at < bytes.size(); at += 37) {  // a bit flip anywhere is caught
     std::string flipped = bytes;
@@ -83,12 +84,12 @@ TEST(DiskCache, StoresLoadsAndReportsBadFilesAsMisses) {
   EXPECT_EQ(st.st_mode & 0777, 0700u);
 
   const Entry entry = fake_entry(1);
-  EXPECT_FALSE(disk.load(entry.key).entry);
-  EXPECT_TRUE(disk.load(entry.key).problem.empty()) << "absent is a plain miss";
+  EXPECT_FALSE(disk.load(entry.key()).entry);
+  EXPECT_TRUE(disk.load(entry.key()).problem.empty()) << "absent is a plain miss";
   disk.store(entry);
-  ASSERT_TRUE(disk.load(entry.key).entry);
-  EXPECT_EQ(disk.load(entry.key).entry->cubin, entry.cubin);
-  ASSERT_EQ(stat(disk.path_of(entry.key).c_str(), &st), 0);
+  ASSERT_TRUE(disk.load(entry.key()).entry);
+  EXPECT_EQ(disk.load(entry.key()).entry->cubin, entry.cubin);
+  ASSERT_EQ(stat(disk.path_of(entry.key()).c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
 
   const std::string good = encode(entry);
@@ -98,8 +99,8 @@ TEST(DiskCache, StoresLoadsAndReportsBadFilesAsMisses) {
       {encode(fake_entry(2)), "holds key"},  // another entry under this name
   };
   for (const auto& [bytes, needle] : damaged) {
-    write_raw(disk.path_of(entry.key), bytes);
-    const DiskCache::Loaded loaded = disk.load(entry.key);
+    write_raw(disk.path_of(entry.key()), bytes);
+    const DiskCache::Loaded loaded = disk.load(entry.key());
     EXPECT_FALSE(loaded.entry);
     EXPECT_NE(loaded.problem.find(needle), std::string::npos) << loaded.problem;
   }
@@ -107,7 +108,7 @@ TEST(DiskCache, StoresLoadsAndReportsBadFilesAsMisses) {
   ASSERT_EQ(listed.size(), 1u);
   EXPECT_FALSE(listed[0].entry);
   disk.store(entry);  // repair
-  EXPECT_TRUE(disk.load(entry.key).entry);
+  EXPECT_TRUE(disk.load(entry.key()).entry);
   EXPECT_EQ(disk.clear(), 1u);
   EXPECT_TRUE(disk.scan().empty());
 }
@@ -148,15 +149,15 @@ TEST(DiskCache, EvictsLeastRecentlyUsedUnderTheCap) {
   for (int i = 0; i < 3; ++i) {
     entries.push_back(fake_entry(i, 4000));
     disk.store(entries.back());
-    std::filesystem::last_write_time(disk.path_of(entries.back().key), t0 + std::chrono::minutes(i));
+    std::filesystem::last_write_time(disk.path_of(entries.back().key()), t0 + std::chrono::minutes(i));
   }
-  ASSERT_TRUE(disk.load(entries[0].key).entry);  // oldest, but used now: most recent
+  ASSERT_TRUE(disk.load(entries[0].key()).entry);  // oldest, but used now: most recent
   entries.push_back(fake_entry(3, 4000));
   disk.store(entries.back());
-  EXPECT_TRUE(disk.load(entries[0].key).entry);
-  EXPECT_FALSE(disk.load(entries[1].key).entry) << "least recently used goes first";
-  EXPECT_TRUE(disk.load(entries[2].key).entry);
-  EXPECT_TRUE(disk.load(entries[3].key).entry) << "the entry just written stays";
+  EXPECT_TRUE(disk.load(entries[0].key()).entry);
+  EXPECT_FALSE(disk.load(entries[1].key()).entry) << "least recently used goes first";
+  EXPECT_TRUE(disk.load(entries[2].key()).entry);
+  EXPECT_TRUE(disk.load(entries[3].key()).entry) << "the entry just written stays";
   std::uint64_t total = 0;
   for (const auto& listed : disk.scan()) total += listed.bytes;
   EXPECT_LE(total, disk.max_bytes());
@@ -165,7 +166,7 @@ TEST(DiskCache, EvictsLeastRecentlyUsedUnderTheCap) {
   tiny.store(entries[0]);
   tiny.store(entries[1]);
   EXPECT_EQ(tiny.scan().size(), 1u);
-  EXPECT_TRUE(tiny.load(entries[1].key).entry);
+  EXPECT_TRUE(tiny.load(entries[1].key()).entry);
 }
 
 TEST(DiskCache, MaxBytesFromTheEnvironment) {

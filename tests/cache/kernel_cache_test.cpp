@@ -72,7 +72,7 @@ TEST(KernelCache, ABadEntryIsReplaced) {
   std::string key;
   {
     KernelCache cache(options(tmp.path()));
-    key = cache.get(spec).entry->key;
+    key = cache.get(spec).entry->key();
   }
   std::filesystem::resize_file(tmp / (key + ".kernel"), 100);  // truncated
   KernelCache cache(options(tmp.path()));

@@ -5,6 +5,7 @@
 
 #include "autotune/policy.hpp"
 #include "codegen/compiler.hpp"
+#include "codegen/nvrtc.hpp"
 #include "codegen/render.hpp"
 #include "codegen/templates.hpp"
 
@@ -120,4 +121,47 @@ TEST(Templates, BundleHashChangesWithAnyByte) {
   EXPECT_TRUE(seen.insert(bundle_hash({{name, a}})).second);
   EXPECT_TRUE(seen.insert(bundle_hash({{b, a}, {b, a}})).second) << "an extra file changes it";
   EXPECT_TRUE(seen.insert(bundle_hash({{b + a.substr(0, 1), a.substr(1)}})).second) << "bytes moved into the name";
+}
+
+TEST(Templates, ExpandedSourceCompilesOnItsOwnToTheSameKernel) {
+  // What `dilatron gen` prints must be what NVRTC compiles: the expanded unit, given no headers at
+  // all, compiles and lowers to the same symbol with the same ptxas report.
+  const nvrtc::Api& api = nvrtc::api();
+  for (const KernelSpec& spec : one_of_each_template()) {
+    if (spec.arch != "sm_90a" || spec.dtype != DType::bf16) continue;
+    SCOPED_TRACE(spec.label());
+    const RenderedKernel rendered = render(spec);
+    const std::string expanded = expand_includes(rendered.source);
+    EXPECT_EQ(expanded.find("#include"), std::string::npos);
+    const std::vector<std::string> included = included_templates(rendered.source);
+    ASSERT_FALSE(included.empty());
+    EXPECT_EQ(std::set<std::string>(included.begin(), included.end()).size(), included.size()) << "each once";
+    for (const std::string& name : included) {
+      EXPECT_NE(expanded.find("// ----- begin " + name + " -----"), std::string::npos) << name;
+    }
+
+    nvrtcProgram program = nullptr;
+    nvrtc::check(api.nvrtcCreateProgram(&program, expanded.c_str(), "expanded.cu", 0, nullptr, nullptr),
+                 "nvrtcCreateProgram");
+    nvrtc::check(api.nvrtcAddNameExpression(program, rendered.name_expression.c_str()), "nvrtcAddNameExpression");
+    std::vector<const char*> options;
+    const std::vector<std::string> owned = compile_options(spec.arch);
+    for (const std::string& o : owned) options.push_back(o.c_str());
+    const nvrtcResult result = api.nvrtcCompileProgram(program, int(options.size()), options.data());
+    std::size_t log_size = 0;
+    api.nvrtcGetProgramLogSize(program, &log_size);
+    std::string log(log_size, '\0');
+    api.nvrtcGetProgramLog(program, log.data());
+    EXPECT_EQ(result, NVRTC_SUCCESS) << log;
+    const char* lowered = nullptr;
+    if (result == NVRTC_SUCCESS) {
+      nvrtc::check(api.nvrtcGetLoweredName(program, rendered.name_expression.c_str(), &lowered), "nvrtcGetLoweredName");
+      const CompiledKernel normal = compile(spec);
+      EXPECT_EQ(lowered, normal.lowered_name);
+      const PtxasReport standalone = parse_ptxas_report(log);
+      EXPECT_EQ(standalone.registers, normal.report.registers);
+      EXPECT_EQ(standalone.spill_bytes, normal.report.spill_bytes);
+    }
+    api.nvrtcDestroyProgram(&program);
+  }
 }

@@ -3,6 +3,7 @@
 
 #include <dilatron/error.hpp>
 
+#include <map>
 #include <set>
 
 #include "codegen/kernel_spec.hpp"
@@ -96,4 +97,54 @@ TEST(KernelSpec, ValidationNamesTheProblem) {
   expect_invalid(merge, "merge_partials takes no branches");
   s = pack_spec(), s.head_dim = 12;
   EXPECT_THROW(render(s), Error) << "render validates first";
+}
+
+TEST(KernelSpec, LabelsTellApartEveryKernelTheCanonicalStringsDo) {
+  // Every valid spec reachable by changing one or two fields of a few bases: distinct binaries must
+  // get distinct labels, or `cache ls` and `warm` show two entries under one name.
+  std::vector<KernelSpec> bases;
+  for (Op op : {Op::pack_rows, Op::unpack_rows, Op::merge_partials, Op::clear_output, Op::attention_forward,
+                Op::attention_forward_merge}) {
+    KernelSpec s;
+    s.op = op;
+    if (op != Op::merge_partials && op != Op::clear_output) s.branches = {{2048, 2}};
+    if (is_attention(op)) s.tiles = {64, 64, 4, 2};
+    bases.push_back(s);
+  }
+  using Mutation = void (*)(KernelSpec&);
+  const std::vector<Mutation> mutations = {
+      [](KernelSpec&) {},
+      [](KernelSpec& s) { s.dtype = DType::f16; },
+      [](KernelSpec& s) { s.head_dim = 64; },
+      [](KernelSpec& s) { s.arch = "sm_80"; },
+      [](KernelSpec& s) { s.causal = true; },
+      [](KernelSpec& s) { s.mode = Mode::head_groups, s.group = 1, s.groups = 3; },
+      [](KernelSpec& s) { s.mode = Mode::head_groups, s.group = 0, s.groups = 1; },
+      [](KernelSpec& s) { s.branches = {{2048, 3}}; },
+      [](KernelSpec& s) { s.branches = {{204, 82}}; },
+      [](KernelSpec& s) { s.tiles.warps = 2, s.tiles.block_m = s.tiles.block_m ? 32 : 0; },
+      [](KernelSpec& s) { s.tiles.block_n = s.tiles.block_n ? 32 : 0; },
+      [](KernelSpec& s) { s.tiles.stages = s.tiles.stages ? 3 : 0; },
+  };
+  std::map<std::string, std::string> label_of_canonical, canonical_of_label;
+  for (const KernelSpec& base : bases) {
+    for (Mutation first : mutations) {
+      for (Mutation second : mutations) {
+        KernelSpec s = base;
+        first(s);
+        second(s);
+        try {
+          s.validate();
+        } catch (const Error&) {
+          continue;
+        }
+        label_of_canonical[s.canonical()] = s.label();
+        const auto [it, fresh] = canonical_of_label.emplace(s.label(), s.canonical());
+        EXPECT_TRUE(fresh || it->second == s.canonical())
+            << "label '" << s.label() << "' names both\n  " << it->second << "\n  " << s.canonical();
+      }
+    }
+  }
+  EXPECT_GT(label_of_canonical.size(), 150u) << "the enumeration reaches most fields";
+  EXPECT_EQ(label_of_canonical.size(), canonical_of_label.size());
 }

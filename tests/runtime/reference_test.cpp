@@ -5,6 +5,7 @@
 #include <dilatron/reference.hpp>
 
 #include <cstring>
+#include <mutex>
 #include <random>
 
 #include "tests/support/random_case.hpp"
@@ -135,4 +136,43 @@ TEST(Reference, InvalidInputLeavesOutputUntouched) {
   const auto view = TensorView::contiguous(out.data(), DType::f32, c.q_shape());
   EXPECT_THROW(reference_forward(c.config, c.q_view(), c.k_view(), c.v_view(), view), Error);
   for (float x : out) ASSERT_EQ(x, 42.0f);
+}
+
+TEST(Reference, ReportsProgressInAttendedPairsUpToTheTotal) {
+  std::mt19937_64 rng(29);
+  for (int trial = 0; trial < 20; ++trial) {
+    RandomCase c = random_case(rng);
+    SCOPED_TRACE(c.describe());
+    // The total counted from the definition: per head and branch, pairs of selected rows of one segment
+    // (key <= query when causal).
+    std::int64_t want_total = 0;
+    for (std::int64_t h = 0; h < c.H; ++h) {
+      for (const auto& [branch, offset] : dense_head_branches(c.config, h, c.H)) {
+        const auto segment = dense_selection(c.N, c.config.segments[branch], c.config.dilations[branch], offset);
+        for (std::int64_t i = 0; i < c.N; ++i) {
+          for (std::int64_t j = 0; j < c.N; ++j) {
+            want_total += segment[i] >= 0 && segment[i] == segment[j] && (!c.config.causal || j <= i);
+          }
+        }
+      }
+    }
+    want_total *= c.B;
+    std::mutex mutex;
+    std::int64_t calls = 0, max_done = 0, total = -1;
+    bool consistent = true;
+    std::vector<float> out(std::size_t(c.B * c.N * c.H * c.D));
+    reference_forward(c.config, c.q_view(), c.k_view(), c.v_view(),
+                      TensorView::contiguous(out.data(), DType::f32, c.q_shape()), nullptr, 3,
+                      [&](std::int64_t done, std::int64_t all) {
+                        std::lock_guard lock(mutex);
+                        ++calls;
+                        consistent &= (total < 0 || total == all) && done > 0 && done <= all;
+                        total = all, max_done = std::max(max_done, done);
+                      });
+    EXPECT_TRUE(consistent);
+    if (want_total == 0) continue;
+    EXPECT_GT(calls, 0);
+    EXPECT_EQ(total, want_total);
+    EXPECT_EQ(max_done, want_total) << "the last report is the whole";
+  }
 }

@@ -15,7 +15,7 @@ using namespace dilatron::test;
 
 namespace {
 
-const std::string kConfig = "--arch sm_80 --segments 64,128 --dilations 1,2 --head-dim 64 --dtype fp16";
+const std::string kConfig = "--arch sm_80 --segments 64,128 --dilations 1,2 --head-dim 64 --dtype f16";
 constexpr std::size_t kKernels = 2;  // attention for w64 r1, then the merging launch for w128 r2
 
 std::string in(const TempDir& tmp, const char* name = "cache") { return " --cache-dir '" + (tmp / name).string() + "'"; }
@@ -108,7 +108,7 @@ TEST(CliCache, LsJsonCarriesTheReport) {
     EXPECT_TRUE(e["usable"].get<bool>());
   }
   const CliResult table = run_cli(tmp, "cache ls" + in(tmp));
-  EXPECT_NE(table.out.find("attention_forward f16 d64 w64 r1 sm_80"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("attention_forward f16 d64 w64 r1 tile 64x64 4w 3s sm_80"), std::string::npos) << table.out;
   const CliResult stats = run_cli(tmp, "cache stats" + in(tmp));
   EXPECT_NE(stats.out.find("entries     2 (0 bad"), std::string::npos) << stats.out;
   const CliResult clear = run_cli(tmp, "cache clear" + in(tmp));
@@ -163,8 +163,8 @@ TEST(CliCache, WarmErrorsAreClear) {
 
 TEST(CliCache, ConfigFileAndGen) {
   TempDir tmp;
-  std::ofstream(tmp / "configs.json") << R"([{"segments": [64, 128], "dilations": [1, 2], "head_dim": 64, "dtype": "fp16"},
-                                             {"segments": [256], "dilations": [4], "head_dim": 64, "dtype": "fp16",
+  std::ofstream(tmp / "configs.json") << R"([{"segments": [64, 128], "dilations": [1, 2], "head_dim": 64, "dtype": "f16"},
+                                             {"segments": [256], "dilations": [4], "head_dim": 64, "dtype": "f16",
                                               "mode": "head_groups"}])";
   const CliResult warm =
       run_cli(tmp, "cache warm --arch sm_80 --config '" + (tmp / "configs.json").string() + "'" + in(tmp));
@@ -175,10 +175,68 @@ TEST(CliCache, ConfigFileAndGen) {
   EXPECT_NE(broken.status, 0);
   EXPECT_NE(broken.err.find("broken.json [0]"), std::string::npos) << broken.err;
 
+  std::ofstream(tmp / "typo.json") << R"({"segments": [64], "dilations": [1], "casual": true})";
+  const CliResult typo = run_cli(tmp, "cache warm --arch sm_80 --config '" + (tmp / "typo.json").string() + "'" + in(tmp, "typo"));
+  EXPECT_EQ(typo.status, 1);
+  EXPECT_NE(typo.err.find("unknown key \"casual\""), std::string::npos) << typo.err;
+  EXPECT_NE(typo.err.find("accepted: segments, dilations, head_dim, dtype, causal, mode"), std::string::npos) << typo.err;
+  EXPECT_FALSE(std::filesystem::exists(tmp / "typo")) << "nothing is created for a refused config";
+}
+
+TEST(CliGen, PrintsTheWholeSourceNvrtcCompiles) {
+  TempDir tmp;
   const CliResult gen = run_cli(tmp, "gen --segments 2048 --dilations 6 --kernel attention");
   ASSERT_EQ(gen.status, 0) << gen.err;
-  EXPECT_NE(gen.out.find("#include \"dilatron/attention.cuh\""), std::string::npos) << gen.out;
-  EXPECT_NE(gen.out.find("2048LL, 6LL"), std::string::npos) << gen.out;
+  EXPECT_NE(gen.out.find("// ----- begin dilatron/attention.cuh -----"), std::string::npos) << gen.out;
+  EXPECT_NE(gen.out.find("// ----- begin dilatron/ptx.cuh -----"), std::string::npos) << "nested includes inlined";
+  EXPECT_EQ(gen.out.find("#include \"dilatron/"), std::string::npos) << "no template include is left";
+  EXPECT_NE(gen.out.find("2048LL, 6LL"), std::string::npos);
   EXPECT_EQ(gen.out.find("clear_output"), std::string::npos) << "--kernel filters";
   EXPECT_NE(run_cli(tmp, "gen --segments 2048 --dilations 6").out.find("clear_output"), std::string::npos);
+
+  const CliResult headers = run_cli(tmp, "gen --segments 2048 --dilations 6 --kernel attention --headers");
+  ASSERT_EQ(headers.status, 0) << headers.err;
+  EXPECT_NE(headers.out.find("#include \"dilatron/attention.cuh\""), std::string::npos) << headers.out;
+  EXPECT_NE(headers.out.find("includes: dilatron/attention.cuh, dilatron/args.cuh"), std::string::npos) << headers.out;
+  EXPECT_LT(headers.out.size(), gen.out.size() / 4);
+
+  const CliResult none = run_cli(tmp, "gen --segments 2048 --dilations 6 --kernel nothing_like_this");
+  EXPECT_EQ(none.status, 2);
+  EXPECT_NE(none.err.find("matches none"), std::string::npos) << none.err;
+  EXPECT_NE(none.err.find("clear_output bf16 d128 4w sm_90a"), std::string::npos) << "lists what exists: " << none.err;
+}
+
+TEST(CliCache, ReadOnlySubcommandsCreateNothing) {
+  TempDir tmp;
+  for (const char* sub : {"ls", "ls --json", "stats", "stats --json", "verify", "clear"}) {
+    const CliResult r = run_cli(tmp, std::string("cache ") + sub + in(tmp, "absent"));
+    EXPECT_EQ(r.status, 0) << sub << ": " << r.err;
+    EXPECT_FALSE(std::filesystem::exists(tmp / "absent")) << sub << " created the cache directory";
+  }
+  EXPECT_EQ(nlohmann::json::parse(run_cli(tmp, "cache ls --json" + in(tmp, "absent")).out), nlohmann::json::array());
+  const nlohmann::json stats = nlohmann::json::parse(run_cli(tmp, "cache stats --json" + in(tmp, "absent")).out);
+  EXPECT_EQ(stats["exists"], false);
+  EXPECT_EQ(stats["entries"], 0);
+  const CliResult exported = run_cli(tmp, "cache export '" + (tmp / "b").string() + "'" + in(tmp, "absent"));
+  EXPECT_EQ(exported.status, 1);
+  EXPECT_FALSE(std::filesystem::exists(tmp / "b"));
+  for (const char* sub : {"ls", "stats", "warm --arch sm_80 --segments 64 --dilations 1"}) {
+    const CliResult empty = run_cli(tmp, std::string("cache ") + sub + " --cache-dir ''");
+    EXPECT_EQ(empty.status, 2) << sub;
+    EXPECT_NE(empty.err.find("--cache-dir"), std::string::npos) << empty.err;
+  }
+}
+
+TEST(CliCache, WarmSaysWhatTheSizeCapEvicted) {
+  TempDir tmp;
+  const CliResult warm = run_cli(tmp, "cache warm --jobs 1 " + kConfig + in(tmp), "DILATRON_CACHE_MAX_BYTES=1K");
+  ASSERT_EQ(warm.status, 0) << warm.err;
+  EXPECT_NE(warm.out.find("2 compiled"), std::string::npos) << warm.out;
+  EXPECT_NE(warm.out.find("1 evicted by the size cap (1 of them this configuration's)"), std::string::npos) << warm.out;
+  EXPECT_NE(warm.err.find("evicted again: attention_forward"), std::string::npos) << warm.err;
+  EXPECT_NE(warm.err.find("raise DILATRON_CACHE_MAX_BYTES"), std::string::npos) << warm.err;
+  EXPECT_EQ(snapshot(tmp / "cache").size(), 1u);
+  const CliResult roomy = run_cli(tmp, "cache warm " + kConfig + in(tmp));
+  EXPECT_EQ(roomy.err.find("warning"), std::string::npos) << roomy.err;
+  EXPECT_EQ(roomy.out.find("evicted"), std::string::npos) << roomy.out;
 }

@@ -5,7 +5,10 @@
 #include <fstream>
 #include <random>
 
+#include <nlohmann/json.hpp>
+
 #include "common/atomic_file.hpp"
+#include "runtime/driver.hpp"
 #include "tests/support/cli.hpp"
 #include "tests/support/random_case.hpp"
 #include "tests/support/temp_dir.hpp"
@@ -117,34 +120,101 @@ TEST(CliRun, BadInputsFailWithOneLineAndWriteNothing) {
     return fmt::format(" --k '{}' --v '{}'", (dir / k_name).string(), (dir / v_name).string());
   };
   const std::string good_kv = kv("k.npy", "v.npy");
-  const std::vector<std::pair<std::string, std::string>> bad = {
-      {base + good_kv + " --segments 8,16 --dilations 1", "dilations has 1"},
-      {base + good_kv + " --segments 0 --dilations 1", "segments[0] = 0"},
-      {base + good_kv + " --segments 8 --dilations 0", "dilations[0] = 0"},
-      {base + good_kv + " --segments 8,x --dilations 1,2", "'x' is not an integer"},
-      {base + good_kv + " --segments 8 --dilations 1.5", "'1.5' is not an integer"},
-      {base + good_kv + " --segments 8 --dilations 1 --scale 0", "scale"},
-      {base + good_kv + " --segments 8 --dilations 1 --mode dense", "'dense'"},
-      {base + good_kv + " --segments 8 --dilations 1 --device tpu", "--device"},
-      {base + kv("k.npy", "k_short.npy") + " --segments 8 --dilations 1", "differ"},
-      {base + kv("k_short.npy", "k_short.npy") + " --segments 8 --dilations 1", "does not match q shape"},
-      {base + kv("k3.npy", "k3.npy") + " --segments 8 --dilations 1", "must divide"},
-      {base + kv("empty.npy", "empty.npy") + " --segments 8 --dilations 1", "N (dim 1) must be >= 1"},
-      {base + kv("corrupt.npy", "v.npy") + " --segments 8 --dilations 1", "corrupt.npy"},
-      {base + kv("missing.npy", "v.npy") + " --segments 8 --dilations 1", "missing.npy"},
-      {base + " --v '" + (dir / "v.npy").string() + "' --segments 8 --dilations 1", "--k"},
+  struct Bad {
+    std::string args, needle;
+    int status;  // 2: the command line cannot run; 1: the inputs are wrong
+  };
+  const std::vector<Bad> bad = {
+      {base + good_kv + " --segments 8,16 --dilations 1", "dilations has 1", 2},
+      {base + good_kv + " --segments 0 --dilations 1", "segments[0] = 0", 2},
+      {base + good_kv + " --segments 8 --dilations 0", "dilations[0] = 0", 2},
+      {base + good_kv + " --segments 8,x --dilations 1,2", "--segments = 8,x", 2},
+      {base + good_kv + " --segments 8 --dilations 1.5", "--dilations = 1.5", 2},
+      {base + good_kv + " --segments 8 --dilations 1 --scale 0", "scale", 2},
+      {base + good_kv + " --segments 8 --dilations 1 --mode dense", "dense not in", 2},
+      {base + good_kv + " --segments 8 --dilations 1 --device tpu", "--device", 2},
+      {base + kv("missing.npy", "v.npy") + " --segments 8 --dilations 1", "missing.npy", 2},
+      {base + " --v '" + (dir / "v.npy").string() + "' --segments 8 --dilations 1", "--k", 2},
+      {base + kv("k.npy", "k_short.npy") + " --segments 8 --dilations 1", "differ", 1},
+      {base + kv("k_short.npy", "k_short.npy") + " --segments 8 --dilations 1", "does not match q shape", 1},
+      {base + kv("k3.npy", "k3.npy") + " --segments 8 --dilations 1", "must divide", 1},
+      {base + kv("empty.npy", "empty.npy") + " --segments 8 --dilations 1", "N (dim 1) must be >= 1", 1},
+      {base + kv("corrupt.npy", "v.npy") + " --segments 8 --dilations 1", "corrupt.npy", 1},
   };
   const auto before = std::distance(std::filesystem::directory_iterator(dir.path()), {});
-  for (const auto& [args, needle] : bad) {
-    SCOPED_TRACE(args);
-    const CliResult r = run_cli(dir, args);
-    EXPECT_NE(r.status, 0);
-    EXPECT_NE(r.err.find(needle), std::string::npos) << r.err;
+  for (const Bad& b : bad) {
+    SCOPED_TRACE(b.args);
+    const CliResult r = run_cli(dir, b.args);
+    EXPECT_EQ(r.status, b.status) << r.err;
+    EXPECT_NE(r.err.find(b.needle), std::string::npos) << r.err;
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "one line: " << r.err;
+    EXPECT_TRUE(r.out.empty()) << r.out;
     EXPECT_FALSE(std::filesystem::exists(dir / "o.npy"));
     EXPECT_FALSE(std::filesystem::exists(dir / "lse.npy"));
     EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir.path()), {}), before) << "left a file behind";
   }
+}
+
+TEST(CliRun, NeverOverwritesAnInputOrLosesAnOutput) {
+  TempDir dir;
+  RandomCase c = make_case(11, 1, 16, 2, 2, 4, DType::f32, make_config({8}, {1}, Mode::longnet, false));
+  const std::string args = write_inputs(dir, c);
+  std::filesystem::create_directory(dir / "sub");
+  std::filesystem::create_symlink(dir / "q.npy", dir / "sub" / "link.npy");
+  std::filesystem::create_hard_link(dir / "k.npy", dir / "hard.npy");
+  const std::string q_before = slurp(dir / "q.npy"), k_before = slurp(dir / "k.npy");
+  auto path = [&](const char* name) { return fmt::format("'{}'", (dir / name).string()); };
+  const std::vector<std::pair<std::string, std::string>> refused = {
+      {" --out " + path("q.npy"), "--out " + (dir / "q.npy").string() + " is the input given as --q"},
+      {" --out " + path("sub/../v.npy"), "is the input given as --v"},
+      {" --out " + path("sub/link.npy"), "is the input given as --q"},
+      {" --out " + path("hard.npy"), "is the input given as --k"},
+      {" --out " + path("o.npy") + " --lse " + path("k.npy"), "--lse"},
+      {" --out " + path("o.npy") + " --lse " + path("sub/../o.npy"), "--out and --lse name the same file"},
+      {" --out " + path("sub"), "is a directory"},
+      {" --out " + path("nowhere/o.npy"), "does not exist"},
+      {" --out " + path("q.npy/o.npy"), "does not exist"},
+  };
+  for (const auto& [outputs, needle] : refused) {
+    SCOPED_TRACE(outputs);
+    const CliResult r = run_cli(dir, args + outputs);
+    EXPECT_EQ(r.status, 2) << r.err;
+    EXPECT_NE(r.err.find(needle), std::string::npos) << r.err;
+    EXPECT_EQ(slurp(dir / "q.npy"), q_before);
+    EXPECT_EQ(slurp(dir / "k.npy"), k_before);
+    EXPECT_FALSE(std::filesystem::exists(dir / "o.npy"));
+  }
+}
+
+TEST(CliRun, ChecksOutputsBeforeReadingAnyInput) {
+  // The inputs here are broken too, so an error about the output proves it was found first.
+  TempDir dir;
+  std::ofstream(dir / "q.npy") << "\x93NUMPY garbage";
+  const std::string inputs = fmt::format(" --q '{0}' --k '{0}' --v '{0}' --segments 8 --dilations 1", (dir / "q.npy").string());
+  const CliResult missing_dir = run_cli(dir, "run" + inputs + " --out '" + (dir / "no/o.npy").string() + "'");
+  EXPECT_EQ(missing_dir.status, 2);
+  EXPECT_NE(missing_dir.err.find("does not exist"), std::string::npos) << missing_dir.err;
+  // Not writable even for root: the kernel's own /proc.
+  const CliResult unwritable = run_cli(dir, "run" + inputs + " --out /proc/o.npy");
+  EXPECT_EQ(unwritable.status, 1);
+  EXPECT_NE(unwritable.err.find("cannot create a temporary file for /proc/o.npy"), std::string::npos) << unwritable.err;
+}
+
+TEST(CliRun, SummarizesUnlessQuiet) {
+  TempDir dir;
+  RandomCase c = make_case(12, 1, 24, 2, 1, 4, DType::f16, make_config({8, 24}, {1, 2}, Mode::longnet, true));
+  const std::string args = write_inputs(dir, c) + " --out '" + (dir / "o.npy").string() + "'";
+  const CliResult loud = run_cli(dir, args);
+  ASSERT_EQ(loud.status, 0) << loud.err;
+  EXPECT_NE(loud.out.find("wrote " + (dir / "o.npy").string() + " [1,24,2,4] f16: 2 branch(es)"), std::string::npos)
+      << loud.out;
+  EXPECT_EQ(std::count(loud.out.begin(), loud.out.end(), '\n'), 1) << loud.out;
+  EXPECT_TRUE(loud.err.empty()) << "no progress line without a terminal: " << loud.err;
+  const std::string first = slurp(dir / "o.npy");
+  const CliResult quiet = run_cli(dir, args + " --quiet");
+  ASSERT_EQ(quiet.status, 0) << quiet.err;
+  EXPECT_TRUE(quiet.out.empty() && quiet.err.empty()) << quiet.out << quiet.err;
+  EXPECT_EQ(slurp(dir / "o.npy"), first) << "an existing output is replaced whole";
 }
 
 TEST(CliRun, CudaDeviceExplainsWhatIsMissing) {
@@ -169,4 +239,55 @@ TEST(Cli, InfoDemoAndHelpRunOnAnyMachine) {
   EXPECT_EQ(help.status, 0);
   EXPECT_NE(help.out.find("--segments"), std::string::npos);
   EXPECT_NE(run_cli(dir, "").status, 0) << "a subcommand is required";
+}
+
+TEST(Cli, ExitStatusSaysWhoseFaultItIs) {
+  TempDir dir;
+  const CliResult typo = run_cli(dir, "runn --q x");
+  EXPECT_EQ(typo.status, 2);
+  EXPECT_NE(typo.err.find("unknown subcommand 'runn' for dilatron; did you mean 'run'?"), std::string::npos) << typo.err;
+  const CliResult nested = run_cli(dir, "cache lss");
+  EXPECT_EQ(nested.status, 2);
+  EXPECT_NE(nested.err.find("unknown subcommand 'lss' for dilatron cache; did you mean 'ls'?"), std::string::npos)
+      << nested.err;
+  EXPECT_EQ(run_cli(dir, "").status, 2) << "a subcommand is required";
+  EXPECT_EQ(run_cli(dir, "run --bogus").status, 2);
+  EXPECT_EQ(run_cli(dir, "--version").status, 0);
+  const CliResult help = run_cli(dir, "--help");
+  EXPECT_EQ(help.status, 0);
+  EXPECT_NE(help.out.find("Exit status"), std::string::npos) << help.out;
+
+  // bench checks its flags before it looks for a GPU, so these are usage errors on any machine.
+  const std::string bench = "bench --segments 64 --dilations 1 --seq-len 128";
+  for (const auto& [flags, needle] : std::vector<std::pair<std::string, std::string>>{
+           {" --heads 16 --kv-heads 3", "--kv-heads 3 does not divide --heads 16"},
+           {" --head-dim 96", "head_dim 96"},
+           {" --dtype f32", "f32 not in"},
+           {" --iters 0", "--iters"},
+           {" --mode head_groups --segments 64,128 --dilations 1,2 --heads 1", "at least one head per branch"}}) {
+    const CliResult r = run_cli(dir, bench + flags);
+    EXPECT_EQ(r.status, 2) << flags << ": " << r.err;
+    EXPECT_NE(r.err.find(needle), std::string::npos) << flags << ": " << r.err;
+  }
+}
+
+TEST(Cli, JsonOutputStaysJsonOnError) {
+  TempDir dir;
+  const nlohmann::json info = nlohmann::json::parse(run_cli(dir, "info --json").out);
+  for (const char* key : {"version", "nvrtc", "driver", "devices", "cache_dir"}) EXPECT_TRUE(info.contains(key)) << key;
+  EXPECT_EQ(info["nvrtc"]["available"], true) << "the toolkit's NVRTC is on this machine: " << info.dump();
+
+  const CliResult usage = run_cli(dir, "cache ls --json --cache-dir ''");
+  EXPECT_EQ(usage.status, 2);
+  const nlohmann::json usage_error = nlohmann::json::parse(usage.out);
+  EXPECT_EQ(usage_error["error"]["kind"], "usage");
+  EXPECT_EQ(usage_error["error"]["exit_status"], 2);
+  EXPECT_NE(usage_error["error"]["message"].get<std::string>().find("--cache-dir"), std::string::npos);
+
+  if (dilatron::driver::probe().devices.empty()) {
+    const CliResult no_gpu = run_cli(dir, "bench --json --segments 64 --dilations 1 --seq-len 128");
+    EXPECT_EQ(no_gpu.status, 1);
+    EXPECT_EQ(nlohmann::json::parse(no_gpu.out)["error"]["kind"], "cuda") << no_gpu.out;
+    EXPECT_EQ(std::count(no_gpu.err.begin(), no_gpu.err.end(), '\n'), 1) << no_gpu.err;
+  }
 }
