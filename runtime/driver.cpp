@@ -2,10 +2,6 @@
 
 #include <dilatron/error.hpp>
 
-#include <mutex>
-
-#include "common/dynlib.hpp"
-
 namespace dilatron::driver {
 namespace {
 
@@ -13,21 +9,10 @@ using Loaded = LoadedTable<Api>;
 
 const Loaded& loaded() {
   static const Loaded instance = [] {
-    Loaded result;
-    static DynamicLibrary lib({"libcuda.so.1"});
-    if (!lib.loaded()) {
-      result.error = "no CUDA driver: libcuda.so.1 could not be loaded (" + lib.error() +
-                     "); GPU work needs an NVIDIA driver and GPU";
-      return result;
-    }
-    result.library = lib.path();
-    std::string missing;
-#define DILATRON_DRIVER_BIND(name) bind(lib, DILATRON_SYMBOL_NAME(name), result.api.name, missing);
-    DILATRON_DRIVER_CALLS(DILATRON_DRIVER_BIND)
-#undef DILATRON_DRIVER_BIND
-    if (!missing.empty()) {
-      result.error = "the CUDA driver in " + lib.path() + " lacks " + missing + " (driver too old?)";
-    } else if (const CUresult r = result.api.cuInit(0); r != CUDA_SUCCESS) {
+    Loaded result = load_table<Api>({{"libcuda.so.1"}, "the CUDA driver", "GPU work needs an NVIDIA driver and GPU"},
+                                    DILATRON_BIND_CALLS(DILATRON_DRIVER_CALLS));
+    if (!result.error.empty()) return result;
+    if (const CUresult r = result.api.cuInit(0); r != CUDA_SUCCESS) {
       const char* name = nullptr;
       result.api.cuGetErrorName(r, &name);
       result.error = std::string("cuInit failed (") + (name ? name : "unknown") +

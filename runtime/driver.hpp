@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "common/dynlib.hpp"
+
 namespace dilatron::driver {
 
 // The driver calls the library makes. cuda.h maps some names to versioned symbols (cuDeviceTotalMem ->
@@ -45,9 +47,7 @@ namespace dilatron::driver {
   X(cuEventElapsedTime)
 
 struct Api {
-#define DILATRON_DRIVER_MEMBER(name) decltype(&::name) name = nullptr;
-  DILATRON_DRIVER_CALLS(DILATRON_DRIVER_MEMBER)
-#undef DILATRON_DRIVER_MEMBER
+  DILATRON_DRIVER_CALLS(DILATRON_TABLE_MEMBER)
 };
 
 // The loaded and initialized driver (cuInit done). Throws dilatron::Error naming what is missing.
