@@ -69,6 +69,17 @@ std::string arch_name(int cc_major, int cc_minor) {
   return "sm_" + std::to_string(cc_major) + std::to_string(cc_minor) + (cc_major == 9 ? "a" : "");
 }
 
+CUcontext current_context() {
+  CUcontext context = nullptr;
+  DILATRON_CU(cuCtxGetCurrent(&context));
+  if (context) return context;
+  CUdevice device;
+  DILATRON_CU(cuDeviceGet(&device, 0));
+  DILATRON_CU(cuDevicePrimaryCtxRetain(&context, device));
+  DILATRON_CU(cuCtxSetCurrent(context));
+  return context;
+}
+
 std::string current_arch() {
   CUdevice device;
   DILATRON_CU(cuCtxGetDevice(&device));

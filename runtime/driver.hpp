@@ -76,6 +76,11 @@ Status probe() noexcept;
 // The NVRTC target for a compute capability: sm_90 becomes sm_90a (wgmma and TMA exist only there).
 std::string arch_name(int cc_major, int cc_minor);
 
+// The caller's current context, or device 0's primary context (retained and made current) when there
+// is none, so callers that never touched the driver get a working default. Throws dilatron::Error
+// without a driver or GPU.
+CUcontext current_context();
+
 // The target of the device behind the current context.
 std::string current_arch();
 

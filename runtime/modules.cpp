@@ -4,19 +4,8 @@
 
 namespace dilatron {
 
-CUcontext current_context() {
-  CUcontext context = nullptr;
-  DILATRON_CU(cuCtxGetCurrent(&context));
-  if (context) return context;
-  CUdevice device;
-  DILATRON_CU(cuDeviceGet(&device, 0));
-  DILATRON_CU(cuDevicePrimaryCtxRetain(&context, device));
-  DILATRON_CU(cuCtxSetCurrent(context));
-  return context;
-}
-
 CUfunction ModuleRegistry::function(const cache::Entry& entry) {
-  const auto slot = std::make_pair(current_context(), entry.key);
+  const auto slot = std::make_pair(driver::current_context(), entry.key);
   std::lock_guard lock(mutex_);
   if (auto it = functions_.find(slot); it != functions_.end()) return it->second;
   CUmodule module;

@@ -14,10 +14,6 @@
 
 namespace dilatron {
 
-// The caller's current context, or device 0's primary context (retained and made current) when there
-// is none. Throws dilatron::Error without a driver or GPU.
-CUcontext current_context();
-
 class ModuleRegistry {
  public:
   // The kernel's function in the current context.

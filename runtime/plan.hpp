@@ -40,8 +40,4 @@ class ForwardPlan {
   std::unique_ptr<DeviceBuffer> workspace_;
 };
 
-// The checks a GPU forward adds to validate(): dtype, head dim, layout and alignment.
-void validate_for_gpu(const Problem& problem, const TensorView& q, const TensorView& k, const TensorView& v,
-                      const TensorView& out, const TensorView* lse);
-
 }  // namespace dilatron

@@ -15,7 +15,6 @@
 #include "common/half.hpp"
 #include "runtime/device_buffer.hpp"
 #include "runtime/driver.hpp"
-#include "runtime/modules.hpp"
 #include "runtime/problem.hpp"
 #include "tools/commands.hpp"
 #include "tools/workload_flags.hpp"
@@ -105,7 +104,7 @@ Measurement measure(const std::string& name, const Config& config, const BenchOp
 }
 
 void bench(const BenchOptions& o) {
-  current_context();  // names the missing driver or GPU first
+  driver::current_context();  // names the missing driver or GPU first
   WorkloadFlags flags = o.workload;
   flags.arch = driver::current_arch();
   const autotune::Workload w = cli::workloads(flags).front();
