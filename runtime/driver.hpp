@@ -13,6 +13,7 @@ namespace dilatron::driver {
 
 // The driver calls the library makes. cuda.h maps some names to versioned symbols (cuDeviceTotalMem ->
 // cuDeviceTotalMem_v2); the table stores and looks up the mapped name, so types and symbols agree.
+// cuLibrary* and cuKernel* (context-independent loading) need a CUDA 12.0 driver or newer.
 #define DILATRON_DRIVER_CALLS(X) \
   X(cuInit)                      \
   X(cuDriverGetVersion)          \
@@ -27,8 +28,10 @@ namespace dilatron::driver {
   X(cuCtxSetCurrent)             \
   X(cuCtxSynchronize)            \
   X(cuDevicePrimaryCtxRetain)    \
-  X(cuModuleLoadData)            \
-  X(cuModuleGetFunction)         \
+  X(cuLibraryLoadData)           \
+  X(cuLibraryUnload)             \
+  X(cuLibraryGetKernel)          \
+  X(cuKernelSetAttribute)        \
   X(cuLaunchKernel)              \
   X(cuMemAlloc)                  \
   X(cuMemFree)                   \
@@ -38,7 +41,6 @@ namespace dilatron::driver {
   X(cuMemcpyDtoD)                \
   X(cuMemGetInfo)                \
   X(cuCtxGetDevice)              \
-  X(cuFuncSetAttribute)          \
   X(cuStreamSynchronize)         \
   X(cuEventCreate)               \
   X(cuEventDestroy)              \

@@ -10,7 +10,7 @@
 #include "autotune/required_kernels.hpp"
 #include "cache/kernel_cache.hpp"
 #include "runtime/driver.hpp"
-#include "runtime/modules.hpp"
+#include "runtime/loaded_kernels.hpp"
 #include "templates/dilatron/args.cuh"
 #include "templates/dilatron/index.cuh"
 
@@ -38,11 +38,9 @@ ForwardPlan::ForwardPlan(const Config& config, const Problem& problem, DType dty
   autotune::Workload workload{config, dtype, int(problem.head_dim), driver::current_arch(), 1};
   for (codegen::KernelSpec& spec : autotune::forward_kernels(workload)) {
     const auto entry = cache::KernelCache::global().get(spec).entry;
-    Launch l{spec, ModuleRegistry::global().function(*entry), {1, 1, 1}, unsigned(spec.tiles.warps * 32),
+    Launch l{spec, LoadedKernels::global().kernel(*entry), {1, 1, 1}, unsigned(spec.tiles.warps * 32),
              unsigned(spec.shared_bytes()), 0};
-    if (l.shared_bytes > 48 * 1024) {
-      DILATRON_CU(cuFuncSetAttribute(l.function, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, int(l.shared_bytes)));
-    }
+    if (l.shared_bytes > 48 * 1024) allow_dynamic_shared(l.kernel, int(l.shared_bytes));
     if (codegen::is_attention(spec.op)) {
       const long long tiles = index::query_tile_count(problem.seq_len, spec.branches[0].w, spec.branches[0].r,
                                                       spec.tiles.block_m);
@@ -73,7 +71,7 @@ void ForwardPlan::launch(const TensorView& q, const TensorView& k, const TensorV
                                   p.kv_heads, l.head_begin, float(p.scale * 1.4426950408889634)};
     args::MergeArgs clear{tensor4(out), tensor4(out), lse, lse, p.batch, p.seq_len, p.heads};
     void* params[] = {codegen::is_attention(l.spec.op) ? static_cast<void*>(&attention) : static_cast<void*>(&clear)};
-    DILATRON_CU(cuLaunchKernel(l.function, l.grid[0], l.grid[1], l.grid[2], l.threads, 1, 1, l.shared_bytes, stream,
+    DILATRON_CU(cuLaunchKernel(launchable(l.kernel), l.grid[0], l.grid[1], l.grid[2], l.threads, 1, 1, l.shared_bytes, stream,
                                params, nullptr));
   }
 }

@@ -19,7 +19,7 @@ namespace dilatron {
 
 struct Launch {
   codegen::KernelSpec spec;
-  CUfunction function;
+  CUkernel kernel;
   unsigned grid[3];
   unsigned threads;
   unsigned shared_bytes;
