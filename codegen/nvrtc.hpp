@@ -21,6 +21,8 @@ namespace dilatron::nvrtc {
   X(nvrtcGetProgramLog)         \
   X(nvrtcGetCUBINSize)          \
   X(nvrtcGetCUBIN)              \
+  X(nvrtcGetPTXSize)            \
+  X(nvrtcGetPTX)                \
   X(nvrtcGetLoweredName)
 
 struct Api {
