@@ -25,6 +25,8 @@ LoadedKernels& LoadedKernels::global() {
 }
 
 void allow_dynamic_shared(CUkernel kernel, int bytes) {
+  // cuKernelSetAttribute is device-wide and unordered between threads; plans built at once may race
+  // here, but a kernel's spec fixes its shared memory, so they all set the same value.
   CUdevice device;
   DILATRON_CU(cuCtxGetDevice(&device));
   DILATRON_CU(cuKernelSetAttribute(CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes, kernel, device));
