@@ -4,26 +4,14 @@
 
 #include <fmt/format.h>
 
-#include <cstring>
-#include <fstream>
-#include <iterator>
-
 #include "common/atomic_file.hpp"
+#include "common/bytes.hpp"
+#include "common/file_io.hpp"
 
 namespace dilatron::cache {
 namespace {
 
 constexpr std::string_view kMagic = "DILATRON-CACHE-BUNDLE v1\n";
-
-void put_u64(std::string& out, std::uint64_t value) {
-  for (int i = 0; i < 8; ++i) out.push_back(char((value >> (8 * i)) & 0xff));
-}
-
-std::uint64_t get_u64(std::string_view bytes, std::size_t at) {
-  std::uint64_t value = 0;
-  for (int i = 0; i < 8; ++i) value |= std::uint64_t(static_cast<unsigned char>(bytes[at + i])) << (8 * i);
-  return value;
-}
 
 }  // namespace
 
@@ -36,12 +24,12 @@ ExportResult export_bundle(const DiskCache& cache, const std::filesystem::path& 
       continue;
     }
     const std::string bytes = encode(*listed.entry);
-    put_u64(body, bytes.size());
+    put_le<std::uint64_t>(body, bytes.size());
     body += bytes;
     ++result.exported;
   }
   std::string header(kMagic);
-  put_u64(header, result.exported);
+  put_le<std::uint64_t>(header, result.exported);
   AtomicFile out(file);
   out.write(header.data(), header.size());
   out.write(body.data(), body.size());
@@ -50,22 +38,20 @@ ExportResult export_bundle(const DiskCache& cache, const std::filesystem::path& 
 }
 
 ImportResult import_bundle(DiskCache& cache, const std::filesystem::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) throw Error(fmt::format("{}: cannot open: {}", file.string(), std::strerror(errno)));
-  const std::string bytes{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  const std::string bytes = read_file(file);
   if (!std::string_view(bytes).starts_with(kMagic) || bytes.size() < kMagic.size() + 8) {
     throw Error(fmt::format("{}: not a Dilatron cache bundle", file.string()));
   }
-  const std::uint64_t count = get_u64(bytes, kMagic.size());
+  const std::uint64_t count = get_le<std::uint64_t>(bytes, kMagic.size());
   std::vector<Entry> entries;
   std::string problems;
   std::size_t at = kMagic.size() + 8;
   for (std::uint64_t i = 0; i < count; ++i) {
-    if (bytes.size() - at < 8 || get_u64(bytes, at) > bytes.size() - at - 8) {
+    if (bytes.size() - at < 8 || get_le<std::uint64_t>(bytes, at) > bytes.size() - at - 8) {
       problems += fmt::format("\n  entry {}: truncated bundle", i);
       break;
     }
-    const std::uint64_t size = get_u64(bytes, at);
+    const std::uint64_t size = get_le<std::uint64_t>(bytes, at);
     try {
       entries.push_back(decode(std::string_view(bytes).substr(at + 8, size)));
     } catch (const Error& e) {

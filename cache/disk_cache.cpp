@@ -11,10 +11,9 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
-#include <iterator>
 
 #include "common/atomic_file.hpp"
+#include "common/file_io.hpp"
 #include "common/log.hpp"
 
 namespace dilatron::cache {
@@ -46,12 +45,6 @@ void check_directory(const std::filesystem::path& dir) {
                             "code, so it is refused: run `chmod 700 {}`",
                             dir.string(), st.st_mode & 0777, dir.string()));
   }
-}
-
-std::string read_file(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(fmt::format("cannot read {}: {}", path.string(), std::strerror(errno)));
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
 bool is_entry_file(const std::filesystem::path& p) {

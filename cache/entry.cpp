@@ -11,23 +11,13 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
+#include "common/bytes.hpp"
+
 namespace dilatron::cache {
 namespace {
 
 constexpr std::string_view kMagic = "DLTRNKRN";
 constexpr std::size_t kHeaderBytes = 8 + 4 + 4 + 8, kChecksumBytes = 8;
-
-template <class T>
-void put(std::string& out, T value) {
-  for (std::size_t i = 0; i < sizeof(T); ++i) out.push_back(char((std::uint64_t(value) >> (8 * i)) & 0xff));
-}
-
-template <class T>
-T get(std::string_view bytes, std::size_t at) {
-  std::uint64_t value = 0;
-  for (std::size_t i = 0; i < sizeof(T); ++i) value |= std::uint64_t(static_cast<unsigned char>(bytes[at + i])) << (8 * i);
-  return T(value);
-}
 
 }  // namespace
 
@@ -48,29 +38,29 @@ Entry make_entry(const codegen::KernelSpec& spec, const KeyMaterial& material, c
 std::string encode(const Entry& entry) {
   const std::string meta = nlohmann::json(entry.meta).dump();
   std::string out(kMagic);
-  put<std::uint32_t>(out, kFormatVersion);
-  put<std::uint32_t>(out, std::uint32_t(meta.size()));
-  put<std::uint64_t>(out, entry.cubin.size());
+  put_le<std::uint32_t>(out, kFormatVersion);
+  put_le<std::uint32_t>(out, std::uint32_t(meta.size()));
+  put_le<std::uint64_t>(out, entry.cubin.size());
   out += meta;
   out.append(entry.cubin.data(), entry.cubin.size());
-  put<std::uint64_t>(out, XXH3_64bits(out.data(), out.size()));
+  put_le<std::uint64_t>(out, XXH3_64bits(out.data(), out.size()));
   return out;
 }
 
 Entry decode(std::string_view bytes) {
   if (bytes.size() < kHeaderBytes + kChecksumBytes) throw Error(fmt::format("truncated ({} bytes)", bytes.size()));
   if (bytes.substr(0, kMagic.size()) != kMagic) throw Error("bad magic: not a Dilatron kernel cache entry");
-  if (const auto format = get<std::uint32_t>(bytes, 8); format != kFormatVersion) {
+  if (const auto format = get_le<std::uint32_t>(bytes, 8); format != kFormatVersion) {
     throw Error(fmt::format("entry format version {} (this library reads {})", format, kFormatVersion));
   }
-  const auto meta_bytes = get<std::uint32_t>(bytes, 12);
-  const auto cubin_bytes = get<std::uint64_t>(bytes, 16);
+  const auto meta_bytes = get_le<std::uint32_t>(bytes, 12);
+  const auto cubin_bytes = get_le<std::uint64_t>(bytes, 16);
   if (cubin_bytes > bytes.size() || kHeaderBytes + meta_bytes + cubin_bytes + kChecksumBytes != bytes.size()) {
     throw Error(fmt::format("truncated or padded: header promises {} + {} bytes, file has {}", meta_bytes, cubin_bytes,
                             bytes.size()));
   }
   const std::size_t body = bytes.size() - kChecksumBytes;
-  if (XXH3_64bits(bytes.data(), body) != get<std::uint64_t>(bytes, body)) throw Error("checksum mismatch");
+  if (XXH3_64bits(bytes.data(), body) != get_le<std::uint64_t>(bytes, body)) throw Error("checksum mismatch");
 
   Entry entry;
   try {

@@ -26,6 +26,7 @@ CacheOptions CacheOptions::from_environment(const std::filesystem::path& dir_ove
     if (n < 1) throw Error(fmt::format("DILATRON_COMPILE_JOBS='{}': expected a positive integer", jobs));
     o.compile_jobs = unsigned(n);
   }
+  o.jit_options = codegen::jit_options();
   return o;
 }
 
@@ -53,7 +54,7 @@ Lookup KernelCache::get(const codegen::KernelSpec& spec) {
   entries_.emplace(canonical, promise.get_future().share());
   lock.unlock();
   try {
-    const KeyMaterial material = key_material(spec);
+    const KeyMaterial material = key_material(spec, options_.jit_options);
     Lookup found = fetch(spec, cache_key(material), material);
     promise.set_value(found.entry);
     return found;
@@ -82,7 +83,7 @@ Lookup KernelCache::fetch(const codegen::KernelSpec& spec, const std::string& ke
     ~Release() { slots.release(); }
   } release{compile_slots_};
   log::write(log::Level::info, "compiling {}", spec.label());
-  const codegen::CompiledKernel compiled = codegen::compile(spec);
+  const codegen::CompiledKernel compiled = codegen::compile(spec, options_.jit_options);
   ++compiles_;
   auto entry = std::make_shared<const Entry>(make_entry(spec, material, compiled));
   std::vector<std::string> evicted = disk_.store(*entry);

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "cache/disk_cache.hpp"
+#include "codegen/jit_options.hpp"
 #include "codegen/kernel_spec.hpp"
 
 namespace dilatron::cache {
@@ -24,9 +25,10 @@ struct CacheOptions {
   std::uint64_t max_bytes = 0;
   bool jit = true;            // false: a miss is an error (DILATRON_DISABLE_JIT=1)
   unsigned compile_jobs = 1;  // concurrent NVRTC compilations
+  codegen::JitOptions jit_options;  // line info (in the key), dump, ptxas check
 
   // DILATRON_CACHE_DIR (or `dir_override`), DILATRON_CACHE_MAX_BYTES, DILATRON_DISABLE_JIT,
-  // DILATRON_COMPILE_JOBS (default: hardware threads).
+  // DILATRON_COMPILE_JOBS (default: hardware threads), DILATRON_JIT_* (codegen::jit_options()).
   static CacheOptions from_environment(const std::filesystem::path& dir_override = {});
 };
 

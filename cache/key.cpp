@@ -15,22 +15,20 @@ namespace dilatron::cache {
 
 namespace {
 
-std::string joined_options(const std::string& arch) {
-  std::string options;
-  for (const std::string& o : codegen::compile_options(arch)) options += (options.empty() ? "" : " ") + o;
-  return options;
+std::string joined_options(const std::string& arch, const codegen::JitOptions& jit) {
+  return codegen::options_text(codegen::compile_options(arch, jit));
 }
 
 }  // namespace
 
-KeyMaterial key_material(const codegen::KernelSpec& spec) {
-  return {spec.canonical(), codegen::template_bundle_hash(), codegen::nvrtc_version(), joined_options(spec.arch),
+KeyMaterial key_material(const codegen::KernelSpec& spec, const codegen::JitOptions& jit) {
+  return {spec.canonical(), codegen::template_bundle_hash(), codegen::nvrtc_version(), joined_options(spec.arch, jit),
           spec.arch, kVersion, kFormatVersion};
 }
 
-bool usable_here(const KeyMaterial& m) {
+bool usable_here(const KeyMaterial& m, const codegen::JitOptions& jit) {
   return m.template_hash == codegen::template_bundle_hash() && m.nvrtc == codegen::nvrtc_version() &&
-         m.options == joined_options(m.arch) && m.library == kVersion && m.format == kFormatVersion;
+         m.options == joined_options(m.arch, jit) && m.library == kVersion && m.format == kFormatVersion;
 }
 
 std::string cache_key(const KeyMaterial& m) {

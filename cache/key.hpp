@@ -7,6 +7,7 @@
 
 #include <string>
 
+#include "codegen/jit_options.hpp"
 #include "codegen/kernel_spec.hpp"
 
 namespace dilatron::cache {
@@ -26,15 +27,16 @@ struct KeyMaterial {
   bool operator==(const KeyMaterial&) const = default;
 };
 
-// The material for a spec with this build of the library and the NVRTC it compiles with.
-KeyMaterial key_material(const codegen::KernelSpec& spec);
+// The material for a spec with this build of the library, the NVRTC it compiles with and the NVRTC
+// options `jit` gives (line info changes the binary; dumping and the ptxas check do not).
+KeyMaterial key_material(const codegen::KernelSpec& spec, const codegen::JitOptions& jit = codegen::jit_options());
 
 // 32 hex digits (XXH3-128 over the length-prefixed fields).
 std::string cache_key(const KeyMaterial& material);
 
 // Whether an entry built from this material would be loaded by this build (same templates, NVRTC,
 // options, library and format): entries imported from another build are kept but never used.
-bool usable_here(const KeyMaterial& material);
+bool usable_here(const KeyMaterial& material, const codegen::JitOptions& jit = codegen::jit_options());
 
 // JSON as stored in entry metadata; reading throws nlohmann::json::exception for a missing or mistyped field.
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(KeyMaterial, spec, template_hash, nvrtc, options, arch, library, format)

@@ -4,44 +4,45 @@
 
 #include <fmt/format.h>
 
-#include <chrono>
 #include <regex>
+#include <sstream>
 
+#include "codegen/jit_dump.hpp"
 #include "codegen/nvrtc.hpp"
-#include "codegen/render.hpp"
-#include "codegen/templates.hpp"
+#include "codegen/nvrtc_program.hpp"
+#include "common/log.hpp"
 
 namespace dilatron::codegen {
 namespace {
 
-// Owns an nvrtcProgram so every exit path destroys it.
-class Program {
- public:
-  Program(const std::string& source, const std::vector<TemplateFile>& headers) {
-    for (const TemplateFile& f : headers) {
-      names_.emplace_back(f.name);
-      texts_.emplace_back(f.text);
+// NVRTC keeps PTX only when it compiles for a virtual architecture, so the dump compiles the unit once
+// more for compute_XY[a]. The CUBIN always comes from the first compilation alone.
+std::string ptx_for_dump(const RenderedKernel& unit, const std::vector<std::string>& options) {
+  static constexpr std::string_view kArch = "--gpu-architecture=sm_";
+  std::vector<std::string> virtual_options;
+  for (const std::string& o : options) {
+    if (o.starts_with(kArch)) {
+      virtual_options.push_back("--gpu-architecture=compute_" + o.substr(kArch.size()));
+    } else if (!o.starts_with("--ptxas-options")) {  // no ptxas runs for a virtual target
+      virtual_options.push_back(o);
     }
-    std::vector<const char*> names, texts;
-    for (std::size_t i = 0; i < names_.size(); ++i) {
-      names.push_back(names_[i].c_str());
-      texts.push_back(texts_[i].c_str());
-    }
-    nvrtc::check(nvrtc::api().nvrtcCreateProgram(&program_, source.c_str(), "dilatron_kernel.cu", int(names.size()),
-                                                 texts.data(), names.data()),
-                 "nvrtcCreateProgram");
   }
-  ~Program() { nvrtc::api().nvrtcDestroyProgram(&program_); }
-  Program(const Program&) = delete;
-  Program& operator=(const Program&) = delete;
-  nvrtcProgram get() const { return program_; }
+  nvrtc::Program program(unit.source);
+  nvrtc::check(program.compile(virtual_options).result, "nvrtcCompileProgram (PTX for the dump)");
+  return program.ptx();
+}
 
- private:
-  std::vector<std::string> names_, texts_;
-  nvrtcProgram program_ = nullptr;
-};
+std::string ptxas_text(const std::string& log, const PtxasReport& r) {
+  std::string text;
+  std::istringstream lines(log);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.find("ptxas") != std::string::npos) text += line + '\n';
+  }
+  return text + fmt::format("registers {}, spill bytes {}, static shared bytes {}, stack bytes {}\n", r.registers,
+                            r.spill_bytes, r.shared_bytes, r.stack_bytes);
+}
 
-int first_number(const std::string& log, const std::regex& pattern) {
+int largest_number(const std::string& log, const std::regex& pattern) {
   int total = 0;
   for (auto it = std::sregex_iterator(log.begin(), log.end(), pattern); it != std::sregex_iterator(); ++it) {
     total = std::max(total, std::stoi((*it)[1]));
@@ -51,9 +52,18 @@ int first_number(const std::string& log, const std::regex& pattern) {
 
 }  // namespace
 
-std::vector<std::string> compile_options(const std::string& arch) {
+std::vector<std::string> compile_options(const std::string& arch, const JitOptions& jit) {
   // A real sm_ architecture makes NVRTC emit CUBIN directly (no PTX JIT at load time).
-  return {"--gpu-architecture=" + arch, "--std=c++17", "-default-device", "--ptxas-options=-v"};
+  std::vector<std::string> options{"--gpu-architecture=" + arch, "--std=c++17", "-default-device",
+                                   "--ptxas-options=-v"};
+  if (jit.lineinfo) options.push_back("-lineinfo");
+  return options;
+}
+
+std::string options_text(const std::vector<std::string>& options) {
+  std::string text;
+  for (const std::string& o : options) text += (text.empty() ? "" : " ") + o;
+  return text;
 }
 
 const std::string& nvrtc_version() {
@@ -69,44 +79,63 @@ PtxasReport parse_ptxas_report(const std::string& log) {
   // One kernel per program, so the largest figure of each kind is the kernel's.
   static const std::regex registers(R"(Used (\d+) registers)"), spill_stores(R"((\d+) bytes spill stores)"),
       spill_loads(R"((\d+) bytes spill loads)"), smem(R"((\d+) bytes smem)"), stack(R"((\d+) bytes stack frame)");
-  return {first_number(log, registers), first_number(log, spill_stores) + first_number(log, spill_loads),
-          first_number(log, smem), first_number(log, stack)};
+  return {largest_number(log, registers), largest_number(log, spill_stores) + largest_number(log, spill_loads),
+          largest_number(log, smem), largest_number(log, stack)};
 }
 
-CompiledKernel compile(const KernelSpec& spec) {
-  const RenderedKernel rendered = render(spec);
-  const nvrtc::Api& api = nvrtc::api();
-  Program program(rendered.source, template_files());
-  nvrtc::check(api.nvrtcAddNameExpression(program.get(), rendered.name_expression.c_str()), "nvrtcAddNameExpression");
+std::string ptxas_check_failure(const PtxasReport& r) {
+  if (r.spill_bytes == 0 && r.stack_bytes == 0) return {};
+  return fmt::format("ptxas reports {} bytes of spill stores and loads and a {}-byte stack frame ({} registers)",
+                     r.spill_bytes, r.stack_bytes, r.registers);
+}
 
-  const std::vector<std::string> options = compile_options(spec.arch);
-  std::vector<const char*> option_ptrs;
-  for (const std::string& o : options) option_ptrs.push_back(o.c_str());
-  const auto start = std::chrono::steady_clock::now();
-  const nvrtcResult result = api.nvrtcCompileProgram(program.get(), int(option_ptrs.size()), option_ptrs.data());
-  CompiledKernel out;
-  out.compile_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+CompiledKernel compile(const KernelSpec& spec, const JitOptions& jit) {
+  return compile_unit(render(spec), spec.arch, spec.label(), jit);
+}
 
-  std::size_t log_size = 0;
-  nvrtc::check(api.nvrtcGetProgramLogSize(program.get(), &log_size), "nvrtcGetProgramLogSize");
-  out.log.resize(log_size);
-  nvrtc::check(api.nvrtcGetProgramLog(program.get(), out.log.data()), "nvrtcGetProgramLog");
-  while (!out.log.empty() && (out.log.back() == '\0' || out.log.back() == '\n')) out.log.pop_back();
-  if (result != NVRTC_SUCCESS) {
-    throw Error("nvrtcCompileProgram", int(result),
-                fmt::format("{} ({}): kernel [{}] does not compile for {}:\n{}\n--- source ---\n{}",
-                            api.nvrtcGetErrorString(result), spec.label(), spec.canonical(), spec.arch, out.log,
-                            rendered.source));
+CompiledKernel compile_unit(const RenderedKernel& unit, const std::string& arch, const std::string& label,
+                            const JitOptions& jit) {
+  const std::vector<std::string> options = compile_options(arch, jit);
+  nvrtc::Program program(unit.source);
+  program.add_name_expression(unit.name_expression);
+  const nvrtc::Compilation c = program.compile(options);
+
+  const bool dumping = !jit.dump_dir.empty();
+  KernelDump dump;
+  if (dumping) {
+    dump.stem = dump_stem(label, options_text(options) + "\n" + unit.source);
+    dump.source = unit.source;
+    dump.log = fmt::format("nvrtc options: {}\n\n{}\n", options_text(options), c.log);
+  }
+  if (c.result != NVRTC_SUCCESS) {
+    if (dumping) write_dump(jit.dump_dir, dump);
+    throw Error("nvrtcCompileProgram", int(c.result),
+                fmt::format("{} ({}): the kernel does not compile for {}:\n{}\n--- source ---\n{}",
+                            nvrtc::api().nvrtcGetErrorString(c.result), label, arch, c.log, unit.source));
   }
 
-  const char* lowered = nullptr;
-  nvrtc::check(api.nvrtcGetLoweredName(program.get(), rendered.name_expression.c_str(), &lowered), "nvrtcGetLoweredName");
-  out.lowered_name = lowered;
-  std::size_t cubin_size = 0;
-  nvrtc::check(api.nvrtcGetCUBINSize(program.get(), &cubin_size), "nvrtcGetCUBINSize");
-  out.cubin.resize(cubin_size);
-  nvrtc::check(api.nvrtcGetCUBIN(program.get(), out.cubin.data()), "nvrtcGetCUBIN");
+  CompiledKernel out;
+  out.compile_ms = c.ms;
+  out.log = c.log;
+  out.lowered_name = program.lowered_name(unit.name_expression);
+  out.cubin = program.cubin();
   out.report = parse_ptxas_report(out.log);
+
+  if (dumping) {
+    dump.ptxas = ptxas_text(out.log, out.report);
+    try {
+      dump.ptx = ptx_for_dump(unit, options);
+    } catch (const Error& e) {
+      log::write(log::Level::warn, "DILATRON_JIT_DUMP: no PTX for {}: {}", label, e.what());
+    }
+    write_dump(jit.dump_dir, dump);
+  }
+  if (jit.ptxas_check) {
+    if (const std::string why = ptxas_check_failure(out.report); !why.empty()) {
+      throw Error(fmt::format("{} for {}: {}; DILATRON_JIT_PTXAS_CHECK=1 refuses kernels that use local memory", label,
+                              arch, why));
+    }
+  }
   return out;
 }
 

@@ -5,8 +5,6 @@
 #include <cstdlib>
 #include <vector>
 
-#include "common/dynlib.hpp"
-
 namespace dilatron::nvrtc {
 namespace {
 
@@ -19,22 +17,10 @@ std::vector<std::string> candidates() {
 }
 
 const Loaded& loaded() {
-  static const Loaded instance = [] {
-    Loaded result;
-    static DynamicLibrary lib(candidates());
-    if (!lib.loaded()) {
-      result.error = "NVRTC could not be loaded (" + lib.error() +
-                     "); set DILATRON_NVRTC_LIBRARY or use kernels pre-warmed with `dilatron cache warm`";
-      return result;
-    }
-    result.library = lib.path();
-    std::string missing;
-#define DILATRON_NVRTC_BIND(name) ::dilatron::bind(lib, DILATRON_SYMBOL_NAME(name), result.api.name, missing);
-    DILATRON_NVRTC_CALLS(DILATRON_NVRTC_BIND)
-#undef DILATRON_NVRTC_BIND
-    if (!missing.empty()) result.error = lib.path() + " lacks " + missing;
-    return result;
-  }();
+  static const Loaded instance = load_table<Api>(
+      {candidates(), "NVRTC",
+       "set DILATRON_NVRTC_LIBRARY or use kernels pre-warmed with `dilatron cache warm`"},
+      DILATRON_BIND_CALLS(DILATRON_NVRTC_CALLS));
   return instance;
 }
 

@@ -6,6 +6,8 @@
 
 #include <string>
 
+#include "common/dynlib.hpp"
+
 namespace dilatron::nvrtc {
 
 #define DILATRON_NVRTC_CALLS(X) \
@@ -19,12 +21,12 @@ namespace dilatron::nvrtc {
   X(nvrtcGetProgramLog)         \
   X(nvrtcGetCUBINSize)          \
   X(nvrtcGetCUBIN)              \
+  X(nvrtcGetPTXSize)            \
+  X(nvrtcGetPTX)                \
   X(nvrtcGetLoweredName)
 
 struct Api {
-#define DILATRON_NVRTC_MEMBER(name) decltype(&::name) name = nullptr;
-  DILATRON_NVRTC_CALLS(DILATRON_NVRTC_MEMBER)
-#undef DILATRON_NVRTC_MEMBER
+  DILATRON_NVRTC_CALLS(DILATRON_TABLE_MEMBER)
 };
 
 // Throws dilatron::Error naming what is missing. DILATRON_NVRTC_LIBRARY overrides where it is looked for.

@@ -4,12 +4,23 @@
 
 #include <dilatron/error.hpp>
 
+#include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 // A function's symbol after macro expansion (cuda.h maps cuMemAlloc to cuMemAlloc_v2, for example).
 #define DILATRON_SYMBOL_NAME(name) DILATRON_SYMBOL_NAME_TEXT(name)
 #define DILATRON_SYMBOL_NAME_TEXT(name) #name
+
+// A table of functions is a struct built from an X-macro list, X(name) per function:
+//   struct Api { MY_CALLS(DILATRON_TABLE_MEMBER) };
+// and is filled by load_table(info, DILATRON_BIND_CALLS(MY_CALLS)). Member and symbol both take the
+// expanded name, so the pointer's type and the symbol it is bound to agree.
+#define DILATRON_TABLE_MEMBER(name) decltype(&::name) name = nullptr;
+#define DILATRON_BIND_ONE(name) ::dilatron::bind(lib, DILATRON_SYMBOL_NAME(name), table.name, missing);
+#define DILATRON_BIND_CALLS(CALLS) \
+  [](const ::dilatron::DynamicLibrary& lib, auto& table, std::string& missing) { CALLS(DILATRON_BIND_ONE) }
 
 namespace dilatron {
 
@@ -41,11 +52,12 @@ void bind(const DynamicLibrary& lib, const char* name, Function& function, std::
   if (!function && missing.empty()) missing = name;
 }
 
-// A table of a library's functions, opened once; `error` says why it is unusable.
+// A table of a library's functions; `error` says why it is unusable.
 template <class Table>
 struct LoadedTable {
   Table api{};
   std::string library, error;
+  std::shared_ptr<const DynamicLibrary> handle;  // keeps the bound functions valid
 
   // Throws dilatron::Error (ErrorKind::cuda) carrying `error`.
   const Table& usable() const {
@@ -53,5 +65,30 @@ struct LoadedTable {
     return api;
   }
 };
+
+// How a library is found and named in errors.
+struct LibraryInfo {
+  std::vector<std::string> candidates;  // tried in order
+  std::string name;                     // e.g. "NVRTC"
+  std::string remedy;                   // what to do when no candidate opens
+};
+
+// Opens the first candidate that loads and binds every function of the table. Never throws: a missing
+// library or symbol is recorded in `error` (the first missing symbol named), and usable() reports it.
+template <class Table, class BindAll>
+LoadedTable<Table> load_table(const LibraryInfo& info, BindAll bind_all) {
+  LoadedTable<Table> result;
+  auto lib = std::make_shared<const DynamicLibrary>(info.candidates);
+  if (!lib->loaded()) {
+    result.error = info.name + " could not be loaded (" + lib->error() + "); " + info.remedy;
+    return result;
+  }
+  result.library = lib->path();
+  std::string missing;
+  bind_all(*lib, result.api, missing);
+  if (!missing.empty()) result.error = info.name + " in " + lib->path() + " lacks " + missing + " (too old?)";
+  result.handle = std::move(lib);
+  return result;
+}
 
 }  // namespace dilatron

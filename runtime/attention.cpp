@@ -5,7 +5,7 @@
 #include <mutex>
 #include <tuple>
 
-#include "runtime/modules.hpp"
+#include "runtime/driver.hpp"
 #include "runtime/plan.hpp"
 #include "runtime/problem.hpp"
 
@@ -33,7 +33,7 @@ void DilatedAttention::forward(const TensorView& q, const TensorView& k, const T
                                const TensorView* lse, Stream stream) {
   const Problem p = validate(impl_->config, q, k, v, out, lse);
   validate_for_gpu(p, q, k, v, out, lse);
-  const Impl::Signature signature{current_context(), p.batch, p.seq_len, p.heads, p.kv_heads, p.head_dim, q.dtype,
+  const Impl::Signature signature{driver::current_context(), p.batch, p.seq_len, p.heads, p.kv_heads, p.head_dim, q.dtype,
                                   lse == nullptr};
   const ForwardPlan* plan;
   {

@@ -1,12 +1,11 @@
 #include "runtime/device_buffer.hpp"
 
 #include "runtime/driver.hpp"
-#include "runtime/modules.hpp"
 
 namespace dilatron {
 
 DeviceBuffer::DeviceBuffer(std::size_t bytes) : bytes_(bytes) {
-  current_context();
+  driver::current_context();
   DILATRON_CU(cuMemAlloc(&pointer_, bytes));
 }
 

@@ -2,10 +2,6 @@
 
 #include <dilatron/error.hpp>
 
-#include <mutex>
-
-#include "common/dynlib.hpp"
-
 namespace dilatron::driver {
 namespace {
 
@@ -13,21 +9,10 @@ using Loaded = LoadedTable<Api>;
 
 const Loaded& loaded() {
   static const Loaded instance = [] {
-    Loaded result;
-    static DynamicLibrary lib({"libcuda.so.1"});
-    if (!lib.loaded()) {
-      result.error = "no CUDA driver: libcuda.so.1 could not be loaded (" + lib.error() +
-                     "); GPU work needs an NVIDIA driver and GPU";
-      return result;
-    }
-    result.library = lib.path();
-    std::string missing;
-#define DILATRON_DRIVER_BIND(name) ::dilatron::bind(lib, DILATRON_SYMBOL_NAME(name), result.api.name, missing);
-    DILATRON_DRIVER_CALLS(DILATRON_DRIVER_BIND)
-#undef DILATRON_DRIVER_BIND
-    if (!missing.empty()) {
-      result.error = "the CUDA driver in " + lib.path() + " lacks " + missing + " (driver too old?)";
-    } else if (const CUresult r = result.api.cuInit(0); r != CUDA_SUCCESS) {
+    Loaded result = load_table<Api>({{"libcuda.so.1"}, "the CUDA driver", "GPU work needs an NVIDIA driver and GPU"},
+                                    DILATRON_BIND_CALLS(DILATRON_DRIVER_CALLS));
+    if (!result.error.empty()) return result;
+    if (const CUresult r = result.api.cuInit(0); r != CUDA_SUCCESS) {
       const char* name = nullptr;
       result.api.cuGetErrorName(r, &name);
       result.error = std::string("cuInit failed (") + (name ? name : "unknown") +
@@ -82,6 +67,17 @@ Status probe() noexcept {
 
 std::string arch_name(int cc_major, int cc_minor) {
   return "sm_" + std::to_string(cc_major) + std::to_string(cc_minor) + (cc_major == 9 ? "a" : "");
+}
+
+CUcontext current_context() {
+  CUcontext context = nullptr;
+  DILATRON_CU(cuCtxGetCurrent(&context));
+  if (context) return context;
+  CUdevice device;
+  DILATRON_CU(cuDeviceGet(&device, 0));
+  DILATRON_CU(cuDevicePrimaryCtxRetain(&context, device));
+  DILATRON_CU(cuCtxSetCurrent(context));
+  return context;
 }
 
 std::string current_arch() {

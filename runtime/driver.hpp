@@ -7,10 +7,13 @@
 #include <string>
 #include <vector>
 
+#include "common/dynlib.hpp"
+
 namespace dilatron::driver {
 
 // The driver calls the library makes. cuda.h maps some names to versioned symbols (cuDeviceTotalMem ->
 // cuDeviceTotalMem_v2); the table stores and looks up the mapped name, so types and symbols agree.
+// cuLibrary* and cuKernel* (context-independent loading) need a CUDA 12.0 driver or newer.
 #define DILATRON_DRIVER_CALLS(X) \
   X(cuInit)                      \
   X(cuDriverGetVersion)          \
@@ -25,8 +28,10 @@ namespace dilatron::driver {
   X(cuCtxSetCurrent)             \
   X(cuCtxSynchronize)            \
   X(cuDevicePrimaryCtxRetain)    \
-  X(cuModuleLoadData)            \
-  X(cuModuleGetFunction)         \
+  X(cuLibraryLoadData)           \
+  X(cuLibraryUnload)             \
+  X(cuLibraryGetKernel)          \
+  X(cuKernelSetAttribute)        \
   X(cuLaunchKernel)              \
   X(cuMemAlloc)                  \
   X(cuMemFree)                   \
@@ -36,7 +41,6 @@ namespace dilatron::driver {
   X(cuMemcpyDtoD)                \
   X(cuMemGetInfo)                \
   X(cuCtxGetDevice)              \
-  X(cuFuncSetAttribute)          \
   X(cuStreamSynchronize)         \
   X(cuEventCreate)               \
   X(cuEventDestroy)              \
@@ -45,9 +49,7 @@ namespace dilatron::driver {
   X(cuEventElapsedTime)
 
 struct Api {
-#define DILATRON_DRIVER_MEMBER(name) decltype(&::name) name = nullptr;
-  DILATRON_DRIVER_CALLS(DILATRON_DRIVER_MEMBER)
-#undef DILATRON_DRIVER_MEMBER
+  DILATRON_DRIVER_CALLS(DILATRON_TABLE_MEMBER)
 };
 
 // The loaded and initialized driver (cuInit done). Throws dilatron::Error naming what is missing.
@@ -75,6 +77,11 @@ Status probe() noexcept;
 
 // The NVRTC target for a compute capability: sm_90 becomes sm_90a (wgmma and TMA exist only there).
 std::string arch_name(int cc_major, int cc_minor);
+
+// The caller's current context, or device 0's primary context (retained and made current) when there
+// is none, so callers that never touched the driver get a working default. Throws dilatron::Error
+// without a driver or GPU.
+CUcontext current_context();
 
 // The target of the device behind the current context.
 std::string current_arch();

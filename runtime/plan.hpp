@@ -19,7 +19,7 @@ namespace dilatron {
 
 struct Launch {
   codegen::KernelSpec spec;
-  CUfunction function;
+  CUkernel kernel;
   unsigned grid[3];
   unsigned threads;
   unsigned shared_bytes;
@@ -39,9 +39,5 @@ class ForwardPlan {
   std::vector<Launch> launches_;
   std::unique_ptr<DeviceBuffer> workspace_;
 };
-
-// The checks a GPU forward adds to validate(): dtype, head dim, layout and alignment.
-void validate_for_gpu(const Problem& problem, const TensorView& q, const TensorView& k, const TensorView& v,
-                      const TensorView& out, const TensorView* lse);
 
 }  // namespace dilatron

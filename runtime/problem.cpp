@@ -6,6 +6,8 @@
 #include <fmt/ranges.h>
 
 #include <cmath>
+#include <cstdint>
+#include <utility>
 
 #include "templates/dilatron/index.cuh"
 
@@ -22,6 +24,30 @@ void check_tensor(const char* name, const TensorView& t) {
     }
   }
   if (t.data == nullptr) throw Error(fmt::format("{} has no data (null pointer)", name));
+}
+
+// The bytes a view can touch: [data, data + extent).
+std::pair<std::uintptr_t, std::uintptr_t> byte_range(const TensorView& t) {
+  std::int64_t last = 0;
+  for (int d = 0; d < 4; ++d) last += (t.shape[d] - 1) * t.strides[d];
+  const auto begin = reinterpret_cast<std::uintptr_t>(t.data);
+  return {begin, begin + std::uintptr_t(last + 1) * dtype_size(t.dtype)};
+}
+
+bool overlap(const TensorView& a, const TensorView& b) {
+  const auto [a0, a1] = byte_range(a);
+  const auto [b0, b1] = byte_range(b);
+  return a0 < b1 && b0 < a1;
+}
+
+void check_layout(const char* name, const TensorView& t) {
+  if (t.strides[3] != 1) throw Error(fmt::format("{}: the GPU path needs the innermost (D) stride to be 1, got {}", name, t.strides[3]));
+  for (int d = 0; d < 3; ++d) {
+    if (t.strides[d] % 8 != 0) {
+      throw Error(fmt::format("{}: stride[{}] = {} is not a multiple of 8 elements (16 bytes)", name, d, t.strides[d]));
+    }
+  }
+  if (reinterpret_cast<std::uintptr_t>(t.data) % 16 != 0) throw Error(fmt::format("{}: data is not 16-byte aligned", name));
 }
 
 }  // namespace
@@ -91,6 +117,26 @@ Problem validate(const Config& config, const TensorView& q, const TensorView& k,
     }
   }
   return p;
+}
+
+void validate_for_gpu(const Problem& p, const TensorView& q, const TensorView& k, const TensorView& v,
+                      const TensorView& out, const TensorView* lse) {
+  if (q.dtype != DType::f16 && q.dtype != DType::bf16) {
+    throw Error(fmt::format("the GPU path takes float16 or bfloat16 q/k/v, got {}", to_string(q.dtype)));
+  }
+  if (out.dtype != q.dtype) throw Error(fmt::format("out is {} but q is {}: they must match on the GPU", to_string(out.dtype), to_string(q.dtype)));
+  if (p.head_dim != 64 && p.head_dim != 128) throw Error(fmt::format("head dim {} is not supported by the GPU kernels (64 or 128)", p.head_dim));
+  check_layout("q", q);
+  check_layout("k", k);
+  check_layout("v", v);
+  check_layout("out", out);
+  for (const auto& [name, input] : {std::pair{"q", &q}, std::pair{"k", &k}, std::pair{"v", &v}}) {
+    // Branches write O while later CTAs and launches still read Q, K and V.
+    if (overlap(out, *input)) throw Error(fmt::format("out overlaps {}: the GPU forward cannot run in place", name));
+  }
+  if (lse && lse->strides != TensorView::contiguous(nullptr, DType::f32, lse->shape).strides) {
+    throw Error("lse must be contiguous [B,H,N] on the GPU");
+  }
 }
 
 std::vector<HeadBranch> head_branches(const Config& config, std::int64_t h, std::int64_t heads) {

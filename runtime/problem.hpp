@@ -23,6 +23,11 @@ void validate_config(const Config& config);
 Problem validate(const Config& config, const TensorView& q, const TensorView& k, const TensorView& v,
                  const TensorView& out, const TensorView* lse);
 
+// The checks a GPU forward adds to validate(): dtype, head dim, layout, alignment, no output overlapping
+// an input. Throws dilatron::Error.
+void validate_for_gpu(const Problem& problem, const TensorView& q, const TensorView& k, const TensorView& v,
+                      const TensorView& out, const TensorView* lse);
+
 // One branch as seen by one head: its segment length, dilation and the head's offset in it.
 struct HeadBranch {
   std::int64_t w, r, offset;

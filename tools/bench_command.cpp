@@ -15,7 +15,6 @@
 #include "common/half.hpp"
 #include "runtime/device_buffer.hpp"
 #include "runtime/driver.hpp"
-#include "runtime/modules.hpp"
 #include "runtime/problem.hpp"
 #include "tools/commands.hpp"
 #include "tools/workload_flags.hpp"
@@ -120,7 +119,7 @@ void check_flags(const BenchOptions& o) {
 
 void bench(const BenchOptions& o) {
   check_flags(o);
-  current_context();  // names the missing driver or GPU
+  driver::current_context();  // names the missing driver or GPU
   WorkloadFlags flags = o.workload;
   flags.arch = driver::current_arch();
   const autotune::Workload w = cli::workloads(flags).front();

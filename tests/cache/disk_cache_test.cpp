@@ -9,6 +9,7 @@
 
 #include <fstream>
 
+#include "cache/bundle.hpp"
 #include "cache/disk_cache.hpp"
 #include "tests/support/cli.hpp"
 
@@ -111,6 +112,22 @@ TEST(DiskCache, StoresLoadsAndReportsBadFilesAsMisses) {
   EXPECT_TRUE(disk.load(entry.key()).entry);
   EXPECT_EQ(disk.clear(), 1u);
   EXPECT_TRUE(disk.scan().empty());
+}
+
+TEST(DiskCache, ADirectoryWhereAnEntryBelongsIsAMissAndNoBundle) {
+  test::TempDir tmp;
+  DiskCache disk(tmp / "cache");
+  const Entry entry = fake_entry(3);
+  std::filesystem::create_directory(disk.path_of(entry.key()));
+  DiskCache::Loaded loaded;
+  ASSERT_NO_THROW(loaded = disk.load(entry.key()));
+  EXPECT_FALSE(loaded.entry);
+  try {
+    import_bundle(disk, tmp.path());
+    ADD_FAILURE() << "imported a directory";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(tmp.path().string()), std::string::npos) << e.what();
+  }
 }
 
 TEST(DiskCache, RefusesDirectoriesOthersCanWriteOrOwn) {

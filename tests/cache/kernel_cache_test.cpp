@@ -114,3 +114,31 @@ TEST(KernelCache, OptionsFromTheEnvironment) {
   ::unsetenv("DILATRON_COMPILE_JOBS");
   EXPECT_TRUE(CacheOptions::from_environment(tmp.path()).jit);
 }
+
+TEST(KernelCache, LineInfoBuildsLiveBesideThePlainOnesAndADumpReusesThem) {
+  test::TempDir tmp;
+  const codegen::KernelSpec spec = merge_spec(64);
+  KernelCache plain(options(tmp / "cache"));
+  CacheOptions lines_options = options(tmp / "cache");
+  lines_options.jit_options.lineinfo = true;
+  KernelCache lines(lines_options);
+  const Lookup a = plain.get(spec), b = lines.get(spec);
+  EXPECT_EQ(a.source, Source::compiled);
+  EXPECT_EQ(b.source, Source::compiled) << "a plain binary must not stand in for a line-info one";
+  EXPECT_NE(a.entry->key(), b.entry->key());
+  const std::string options_b = b.entry->meta.material.options;
+  EXPECT_NE(options_b.find("-lineinfo"), std::string::npos) << options_b;
+  EXPECT_EQ(plain.disk().scan().size(), 2u);
+
+  CacheOptions dump_options = options(tmp / "cache");
+  dump_options.jit_options.dump_dir = tmp / "dump";
+  dump_options.jit_options.ptxas_check = true;
+  KernelCache dumping(dump_options);
+  const Lookup c = dumping.get(spec);
+  EXPECT_EQ(c.source, Source::disk) << "dump and ptxas check do not change the key";
+  EXPECT_EQ(c.entry->key(), a.entry->key());
+  EXPECT_FALSE(std::filesystem::exists(tmp / "dump")) << "only a compile dumps";
+  const Lookup d = dumping.get(merge_spec(128));
+  EXPECT_EQ(d.source, Source::compiled);
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(tmp / "dump"), {}), 4) << "a compile dumps 4 files";
+}

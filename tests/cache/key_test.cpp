@@ -52,3 +52,21 @@ TEST(CacheKey, MaterialOfASpecNamesThisBuild) {
   spec.arch = "sm_90a";
   EXPECT_NE(cache_key(key_material(spec)), cache_key(m));
 }
+
+TEST(CacheKey, LineInfoChangesTheKeyWhileDumpAndPtxasCheckDoNot) {
+  codegen::KernelSpec spec;
+  spec.arch = "sm_80";
+  const codegen::JitOptions plain;
+  codegen::JitOptions lines, debug;
+  lines.lineinfo = true;
+  debug.dump_dir = "/tmp/dilatron-dump";
+  debug.ptxas_check = true;
+  const KeyMaterial base = key_material(spec, plain), with_lines = key_material(spec, lines);
+  EXPECT_NE(with_lines.options.find("-lineinfo"), std::string::npos) << with_lines.options;
+  EXPECT_EQ(base.options.find("-lineinfo"), std::string::npos) << base.options;
+  EXPECT_NE(cache_key(with_lines), cache_key(base));
+  EXPECT_EQ(key_material(spec, debug), base);
+  EXPECT_TRUE(usable_here(with_lines, lines));
+  EXPECT_FALSE(usable_here(with_lines, plain)) << "a process without line info does not load line-info builds";
+  EXPECT_FALSE(usable_here(base, lines));
+}

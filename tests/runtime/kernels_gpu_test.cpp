@@ -9,9 +9,10 @@
 #include "autotune/policy.hpp"
 #include "cache/kernel_cache.hpp"
 #include "common/dtype.hpp"
+#include "common/dynlib.hpp"
 #include "runtime/device_buffer.hpp"
 #include "runtime/driver.hpp"
-#include "runtime/modules.hpp"
+#include "runtime/loaded_kernels.hpp"
 #include "templates/dilatron/args.cuh"
 #include "templates/dilatron/index.cuh"
 #include "tests/support/temp_dir.hpp"
@@ -35,11 +36,12 @@ class GpuKernels : public ::testing::Test {
     cache_ = std::make_unique<cache::KernelCache>(o);
   }
 
-  CUfunction function(codegen::KernelSpec spec) {
+  std::shared_ptr<const cache::Entry> entry(codegen::KernelSpec spec) {
     spec.arch = arch_;
-    spec = autotune::with_tiles(spec);
-    return ModuleRegistry::global().function(*cache_->get(spec).entry);
+    return cache_->get(autotune::with_tiles(spec)).entry;
   }
+
+  CUfunction function(const codegen::KernelSpec& spec) { return launchable(LoadedKernels::global().kernel(*entry(spec))); }
 
   static void launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned threads, void* args) {
     void* params[] = {args};
@@ -191,4 +193,71 @@ TEST_F(GpuKernels, MergeMatchesTheHostLseMerge) {
     }
     EXPECT_LE(max_err / max_ref, dtype == DType::bf16 ? 1e-2 : 3e-3) << to_string(dtype);
   }
+}
+
+namespace {
+
+// Contexts of the test's own making: the library never creates one, so these calls are not in its table.
+#define TEST_CONTEXT_CALLS(X) \
+  X(cuCtxCreate)              \
+  X(cuCtxDestroy)
+struct ContextApi {
+  TEST_CONTEXT_CALLS(DILATRON_TABLE_MEMBER)
+};
+
+// Poisons O and LSE of a [B,N,H,D] problem, launches clear_output in the current context and checks
+// every row came back O = 0, LSE = -inf.
+void expect_clear_works(CUkernel kernel, unsigned dynamic_shared, std::mt19937_64& rng) {
+  const long long B = 2, N = 100 + static_cast<long long>(rng() % 200), H = 3, D = 64;
+  std::vector<std::uint16_t> out(std::size_t(B * N * H * D));
+  for (auto& x : out) x = std::uint16_t(rng() | 1);
+  std::vector<float> lse(std::size_t(B * H * N), 1.5f);
+  DeviceBuffer out_dev(out.size() * 2), lse_dev(lse.size() * 4);
+  out_dev.upload(out.data());
+  lse_dev.upload(lse.data());
+  const args::Tensor4 o{out_dev.get(), {N * H * D, H * D, D, 1}};
+  args::MergeArgs a{o, o, static_cast<float*>(lse_dev.get()), static_cast<const float*>(lse_dev.get()), B, N, H};
+  void* params[] = {&a};
+  DILATRON_CU(cuLaunchKernel(launchable(kernel), unsigned((B * N * H + 3) / 4), 1, 1, 128, 1, 1, dynamic_shared,
+                             nullptr, params, nullptr));
+  DILATRON_CU(cuCtxSynchronize());
+  out_dev.download(out.data());
+  lse_dev.download(lse.data());
+  for (std::size_t i = 0; i < out.size(); ++i) ASSERT_EQ(out[i], 0) << "element " << i;
+  for (std::size_t i = 0; i < lse.size(); ++i) ASSERT_TRUE(std::isinf(lse[i]) && lse[i] < 0) << "row " << i;
+}
+
+}  // namespace
+
+TEST_F(GpuKernels, OneLoadedKernelRunsInContextsCreatedAndDestroyedAfterIt) {
+  const auto ctx = load_table<ContextApi>({{"libcuda.so.1"}, "the CUDA driver", ""},
+                                          DILATRON_BIND_CALLS(TEST_CONTEXT_CALLS));
+  if (!ctx.error.empty()) GTEST_SKIP() << ctx.error;
+  codegen::KernelSpec spec;
+  spec.op = codegen::Op::clear_output;
+  spec.dtype = DType::f16;
+  spec.head_dim = 64;
+  const auto clear = entry(spec);
+  ASSERT_EQ(autotune::with_tiles(spec).tiles.warps, 4) << "expect_clear_works launches 4 warps per block";
+
+  std::mt19937_64 rng(99);
+  const CUcontext primary = driver::current_context();
+  const CUkernel kernel = LoadedKernels::global().kernel(*clear);
+  ASSERT_NO_FATAL_FAILURE(expect_clear_works(kernel, 0, rng));
+  allow_dynamic_shared(kernel, 64 << 10);  // beyond the default 48 KiB: refused at launch unless raised
+  ASSERT_NO_FATAL_FAILURE(expect_clear_works(kernel, 64 << 10, rng));
+
+  CUdevice device;
+  DILATRON_CU(cuCtxGetDevice(&device));
+  for (int round = 0; round < 3; ++round) {
+    SCOPED_TRACE(::testing::Message() << "context " << round);
+    CUcontext fresh = nullptr;
+    driver::check(ctx.api.cuCtxCreate(&fresh, nullptr, 0, device), "cuCtxCreate");
+    EXPECT_EQ(LoadedKernels::global().kernel(*clear), kernel) << "loaded once per process, not per context";
+    allow_dynamic_shared(kernel, 64 << 10);
+    ASSERT_NO_FATAL_FAILURE(expect_clear_works(kernel, 64 << 10, rng));
+    driver::check(ctx.api.cuCtxDestroy(fresh), "cuCtxDestroy");
+    DILATRON_CU(cuCtxSetCurrent(primary));
+  }
+  ASSERT_NO_FATAL_FAILURE(expect_clear_works(kernel, 0, rng));  // the primary context still runs it
 }

@@ -240,3 +240,26 @@ TEST(CliCache, WarmSaysWhatTheSizeCapEvicted) {
   EXPECT_EQ(roomy.err.find("warning"), std::string::npos) << roomy.err;
   EXPECT_EQ(roomy.out.find("evicted"), std::string::npos) << roomy.out;
 }
+
+TEST(CliCache, JitSwitchesComeFromTheEnvironment) {
+  TempDir tmp;
+  const std::string dump = (tmp / "dump").string();
+  const std::string debug = "DILATRON_JIT_DUMP='" + dump + "' DILATRON_JIT_LINEINFO=1 DILATRON_JIT_PTXAS_CHECK=1";
+  const CliResult warm = run_cli(tmp, "cache warm " + kConfig + in(tmp), debug);
+  ASSERT_EQ(warm.status, 0) << "the LongNet kernels pass the ptxas check: " << warm.err;
+  std::map<std::string, int> per_suffix;
+  for (const auto& item : std::filesystem::directory_iterator(dump)) ++per_suffix[item.path().extension().string()];
+  EXPECT_EQ(per_suffix, (std::map<std::string, int>{{".cu", 2}, {".log", 2}, {".ptx", 2}, {".ptxas", 2}}));
+
+  const auto lines = nlohmann::json::parse(run_cli(tmp, "cache ls --json" + in(tmp), "DILATRON_JIT_LINEINFO=1").out);
+  ASSERT_EQ(lines.size(), kKernels);
+  for (const auto& e : lines) EXPECT_TRUE(e["usable"].get<bool>()) << e.dump();
+  const auto plain = nlohmann::json::parse(run_cli(tmp, "cache ls --json" + in(tmp)).out);
+  for (const auto& e : plain) EXPECT_FALSE(e["usable"].get<bool>()) << "line-info builds are not the plain ones";
+  const CliResult again = run_cli(tmp, "cache warm " + kConfig + in(tmp));
+  EXPECT_NE(again.out.find("2 compiled, 0 hits"), std::string::npos) << again.out;
+
+  const CliResult bad = run_cli(tmp, "cache warm " + kConfig + in(tmp), "DILATRON_JIT_PTXAS_CHECK=yes");
+  EXPECT_NE(bad.status, 0);
+  EXPECT_NE(bad.err.find("DILATRON_JIT_PTXAS_CHECK='yes'"), std::string::npos) << bad.err;
+}

@@ -3,7 +3,7 @@
 
 #include <dilatron/error.hpp>
 
-#include "runtime/plan.hpp"
+#include "runtime/problem.hpp"
 
 using namespace dilatron;
 
