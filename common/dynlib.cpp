@@ -1,6 +1,7 @@
 #include "common/dynlib.hpp"
 
 #include <dlfcn.h>
+#include <link.h>
 
 namespace dilatron {
 
@@ -8,7 +9,10 @@ DynamicLibrary::DynamicLibrary(const std::vector<std::string>& candidates) {
   for (const std::string& candidate : candidates) {
     handle_ = dlopen(candidate.c_str(), RTLD_NOW | RTLD_LOCAL);
     if (handle_) {
-      path_ = candidate;
+      // The file the loader actually chose (a soname resolves through the search path), so `dilatron
+      // info` shows which NVRTC or driver a run uses.
+      link_map* map = nullptr;
+      path_ = dlinfo(handle_, RTLD_DI_LINKMAP, &map) == 0 && map && map->l_name && *map->l_name ? map->l_name : candidate;
       error_.clear();
       return;
     }

@@ -35,7 +35,7 @@ class DynamicLibrary {
 
   bool loaded() const noexcept { return handle_ != nullptr; }
   const std::string& error() const noexcept { return error_; }
-  const std::string& path() const noexcept { return path_; }  // the candidate that opened
+  const std::string& path() const noexcept { return path_; }  // the file that opened, resolved by the loader
   // Null when absent; the caller decides whether that is fatal.
   void* symbol(const char* name) const noexcept;
 

@@ -1,6 +1,8 @@
 // load_table: the one way the driver and NVRTC tables are opened and bound, tried on libc.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include <dilatron/error.hpp>
 
 #include <cstring>
@@ -39,7 +41,10 @@ TEST(LoadTable, BindsEveryFunctionFromTheFirstCandidateThatOpens) {
   const auto loaded = load_table<Libc>({{"libdilatron-no-such-library.so.0", "libc.so.6", "libm.so.6"}, "libc", "n/a"},
                                        DILATRON_BIND_CALLS(TEST_LIBC_CALLS));
   ASSERT_TRUE(loaded.error.empty()) << loaded.error;
-  EXPECT_EQ(loaded.library, "libc.so.6");
+  // The file the loader chose, not the soname asked for: what `dilatron info` shows.
+  EXPECT_TRUE(std::filesystem::path(loaded.library).is_absolute()) << loaded.library;
+  EXPECT_TRUE(std::filesystem::exists(loaded.library)) << loaded.library;
+  EXPECT_NE(loaded.library.find("libc.so.6"), std::string::npos) << loaded.library;
   const Libc& api = loaded.usable();
   EXPECT_EQ(api.getpid(), getpid());
   std::mt19937 rng(21);
@@ -52,7 +57,7 @@ TEST(LoadTable, BindsEveryFunctionFromTheFirstCandidateThatOpens) {
 TEST(LoadTable, NamesTheFirstMissingSymbolAndRefusesTheTable) {
   const auto loaded =
       load_table<Partial>({{"libc.so.6"}, "the C library", "n/a"}, DILATRON_BIND_CALLS(TEST_PARTIAL_CALLS));
-  EXPECT_EQ(loaded.library, "libc.so.6");
+  EXPECT_NE(loaded.library.find("libc.so.6"), std::string::npos) << loaded.library;
   EXPECT_NE(loaded.error.find("the C library"), std::string::npos) << loaded.error;
   EXPECT_NE(loaded.error.find("libc.so.6 lacks dilatron_test_absent_one"), std::string::npos) << loaded.error;
   EXPECT_EQ(loaded.error.find("absent_two"), std::string::npos) << "only the first missing symbol: " << loaded.error;
