@@ -1,0 +1,92 @@
+// RingPlan: the whole schedule of a forward pass over P ranks, as pure data built from the config, the
+// shape and P. It drives every transport (Host, Local, NCCL) alike, so CI proves its math on the CPU.
+//
+// Rank p holds rows shard(N, P, p) of Q, K, V, O and LSE. Per branch, a segment that lies inside one
+// rank needs nothing from others: step 0 runs every rank's local attention (each local query against
+// the selected keys of its own rows, every segment, every branch). A segment spanning a group of g
+// ranks is a *spanning segment*; each member's part of it is a Block: the selected K/V rows of that
+// branch it holds, packed. Over steps 1..g-1 the members exchange blocks directly: in step t the member
+// at position i of the group sends its block to position (i + t) mod g and receives from (i - t) mod g,
+// then attends its queries to the block received. With causal masking a block travels only to members
+// whose rows come after it (the others could use none of its keys), so neither transfer nor compute
+// happens for the rest. Every partial (O, LSE) is merged in fp32 with the overflow-safe LSE merge.
+#pragma once
+
+#include <dilatron/config.hpp>
+#include <dilatron/tensor.hpp>
+
+#include <cstdint>
+#include <vector>
+
+#include "runtime/ring/partition.hpp"
+
+namespace dilatron::ring {
+
+struct Shape {
+  std::int64_t batch = 1, seq_len = 0, heads = 0, kv_heads = 0, head_dim = 0;
+  DType dtype = DType::bf16;  // of Q, K, V and O
+};
+
+// The selected K/V rows of one branch that one rank holds of one spanning segment.
+// Packed layout (what travels): for each entry of `parts` in order, for each batch element, for each
+// selected row of the part in ascending order: the K row of kv head `part.kv_head` (head_dim
+// elements), then the V row; elements in the shape's dtype.
+struct Block {
+  struct Part {
+    std::int64_t kv_head;
+    std::int64_t offset;      // the head offset in this branch whose rows these are
+    std::int64_t first_row;   // global row of the part's first selected row
+    std::int64_t rows;        // selected rows: first_row, first_row + r, ... (all inside `rows_held`)
+  };
+  int branch = 0;
+  std::int64_t segment = 0;
+  int owner = 0;       // the rank holding these rows
+  RowRange rows_held;  // owner's shard intersected with the segment
+  std::vector<Part> parts;  // one per (kv head, offset) some query head of some member needs; sorted
+  std::int64_t bytes = 0;   // packed size
+};
+
+// One message of one step, seen from one rank.
+struct Transfer {
+  int step = 0;  // >= 1
+  int peer = 0;
+  int block = 0;  // index into RingPlan::blocks
+};
+
+// Attention of this rank's queries (of the block's branch and segment) to a block received in `step`.
+struct Compute {
+  int step = 0;
+  int block = 0;
+};
+
+struct RankPlan {
+  int rank = 0;
+  RowRange rows;
+  std::vector<Transfer> sends, receives;  // in step order
+  std::vector<Compute> computes;          // in step order; one per received block
+  std::int64_t send_bytes = 0, recv_bytes = 0;
+  // Peak device memory of the rank: its Q/K/V/O shards and LSE, the fp32 (O, LSE) accumulator, and two
+  // receive buffers each as large as the most it receives in one step (double buffering).
+  std::int64_t memory_bytes = 0;
+};
+
+struct RingPlan {
+  Config config;
+  Shape shape;
+  int ranks = 1;
+  int steps = 0;  // exchange steps after step 0 (0 when every segment is local)
+  std::vector<Block> blocks;
+  std::vector<RankPlan> per_rank;  // indexed by rank
+};
+
+// Throws dilatron::Error for a bad config or shape, ranks < 1, or ranks > seq_len. Runs check() on the
+// result.
+RingPlan make_ring_plan(const Config& config, const Shape& shape, int ranks);
+
+// The static check that runs before anything is sent: every send has exactly one matching receive
+// (same step, same block, peers swapped) and vice versa, every received block is computed once in its
+// step, no rank talks to itself. Throws dilatron::Error naming the first mismatch (which would be a
+// deadlock at run time).
+void check(const RingPlan& plan);
+
+}  // namespace dilatron::ring
