@@ -1,6 +1,7 @@
 // The C ABI: exceptions become status codes, messages stay per thread.
 #include <dilatron/c_api.h>
 #include <dilatron/dilatron.hpp>
+#include <dilatron/ring.hpp>
 #include <dilatron/version.hpp>
 
 #include <string>
@@ -80,6 +81,17 @@ dilatron_status dilatron_reference_forward(const dilatron_attention* a, const di
     const dilatron::TensorView lse_view = lse ? view(lse, "lse") : dilatron::TensorView{};
     dilatron::reference_forward(a->attention.config(), view(q, "q"), view(k, "k"), view(v, "v"), view(out, "out"),
                                 lse ? &lse_view : nullptr);
+  });
+}
+
+dilatron_status dilatron_ring_reference_forward(const dilatron_attention* a, int32_t ranks, const dilatron_tensor* q,
+                                                const dilatron_tensor* k, const dilatron_tensor* v,
+                                                const dilatron_tensor* out, const dilatron_tensor* lse) {
+  return guarded([&] {
+    if (!a) throw dilatron::Error("dilatron_ring_reference_forward: NULL attention");
+    const dilatron::TensorView lse_view = lse ? view(lse, "lse") : dilatron::TensorView{};
+    dilatron::ring_reference_forward(a->attention.config(), ranks, view(q, "q"), view(k, "k"), view(v, "v"),
+                                     view(out, "out"), lse ? &lse_view : nullptr);
   });
 }
 

@@ -1,6 +1,7 @@
 // `dilatron run`: one forward pass over .npy tensors. Flags and output paths are checked before any
 // input is read; outputs are published atomically and only after everything succeeded.
 #include <dilatron/reference.hpp>
+#include <dilatron/ring.hpp>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -22,6 +23,7 @@ struct RunOptions {
   std::string q, k, v, out, lse, device = "cpu";
   Config config;
   double scale = 0;
+  int ranks = 1;
   bool scale_given = false, quiet = false;
 };
 
@@ -39,6 +41,10 @@ void run(RunOptions o) {
   std::vector<NamedPath> outputs{{"--out", o.out}};
   if (!o.lse.empty()) outputs.push_back({"--lse", o.lse});
   Outputs files({{"--q", o.q}, {"--k", o.k}, {"--v", o.v}}, outputs);
+  if (o.ranks > 1 && o.device == "cuda") {
+    throw UsageError("--ranks with --device cuda needs the GPU ring executor, which this version does not have yet: "
+                     "use --device cpu to run the ring's schedule on the host");
+  }
   if (o.device == "cuda") {
     const driver::Status gpu = driver::probe();
     if (gpu.devices.empty()) throw Error("--device cuda: " + gpu.problem, ErrorKind::cuda);
@@ -54,8 +60,11 @@ void run(RunOptions o) {
   const Problem p = validate(o.config, q, k, v, out, lse_arg);
 
   const auto start = std::chrono::steady_clock::now();
+  if (o.ranks > p.seq_len) throw UsageError(fmt::format("--ranks {} exceeds the {} rows of the sequence", o.ranks, p.seq_len));
   if (o.device == "cuda") {
     gpu_forward(o.config, q, k, v, out, lse_arg);
+  } else if (o.ranks > 1) {
+    ring_reference_forward(o.config, o.ranks, q, k, v, out, lse_arg);
   } else {
     ProgressLine progress("run", !o.quiet);
     reference_forward(o.config, q, k, v, out, lse_arg, 0,
@@ -70,7 +79,9 @@ void run(RunOptions o) {
     fmt::print("wrote {} [{}] {}{}: {} branch(es), {:.3g} query-key pairs, {:.2f} s on {}\n", o.out,
                fmt::join(qa.shape, ","), to_string(out.dtype), o.lse.empty() ? "" : " and " + o.lse,
                o.config.branches(), double(p.batch) * double(attended_pairs(o.config, p.seq_len, p.heads)), seconds,
-               o.device == "cuda" ? "the GPU" : "the CPU (float64 reference)");
+               o.device == "cuda" ? "the GPU"
+               : o.ranks > 1 ? fmt::format("the CPU (float64 reference, {} ranks)", o.ranks)
+                             : "the CPU (float64 reference)");
   }
 }
 
@@ -91,6 +102,11 @@ void add_run(CLI::App& app) {
                   "where to run: cpu (float64 host reference) or cuda (float32 inputs run in bfloat16)")
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
+  cmd->add_option("--ranks", o->ranks,
+                  "split the sequence across P ranks exchanging only the dilated rows spanning segments need "
+                  "(with --device cpu: P threads of this process)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--out", o->out, "output O [B,N,H,D] in Q's dtype (a new file; never an input)")->required();
   cmd->add_option("--lse", o->lse, "also write the log-sum-exp, float32 [B,H,N]");
   cmd->add_flag("--quiet,-q", o->quiet, "no progress line and no summary");

@@ -55,6 +55,14 @@ TEST(CApi, ReferenceThroughTheAbiMatchesTheDenseDefinition) {
   const DenseResult want = dense_attention(c.config, c.dense());
   EXPECT_LE(relative_error({out.begin(), out.end()}, want.out), 1e-5);
   EXPECT_LE(relative_error({lse.begin(), lse.end()}, want.lse, 1.0), 1e-5);
+  for (int ranks : {2, 5}) {
+    std::fill(out.begin(), out.end(), NAN);
+    ASSERT_EQ(dilatron_ring_reference_forward(a, ranks, &q, &k, &v, &o, &l), DILATRON_OK) << dilatron_last_error();
+    EXPECT_LE(relative_error({out.begin(), out.end()}, want.out), 1e-5) << ranks << " ranks";
+    EXPECT_LE(relative_error({lse.begin(), lse.end()}, want.lse, 1.0), 1e-5) << ranks << " ranks";
+  }
+  EXPECT_EQ(dilatron_ring_reference_forward(a, 30, &q, &k, &v, &o, &l), DILATRON_ERROR_INVALID);
+  EXPECT_NE(std::string(dilatron_last_error()).find("30"), std::string::npos) << dilatron_last_error();
 
   if (dilatron::driver::probe().devices.empty()) {
     EXPECT_EQ(dilatron_forward(a, &q, &k, &v, &o, &l, nullptr), DILATRON_ERROR_INVALID)

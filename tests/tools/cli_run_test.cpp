@@ -291,3 +291,28 @@ TEST(Cli, JsonOutputStaysJsonOnError) {
     EXPECT_EQ(std::count(no_gpu.err.begin(), no_gpu.err.end(), '\n'), 1) << no_gpu.err;
   }
 }
+
+TEST(CliRun, RanksSplitTheSequenceAndAgreeWithOneRank) {
+  TempDir dir;
+  RandomCase c = make_case(13, 2, 45, 4, 2, 8, DType::f32, make_config({8, 32, 64}, {1, 2, 4}, Mode::longnet, true));
+  const std::string args = write_inputs(dir, c);
+  auto run = [&](const std::string& extra, const char* out, const char* lse) {
+    return run_cli(dir, args + extra + " --quiet --out '" + (dir / out).string() + "' --lse '" + (dir / lse).string() + "'");
+  };
+  ASSERT_EQ(run("", "o1.npy", "l1.npy").status, 0);
+  for (int ranks : {2, 3, 7}) {
+    SCOPED_TRACE(ranks);
+    const CliResult r = run(fmt::format(" --ranks {}", ranks), "on.npy", "ln.npy");
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_LE(relative_error(decode(npy::load(dir / "on.npy")), decode(npy::load(dir / "o1.npy"))), 1e-6);
+    EXPECT_LE(relative_error(decode(npy::load(dir / "ln.npy")), decode(npy::load(dir / "l1.npy")), 1.0), 1e-6);
+  }
+  for (const auto& [extra, needle] : std::vector<std::pair<std::string, std::string>>{
+           {" --ranks 0", "--ranks"}, {" --ranks 46", "--ranks 46 exceeds the 45 rows"},
+           {" --ranks 2 --device cuda", "GPU ring executor"}}) {
+    const CliResult r = run(extra, "bad.npy", "bad_lse.npy");
+    EXPECT_EQ(r.status, 2) << extra << ": " << r.err;
+    EXPECT_NE(r.err.find(needle), std::string::npos) << r.err;
+    EXPECT_FALSE(std::filesystem::exists(dir / "bad.npy"));
+  }
+}

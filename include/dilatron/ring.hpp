@@ -1,0 +1,71 @@
+// Dilated attention split across P ranks: rank p holds rows [p*N/P, (p+1)*N/P) of Q, K, V and O (the
+// first N % P ranks one row more) and the ranks exchange only the selected K/V rows of segments that
+// span several of them. Results equal one device's up to rounding (docs/ARCHITECTURE.md, "The ring").
+#pragma once
+
+#include <dilatron/config.hpp>
+#include <dilatron/tensor.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace dilatron {
+namespace ring {
+
+// One message: to `peer` (a send) or from `peer` (a receive). A receive's span is the buffer to fill;
+// its size is known from the plan and must equal the size sent.
+struct Message {
+  int peer = 0;
+  std::span<std::byte> data;
+};
+
+// The wire under the ring: Host (threads of one process), Local (ranks on one GPU), NCCL, or your own.
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  // All of this rank's sends and receives of one step, as one group: returns when every one has
+  // completed. A failed transport or a peer that does not answer within the timeout throws
+  // dilatron::Error naming the step and the peer; it never hangs.
+  virtual void exchange(int step, std::span<const Message> sends, std::span<const Message> receives) = 0;
+  // Called when this rank fails, so the peers waiting for it stop now rather than at their timeout.
+  virtual void abort(const std::string& reason) { (void)reason; }
+};
+
+}  // namespace ring
+
+class RingDilatedAttention {
+ public:
+  // Validates the config. The communicator is not owned and must outlive this object.
+  RingDilatedAttention(Config config, ring::Communicator& communicator);
+  ~RingDilatedAttention();
+  RingDilatedAttention(RingDilatedAttention&&) noexcept;
+  RingDilatedAttention& operator=(RingDilatedAttention&&) noexcept;
+
+  // This rank's part of the forward pass in float64 on host memory (any dtype): q [B,rows,H,D], k/v
+  // [B,rows,Hkv,D], out [B,rows,H,D], lse float32 [B,H,rows,1] or null, where rows is this rank's shard
+  // of a sequence of `seq_len` rows. Every rank of the communicator calls it with the same seq_len.
+  void reference_forward(std::int64_t seq_len, const TensorView& q, const TensorView& k, const TensorView& v,
+                         const TensorView& out, const TensorView* lse = nullptr);
+
+  const Config& config() const noexcept;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// The whole ring on one machine: splits full host tensors [B,N,...] into `ranks` shards, runs every
+// rank as a thread over an in-process transport, and writes out (and lse [B,H,N,1]) whole. Equal to
+// reference_forward() up to rounding. `timeout_seconds` bounds every wait for a peer (0: from
+// DILATRON_RING_TIMEOUT_S, default 300).
+void ring_reference_forward(const Config& config, int ranks, const TensorView& q, const TensorView& k,
+                            const TensorView& v, const TensorView& out, const TensorView* lse = nullptr,
+                            double timeout_seconds = 0);
+
+}  // namespace dilatron

@@ -1,0 +1,34 @@
+// The arithmetic of the host reference, shared by the single-device reference and the ring's Host
+// executor: exact softmax attention of some query rows to some key rows of one head in float64, folded
+// into a running (O, LSE) per query row with the overflow-safe LSE merge. Partial results merge in any
+// order to the same answer, which is what lets the ring attend to key blocks as they arrive.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+namespace dilatron {
+
+class Accumulator {
+ public:
+  // `slots` rows of `dim` values each; O = 0 and LSE = -inf until something is attended.
+  Accumulator(std::int64_t slots, std::int64_t dim);
+  void reset();
+
+  // Query i (its values at queries[i * dim], global row q_rows[i], accumulator slot slots[i]) attends
+  // to the keys: k_rows ascending, values at keys/values[j * dim]. With `causal`, query i sees key j
+  // only when k_rows[j] <= q_rows[i]. Returns the query-key pairs attended.
+  std::int64_t attend(std::span<const double> queries, std::span<const std::int64_t> q_rows,
+                      std::span<const std::int64_t> slots, std::span<const double> keys,
+                      std::span<const double> values, std::span<const std::int64_t> k_rows, double scale, bool causal);
+
+  const double* out(std::int64_t slot) const { return &acc_[std::size_t(slot * dim_)]; }
+  double lse(std::int64_t slot) const { return lse_[std::size_t(slot)]; }
+
+ private:
+  std::int64_t dim_;
+  std::vector<double> acc_, lse_, scores_, row_;
+};
+
+}  // namespace dilatron

@@ -1,0 +1,92 @@
+// RingDilatedAttention and the in-process ring: plans cached per shape, the Host executor on host
+// memory, every rank's failure passed to its peers through Communicator::abort.
+#include <dilatron/error.hpp>
+#include <dilatron/ring.hpp>
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <tuple>
+
+#include "common/parallel.hpp"
+#include "runtime/problem.hpp"
+#include "runtime/ring/host_communicator.hpp"
+#include "runtime/ring/host_executor.hpp"
+#include "runtime/ring/plan.hpp"
+
+namespace dilatron {
+
+struct RingDilatedAttention::Impl {
+  using Signature = std::tuple<std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, DType>;
+  Config config;
+  ring::Communicator* communicator;
+  std::mutex mutex;
+  std::map<Signature, std::unique_ptr<const ring::RingPlan>> plans;
+
+  const ring::RingPlan& plan(std::int64_t seq_len, const TensorView& q, const TensorView& k) {
+    const Signature key{q.shape[0], seq_len, q.shape[2], k.shape[2], q.shape[3], q.dtype};
+    std::lock_guard lock(mutex);
+    auto& slot = plans[key];
+    if (!slot) {
+      const ring::Shape shape{q.shape[0], seq_len, q.shape[2], k.shape[2], q.shape[3], q.dtype};
+      slot = std::make_unique<const ring::RingPlan>(ring::make_ring_plan(config, shape, communicator->size()));
+    }
+    return *slot;
+  }
+};
+
+RingDilatedAttention::RingDilatedAttention(Config config, ring::Communicator& communicator)
+    : impl_(std::make_unique<Impl>()) {
+  validate_config(config);
+  impl_->config = std::move(config);
+  impl_->communicator = &communicator;
+}
+
+RingDilatedAttention::~RingDilatedAttention() = default;
+RingDilatedAttention::RingDilatedAttention(RingDilatedAttention&&) noexcept = default;
+RingDilatedAttention& RingDilatedAttention::operator=(RingDilatedAttention&&) noexcept = default;
+
+const Config& RingDilatedAttention::config() const noexcept { return impl_->config; }
+
+void RingDilatedAttention::reference_forward(std::int64_t seq_len, const TensorView& q, const TensorView& k,
+                                             const TensorView& v, const TensorView& out, const TensorView* lse) {
+  ring::Communicator& comm = *impl_->communicator;
+  try {
+    ring::host_ring_forward(impl_->plan(seq_len, q, k), comm, q, k, v, out, lse);
+  } catch (const std::exception& e) {
+    comm.abort(fmt::format("rank {} failed: {}", comm.rank(), e.what()));
+    throw;
+  }
+}
+
+void ring_reference_forward(const Config& config, int ranks, const TensorView& q, const TensorView& k,
+                            const TensorView& v, const TensorView& out, const TensorView* lse,
+                            double timeout_seconds) {
+  const Problem p = validate(config, q, k, v, out, lse);
+  // Planning first names a bad rank count before any thread starts.
+  ring::make_ring_plan(config, {p.batch, p.seq_len, p.heads, p.kv_heads, p.head_dim, q.dtype}, ranks);
+  const auto timeout = timeout_seconds > 0 ? std::chrono::milliseconds(std::int64_t(timeout_seconds * 1000))
+                                           : std::chrono::milliseconds(300'000);
+  ring::HostGroup group(ranks, timeout);
+  // Shards are row ranges, so each rank's tensors are views into the whole ones: no copies.
+  auto rows_of = [&](const TensorView& t, ring::RowRange rows, std::int64_t dim) {
+    TensorView shard = t;
+    shard.data = static_cast<std::byte*>(t.data) + rows.begin * t.strides[dim] * std::int64_t(dtype_size(t.dtype));
+    shard.shape[std::size_t(dim)] = rows.size();
+    return shard;
+  };
+  parallel_for(ranks, unsigned(ranks), [&] {
+    return [&](std::int64_t rank) {
+      const ring::RowRange rows = ring::shard(p.seq_len, ranks, int(rank));
+      std::unique_ptr<ring::Communicator> comm = group.rank(int(rank));
+      RingDilatedAttention attention(config, *comm);
+      const TensorView lse_shard = lse ? rows_of(*lse, rows, 2) : TensorView{};
+      attention.reference_forward(p.seq_len, rows_of(q, rows, 1), rows_of(k, rows, 1), rows_of(v, rows, 1),
+                                  rows_of(out, rows, 1), lse ? &lse_shard : nullptr);
+    };
+  });
+}
+
+}  // namespace dilatron
