@@ -20,6 +20,7 @@ void add_demo(CLI::App& app);
 void add_cache(CLI::App& app);
 void add_gen(CLI::App& app);
 void add_bench(CLI::App& app);
+void add_plan(CLI::App& app);
 
 // A command line that cannot be run as given (a flag value out of range, a bad combination of flags);
 // found before any work starts.

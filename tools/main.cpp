@@ -70,6 +70,7 @@ int main(int argc, char** argv) {
   dilatron::cli::add_cache(app);
   dilatron::cli::add_gen(app);
   dilatron::cli::add_bench(app);
+  dilatron::cli::add_plan(app);
   dilatron::cli::add_info(app);
 
   const bool json = std::any_of(argv + 1, argv + argc, [](const char* a) { return std::string_view(a) == "--json"; });

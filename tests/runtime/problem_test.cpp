@@ -10,8 +10,10 @@
 
 #include "runtime/problem.hpp"
 #include "tests/support/dense_reference.hpp"
+#include "tests/support/expect_error.hpp"
 
 using namespace dilatron;
+using dilatron::test::expect_error;
 
 namespace {
 
@@ -40,17 +42,6 @@ Config config(std::vector<std::int64_t> w, std::vector<std::int64_t> r) {
   c.segments = std::move(w);
   c.dilations = std::move(r);
   return c;
-}
-
-// Runs f, which must throw dilatron::Error whose message contains every one of `needles`.
-template <class F>
-void expect_error(F f, std::initializer_list<const char*> needles) {
-  try {
-    f();
-    ADD_FAILURE() << "no error thrown";
-  } catch (const Error& e) {
-    for (const char* needle : needles) EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
 }
 
 }  // namespace

@@ -1,0 +1,191 @@
+// `dilatron plan` as a user runs it, and the cost model behind it: per-rank figures are the plan's,
+// FLOPs add up to the single-device count, and bad flags fail with one line and status 2.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <random>
+#include <sstream>
+
+#include "runtime/problem.hpp"
+#include "runtime/ring/plan.hpp"
+#include "tests/support/cli.hpp"
+#include "tests/support/ring_case.hpp"
+#include "tests/support/temp_dir.hpp"
+#include "tools/ring_model.hpp"
+
+using namespace dilatron;
+using namespace dilatron::test;
+using namespace dilatron::cli;
+using i64 = std::int64_t;
+
+namespace {
+
+std::string flags_of(const RingCase& a) {
+  std::string s = fmt::format("plan --ranks {} --seq-len {} --heads {} --kv-heads {} --head-dim {} --batch {} --dtype {} "
+                              "--segments {} --dilations {} --mode {}",
+                              a.ranks, a.shape.seq_len, a.shape.heads, a.shape.kv_heads, a.shape.head_dim, a.shape.batch,
+                              to_string(a.shape.dtype), fmt::join(a.config.segments, ","),
+                              fmt::join(a.config.dilations, ","), to_string(a.config.mode));
+  return a.config.causal ? s + " --causal" : s;
+}
+
+nlohmann::json run_json(const TempDir& dir, const std::string& args) {
+  const CliResult r = run_cli(dir, args + " --json");
+  EXPECT_EQ(r.status, 0) << args << "\n" << r.err;
+  return nlohmann::json::parse(r.out);
+}
+
+}  // namespace
+
+// Every attended pair is counted once across the ranks: locally or with exactly one received block.
+TEST(RingModel, FlopsOfAllRanksAddUpToTheSingleDeviceCount) {
+  std::mt19937_64 rng(17);
+  for (int trial = 0; trial < 300; ++trial) {
+    const RingCase a = random_ring_case(rng, 300, 12);
+    const ring::RingPlan plan = ring::make_ring_plan(a.config, a.shape, a.ranks);
+    double pairs = 0;
+    for (int p = 0; p < a.ranks; ++p) {
+      const RankPairs rp = rank_pairs(plan, p);
+      pairs += rp.local;
+      for (const double x : rp.per_step) pairs += x;
+    }
+    ASSERT_EQ(pairs, double(attended_pairs(a.config, a.shape.seq_len, a.shape.heads))) << flags_of(a);
+    double flops = 0;
+    for (const RankCost& c : ring_costs(plan, {})) flops += c.flops;
+    ASSERT_EQ(flops, 4.0 * double(a.shape.head_dim * a.shape.batch) * pairs) << flags_of(a);
+  }
+}
+
+TEST(CliPlan, JsonPerRankFiguresAreThePlans) {
+  TempDir dir;
+  std::mt19937_64 rng(23);
+  for (int trial = 0; trial < 8; ++trial) {
+    const RingCase a = random_ring_case(rng, 300, 12);
+    SCOPED_TRACE(flags_of(a));
+    const nlohmann::json j = run_json(dir, flags_of(a));
+    const ring::RingPlan plan = ring::make_ring_plan(a.config, a.shape, a.ranks);
+    EXPECT_EQ(j.at("ranks"), a.ranks);
+    EXPECT_EQ(j.at("steps"), plan.steps);
+    ASSERT_EQ(j.at("per_rank").size(), std::size_t(a.ranks));
+    i64 moved = 0;
+    double slowest = 0;
+    for (const ring::RankPlan& rp : plan.per_rank) {
+      const nlohmann::json& r = j.at("per_rank").at(std::size_t(rp.rank));
+      EXPECT_EQ(r.at("rank"), rp.rank);
+      EXPECT_EQ(r.at("rows"), rp.rows.size());
+      EXPECT_EQ(r.at("send_bytes"), rp.send_bytes);
+      EXPECT_EQ(r.at("recv_bytes"), rp.recv_bytes);
+      EXPECT_EQ(r.at("memory_bytes"), rp.memory_bytes);
+      const RankPairs pairs = rank_pairs(plan, rp.rank);
+      double attended = pairs.local;
+      for (const double x : pairs.per_step) attended += x;
+      EXPECT_EQ(r.at("flops").get<double>(), 4.0 * double(a.shape.head_dim * a.shape.batch) * attended);
+      moved += rp.send_bytes;
+      slowest = std::max(slowest, r.at("predicted_ms").get<double>());
+      const nlohmann::json& g = j.at("all_gather").at("per_rank").at(std::size_t(rp.rank));
+      const i64 kv_row = a.shape.kv_heads * a.shape.head_dim * 2 * 2 * a.shape.batch;
+      EXPECT_EQ(g.at("recv_bytes"), (a.shape.seq_len - rp.rows.size()) * kv_row);
+      EXPECT_EQ(g.at("flops"), r.at("flops"));
+    }
+    EXPECT_EQ(j.at("bytes_moved"), moved);
+    EXPECT_EQ(j.at("predicted_ms"), slowest);
+    EXPECT_EQ(j.at("model").at("tflops"), 300.0);
+    EXPECT_EQ(j.at("model").at("gpus_per_node"), 8);
+  }
+}
+
+// One branch over the sequence with dilation r, every kv head read at one offset: the ring moves each
+// rank's rows to every other rank as the all-gather does, but only 1 in r of them.
+TEST(CliPlan, AllGatherMovesRTimesMoreForOneDilatedBranch) {
+  TempDir dir;
+  for (const auto& [ranks, r] : {std::pair{4, 2}, std::pair{8, 4}, std::pair{16, 3}}) {
+    const i64 n = i64(ranks) * r * 64;
+    const nlohmann::json j = run_json(
+        dir, fmt::format("plan --ranks {} --seq-len {} --heads {} --head-dim 128 --segments {} --dilations {}", ranks, n,
+                         2 * r, n, r));
+    const nlohmann::json& gather = j.at("all_gather");
+    EXPECT_GT(j.at("bytes_moved").get<i64>(), 0);
+    EXPECT_EQ(gather.at("bytes_moved").get<i64>(), r * j.at("bytes_moved").get<i64>()) << ranks << " ranks, r = " << r;
+    for (int p = 0; p < ranks; ++p) {
+      EXPECT_EQ(gather.at("per_rank")[std::size_t(p)].at("recv_bytes").get<i64>(),
+                r * j.at("per_rank")[std::size_t(p)].at("recv_bytes").get<i64>());
+    }
+  }
+}
+
+// Two ranks of two rows, one dense branch, every figure 1: each rank attends 4 pairs locally and 4
+// with the 8-byte block it receives (16 FLOPs each at D = 1). At 1000 FLOP/s and 1000 B/s across
+// nodes: ring = 16 ms + max(16, 8) ms; all-gather = 8 ms transfer + 32 ms compute.
+TEST(CliPlan, PredictedTimesFollowTheStatedModel) {
+  TempDir dir;
+  const nlohmann::json j = run_json(dir,
+                                    "plan --ranks 2 --seq-len 4 --heads 1 --head-dim 1 --dtype f16 --segments 4 "
+                                    "--dilations 1 --tflops 1e-9 --gpus-per-node 1 --network-gbs 1e-6 --nvlink-gbs 1");
+  for (int p = 0; p < 2; ++p) {
+    EXPECT_EQ(j.at("per_rank")[p].at("recv_bytes"), 8);
+    EXPECT_DOUBLE_EQ(j.at("per_rank")[p].at("flops").get<double>(), 32);
+    EXPECT_NEAR(j.at("per_rank")[p].at("predicted_ms").get<double>(), 32, 1e-9);
+    EXPECT_NEAR(j.at("all_gather").at("per_rank")[p].at("predicted_ms").get<double>(), 40, 1e-9);
+  }
+  EXPECT_NEAR(j.at("predicted_ms").get<double>(), 32, 1e-9);
+  // On one node the same 8 bytes move at 1 GB/s: compute alone sets the pace.
+  const nlohmann::json fast = run_json(dir,
+                                       "plan --ranks 2 --seq-len 4 --heads 1 --head-dim 1 --dtype f16 --segments 4 "
+                                       "--dilations 1 --tflops 1e-9 --gpus-per-node 2 --network-gbs 1e-6 --nvlink-gbs 1");
+  EXPECT_NEAR(fast.at("predicted_ms").get<double>(), 32, 1e-9);
+  EXPECT_NEAR(fast.at("all_gather").at("predicted_ms").get<double>(), 32 + 8e-6, 1e-9);
+}
+
+TEST(CliPlan, TextIsATablePerRankWithTotals) {
+  TempDir dir;
+  const CliResult r = run_cli(dir, "plan --ranks 4 --seq-len 4096 --heads 8 --kv-heads 2 --head-dim 64 "
+                                   "--segments 1024,4096 --dilations 1,4 --causal");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.err, "");
+  std::istringstream lines(r.out);
+  std::string line;
+  int rank_rows = 0;
+  while (std::getline(lines, line)) {
+    std::istringstream fields(line);
+    int rank = -1;
+    i64 rows = 0;
+    if (fields >> rank >> rows && rows == 1024) ++rank_rows;
+  }
+  EXPECT_EQ(rank_rows, 4) << r.out;
+  EXPECT_NE(r.out.find("3 exchange step(s)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("total: the ring moves"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("bytes moved, ring / all-gather = 0.25 (the all-gather moves 4x more)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("max(step compute, step transfer)"), std::string::npos) << r.out;
+}
+
+TEST(CliPlan, BadFlagsExitTwoWithOneLine) {
+  TempDir dir;
+  const std::string shape = "--seq-len 10 --heads 4 --head-dim 64";
+  const std::pair<std::string, std::string> cases[] = {
+      {"plan --ranks 0 " + shape + " --segments 4 --dilations 1", "--ranks"},
+      {"plan --ranks 11 " + shape + " --segments 4 --dilations 1", "ranks = 11"},
+      {"plan --ranks 2 " + shape + " --kv-heads 3 --segments 4 --dilations 1", "kv_heads = 3"},
+      {"plan --ranks 2 " + shape + " --segments 4,8 --dilations 1", "dilations has 1"},
+      {"plan --ranks 2 " + shape + " --segments 0 --dilations 1", "segments[0] = 0"},
+      {"plan --ranks 2 " + shape + " --segments 4 --dilations 1 --dtype f32", "--dtype"},
+      {"plan --ranks 2 " + shape + " --segments 4 --dilations 1 --mode sideways", "--mode"},
+      {"plan --ranks 2 " + shape + " --segments 4 --dilations 1 --tflops 0", "--tflops"},
+      {"plan --ranks 2 " + shape + " --segments 4 --dilations 1 --network-gbs nan", "--network-gbs"},
+      {"plan " + shape + " --segments 4 --dilations 1", "--ranks"},
+      {"plan --ranks 2 --seq-len 10 --heads 2 --head-dim 8 --segments 4,4,4 --dilations 1,2,3 --mode head_groups",
+       "2 heads, 3 branches"},
+  };
+  for (const auto& [args, needle] : cases) {
+    const CliResult r = run_cli(dir, args);
+    EXPECT_EQ(r.status, 2) << args << "\n" << r.err;
+    EXPECT_EQ(r.out, "") << args;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << args << "\n" << r.err;
+    EXPECT_EQ(r.err.rfind("dilatron: error: ", 0), 0u) << r.err;
+    EXPECT_NE(r.err.find(needle), std::string::npos) << args << "\n" << r.err;
+    const CliResult j = run_cli(dir, args + " --json");
+    EXPECT_EQ(j.status, 2);
+    EXPECT_EQ(nlohmann::json::parse(j.out).at("error").at("exit_status"), 2) << j.out;
+  }
+}

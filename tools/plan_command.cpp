@@ -1,0 +1,176 @@
+// `dilatron plan`: the ring schedule for a shape over P ranks, per rank, next to an all-gather of dense
+// K/V, with times predicted by the model in tools/ring_model.hpp. Needs no GPU.
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <string>
+#include <memory>
+
+#include "runtime/ring/plan.hpp"
+#include "tools/commands.hpp"
+#include "tools/ring_model.hpp"
+
+namespace dilatron::cli {
+namespace {
+
+struct PlanOptions {
+  Config config;
+  ring::Shape shape;
+  int ranks = 0;
+  LinkModel model;
+  bool json = false;
+};
+
+constexpr const char* kTimeModel =
+    "ring: local compute + sum over steps of max(step compute, step transfer), transfers overlapping attention; "
+    "all-gather: transfer, then compute; the slowest rank counts";
+
+// CLI11's PositiveNumber quotes the largest double in its message; this one names the value.
+CLI::Validator positive() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        char* end = nullptr;
+        const double value = std::strtod(text.c_str(), &end);
+        if (end == text.c_str() || *end != '\0' || !std::isfinite(value) || value <= 0) {
+          return fmt::format("must be a finite number > 0, got '{}'", text);
+        }
+        return {};
+      },
+      "> 0");
+}
+
+ring::RingPlan build(const PlanOptions& o) {
+  check_config_flags(o.config);
+  try {
+    return ring::make_ring_plan(o.config, o.shape, o.ranks);
+  } catch (const Error& e) {
+    throw UsageError(e.what());  // every input came from a flag
+  }
+}
+
+double slowest(const std::vector<RankCost>& costs) {
+  double ms = 0;
+  for (const RankCost& c : costs) ms = std::max(ms, c.predicted_ms);
+  return ms;
+}
+
+std::int64_t moved(const std::vector<RankCost>& costs) {
+  std::int64_t bytes = 0;
+  for (const RankCost& c : costs) bytes += c.send_bytes;
+  return bytes;
+}
+
+nlohmann::json to_json(const std::vector<RankCost>& costs) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const RankCost& c : costs) {
+    out.push_back({{"rank", c.rank},
+                   {"rows", c.rows},
+                   {"send_bytes", c.send_bytes},
+                   {"recv_bytes", c.recv_bytes},
+                   {"memory_bytes", c.memory_bytes},
+                   {"steps", c.steps},
+                   {"flops", c.flops},
+                   {"predicted_ms", c.predicted_ms}});
+  }
+  return out;
+}
+
+std::string size_text(double bytes) {
+  constexpr const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  int unit = 0;
+  while (bytes >= 1024 && unit < 5) bytes /= 1024, ++unit;
+  return unit == 0 ? fmt::format("{:.0f} B", bytes) : fmt::format("{:.1f} {}", bytes, kUnits[unit]);
+}
+
+void print_text(const PlanOptions& o, const ring::RingPlan& plan, const std::vector<RankCost>& ring,
+                const std::vector<RankCost>& gather) {
+  const ring::Shape& s = plan.shape;
+  fmt::print("ring plan: N={} over {} ranks, B={} H={} Hkv={} D={} {}, {} mode, segments {} dilations {}{}\n", s.seq_len,
+             plan.ranks, s.batch, s.heads, s.kv_heads, s.head_dim, to_string(s.dtype), to_string(o.config.mode),
+             fmt::join(o.config.segments, ","), fmt::join(o.config.dilations, ","), o.config.causal ? ", causal" : "");
+  fmt::print("{} exchange step(s) after the local step 0, {} block(s) of segments spanning ranks\n\n", plan.steps,
+             plan.blocks.size());
+  fmt::print("{:>5} {:>12} {:>11} {:>11} {:>11} {:>5} {:>9} {:>10} | {:>11} {:>11} {:>10}\n", "rank", "rows", "sent",
+             "received", "memory", "steps", "TFLOP", "ms", "AG received", "AG memory", "AG ms");
+  for (std::size_t p = 0; p < ring.size(); ++p) {
+    const RankCost &r = ring[p], &g = gather[p];
+    fmt::print("{:>5} {:>12} {:>11} {:>11} {:>11} {:>5} {:>9.3f} {:>10.3f} | {:>11} {:>11} {:>10.3f}\n", r.rank, r.rows,
+               size_text(double(r.send_bytes)), size_text(double(r.recv_bytes)), size_text(double(r.memory_bytes)),
+               r.steps, r.flops / 1e12, r.predicted_ms, size_text(double(g.recv_bytes)), size_text(double(g.memory_bytes)),
+               g.predicted_ms);
+  }
+  const std::int64_t ring_bytes = moved(ring), gather_bytes = moved(gather);
+  fmt::print("\ntotal: the ring moves {} and is predicted at {:.3f} ms; an all-gather (AG) of K/V moves {} in {:.3f} ms; ",
+             size_text(double(ring_bytes)), slowest(ring), size_text(double(gather_bytes)), slowest(gather));
+  if (gather_bytes == 0) {
+    fmt::print("nothing moves on one rank\n");
+  } else if (ring_bytes == 0) {
+    fmt::print("bytes moved, ring / all-gather = 0\n");
+  } else {
+    fmt::print("bytes moved, ring / all-gather = {:.3g} (the all-gather moves {:.3g}x more)\n",
+               double(ring_bytes) / double(gather_bytes), double(gather_bytes) / double(ring_bytes));
+  }
+  fmt::print("model: {} TFLOP/s per GPU, {} GPUs per node, NVLink {} GB/s, network {} GB/s per GPU and direction; {}\n",
+             o.model.tflops, o.model.gpus_per_node, o.model.nvlink_gbs, o.model.network_gbs, kTimeModel);
+}
+
+void plan_command(const PlanOptions& o) {
+  const ring::RingPlan plan = build(o);
+  const std::vector<RankCost> ring = ring_costs(plan, o.model), gather = all_gather_costs(plan, o.model);
+  if (!o.json) return print_text(o, plan, ring, gather);
+  const nlohmann::json out = {
+      {"ranks", plan.ranks},
+      {"steps", plan.steps},
+      {"blocks", plan.blocks.size()},
+      {"shape", {{"batch", o.shape.batch}, {"seq_len", o.shape.seq_len}, {"heads", o.shape.heads},
+                 {"kv_heads", o.shape.kv_heads}, {"head_dim", o.shape.head_dim}, {"dtype", to_string(o.shape.dtype)}}},
+      {"config", {{"segments", o.config.segments}, {"dilations", o.config.dilations},
+                  {"mode", to_string(o.config.mode)}, {"causal", o.config.causal}}},
+      {"per_rank", to_json(ring)},
+      {"bytes_moved", moved(ring)},
+      {"predicted_ms", slowest(ring)},
+      {"all_gather", {{"per_rank", to_json(gather)}, {"bytes_moved", moved(gather)}, {"predicted_ms", slowest(gather)}}},
+      {"model", {{"tflops", o.model.tflops}, {"gpus_per_node", o.model.gpus_per_node},
+                 {"nvlink_gbs", o.model.nvlink_gbs}, {"network_gbs", o.model.network_gbs}, {"time", kTimeModel}}},
+  };
+  fmt::print("{}\n", out.dump(2));
+}
+
+}  // namespace
+
+void add_plan(CLI::App& app) {
+  auto o = std::make_shared<PlanOptions>();
+  o->shape.kv_heads = 0;
+  CLI::App* cmd = app.add_subcommand("plan", "Show the ring schedule over P ranks: bytes, memory and predicted time per rank");
+  cmd->add_option("--ranks", o->ranks, "ranks P (GPUs) sharing the sequence")->required()->check(positive());
+  cmd->add_option("--seq-len", o->shape.seq_len, "sequence length N")->required()->check(positive());
+  cmd->add_option("--heads", o->shape.heads, "query heads H")->required()->check(positive());
+  cmd->add_option("--kv-heads", o->shape.kv_heads, "key/value heads, dividing H (default: H)")->check(positive());
+  cmd->add_option("--head-dim", o->shape.head_dim, "head dimension D")->required()->check(positive());
+  add_gpu_dtype(cmd, o->shape.dtype);
+  cmd->add_option("--batch", o->shape.batch, "batch size B")->capture_default_str()->check(positive());
+  add_int_list(cmd, "--segments", o->config.segments, "segment length per branch, e.g. 2048,4096")->required();
+  add_int_list(cmd, "--dilations", o->config.dilations, "dilation rate per branch, e.g. 1,2")->required();
+  cmd->add_flag("--causal", o->config.causal, "causal masking");
+  add_mode(cmd, o->config.mode);
+  cmd->add_option("--tflops", o->model.tflops, "model: sustained attention TFLOP/s per GPU")
+      ->capture_default_str()->check(positive());
+  cmd->add_option("--gpus-per-node", o->model.gpus_per_node, "model: GPUs per node (ranks r and q share a node when r / G == q / G)")
+      ->capture_default_str()->check(positive());
+  cmd->add_option("--nvlink-gbs", o->model.nvlink_gbs, "model: GB/s per GPU and direction within a node")
+      ->capture_default_str()->check(positive());
+  cmd->add_option("--network-gbs", o->model.network_gbs, "model: GB/s per GPU and direction across nodes")
+      ->capture_default_str()->check(positive());
+  cmd->add_flag("--json", o->json, "machine-readable output");
+  cmd->callback([o] {
+    PlanOptions options = *o;
+    if (options.shape.kv_heads == 0) options.shape.kv_heads = options.shape.heads;
+    plan_command(options);
+  });
+}
+
+}  // namespace dilatron::cli

@@ -1,0 +1,51 @@
+// What a ring plan costs each rank under a small stated model, next to what an all-gather of dense
+// K/V (every rank receives all other ranks' K and V, as most context-parallel systems do) would cost.
+//
+// Model: attention runs at `tflops` sustained per GPU, FLOPs = 4 * D * B * attended query-key pairs.
+// Ranks r and q share a node when r / gpus_per_node == q / gpus_per_node; such a message moves at
+// `nvlink_gbs`, any other at `network_gbs` (GB/s per GPU, per direction). A rank's messages of one step
+// in one direction share its links, so their times add; sends and receives run in opposite directions,
+// so a step's transfer time is the longer of the two.
+// Ring time of a rank = its local compute (step 0) + sum over steps of max(compute on the blocks received
+// in the step, transfer of the step): double buffering overlaps a step's transfer with attention.
+// All-gather time = transfer, then all of the rank's attention (nothing can start before K/V are whole).
+// The prediction of a plan is that of its slowest rank.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "runtime/ring/plan.hpp"
+
+namespace dilatron::cli {
+
+struct LinkModel {
+  double tflops = 300;       // sustained attention TFLOP/s per GPU
+  int gpus_per_node = 8;
+  double nvlink_gbs = 300;   // per GPU, per direction, within a node
+  double network_gbs = 50;   // per GPU, per direction, across nodes
+};
+
+// Attended query-key pairs of one rank for one batch element: among its own rows (step 0), then with
+// the blocks it receives in each step (index = step). Doubles: a single rank can attend more than 2^63.
+struct RankPairs {
+  double local = 0;
+  std::vector<double> per_step;
+};
+RankPairs rank_pairs(const ring::RingPlan& plan, int rank);
+
+struct RankCost {
+  int rank = 0;
+  std::int64_t rows = 0, send_bytes = 0, recv_bytes = 0, memory_bytes = 0;
+  int steps = 0;  // exchange steps in which the rank sends or receives
+  double flops = 0, predicted_ms = 0;
+};
+
+std::vector<RankCost> ring_costs(const ring::RingPlan& plan, const LinkModel& model);
+
+// Every rank receives the other ranks' K and V whole and holds full K/V, its Q and O shards and LSE
+// (no fp32 accumulator: with every key present, the rank's attention runs as on one device). A ring
+// all-gather takes ranks - 1 steps; the attention FLOPs equal the ring's.
+std::vector<RankCost> all_gather_costs(const ring::RingPlan& plan, const LinkModel& model);
+
+}  // namespace dilatron::cli
