@@ -10,6 +10,7 @@
 
 #include "common/dynlib.hpp"
 #include "runtime/ring/nccl.hpp"
+#include "runtime/ring/nccl_communicator.hpp"
 #include "tests/support/cli.hpp"
 
 using namespace dilatron;
@@ -59,6 +60,15 @@ TEST(Nccl, CheckTurnsFailuresIntoErrorsNamingTheCall) {
     EXPECT_EQ(e.code(), int(ncclInvalidArgument));
     EXPECT_EQ(e.kind(), ErrorKind::cuda);
     EXPECT_NE(std::string(e.what()).find("invalid argument"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Nccl, ACommunicatorNeedsACommunicator) {
+  try {
+    ring::NcclCommunicator communicator(nullptr);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("null"), std::string::npos) << e.what();
   }
 }
 
