@@ -11,6 +11,7 @@
 
 #include "common/atomic_file.hpp"
 #include "common/file_io.hpp"
+#include "common/log.hpp"
 #include "runtime/driver.hpp"
 #include "runtime/ring/nccl.hpp"
 
@@ -133,6 +134,8 @@ std::unique_ptr<NcclCommunicator> bootstrap_from_file(const std::filesystem::pat
 
 std::unique_ptr<NcclCommunicator> bootstrap_from_environment(const std::filesystem::path& path) {
   const World world = world_from_environment();
+  log::write(log::Level::info, "NCCL rank {} of {} (from {}), id file {}", world.rank, world.size, world.source,
+             path.string());
   CUcontext current = nullptr;
   DILATRON_CU(cuCtxGetCurrent(&current));
   if (!current) {

@@ -33,30 +33,38 @@ Rendezvous::Rendezvous(int size, std::chrono::milliseconds timeout) : size_(size
 
 std::string Rendezvous::limit() const { return fmt::format("{:g} s", double(timeout_.count()) / 1000); }
 
-void Rendezvous::fail(const std::string& why) {
+void Rendezvous::fail(const std::string& why, ErrorKind kind) {
   std::lock_guard lock(mutex_);
-  if (failure_.empty()) failure_ = why;
+  if (failure_.empty()) {
+    failure_ = why;
+    failure_kind_ = kind;
+  }
   changed_.notify_all();
 }
 
-void Rendezvous::fail_and_throw(const std::string& why) {
-  if (failure_.empty()) failure_ = why;
+void Rendezvous::fail_and_throw(const std::string& why, ErrorKind kind) {
+  if (failure_.empty()) {
+    failure_ = why;
+    failure_kind_ = kind;
+  }
   changed_.notify_all();
-  throw Error(failure_);
+  throw Error(failure_, failure_kind_);
 }
 
 void Rendezvous::check_messages(int rank, int step, std::span<const Message> sends, std::span<const Message> receives) {
-  if (rank < 0 || rank >= size_) fail_and_throw(fmt::format("ring step {}: rank {} is not in a group of {}", step, rank, size_));
+  if (rank < 0 || rank >= size_) fail_and_throw(fmt::format("ring step {}: rank {} is not in a group of {}", step, rank, size_), ErrorKind::invalid);
   for (const auto& [messages, verb] : {std::pair{sends, "sends to"}, std::pair{receives, "receives from"}}) {
     std::set<int> seen;
     for (const Message& m : messages) {
       if (m.peer < 0 || m.peer >= size_ || m.peer == rank) {
         fail_and_throw(fmt::format("ring step {}: rank {} {} rank {}, which is {} (a group of {})", step, rank, verb,
-                                   m.peer, m.peer == rank ? "itself" : "not in the group", size_));
+                                   m.peer, m.peer == rank ? "itself" : "not in the group", size_),
+                       ErrorKind::invalid);
       }
       if (!seen.insert(m.peer).second) {
         fail_and_throw(fmt::format("ring step {}: rank {} {} rank {} twice; a step has one message per peer", step,
-                                   rank, verb, m.peer));
+                                   rank, verb, m.peer),
+                       ErrorKind::invalid);
       }
     }
   }
@@ -65,7 +73,7 @@ void Rendezvous::check_messages(int rank, int step, std::span<const Message> sen
 void Rendezvous::wait_for(Lock& lock, Clock::time_point deadline, const std::function<bool()>& done,
                           const std::function<std::string()>& late) {
   for (;;) {
-    if (!failure_.empty()) throw Error(failure_);
+    if (!failure_.empty()) throw Error(failure_, failure_kind_);
     if (done()) return;
     if (changed_.wait_until(lock, deadline) == std::cv_status::timeout && failure_.empty() && !done()) {
       fail_and_throw(late());
@@ -77,7 +85,7 @@ void Rendezvous::exchange(int rank, int step, std::span<const Message> sends, st
                           Token ready, const Hooks& hooks) {
   const Clock::time_point deadline = Clock::now() + timeout_;
   Lock lock(mutex_);
-  if (!failure_.empty()) throw Error(failure_);
+  if (!failure_.empty()) throw Error(failure_, failure_kind_);
   check_messages(rank, step, sends, receives);
   Held sent, taken;
   for (const Message& m : sends) {
@@ -134,7 +142,8 @@ void Rendezvous::receive_all(Lock& lock, int rank, int step, std::span<const Mes
     const Message& receive = *pending[which];
     if (slot->data.size() != receive.data.size()) {
       fail_and_throw(fmt::format("ring step {}: rank {} sends {} bytes to rank {}, which expects {}", step,
-                                 slot->sender, slot->data.size(), rank, receive.data.size()));
+                                 slot->sender, slot->data.size(), rank, receive.data.size()),
+                     ErrorKind::invalid);
     }
     board_.erase(found);
     slot->state = State::taking;

@@ -9,6 +9,8 @@
 // waits on them any more.
 #pragma once
 
+#include <dilatron/error.hpp>
+
 #include <chrono>
 #include <condition_variable>
 #include <functional>
@@ -46,8 +48,9 @@ class Rendezvous {
   void exchange(int rank, int step, std::span<const Message> sends, std::span<const Message> receives, Token ready,
                 const Hooks& hooks);
 
-  // Breaks the group with `why` (the first reason is kept).
-  void fail(const std::string& why);
+  // Breaks the group with `why` (the first reason is kept). A transport failure is ErrorKind::cuda; a
+  // bad message or size (a broken schedule) is ErrorKind::invalid.
+  void fail(const std::string& why, ErrorKind kind = ErrorKind::cuda);
 
  private:
   enum class State { posted, taking, delivered, acknowledged };
@@ -72,7 +75,7 @@ class Rendezvous {
   void wait_for(Lock& lock, Clock::time_point deadline, const std::function<bool()>& done,
                 const std::function<std::string()>& late);
   // With the mutex held: keeps the first reason, wakes every rank and throws the reason kept.
-  [[noreturn]] void fail_and_throw(const std::string& why);
+  [[noreturn]] void fail_and_throw(const std::string& why, ErrorKind kind = ErrorKind::cuda);
   // After a failure: takes this rank's untaken messages off the board and returns only when no
   // receiver is still copying out of its buffers.
   void withdraw(Lock& lock, const Held& sent);
@@ -84,6 +87,7 @@ class Rendezvous {
   std::condition_variable changed_;
   Held board_;
   std::string failure_;
+  ErrorKind failure_kind_ = ErrorKind::cuda;
 };
 
 }  // namespace dilatron::ring

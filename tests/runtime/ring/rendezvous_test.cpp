@@ -22,6 +22,7 @@ namespace {
 // What every rank's thread ended with.
 struct Outcome {
   std::string error;  // empty: it returned
+  ErrorKind kind = ErrorKind::invalid;
   Clock::duration took{};
 };
 
@@ -36,6 +37,7 @@ std::vector<Outcome> on_threads(int ranks, const std::function<void(int)>& body)
         body(r);
       } catch (const Error& e) {
         outcomes[std::size_t(r)].error = e.what();
+        outcomes[std::size_t(r)].kind = e.kind();
       }
       outcomes[std::size_t(r)].took = Clock::now() - start;
     });
@@ -147,6 +149,7 @@ TEST(Rendezvous, SizesThatDifferFailEveryRankAtOnce) {
   for (const Outcome& o : outcomes) {
     EXPECT_NE(o.error.find("ring step 3: rank 0 sends 100 bytes to rank 1, which expects 8"), std::string::npos)
         << o.error;
+    EXPECT_EQ(o.kind, ErrorKind::invalid) << "a broken schedule";
     EXPECT_LT(o.took, milliseconds(5'000)) << "not a timeout";
   }
 }
@@ -170,6 +173,7 @@ TEST(Rendezvous, AStalledPeerIsATimeoutNamingTheStepAndThePeer) {
     EXPECT_NE(o.error.find("ring step 2:"), std::string::npos) << o.error;
     EXPECT_NE(o.error.find("rank 2"), std::string::npos) << o.error;
     EXPECT_NE(o.error.find("within 0.3 s"), std::string::npos) << o.error;
+    EXPECT_EQ(o.kind, ErrorKind::cuda) << "a transport failure";
     EXPECT_LT(o.took, milliseconds(3'000));
   }
   EXPECT_EQ(outcomes[0].error, outcomes[1].error);
