@@ -31,7 +31,9 @@ Rendezvous::Rendezvous(int size, std::chrono::milliseconds timeout) : size_(size
   if (size < 1) throw Error(fmt::format("a local ring group needs at least one rank, not {}", size));
 }
 
-std::string Rendezvous::limit() const { return fmt::format("{:g} s", double(timeout_.count()) / 1000); }
+std::string Rendezvous::limit() const {
+  return fmt::format("{:g} s (DILATRON_RING_TIMEOUT_S)", double(timeout_.count()) / 1000);
+}
 
 void Rendezvous::fail(const std::string& why, ErrorKind kind) {
   std::lock_guard lock(mutex_);
