@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -11,6 +12,8 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
+#include <utility>
 
 #include "common/atomic_file.hpp"
 #include "common/file_io.hpp"
@@ -20,6 +23,7 @@ namespace dilatron::cache {
 namespace {
 
 constexpr std::string_view kSuffix = ".kernel";
+constexpr std::string_view kLockSuffix = ".lock";
 
 void make_private_directory(const std::filesystem::path& dir) {
   std::error_code ec;
@@ -50,6 +54,22 @@ void check_directory(const std::filesystem::path& dir) {
 bool is_entry_file(const std::filesystem::path& p) {
   const std::string name = p.filename().string();
   return !name.starts_with('.') && name.ends_with(kSuffix);
+}
+
+// Whether `fd` is still the file named `path`: the holder of a lock removes the file before releasing
+// it, so a lock obtained on a file no longer there guards nothing.
+bool still_named(int fd, const std::filesystem::path& path) {
+  struct stat held {}, named {};
+  return fstat(fd, &held) == 0 && stat(path.c_str(), &named) == 0 && held.st_dev == named.st_dev &&
+         held.st_ino == named.st_ino;
+}
+
+// Removes a lock file nobody holds (left by a process that was killed between creating and locking).
+void remove_if_stale(const std::filesystem::path& path) {
+  const int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) return;
+  if (flock(fd, LOCK_EX | LOCK_NB) == 0 && still_named(fd, path)) unlink(path.c_str());
+  close(fd);
 }
 
 }  // namespace
@@ -109,6 +129,54 @@ std::vector<std::string> DiskCache::store(const Entry& entry) {
   return evict(entry.key());
 }
 
+DiskCache::KeyLock::KeyLock(KeyLock&& other) noexcept : path_(std::move(other.path_)), fd_(other.fd_) { other.fd_ = -1; }
+
+DiskCache::KeyLock& DiskCache::KeyLock::operator=(KeyLock&& other) noexcept {
+  if (this != &other) {
+    release();
+    path_ = std::move(other.path_);
+    fd_ = std::exchange(other.fd_, -1);
+  }
+  return *this;
+}
+
+DiskCache::KeyLock::~KeyLock() { release(); }
+
+void DiskCache::KeyLock::release() noexcept {
+  if (fd_ < 0) return;
+  unlink(path_.c_str());  // first: whoever locks the old file next sees it gone and locks anew
+  close(fd_);             // releases the flock
+  fd_ = -1;
+}
+
+DiskCache::KeyLock DiskCache::lock(const std::string& key, std::chrono::milliseconds patience) const {
+  const std::filesystem::path path = dir_ / (key + std::string(kLockSuffix));
+  const auto deadline = std::chrono::steady_clock::now() + patience;
+  // Polled rather than blocking in flock(2), which has no timeout; a compile takes far longer than a poll.
+  std::chrono::milliseconds pause{1};
+  for (;;) {
+    const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) throw Error(fmt::format("cannot create the lock file {}: {}", path.string(), std::strerror(errno)));
+    while (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      if (errno != EWOULDBLOCK && errno != EINTR) {
+        const int error = errno;
+        close(fd);
+        throw Error(fmt::format("cannot lock {}: {}", path.string(), std::strerror(error)));
+      }
+      if (std::chrono::steady_clock::now() >= deadline) {
+        close(fd);
+        log::write(log::Level::warn, "{} has been locked for over {:g} s by another process; compiling without it",
+                   path.string(), double(patience.count()) / 1000);
+        return {};
+      }
+      std::this_thread::sleep_for(pause);
+      pause = std::min(pause * 2, std::chrono::milliseconds(50));
+    }
+    if (still_named(fd, path)) return KeyLock(path, fd);
+    close(fd);
+  }
+}
+
 std::vector<DiskCache::Listed> DiskCache::scan() const {
   std::vector<Listed> out;
   std::error_code ec;
@@ -134,6 +202,10 @@ std::size_t DiskCache::clear() {
   for (const auto& item : std::filesystem::directory_iterator(dir_, ec)) {
     const std::string name = item.path().filename().string();
     const bool temp = name.starts_with('.') && name.find(std::string(kSuffix) + ".tmp.") != std::string::npos;
+    if (item.is_regular_file() && !name.starts_with('.') && name.ends_with(kLockSuffix)) {
+      remove_if_stale(item.path());
+      continue;
+    }
     if (!item.is_regular_file() || !(is_entry_file(item.path()) || temp)) continue;
     if (std::filesystem::remove(item.path(), ec) && !temp) ++removed;
   }

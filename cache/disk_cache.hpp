@@ -1,8 +1,11 @@
 // The on-disk layer: one file per entry (<dir>/<key>.kernel), published with AtomicFile so readers
 // take no lock and never see a partial entry. The directory must belong to the user and be writable by
 // no one else (cached binaries run as code). A size cap evicts the least recently used entries.
+// Writers of one key take its lock file (<dir>/<key>.lock) so that processes missing the same kernel
+// compile it once; the lock files are no entries, and live only while a compile runs.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <optional>
@@ -41,6 +44,29 @@ class DiskCache {
   // written). Returns the keys it evicted.
   std::vector<std::string> store(const Entry& entry);
 
+  // An exclusive flock(2) on <dir>/<key>.lock, held across "load again, compile, store" by one process
+  // (and one DiskCache object) at a time. Released by the destructor, which first removes the file, so
+  // none accumulate; a waiter that then holds a lock on the removed file notices and locks anew.
+  class KeyLock {
+   public:
+    KeyLock() = default;  // holds nothing
+    KeyLock(KeyLock&& other) noexcept;
+    KeyLock& operator=(KeyLock&& other) noexcept;
+    ~KeyLock();
+    bool held() const noexcept { return fd_ >= 0; }
+
+   private:
+    friend class DiskCache;
+    KeyLock(std::filesystem::path path, int fd) : path_(std::move(path)), fd_(fd) {}
+    void release() noexcept;
+    std::filesystem::path path_;
+    int fd_ = -1;
+  };
+  // Waits for the key's lock. A holder that keeps it past `patience` (a compile far slower than any
+  // should be, or a stopped process) is warned about and then ignored: the caller goes on without
+  // the lock (held() is false), and the atomic publish keeps readers safe all the same.
+  KeyLock lock(const std::string& key, std::chrono::milliseconds patience = std::chrono::minutes(10)) const;
+
   struct Listed {
     std::filesystem::path path;
     std::uint64_t bytes = 0;
@@ -49,7 +75,8 @@ class DiskCache {
   };
   // Every entry file, decoded and checked.
   std::vector<Listed> scan() const;
-  // Removes every entry (and stray temp files); returns how many entries.
+  // Removes every entry (and stray temp files and lock files no process holds); returns how many
+  // entries.
   std::size_t clear();
 
  private:

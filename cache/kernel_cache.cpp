@@ -77,6 +77,12 @@ Lookup KernelCache::fetch(const codegen::KernelSpec& spec, const std::string& ke
         "and `dilatron cache import` here [{}]",
         spec.label(), disk_.dir().string(), spec.arch, spec.canonical()));
   }
+  // Other processes (the ranks of one job) may be missing this kernel too: one compiles it, the others
+  // wait for the lock and then find it on disk.
+  const DiskCache::KeyLock lock = disk_.lock(key);
+  if (DiskCache::Loaded again = disk_.load(key); again.entry) {
+    return {std::make_shared<const Entry>(std::move(*again.entry)), Source::disk, loaded.problem, {}};
+  }
   compile_slots_.acquire();
   struct Release {
     std::counting_semaphore<>& slots;

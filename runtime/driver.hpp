@@ -46,7 +46,15 @@ namespace dilatron::driver {
   X(cuEventDestroy)              \
   X(cuEventRecord)               \
   X(cuEventSynchronize)          \
-  X(cuEventElapsedTime)
+  X(cuEventElapsedTime)          \
+  X(cuEventQuery)                \
+  X(cuStreamCreate)              \
+  X(cuStreamDestroy)             \
+  X(cuStreamQuery)               \
+  X(cuStreamWaitEvent)           \
+  X(cuMemcpyDtoDAsync)           \
+  X(cuCtxPushCurrent)            \
+  X(cuCtxPopCurrent)
 
 struct Api {
   DILATRON_DRIVER_CALLS(DILATRON_TABLE_MEMBER)

@@ -8,6 +8,7 @@
 #include "cache/cache_dir.hpp"
 #include "codegen/nvrtc.hpp"
 #include "runtime/driver.hpp"
+#include "runtime/ring/nccl.hpp"
 #include "tools/commands.hpp"
 
 namespace dilatron::cli {
@@ -16,7 +17,11 @@ namespace {
 void info(bool json) {
   const nvrtc::Status compiler = nvrtc::probe();
   const driver::Status gpu = driver::probe();
+  const nccl::Status ring = nccl::probe();
   const bool compiler_ok = compiler.loaded && compiler.problem.empty();
+  const bool ring_ok = ring.loaded && ring.problem.empty();
+  const std::string ring_version =
+      ring_ok ? fmt::format("{}.{}.{}", ring.version.major, ring.version.minor, ring.version.patch) : "";
   std::string cache_dir, cache_problem;
   try {
     cache_dir = cache::default_cache_dir().string();
@@ -43,6 +48,7 @@ void info(bool json) {
           {"version", gpu.loaded ? fmt::format("{}.{}", gpu.version / 1000, gpu.version % 1000 / 10) : ""},
           {"library", gpu.library},
           {"problem", gpu.problem}}},
+        {"nccl", {{"available", ring_ok}, {"version", ring_version}, {"library", ring.library}, {"problem", ring.problem}}},
         {"devices", devices},
         {"cache_dir", cache_dir},
         {"cache_problem", cache_problem}};
@@ -65,6 +71,11 @@ void info(bool json) {
                double(d.memory_bytes) / (1u << 30));
   }
   if (gpu.loaded && !gpu.problem.empty()) fmt::print("GPUs       none: {}\n", gpu.problem);
+  if (ring_ok) {
+    fmt::print("NCCL       {} ({})\n", ring_version, ring.library);
+  } else {
+    fmt::print("NCCL       unavailable: {}\n", ring.problem);
+  }
   fmt::print("cache dir  {}\n", cache_problem.empty() ? cache_dir : cache_problem);
 }
 
@@ -73,7 +84,7 @@ void info(bool json) {
 void add_info(CLI::App& app) {
   auto json = std::make_shared<bool>(false);
   CLI::App* cmd =
-      app.add_subcommand("info", "Show the library version, NVRTC, the CUDA driver, GPUs and the cache directory");
+      app.add_subcommand("info", "Show the library version, NVRTC, the CUDA driver, GPUs, NCCL and the cache directory");
   cmd->add_flag("--json", *json, "machine-readable output");
   cmd->callback([json] { info(*json); });
 }

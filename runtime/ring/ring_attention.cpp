@@ -15,6 +15,7 @@
 #include "runtime/ring/host_communicator.hpp"
 #include "runtime/ring/host_executor.hpp"
 #include "runtime/ring/plan.hpp"
+#include "runtime/ring/timeout.hpp"
 
 namespace dilatron {
 
@@ -68,7 +69,7 @@ void ring_reference_forward(const Config& config, int ranks, const TensorView& q
   // Planning first names a bad rank count before any thread starts.
   ring::make_ring_plan(config, {p.batch, p.seq_len, p.heads, p.kv_heads, p.head_dim, q.dtype}, ranks);
   const auto timeout = timeout_seconds > 0 ? std::chrono::milliseconds(std::int64_t(timeout_seconds * 1000))
-                                           : std::chrono::milliseconds(300'000);
+                                           : ring::ring_timeout();
   ring::HostGroup group(ranks, timeout);
   // Shards are row ranges, so each rank's tensors are views into the whole ones: no copies.
   auto rows_of = [&](const TensorView& t, ring::RowRange rows, std::int64_t dim) {
