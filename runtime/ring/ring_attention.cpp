@@ -1,5 +1,6 @@
 // RingDilatedAttention and the in-process ring: plans cached per shape, the Host executor on host
-// memory, every rank's failure passed to its peers through Communicator::abort.
+// memory and the device executor on device memory, every rank's failure passed to its peers through
+// Communicator::abort.
 #include <dilatron/error.hpp>
 #include <dilatron/ring.hpp>
 
@@ -12,6 +13,7 @@
 
 #include "common/parallel.hpp"
 #include "runtime/problem.hpp"
+#include "runtime/ring/device_executor.hpp"
 #include "runtime/ring/host_communicator.hpp"
 #include "runtime/ring/host_executor.hpp"
 #include "runtime/ring/plan.hpp"
@@ -35,6 +37,17 @@ struct RingDilatedAttention::Impl {
     }
     return *slot;
   }
+
+  // Runs one rank's executor; a failure reaches the peers before it reaches the caller.
+  template <class Executor>
+  void run(Executor&& executor, std::int64_t seq_len, const TensorView& q, const TensorView& k) {
+    try {
+      executor(plan(seq_len, q, k), *communicator);
+    } catch (const std::exception& e) {
+      communicator->abort(fmt::format("rank {} failed: {}", communicator->rank(), e.what()));
+      throw;
+    }
+  }
 };
 
 RingDilatedAttention::RingDilatedAttention(Config config, ring::Communicator& communicator)
@@ -52,13 +65,16 @@ const Config& RingDilatedAttention::config() const noexcept { return impl_->conf
 
 void RingDilatedAttention::reference_forward(std::int64_t seq_len, const TensorView& q, const TensorView& k,
                                              const TensorView& v, const TensorView& out, const TensorView* lse) {
-  ring::Communicator& comm = *impl_->communicator;
-  try {
-    ring::host_ring_forward(impl_->plan(seq_len, q, k), comm, q, k, v, out, lse);
-  } catch (const std::exception& e) {
-    comm.abort(fmt::format("rank {} failed: {}", comm.rank(), e.what()));
-    throw;
-  }
+  impl_->run([&](const ring::RingPlan& plan, ring::Communicator& comm) {
+    ring::host_ring_forward(plan, comm, q, k, v, out, lse);
+  }, seq_len, q, k);
+}
+
+void RingDilatedAttention::forward(std::int64_t seq_len, const TensorView& q, const TensorView& k, const TensorView& v,
+                                   const TensorView& out, const TensorView* lse, Stream stream) {
+  impl_->run([&](const ring::RingPlan& plan, ring::Communicator& comm) {
+    ring::device_ring_forward(plan, comm, q, k, v, out, lse, stream);
+  }, seq_len, q, k);
 }
 
 void ring_reference_forward(const Config& config, int ranks, const TensorView& q, const TensorView& k,
