@@ -1,16 +1,21 @@
 // The GPU ring executor's launch list on the CPU: walking every rank's ring_attend launches the way the
 // kernel does (query i = nth_selected(selected_before(q_begin) + i), keys from segment_keys or the
 // received part, visible_keys for causality) must attend exactly the (head, query, key) pairs of
-// dilated attention, each once; and packed parts must tile each block's bytes.
+// dilated attention, each once; packed parts must tile each block's bytes; and tensors the GPU path
+// cannot take fail before any device work.
 #include <gtest/gtest.h>
 
 #include <map>
 #include <random>
 #include <tuple>
 
+#include <dilatron/ring.hpp>
+
 #include "common/dtype.hpp"
 #include "runtime/ring/device_launches.hpp"
+#include "runtime/ring/host_communicator.hpp"
 #include "templates/dilatron/index.cuh"
+#include "tests/support/expect_error.hpp"
 #include "tests/support/ring_case.hpp"
 
 using namespace dilatron;
@@ -115,4 +120,22 @@ TEST(RingLaunches, PartsTileTheBlockInPlanOrder) {
     }
   }
   EXPECT_GT(blocks, 50);
+}
+
+TEST(RingDevice, TensorsTheGpuCannotTakeFailBeforeAnyDeviceWork) {
+  Config config;
+  config.segments = {8};
+  config.dilations = {1};
+  ring::HostGroup group(1, std::chrono::milliseconds(2000));
+  const std::unique_ptr<ring::Communicator> comm = group.rank(0);
+  RingDilatedAttention attention(config, *comm);
+  std::vector<float> storage(2 * 16 * 4 * 16);  // never read: every call fails its checks first
+  auto run = [&](DType dtype, DType out_dtype, std::int64_t d) {
+    const TensorView q = TensorView::contiguous(storage.data(), dtype, {2, 16, 4, d});
+    const TensorView kv = TensorView::contiguous(storage.data(), dtype, {2, 16, 2, d});
+    attention.forward(16, q, kv, kv, TensorView::contiguous(storage.data(), out_dtype, {2, 16, 4, d}));
+  };
+  test::expect_error([&] { run(DType::f32, DType::f32, 8); }, {"float16 or bfloat16", "f32"});
+  test::expect_error([&] { run(DType::f16, DType::f32, 8); }, {"out is f32", "f16"});
+  test::expect_error([&] { run(DType::bf16, DType::bf16, 12); }, {"head dim 12"});
 }
