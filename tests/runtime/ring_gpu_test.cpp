@@ -16,17 +16,14 @@
 #include <thread>
 #include <tuple>
 
-#include "runtime/device_buffer.hpp"
 #include "runtime/driver.hpp"
 #include "runtime/ring/partition.hpp"
-#include "tests/support/random_case.hpp"
+#include "tests/support/device_case.hpp"
 
 using namespace dilatron;
 using namespace dilatron::test;
 
 namespace {
-
-constexpr std::uint16_t kPoison = 0x7fff;  // NaN in float16 and bfloat16
 
 // P ranks on one GPU: a sender posts its device buffer; the receiver copies it device to device once
 // both have arrived; exchange returns when this rank's receives are copied and its sends were taken,
@@ -121,19 +118,9 @@ class DeviceRank : public ring::Communicator {
 
 std::unique_ptr<ring::Communicator> DeviceMailbox::rank(int rank) { return std::make_unique<DeviceRank>(*this, rank, ranks_); }
 
-class GpuRing : public ::testing::Test {
- protected:
-  void SetUp() override {
-    const driver::Status status = driver::probe();
-    if (status.devices.empty()) GTEST_SKIP() << "no GPU: " << status.problem;
-  }
-};
+class GpuRing : public GpuTest {};
 
-struct Result {
-  std::vector<double> out, lse;
-};
-
-Result host_ring(RandomCase& c) {
+GpuResult host_ring(RandomCase& c) {
   std::vector<float> out(std::size_t(c.B * c.N * c.H * c.D), NAN), lse(std::size_t(c.B * c.H * c.N), NAN);
   const auto lse_view = TensorView::contiguous(lse.data(), DType::f32, {c.B, c.H, c.N, 1});
   ring_reference_forward(c.config, 1, c.q_view(), c.k_view(), c.v_view(),
@@ -148,21 +135,9 @@ TensorView rows_of(TensorView t, ring::RowRange rows, std::size_t dim) {
   return t;
 }
 
-Result gpu_ring(RandomCase& c, int ranks) {
-  DeviceBuffer q(c.q.size()), k(c.k.size()), v(c.v.size()), out(c.q.size()), lse(std::size_t(c.B * c.H * c.N) * sizeof(float));
-  q.upload(c.q.data());
-  k.upload(c.k.data());
-  v.upload(c.v.data());
-  std::vector<std::uint16_t> out_host(c.q.size() / 2, kPoison);
-  std::vector<float> lse_host(std::size_t(c.B * c.H * c.N), std::nanf(""));
-  out.upload(out_host.data());
-  lse.upload(lse_host.data());
-  const TensorView q_view = TensorView::contiguous(q.get(), c.dtype, c.q_shape());
-  const TensorView k_view = TensorView::contiguous(k.get(), c.dtype, c.kv_shape());
-  const TensorView v_view = TensorView::contiguous(v.get(), c.dtype, c.kv_shape());
-  const TensorView out_view = TensorView::contiguous(out.get(), c.dtype, c.q_shape());
-  const TensorView lse_view = TensorView::contiguous(lse.get(), DType::f32, {c.B, c.H, c.N, 1});
-
+GpuResult gpu_ring(RandomCase& c, int ranks) {
+  const DeviceCase device(c);
+  const TensorView lse_view = device.lse();
   DeviceMailbox box(ranks);
   std::vector<std::string> errors(static_cast<std::size_t>(ranks));
   std::vector<std::thread> threads;
@@ -173,8 +148,8 @@ Result gpu_ring(RandomCase& c, int ranks) {
         std::unique_ptr<ring::Communicator> comm = box.rank(rank);
         RingDilatedAttention attention(c.config, *comm);
         const TensorView lse_shard = rows_of(lse_view, rows, 2);
-        attention.forward(c.N, rows_of(q_view, rows, 1), rows_of(k_view, rows, 1), rows_of(v_view, rows, 1),
-                          rows_of(out_view, rows, 1), &lse_shard, nullptr);
+        attention.forward(c.N, rows_of(device.q(), rows, 1), rows_of(device.k(), rows, 1), rows_of(device.v(), rows, 1),
+                          rows_of(device.out(), rows, 1), &lse_shard, nullptr);
       } catch (const std::exception& e) {
         errors[std::size_t(rank)] = e.what();
       }
@@ -183,12 +158,7 @@ Result gpu_ring(RandomCase& c, int ranks) {
   for (std::thread& t : threads) t.join();
   for (int rank = 0; rank < ranks; ++rank) EXPECT_EQ(errors[std::size_t(rank)], "") << "rank " << rank;
   DILATRON_CU(cuCtxSynchronize());
-  out.download(out_host.data());
-  lse.download(lse_host.data());
-  Result r;
-  for (std::size_t i = 0; i < out_host.size(); ++i) r.out.push_back(load_element(out_host.data(), c.dtype, std::int64_t(i)));
-  r.lse.assign(lse_host.begin(), lse_host.end());
-  return r;
+  return device.result();
 }
 
 RandomCase make_case(Config config, std::int64_t B, std::int64_t N, std::int64_t H, std::int64_t Hkv, std::int64_t D,
@@ -227,11 +197,11 @@ TEST_F(GpuRing, EqualsTheHostRingForOneToFourRanks) {
   cases.push_back(std::move(custom));
 
   for (RandomCase& c : cases) {
-    const Result want = host_ring(c);
+    const GpuResult want = host_ring(c);
     const double tolerance = c.dtype == DType::bf16 ? 1e-2 : 3e-3;
     for (int ranks = 1; ranks <= 4; ++ranks) {
       SCOPED_TRACE(fmt::format("ranks {}: {}", ranks, c.describe()));
-      const Result got = gpu_ring(c, ranks);
+      const GpuResult got = gpu_ring(c, ranks);
       EXPECT_LE(relative_error(got.out, want.out), tolerance);
       EXPECT_LE(relative_error(got.lse, want.lse, 1.0), tolerance);
     }
