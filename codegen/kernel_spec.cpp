@@ -26,6 +26,9 @@ std::string_view to_string(Op op) noexcept {
     case Op::clear_output: return "clear_output";
     case Op::attention_forward: return "attention_forward";
     case Op::attention_forward_merge: return "attention_forward_merge";
+    case Op::ring_pack: return "ring_pack";
+    case Op::ring_attend: return "ring_attend";
+    case Op::ring_finish: return "ring_finish";
   }
   return "?";
 }
@@ -44,6 +47,8 @@ int arch_number(std::string_view arch) {
 }
 
 bool is_attention(Op op) { return op == Op::attention_forward || op == Op::attention_forward_merge; }
+
+bool is_ring(Op op) { return op == Op::ring_pack || op == Op::ring_attend || op == Op::ring_finish; }
 
 int max_shared_bytes(int arch) {
   if ((arch >= 90 && arch < 120) || arch == 80 || arch == 87) return arch < 90 ? 163 * 1024 : 227 * 1024;
@@ -86,7 +91,7 @@ void KernelSpec::validate() const {
   if (head_dim < 8 || head_dim > 512 || head_dim % 8 != 0) {
     invalid(*this, fmt::format("head_dim {} must be a multiple of 8 in [8, 512]", head_dim));
   }
-  if (dtype == DType::f32 && (moves_rows(op) || is_attention(op))) invalid(*this, "GPU kernels take f16 or bf16 inputs");
+  if (dtype == DType::f32 && (moves_rows(op) || is_attention(op) || is_ring(op))) invalid(*this, "GPU kernels take f16 or bf16 inputs");
   if (tiles.warps != 1 && tiles.warps != 2 && tiles.warps != 4 && tiles.warps != 8 && tiles.warps != 16) {
     invalid(*this, fmt::format("warps = {}: expected 1, 2, 4, 8 or 16", tiles.warps));
   }

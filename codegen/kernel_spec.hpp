@@ -20,6 +20,9 @@ enum class Op {
   clear_output,             // O = 0, LSE = -inf, before launches that merge into them
   attention_forward,        // one branch's attention, writing O and LSE
   attention_forward_merge,  // one branch's attention, merged into the O and LSE already there
+  ring_pack,                // the ring: one part of a block into the send buffer
+  ring_attend,              // the ring: local queries to local or received keys, into the fp32 accumulator
+  ring_finish,              // the ring: the accumulator to O (and LSE)
 };
 
 std::string_view to_string(Op op) noexcept;
@@ -40,7 +43,7 @@ struct KernelSpec {
   Op op = Op::merge_partials;
   DType dtype = DType::bf16;
   int head_dim = 128;
-  std::vector<BranchSpec> branches;  // pack/unpack/attention: the one branch; merge/clear: empty
+  std::vector<BranchSpec> branches;  // pack/unpack/attention: the one branch; merge/clear/ring: empty
   // Branch kernels in head_groups mode: the group (= branch index) served and the number of groups,
   // which decide which heads take part. longnet offsets need neither: always 0 and 1 there.
   int group = 0, groups = 1;
@@ -70,5 +73,7 @@ int arch_number(std::string_view arch);
 int max_shared_bytes(int arch_number);
 
 bool is_attention(Op op);
+// The ring executor's kernels: their branch, offsets and causality are launch arguments.
+bool is_ring(Op op);
 
 }  // namespace dilatron::codegen

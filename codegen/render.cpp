@@ -42,6 +42,15 @@ Instantiation instantiation(const KernelSpec& s) {
                           s.causal ? "true" : "false", s.branches[0].w, s.branches[0].r,
                           s.mode == Mode::longnet ? 0 : 1, s.group, s.groups,
                           s.op == Op::attention_forward_merge ? "true" : "false")};
+    case Op::ring_pack:
+    case Op::ring_attend:
+    case Op::ring_finish: {
+      const std::string_view args = s.op == Op::ring_pack     ? "dilatron::args::RingPackArgs"
+                                    : s.op == Op::ring_attend ? "dilatron::args::RingAttendArgs"
+                                                              : "dilatron::args::RingFinishArgs";
+      return {"dilatron/ring.cuh", args,
+              fmt::format("dilatron::{}<{}, {}, {}>", to_string(s.op), element_type(s.dtype), s.head_dim, threads)};
+    }
   }
   return {};
 }

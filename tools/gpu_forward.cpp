@@ -1,12 +1,16 @@
 #include "tools/gpu_forward.hpp"
 
 #include <dilatron/dilatron.hpp>
+#include <dilatron/ring.hpp>
 
 #include <vector>
 
 #include "common/dtype.hpp"
+#include "common/parallel.hpp"
 #include "runtime/device_buffer.hpp"
 #include "runtime/driver.hpp"
+#include "runtime/ring/device_sync.hpp"
+#include "runtime/ring/local_communicator.hpp"
 
 namespace dilatron::cli {
 namespace {
@@ -28,6 +32,13 @@ std::unique_ptr<DeviceBuffer> upload(const TensorView& t) {
   return buffer;
 }
 
+// Copies a device result in `dtype` into the host tensor `out` (its own dtype).
+void download(const DeviceBuffer& buffer, DType dtype, const TensorView& out) {
+  std::vector<std::uint16_t> result(std::size_t(out.numel()));
+  buffer.download(result.data());
+  for (std::int64_t i = 0; i < out.numel(); ++i) store_element(out.data, out.dtype, i, load_element(result.data(), dtype, i));
+}
+
 }  // namespace
 
 void gpu_forward(const Config& config, const TensorView& q, const TensorView& k, const TensorView& v,
@@ -46,10 +57,49 @@ void gpu_forward(const Config& config, const TensorView& q, const TensorView& k,
                     TensorView::contiguous(dv->get(), dtype, v.shape), TensorView::contiguous(d_out.get(), dtype, out.shape),
                     lse ? &lse_view : nullptr, nullptr);
   DILATRON_CU(cuCtxSynchronize());
-  std::vector<std::uint16_t> result(std::size_t(out.numel()));
-  d_out.download(result.data());
-  for (std::int64_t i = 0; i < out.numel(); ++i) store_element(out.data, out.dtype, i, load_element(result.data(), dtype, i));
+  download(d_out, dtype, out);
   if (lse) d_lse->download(lse->data);
+}
+
+void gpu_ring_forward(const Config& config, int ranks, const TensorView& q, const TensorView& k, const TensorView& v,
+                      const TensorView& out, const TensorView* lse) {
+  const CUcontext context = driver::current_context();
+  const auto dq = upload(q), dk = upload(k), dv = upload(v);
+  const DType dtype = device_dtype(q.dtype);
+  DeviceBuffer d_out(std::size_t(out.numel()) * dtype_size(dtype));
+  const std::int64_t batch = q.shape[0], seq_len = q.shape[1], heads = q.shape[2];
+  // LSE shards are [B, H, rows]: not a slice of [B, H, N], so each rank writes its own buffer.
+  std::vector<std::unique_ptr<DeviceBuffer>> d_lse(std::size_t(ranks));
+  auto comms = ring::LocalCommunicator::group(ranks);
+  parallel_for(ranks, unsigned(ranks), [&] {
+    return [&](std::int64_t rank) {
+      const ring::ContextScope scope(context);  // rank threads start with no current context
+      const ring::RowRange rows = ring::shard(seq_len, ranks, int(rank));
+      TensorView lse_shard;
+      if (lse) {
+        d_lse[std::size_t(rank)] = std::make_unique<DeviceBuffer>(std::size_t(batch * heads * rows.size()) * sizeof(float));
+        lse_shard = TensorView::contiguous(d_lse[std::size_t(rank)]->get(), DType::f32, {batch, heads, rows.size(), 1});
+      }
+      ring::LocalCommunicator& comm = *comms[std::size_t(rank)];
+      RingDilatedAttention(config, comm)
+          .forward(seq_len, ring::rows_of(TensorView::contiguous(dq->get(), dtype, q.shape), rows, 1),
+                   ring::rows_of(TensorView::contiguous(dk->get(), dtype, k.shape), rows, 1),
+                   ring::rows_of(TensorView::contiguous(dv->get(), dtype, v.shape), rows, 1),
+                   ring::rows_of(TensorView::contiguous(d_out.get(), dtype, out.shape), rows, 1),
+                   lse ? &lse_shard : nullptr, comm.stream());
+    };
+  });
+  DILATRON_CU(cuCtxSynchronize());
+  download(d_out, dtype, out);
+  if (!lse) return;
+  for (int rank = 0; rank < ranks; ++rank) {
+    const ring::RowRange rows = ring::shard(seq_len, ranks, rank);
+    std::vector<float> part(std::size_t(batch * heads * rows.size()));
+    d_lse[std::size_t(rank)]->download(part.data());
+    for (std::int64_t bh = 0; bh < batch * heads; ++bh) {
+      std::copy_n(&part[std::size_t(bh * rows.size())], rows.size(), static_cast<float*>(lse->data) + bh * seq_len + rows.begin);
+    }
+  }
 }
 
 }  // namespace dilatron::cli

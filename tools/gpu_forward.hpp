@@ -12,4 +12,9 @@ namespace dilatron::cli {
 void gpu_forward(const Config& config, const TensorView& q, const TensorView& k, const TensorView& v,
                  const TensorView& out, const TensorView* lse);
 
+// The same split across `ranks` ranks on this one GPU: each rank a thread with its own stream, its
+// shards of the uploaded tensors, and the Local transport between them.
+void gpu_ring_forward(const Config& config, int ranks, const TensorView& q, const TensorView& k, const TensorView& v,
+                      const TensorView& out, const TensorView* lse);
+
 }  // namespace dilatron::cli

@@ -41,10 +41,6 @@ void run(RunOptions o) {
   std::vector<NamedPath> outputs{{"--out", o.out}};
   if (!o.lse.empty()) outputs.push_back({"--lse", o.lse});
   Outputs files({{"--q", o.q}, {"--k", o.k}, {"--v", o.v}}, outputs);
-  if (o.ranks > 1 && o.device == "cuda") {
-    throw UsageError("--ranks with --device cuda needs the GPU ring executor, which this version does not have yet: "
-                     "use --device cpu to run the ring's schedule on the host");
-  }
   if (o.device == "cuda") {
     const driver::Status gpu = driver::probe();
     if (gpu.devices.empty()) throw Error("--device cuda: " + gpu.problem, ErrorKind::cuda);
@@ -62,7 +58,7 @@ void run(RunOptions o) {
   const auto start = std::chrono::steady_clock::now();
   if (o.ranks > p.seq_len) throw UsageError(fmt::format("--ranks {} exceeds the {} rows of the sequence", o.ranks, p.seq_len));
   if (o.device == "cuda") {
-    gpu_forward(o.config, q, k, v, out, lse_arg);
+    o.ranks > 1 ? gpu_ring_forward(o.config, o.ranks, q, k, v, out, lse_arg) : gpu_forward(o.config, q, k, v, out, lse_arg);
   } else if (o.ranks > 1) {
     ring_reference_forward(o.config, o.ranks, q, k, v, out, lse_arg);
   } else {
@@ -79,7 +75,7 @@ void run(RunOptions o) {
     fmt::print("wrote {} [{}] {}{}: {} branch(es), {:.3g} query-key pairs, {:.2f} s on {}\n", o.out,
                fmt::join(qa.shape, ","), to_string(out.dtype), o.lse.empty() ? "" : " and " + o.lse,
                o.config.branches(), double(p.batch) * double(attended_pairs(o.config, p.seq_len, p.heads)), seconds,
-               o.device == "cuda" ? "the GPU"
+               o.device == "cuda" ? (o.ranks > 1 ? fmt::format("the GPU ({} ranks, Local transport)", o.ranks) : "the GPU")
                : o.ranks > 1 ? fmt::format("the CPU (float64 reference, {} ranks)", o.ranks)
                              : "the CPU (float64 reference)");
   }
@@ -104,7 +100,7 @@ void add_run(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--ranks", o->ranks,
                   "split the sequence across P ranks exchanging only the dilated rows spanning segments need "
-                  "(with --device cpu: P threads of this process)")
+                  "(--device cpu: P threads of this process; --device cuda: P ranks on this GPU)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   cmd->add_option("--out", o->out, "output O [B,N,H,D] in Q's dtype (a new file; never an input)")->required();

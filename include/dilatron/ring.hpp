@@ -13,7 +13,11 @@
 #include <string>
 #include <vector>
 
+struct CUstream_st;  // the driver API's CUstream is CUstream_st*
+
 namespace dilatron {
+
+using Stream = CUstream_st*;  // as in dilatron.hpp
 namespace ring {
 
 // One message: to `peer` (a send) or from `peer` (a receive). A receive's span is the buffer to fill;
@@ -52,6 +56,12 @@ class RingDilatedAttention {
   // of a sequence of `seq_len` rows. Every rank of the communicator calls it with the same seq_len.
   void reference_forward(std::int64_t seq_len, const TensorView& q, const TensorView& k, const TensorView& v,
                          const TensorView& out, const TensorView* lse = nullptr);
+
+  // The same on device memory of the current context: q/k/v and out float16 or bfloat16 (one dtype),
+  // head dim a multiple of 8 up to 512, lse contiguous or null. Kernels run on `stream`; the
+  // communicator's messages wrap device pointers. Returns when this rank's output is written.
+  void forward(std::int64_t seq_len, const TensorView& q, const TensorView& k, const TensorView& v,
+               const TensorView& out, const TensorView* lse = nullptr, Stream stream = nullptr);
 
   const Config& config() const noexcept;
 

@@ -2,6 +2,9 @@
 // rank gets N / P rows and the first N % P ranks one more, so shards differ by at most one row.
 #pragma once
 
+#include <dilatron/tensor.hpp>
+
+#include <cstddef>
 #include <cstdint>
 
 namespace dilatron::ring {
@@ -23,6 +26,15 @@ constexpr RowRange shard(std::int64_t seq_len, int ranks, int rank) {
 constexpr int owner(std::int64_t row, std::int64_t seq_len, int ranks) {
   const std::int64_t base = seq_len / ranks, extra = seq_len % ranks, big = extra * (base + 1);
   return int(row < big ? row / (base + 1) : extra + (row - big) / base);
+}
+
+// Rows [rows.begin, rows.end) of `t` along dimension `dim` (1 for Q, K, V and O; 2 for LSE): a shard is
+// a view into the whole tensor, never a copy.
+inline TensorView rows_of(const TensorView& t, RowRange rows, int dim) {
+  TensorView shard = t;
+  shard.data = static_cast<std::byte*>(t.data) + rows.begin * t.strides[std::size_t(dim)] * std::int64_t(dtype_size(t.dtype));
+  shard.shape[std::size_t(dim)] = rows.size();
+  return shard;
 }
 
 }  // namespace dilatron::ring

@@ -1,5 +1,6 @@
 // RingDilatedAttention and the in-process ring: plans cached per shape, the Host executor on host
-// memory, every rank's failure passed to its peers through Communicator::abort.
+// memory and the device executor on device memory, every rank's failure passed to its peers through
+// Communicator::abort.
 #include <dilatron/error.hpp>
 #include <dilatron/ring.hpp>
 
@@ -12,6 +13,7 @@
 
 #include "common/parallel.hpp"
 #include "runtime/problem.hpp"
+#include "runtime/ring/device_executor.hpp"
 #include "runtime/ring/host_communicator.hpp"
 #include "runtime/ring/host_executor.hpp"
 #include "runtime/ring/plan.hpp"
@@ -36,6 +38,17 @@ struct RingDilatedAttention::Impl {
     }
     return *slot;
   }
+
+  // Runs one rank's executor; a failure reaches the peers before it reaches the caller.
+  template <class Executor>
+  void run(Executor&& executor, std::int64_t seq_len, const TensorView& q, const TensorView& k) {
+    try {
+      executor(plan(seq_len, q, k), *communicator);
+    } catch (const std::exception& e) {
+      communicator->abort(fmt::format("rank {} failed: {}", communicator->rank(), e.what()));
+      throw;
+    }
+  }
 };
 
 RingDilatedAttention::RingDilatedAttention(Config config, ring::Communicator& communicator)
@@ -53,13 +66,16 @@ const Config& RingDilatedAttention::config() const noexcept { return impl_->conf
 
 void RingDilatedAttention::reference_forward(std::int64_t seq_len, const TensorView& q, const TensorView& k,
                                              const TensorView& v, const TensorView& out, const TensorView* lse) {
-  ring::Communicator& comm = *impl_->communicator;
-  try {
-    ring::host_ring_forward(impl_->plan(seq_len, q, k), comm, q, k, v, out, lse);
-  } catch (const std::exception& e) {
-    comm.abort(fmt::format("rank {} failed: {}", comm.rank(), e.what()));
-    throw;
-  }
+  impl_->run([&](const ring::RingPlan& plan, ring::Communicator& comm) {
+    ring::host_ring_forward(plan, comm, q, k, v, out, lse);
+  }, seq_len, q, k);
+}
+
+void RingDilatedAttention::forward(std::int64_t seq_len, const TensorView& q, const TensorView& k, const TensorView& v,
+                                   const TensorView& out, const TensorView* lse, Stream stream) {
+  impl_->run([&](const ring::RingPlan& plan, ring::Communicator& comm) {
+    ring::device_ring_forward(plan, comm, q, k, v, out, lse, stream);
+  }, seq_len, q, k);
 }
 
 void ring_reference_forward(const Config& config, int ranks, const TensorView& q, const TensorView& k,
@@ -71,21 +87,14 @@ void ring_reference_forward(const Config& config, int ranks, const TensorView& q
   const auto timeout = timeout_seconds > 0 ? std::chrono::milliseconds(std::int64_t(timeout_seconds * 1000))
                                            : ring::ring_timeout();
   ring::HostGroup group(ranks, timeout);
-  // Shards are row ranges, so each rank's tensors are views into the whole ones: no copies.
-  auto rows_of = [&](const TensorView& t, ring::RowRange rows, std::int64_t dim) {
-    TensorView shard = t;
-    shard.data = static_cast<std::byte*>(t.data) + rows.begin * t.strides[dim] * std::int64_t(dtype_size(t.dtype));
-    shard.shape[std::size_t(dim)] = rows.size();
-    return shard;
-  };
   parallel_for(ranks, unsigned(ranks), [&] {
     return [&](std::int64_t rank) {
       const ring::RowRange rows = ring::shard(p.seq_len, ranks, int(rank));
       std::unique_ptr<ring::Communicator> comm = group.rank(int(rank));
       RingDilatedAttention attention(config, *comm);
-      const TensorView lse_shard = lse ? rows_of(*lse, rows, 2) : TensorView{};
-      attention.reference_forward(p.seq_len, rows_of(q, rows, 1), rows_of(k, rows, 1), rows_of(v, rows, 1),
-                                  rows_of(out, rows, 1), lse ? &lse_shard : nullptr);
+      const TensorView lse_shard = lse ? ring::rows_of(*lse, rows, 2) : TensorView{};
+      attention.reference_forward(p.seq_len, ring::rows_of(q, rows, 1), ring::rows_of(k, rows, 1),
+                                  ring::rows_of(v, rows, 1), ring::rows_of(out, rows, 1), lse ? &lse_shard : nullptr);
     };
   });
 }

@@ -43,4 +43,42 @@ struct AttentionArgs {
   float scale_log2;  // softmax scale * log2(e): scores go straight to the exp2 domain
 };
 
+// The ring's kernels (ring.cuh) on one rank's shard of rows [rows_begin, rows_begin + rows).
+
+// ring_pack: one part of a Block (runtime/ring/plan.hpp) into the send buffer: for each batch element,
+// for each selected row first_row + j * r (j < count), the K row of kv head `kv_head`, then its V row.
+struct RingPackArgs {
+  Tensor4 k, v;  // the shard [B, rows, Hkv, D]
+  void* packed;  // the part's first element in the send buffer
+  i64 batch, rows_begin, kv_head, first_row, count, r;
+};
+
+// ring_attend: queries are the rows in [q_begin, q_end) that (w, r, offset) select, for heads
+// head_begin + blockIdx.y; each attends its keys and is folded into the fp32 accumulator. Keys of the
+// local shard (key_count < 0): the query's segment inside the shard, same selection; k/v are the shard.
+// Keys received (key_count >= 0): rows key_first + j * r; k/v address key j as position j of a packed
+// part (stride[1] = 2D from one key to the next, stride[2] = 0: the part holds one kv head).
+struct RingAttendArgs {
+  Tensor4 q, k, v;
+  float* o_acc;    // [B, rows, H, D], contiguous
+  float* lse_acc;  // [B, H, rows], contiguous
+  i64 batch, rows, heads, kv_heads, rows_begin;
+  i64 w, r, offset;
+  i64 q_begin, q_end;
+  i64 key_first, key_count;
+  i64 head_begin;
+  int causal;
+  float scale_log2;  // softmax scale * log2(e)
+};
+
+// ring_finish: out = O_acc * out_scale in the output dtype, and lse = LSE_acc when lse is not null.
+struct RingFinishArgs {
+  Tensor4 out;  // [B, rows, H, D]
+  float* lse;   // [B, H, rows], contiguous, or null
+  const float* o_acc;
+  const float* lse_acc;
+  i64 batch, rows, heads;
+  float out_scale;
+};
+
 }  // namespace dilatron::args

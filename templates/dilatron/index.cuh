@@ -111,4 +111,25 @@ DILATRON_HD constexpr bool key_tile_unmasked(i64 k_first, i64 block_n, i64 q_fir
   return k_first + block_n <= count && (!causal || k_first + block_n - 1 <= q_first);
 }
 
+// The ring. Selected rows of [begin, end) (segments of w, offset o, dilation r): the first and how many
+// (none when begin >= end). Inside one segment they are first, first + r, ...
+struct RowRun {
+  i64 first, count;
+};
+DILATRON_HD constexpr RowRun selected_in(i64 begin, i64 end, i64 w, i64 o, i64 r) {
+  const i64 before = selected_before(begin, w, o, r), count = selected_before(end, w, o, r) - before;
+  return count > 0 ? RowRun{nth_selected(before, w, o, r), count} : RowRun{0, 0};
+}
+// The keys a selected query row reads from rows [begin, end) it shares with them: those of its own
+// segment, same selection.
+DILATRON_HD constexpr RowRun segment_keys(i64 row, i64 w, i64 o, i64 r, i64 begin, i64 end) {
+  const i64 s = row / w;
+  return selected_in(begin > s * w ? begin : s * w, min64(end, (s + 1) * w), w, o, r);
+}
+// How many of the keys first, first + r, ... (count of them) a query at `row` sees.
+DILATRON_HD constexpr i64 visible_keys(i64 row, i64 first, i64 count, i64 r, bool causal) {
+  if (!causal) return count;
+  return row < first ? 0 : min64(count, (row - first) / r + 1);
+}
+
 }  // namespace dilatron::index

@@ -48,7 +48,7 @@ TEST(Templates, AreEmbeddedWithAStableBundleHash) {
     EXPECT_FALSE(f.text.empty()) << f.name;
   }
   for (const char* expected : {"dilatron/index.cuh", "dilatron/args.cuh", "dilatron/types.cuh", "dilatron/pack.cuh",
-                               "dilatron/merge.cuh", "dilatron/ptx.cuh", "dilatron/attention.cuh"}) {
+                               "dilatron/merge.cuh", "dilatron/ptx.cuh", "dilatron/attention.cuh", "dilatron/ring.cuh"}) {
     EXPECT_TRUE(names.count(expected)) << expected;
   }
   EXPECT_EQ(template_bundle_hash().size(), 16u);
@@ -81,6 +81,30 @@ TEST(Compile, EveryKernelOpBuildsForSm80AndSm90aWithoutSpills) {
     EXPECT_EQ(k.report.spill_bytes, 0) << k.log;
     EXPECT_NE(k.log.find(spec.arch.substr(0, 5)), std::string::npos) << "ptxas report for the target: " << k.log;
     EXPECT_GT(k.compile_ms, 0);
+  }
+}
+
+TEST(Compile, RingKernelsBuildForSm80AndSm90aWithoutSpills) {
+  // Head dims at both ends of what KernelSpec allows: ring_attend keeps ceil(D / 32) floats of Q and O
+  // per lane in registers. The executor clears its fp32 accumulator with clear_output<float>.
+  for (const char* arch : {"sm_80", "sm_90a"}) {
+    for (const auto& [dtype, head_dim] : {std::pair{DType::bf16, 8}, std::pair{DType::f16, 64}, std::pair{DType::bf16, 128},
+                                          std::pair{DType::f16, 512}}) {
+      for (Op op : {Op::ring_pack, Op::ring_attend, Op::ring_finish, Op::clear_output}) {
+        KernelSpec s;
+        s.op = op;
+        s.dtype = op == Op::clear_output ? DType::f32 : dtype;
+        s.head_dim = head_dim;
+        s.arch = arch;
+        s = autotune::with_tiles(s);
+        SCOPED_TRACE(s.label());
+        const CompiledKernel k = compile(s);
+        EXPECT_NE(k.lowered_name.find(std::string(to_string(op))), std::string::npos) << k.lowered_name;
+        EXPECT_GT(k.report.registers, 0) << k.log;
+        EXPECT_EQ(k.report.spill_bytes, 0) << k.log;
+        EXPECT_EQ(k.report.stack_bytes, 0) << k.log;
+      }
+    }
   }
 }
 

@@ -97,6 +97,17 @@ TEST(KernelSpec, ValidationNamesTheProblem) {
   expect_invalid(merge, "merge_partials takes no branches");
   s = pack_spec(), s.head_dim = 12;
   EXPECT_THROW(render(s), Error) << "render validates first";
+  for (Op op : {Op::ring_pack, Op::ring_attend, Op::ring_finish}) {
+    KernelSpec ring;
+    ring.op = op;
+    EXPECT_NO_THROW(ring.validate()) << to_string(op);
+    ring.dtype = DType::f32;
+    expect_invalid(ring, "f16 or bf16");
+    ring.dtype = DType::f16, ring.branches = {{8, 1}};
+    expect_invalid(ring, "takes no branches");
+    ring.branches = {}, ring.causal = true;
+    expect_invalid(ring, "causal");
+  }
 }
 
 TEST(KernelSpec, LabelsTellApartEveryKernelTheCanonicalStringsDo) {
@@ -104,10 +115,10 @@ TEST(KernelSpec, LabelsTellApartEveryKernelTheCanonicalStringsDo) {
   // get distinct labels, or `cache ls` and `warm` show two entries under one name.
   std::vector<KernelSpec> bases;
   for (Op op : {Op::pack_rows, Op::unpack_rows, Op::merge_partials, Op::clear_output, Op::attention_forward,
-                Op::attention_forward_merge}) {
+                Op::attention_forward_merge, Op::ring_pack, Op::ring_attend, Op::ring_finish}) {
     KernelSpec s;
     s.op = op;
-    if (op != Op::merge_partials && op != Op::clear_output) s.branches = {{2048, 2}};
+    if (op != Op::merge_partials && op != Op::clear_output && !is_ring(op)) s.branches = {{2048, 2}};
     if (is_attention(op)) s.tiles = {64, 64, 4, 2};
     bases.push_back(s);
   }

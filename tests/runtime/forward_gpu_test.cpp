@@ -10,50 +10,23 @@
 
 #include "runtime/device_buffer.hpp"
 #include "runtime/driver.hpp"
-#include "tests/support/random_case.hpp"
+#include "tests/support/device_case.hpp"
 
 using namespace dilatron;
 using namespace dilatron::test;
 
 namespace {
 
-constexpr std::uint16_t kPoison = 0x7fff;  // NaN in float16 and bfloat16
-
-class GpuForward : public ::testing::Test {
- protected:
-  void SetUp() override {
-    const driver::Status status = driver::probe();
-    if (status.devices.empty()) GTEST_SKIP() << "no GPU: " << status.problem;
-  }
-};
-
-struct GpuResult {
-  std::vector<double> out, lse;
-};
+class GpuForward : public GpuTest {};
 
 // Runs the case on the GPU; lse == false runs without an LSE tensor (the plan's workspace).
 GpuResult run_gpu(RandomCase& c, bool with_lse = true) {
-  DeviceBuffer q(c.q.size()), k(c.k.size()), v(c.v.size()), out(c.q.size()),
-      lse(std::size_t(c.B * c.H * c.N) * sizeof(float));
-  q.upload(c.q.data());
-  k.upload(c.k.data());
-  v.upload(c.v.data());
-  std::vector<std::uint16_t> out_host(c.q.size() / 2, kPoison);
-  std::vector<float> lse_host(std::size_t(c.B * c.H * c.N), std::nanf(""));
-  out.upload(out_host.data());
-  lse.upload(lse_host.data());
-  const TensorView lse_view = TensorView::contiguous(lse.get(), DType::f32, {c.B, c.H, c.N, 1});
+  const DeviceCase device(c);
+  const TensorView lse_view = device.lse();
   DilatedAttention attention(c.config);
-  attention.forward(TensorView::contiguous(q.get(), c.dtype, c.q_shape()), TensorView::contiguous(k.get(), c.dtype, c.kv_shape()),
-                    TensorView::contiguous(v.get(), c.dtype, c.kv_shape()), TensorView::contiguous(out.get(), c.dtype, c.q_shape()),
-                    with_lse ? &lse_view : nullptr, nullptr);
+  attention.forward(device.q(), device.k(), device.v(), device.out(), with_lse ? &lse_view : nullptr, nullptr);
   DILATRON_CU(cuCtxSynchronize());
-  out.download(out_host.data());
-  lse.download(lse_host.data());
-  GpuResult r;
-  for (std::size_t i = 0; i < out_host.size(); ++i) r.out.push_back(load_element(out_host.data(), c.dtype, std::int64_t(i)));
-  r.lse.assign(lse_host.begin(), lse_host.end());
-  return r;
+  return device.result();
 }
 
 // ||got - want|| / ||want||; NaN anywhere fails.

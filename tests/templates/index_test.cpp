@@ -132,3 +132,42 @@ TEST(Index, BranchOffsetFollowsTheMode) {
     }
   }
 }
+
+TEST(Index, RingRunsMatchEnumeration) {
+  // selected_in, segment_keys and visible_keys against walking every row.
+  for (long long w = 1; w <= 9; ++w) {
+    for (long long r = 1; r <= 11; ++r) {
+      for (long long o = 0; o < r; ++o) {
+        for (long long begin = 0; begin <= 24; ++begin) {
+          for (long long end = begin; end <= 26; ++end) {
+            std::vector<long long> rows;
+            for (long long row = begin; row < end; ++row) {
+              if (ix::is_selected(row, w, o, r)) rows.push_back(row);
+            }
+            const ix::RowRun run = ix::selected_in(begin, end, w, o, r);
+            ASSERT_EQ(run.count, static_cast<long long>(rows.size())) << w << " " << r << " " << o << " [" << begin << "," << end << ")";
+            if (!rows.empty()) {
+              ASSERT_EQ(run.first, rows.front());
+            }
+            for (long long row : rows) {
+              std::vector<long long> keys;  // rows of row's segment in [begin, end), selected alike
+              for (long long key : rows) {
+                if (key / w == row / w) keys.push_back(key);
+              }
+              const ix::RowRun own = ix::segment_keys(row, w, o, r, begin, end);
+              ASSERT_EQ(own.count, static_cast<long long>(keys.size()));
+              ASSERT_EQ(own.first, keys.front());
+              for (std::size_t j = 0; j < keys.size(); ++j) ASSERT_EQ(own.first + static_cast<long long>(j) * r, keys[j]);
+              long long earlier = 0;
+              for (long long key : keys) earlier += key <= row;
+              ASSERT_EQ(ix::visible_keys(row, own.first, own.count, r, true), earlier);
+              ASSERT_EQ(ix::visible_keys(row, own.first, own.count, r, false), own.count);
+            }
+          }
+        }
+      }
+    }
+  }
+  EXPECT_EQ(ix::visible_keys(3, 5, 4, 2, true), 0) << "every key after the query";
+  EXPECT_EQ(ix::visible_keys(100, 5, 4, 2, true), 4) << "every key before it";
+}

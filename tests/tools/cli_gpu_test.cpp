@@ -1,4 +1,4 @@
-// `dilatron run --device cuda` keeps the cpu contract: same files in, same files out, results within the
+// `dilatron run --device cuda` (one GPU, and --ranks 3 on it) keeps the cpu contract: same files in, same files out, results within the
 // GPU tolerance of the host reference. Skipped without a GPU.
 #include <gtest/gtest.h>
 
@@ -27,13 +27,17 @@ TEST(CliGpu, RunOnCudaMatchesRunOnCpu) {
     }
     const std::string inputs = fmt::format("run --q '{}' --k '{}' --v '{}' --segments 64,128,300 --dilations 1,3,5 --causal",
                                            (dir / "q.npy").string(), (dir / "k.npy").string(), (dir / "v.npy").string());
-    for (const char* device : {"cpu", "cuda"}) {
+    // One GPU, then 3 ranks on it over the Local transport.
+    for (const char* device : {"cpu", "cuda", "cuda --ranks 3"}) {
+      const std::string tag = std::string(device).substr(0, 4) + (std::string(device).size() > 4 ? "3" : "");
       const CliResult r = run_cli(dir, inputs + fmt::format(" --device {} --out '{}' --lse '{}'", device,
-                                                            (dir / (std::string(device) + "_o.npy")).string(),
-                                                            (dir / (std::string(device) + "_lse.npy")).string()));
-      ASSERT_EQ(r.status, 0) << r.err;
+                                                            (dir / (tag + "_o.npy")).string(),
+                                                            (dir / (tag + "_lse.npy")).string()));
+      ASSERT_EQ(r.status, 0) << device << ": " << r.err;
     }
-    const npy::Array cpu = npy::load(dir / "cpu_o.npy"), gpu = npy::load(dir / "cuda_o.npy");
+    for (const char* tag : {"cuda", "cuda3"}) {
+    SCOPED_TRACE(tag);
+    const npy::Array cpu = npy::load(dir / "cpu_o.npy"), gpu = npy::load(dir / (std::string(tag) + "_o.npy"));
     ASSERT_EQ(gpu.dtype, dtype);
     ASSERT_EQ(gpu.shape, cpu.shape);
     double diff = 0, norm = 0;
@@ -44,7 +48,14 @@ TEST(CliGpu, RunOnCudaMatchesRunOnCpu) {
     }
     // float32 files run in bfloat16 on the GPU.
     EXPECT_LE(std::sqrt(diff / norm), dtype == DType::f16 ? 3e-3 : 1e-2) << to_string(dtype);
-    const npy::Array cpu_lse = npy::load(dir / "cpu_lse.npy"), gpu_lse = npy::load(dir / "cuda_lse.npy");
+    const npy::Array cpu_lse = npy::load(dir / "cpu_lse.npy"), gpu_lse = npy::load(dir / (std::string(tag) + "_lse.npy"));
     ASSERT_EQ(gpu_lse.shape, cpu_lse.shape);
+    double lse_diff = 0;
+    for (std::int64_t i = 0; i < cpu_lse.numel(); ++i) {
+      const double want = load_element(cpu_lse.data.data(), DType::f32, i), got = load_element(gpu_lse.data.data(), DType::f32, i);
+      lse_diff = std::max(lse_diff, std::isinf(want) ? (got == want ? 0.0 : 1.0) : std::fabs(got - want) / std::max(1.0, std::fabs(want)));
+    }
+    EXPECT_LE(lse_diff, 1e-2);
+    }
   }
 }

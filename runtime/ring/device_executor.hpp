@@ -1,0 +1,27 @@
+// The ring's forward pass for one rank on device memory: the Host executor's walk of the RingPlan
+// (host_executor.cpp), step by step, with JIT-built kernels (templates/dilatron/ring.cuh) in place of
+// the float64 loops.
+#pragma once
+
+#include <cuda.h>
+
+#include <dilatron/tensor.hpp>
+
+#include "runtime/ring/communicator.hpp"
+#include "runtime/ring/plan.hpp"
+
+namespace dilatron::ring {
+
+// q, k, v, out: this rank's device shards [B, rows, H|Hkv, D] in the plan's dtype (f16 or bf16, D a
+// multiple of 8 up to 512, innermost stride 1); lse float32 [B, H, rows, 1] contiguous, or null.
+// The messages handed to `comm` wrap device pointers of the current context.
+//
+// Ordering, kept simple: each step synchronizes the stream before Communicator::exchange (its packed
+// sends are complete, and the previous step's kernels are done with their receive buffers), and
+// launches that read the received blocks are queued after exchange returns. Transfers therefore never
+// overlap compute; overlapping them is future work. Returns after the stream has drained.
+// Throws dilatron::Error for tensors that do not fit the plan, before any exchange.
+void device_ring_forward(const RingPlan& plan, Communicator& comm, const TensorView& q, const TensorView& k,
+                         const TensorView& v, const TensorView& out, const TensorView* lse, CUstream stream);
+
+}  // namespace dilatron::ring

@@ -1,0 +1,209 @@
+// The GPU ring executor against the float64 Host ring on the same data: P = 1..4 ranks on one GPU,
+// each a thread running RingDilatedAttention::forward on its shard views of whole device tensors, the
+// ranks exchanging device buffers through an in-test transport. Outputs are poisoned before every run.
+// Skipped without a GPU.
+#include <gtest/gtest.h>
+
+#include <dilatron/error.hpp>
+#include <dilatron/ring.hpp>
+
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <tuple>
+
+#include "runtime/driver.hpp"
+#include "runtime/ring/partition.hpp"
+#include "tests/support/device_case.hpp"
+
+using namespace dilatron;
+using namespace dilatron::test;
+
+namespace {
+
+// P ranks on one GPU: a sender posts its device buffer; the receiver copies it device to device once
+// both have arrived; exchange returns when this rank's receives are copied and its sends were taken,
+// so the executor may free or reuse every buffer of the step afterwards.
+class DeviceMailbox {
+ public:
+  explicit DeviceMailbox(int ranks) : ranks_(ranks) {}
+
+  std::unique_ptr<ring::Communicator> rank(int rank);
+
+  void exchange(int me, int step, std::span<const ring::Message> sends, std::span<const ring::Message> receives) {
+    std::map<int, int> nth_send, nth_receive;
+    std::vector<Key> mine;
+    {
+      std::lock_guard lock(mutex_);
+      for (const ring::Message& m : sends) {
+        mine.push_back({step, me, m.peer, nth_send[m.peer]++});
+        posted_[mine.back()] = {reinterpret_cast<CUdeviceptr>(m.data.data()), m.data.size(), false};
+      }
+    }
+    changed_.notify_all();
+    for (const ring::Message& m : receives) {
+      const Key key{step, m.peer, me, nth_receive[m.peer]++};
+      Posted source;
+      {
+        std::unique_lock lock(mutex_);
+        wait(lock, [&] { return posted_.count(key) > 0; }, step, m.peer);
+        source = posted_[key];
+      }
+      if (source.bytes != m.data.size()) {
+        throw Error(fmt::format("step {}: rank {} sent {} bytes, rank {} expects {}", step, m.peer, source.bytes, me, m.data.size()));
+      }
+      DILATRON_CU(cuMemcpyDtoD(reinterpret_cast<CUdeviceptr>(m.data.data()), source.data, source.bytes));
+      DILATRON_CU(cuCtxSynchronize());  // device-to-device copies may return before they land
+      {
+        std::lock_guard lock(mutex_);
+        posted_[key].copied = true;
+      }
+      changed_.notify_all();
+    }
+    std::unique_lock lock(mutex_);
+    for (const Key& key : mine) {
+      wait(lock, [&] { return posted_.at(key).copied; }, step, std::get<2>(key));
+      posted_.erase(key);
+    }
+  }
+
+  void abort(const std::string& reason) {
+    {
+      std::lock_guard lock(mutex_);
+      if (aborted_.empty()) aborted_ = reason;
+    }
+    changed_.notify_all();
+  }
+
+ private:
+  using Key = std::tuple<int, int, int, int>;  // step, source, destination, nth message of the pair
+  struct Posted {
+    CUdeviceptr data = 0;
+    std::size_t bytes = 0;
+    bool copied = false;
+  };
+
+  template <class Ready>
+  void wait(std::unique_lock<std::mutex>& lock, Ready ready, int step, int peer) {
+    const bool done = changed_.wait_for(lock, std::chrono::seconds(60), [&] { return !aborted_.empty() || ready(); });
+    if (!aborted_.empty()) throw Error("aborted: " + aborted_);
+    if (!done) throw Error(fmt::format("step {}: peer {} did not answer within 60 s", step, peer));
+  }
+
+  int ranks_;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::map<Key, Posted> posted_;
+  std::string aborted_;
+};
+
+class DeviceRank : public ring::Communicator {
+ public:
+  DeviceRank(DeviceMailbox& box, int rank, int size) : box_(box), rank_(rank), size_(size) {}
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  void exchange(int step, std::span<const ring::Message> sends, std::span<const ring::Message> receives) override {
+    box_.exchange(rank_, step, sends, receives);
+  }
+  void abort(const std::string& reason) override { box_.abort(reason); }
+
+ private:
+  DeviceMailbox& box_;
+  int rank_, size_;
+};
+
+std::unique_ptr<ring::Communicator> DeviceMailbox::rank(int rank) { return std::make_unique<DeviceRank>(*this, rank, ranks_); }
+
+class GpuRing : public GpuTest {};
+
+GpuResult host_ring(RandomCase& c) {
+  std::vector<float> out(std::size_t(c.B * c.N * c.H * c.D), NAN), lse(std::size_t(c.B * c.H * c.N), NAN);
+  const auto lse_view = TensorView::contiguous(lse.data(), DType::f32, {c.B, c.H, c.N, 1});
+  ring_reference_forward(c.config, 1, c.q_view(), c.k_view(), c.v_view(),
+                         TensorView::contiguous(out.data(), DType::f32, c.q_shape()), &lse_view, 60);
+  return {{out.begin(), out.end()}, {lse.begin(), lse.end()}};
+}
+
+// Rows [rows.begin, rows.end) of a whole tensor along `dim`: a view, no copy.
+TensorView rows_of(TensorView t, ring::RowRange rows, std::size_t dim) {
+  t.data = static_cast<std::byte*>(t.data) + rows.begin * t.strides[dim] * std::int64_t(dtype_size(t.dtype));
+  t.shape[dim] = rows.size();
+  return t;
+}
+
+GpuResult gpu_ring(RandomCase& c, int ranks) {
+  const DeviceCase device(c);
+  const TensorView lse_view = device.lse();
+  DeviceMailbox box(ranks);
+  std::vector<std::string> errors(static_cast<std::size_t>(ranks));
+  std::vector<std::thread> threads;
+  for (int rank = 0; rank < ranks; ++rank) {
+    threads.emplace_back([&, rank] {
+      try {
+        const ring::RowRange rows = ring::shard(c.N, ranks, rank);
+        std::unique_ptr<ring::Communicator> comm = box.rank(rank);
+        RingDilatedAttention attention(c.config, *comm);
+        const TensorView lse_shard = rows_of(lse_view, rows, 2);
+        attention.forward(c.N, rows_of(device.q(), rows, 1), rows_of(device.k(), rows, 1), rows_of(device.v(), rows, 1),
+                          rows_of(device.out(), rows, 1), &lse_shard, nullptr);
+      } catch (const std::exception& e) {
+        errors[std::size_t(rank)] = e.what();
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  for (int rank = 0; rank < ranks; ++rank) EXPECT_EQ(errors[std::size_t(rank)], "") << "rank " << rank;
+  DILATRON_CU(cuCtxSynchronize());
+  return device.result();
+}
+
+RandomCase make_case(Config config, std::int64_t B, std::int64_t N, std::int64_t H, std::int64_t Hkv, std::int64_t D,
+                     DType dtype, std::mt19937_64& rng) {
+  RandomCase c;
+  c.config = std::move(config);
+  c.B = B, c.N = N, c.H = H, c.Hkv = Hkv, c.D = D, c.dtype = dtype;
+  c.q = random_tensor(B * N * H * D, dtype, 1.5, rng);
+  c.k = random_tensor(B * N * Hkv * D, dtype, 1.5, rng);
+  c.v = random_tensor(B * N * Hkv * D, dtype, 1.0, rng);
+  return c;
+}
+
+}  // namespace
+
+TEST_F(GpuRing, EqualsTheHostRingForOneToFourRanks) {
+  std::mt19937_64 rng(2024);
+  auto config = [](std::vector<std::int64_t> w, std::vector<std::int64_t> r, Mode mode, bool causal) {
+    Config c;
+    c.segments = std::move(w);
+    c.dilations = std::move(r);
+    c.mode = mode;
+    c.causal = causal;
+    return c;
+  };
+  std::vector<RandomCase> cases;
+  // Spanning segments of several lengths, GQA, causal skipping.
+  cases.push_back(make_case(config({16, 48, 96}, {1, 2, 4}, Mode::longnet, true), 2, 96, 8, 2, 64, DType::bf16, rng));
+  // head_groups averaging, r not dividing w, a partial last segment.
+  cases.push_back(make_case(config({32, 64, 100}, {1, 3, 2}, Mode::head_groups, false), 1, 100, 6, 6, 128, DType::f16, rng));
+  // No branch with r = 1: rows no offset selects stay O = 0, LSE = -inf.
+  cases.push_back(make_case(config({40, 80}, {2, 3}, Mode::longnet, false), 2, 83, 4, 1, 64, DType::f16, rng));
+  // A prime N, r larger than a shard, a custom scale.
+  RandomCase custom = make_case(config({61, 20}, {5, 1}, Mode::head_groups, true), 1, 61, 4, 2, 128, DType::bf16, rng);
+  custom.config.scale = 0.3;
+  cases.push_back(std::move(custom));
+
+  for (RandomCase& c : cases) {
+    const GpuResult want = host_ring(c);
+    const double tolerance = c.dtype == DType::bf16 ? 1e-2 : 3e-3;
+    for (int ranks = 1; ranks <= 4; ++ranks) {
+      SCOPED_TRACE(fmt::format("ranks {}: {}", ranks, c.describe()));
+      const GpuResult got = gpu_ring(c, ranks);
+      EXPECT_LE(relative_error(got.out, want.out), tolerance);
+      EXPECT_LE(relative_error(got.lse, want.lse, 1.0), tolerance);
+    }
+  }
+}
