@@ -57,11 +57,23 @@ std::vector<KernelSpec> required_kernels(const Workload& w) {
   };
   for (KernelSpec& spec : forward_kernels(w)) add(std::move(spec));
   if (w.ranks > 1) {
-    for (int i = 0; i < int(w.config.branches()); ++i) {
-      add(spec_for(w, Op::pack_rows, i));
-      add(spec_for(w, Op::unpack_rows, i));
-    }
-    add(spec_for(w, Op::merge_partials, -1));
+    for (KernelSpec& spec : ring_kernels(w.dtype, w.head_dim, w.arch)) add(std::move(spec));
+  }
+  return specs;
+}
+
+std::vector<KernelSpec> ring_kernels(DType dtype, int head_dim, const std::string& arch) {
+  std::vector<KernelSpec> specs;
+  for (const auto& [op, type] : {std::pair{Op::ring_pack, dtype}, std::pair{Op::ring_attend, dtype},
+                                 std::pair{Op::ring_finish, dtype}, std::pair{Op::clear_output, DType::f32}}) {
+    KernelSpec spec;
+    spec.op = op;
+    spec.dtype = type;
+    spec.head_dim = head_dim;
+    spec.arch = arch;
+    spec = with_tiles(std::move(spec));
+    spec.validate();
+    specs.push_back(std::move(spec));
   }
   return specs;
 }

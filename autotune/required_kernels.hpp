@@ -26,9 +26,12 @@ struct Workload {
 // - head_groups: clear_output when some group leaves rows unselected, then one launch per group.
 std::vector<codegen::KernelSpec> forward_kernels(const Workload& workload);
 
-// Distinct specs: the forward kernels, then (ranks > 1) per branch pack_rows and unpack_rows (the
-// ring's send and the backward's scatter) and merge_partials. Throws dilatron::Error for a spec that
-// cannot be built.
+// The GPU ring executor's kernels, whatever the plan (branch, offsets and rows are launch arguments):
+// ring_pack, ring_attend, ring_finish, and clear_output on its fp32 accumulator.
+std::vector<codegen::KernelSpec> ring_kernels(DType dtype, int head_dim, const std::string& arch);
+
+// Distinct specs: the forward kernels, then (ranks > 1) the ring's. Throws dilatron::Error for a spec
+// that cannot be built.
 std::vector<codegen::KernelSpec> required_kernels(const Workload& workload);
 
 }  // namespace dilatron::autotune

@@ -67,19 +67,16 @@ void gpu_ring_forward(const Config& config, int ranks, const TensorView& q, cons
   const auto dq = upload(q), dk = upload(k), dv = upload(v);
   const DType dtype = device_dtype(q.dtype);
   DeviceBuffer d_out(std::size_t(out.numel()) * dtype_size(dtype));
-  const std::int64_t batch = q.shape[0], seq_len = q.shape[1], heads = q.shape[2];
-  // LSE shards are [B, H, rows]: not a slice of [B, H, N], so each rank writes its own buffer.
-  std::vector<std::unique_ptr<DeviceBuffer>> d_lse(std::size_t(ranks));
+  const std::int64_t seq_len = q.shape[1];
+  std::unique_ptr<DeviceBuffer> d_lse;
+  if (lse) d_lse = std::make_unique<DeviceBuffer>(std::size_t(lse->numel()) * sizeof(float));
   auto comms = ring::LocalCommunicator::group(ranks);
   parallel_for(ranks, unsigned(ranks), [&] {
     return [&](std::int64_t rank) {
       const ring::ContextScope scope(context);  // rank threads start with no current context
       const ring::RowRange rows = ring::shard(seq_len, ranks, int(rank));
-      TensorView lse_shard;
-      if (lse) {
-        d_lse[std::size_t(rank)] = std::make_unique<DeviceBuffer>(std::size_t(batch * heads * rows.size()) * sizeof(float));
-        lse_shard = TensorView::contiguous(d_lse[std::size_t(rank)]->get(), DType::f32, {batch, heads, rows.size(), 1});
-      }
+      const TensorView lse_shard =
+          lse ? ring::rows_of(TensorView::contiguous(d_lse->get(), DType::f32, lse->shape), rows, 2) : TensorView{};
       ring::LocalCommunicator& comm = *comms[std::size_t(rank)];
       RingDilatedAttention(config, comm)
           .forward(seq_len, ring::rows_of(TensorView::contiguous(dq->get(), dtype, q.shape), rows, 1),
@@ -91,15 +88,7 @@ void gpu_ring_forward(const Config& config, int ranks, const TensorView& q, cons
   });
   DILATRON_CU(cuCtxSynchronize());
   download(d_out, dtype, out);
-  if (!lse) return;
-  for (int rank = 0; rank < ranks; ++rank) {
-    const ring::RowRange rows = ring::shard(seq_len, ranks, rank);
-    std::vector<float> part(std::size_t(batch * heads * rows.size()));
-    d_lse[std::size_t(rank)]->download(part.data());
-    for (std::int64_t bh = 0; bh < batch * heads; ++bh) {
-      std::copy_n(&part[std::size_t(bh * rows.size())], rows.size(), static_cast<float*>(lse->data) + bh * seq_len + rows.begin);
-    }
-  }
+  if (lse) d_lse->download(lse->data);
 }
 
 }  // namespace dilatron::cli

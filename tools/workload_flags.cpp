@@ -64,7 +64,7 @@ autotune::Workload from_json(const nlohmann::json& j, const std::string& where, 
   }
 }
 
-std::vector<autotune::Workload> from_file(const std::string& file, const std::string& arch) {
+std::vector<autotune::Workload> from_file(const std::string& file, const std::string& arch, int ranks) {
   std::ifstream in(file);
   if (!in) throw Error(fmt::format("{}: cannot open", file));
   nlohmann::json j;
@@ -76,7 +76,10 @@ std::vector<autotune::Workload> from_file(const std::string& file, const std::st
   if (!j.is_array()) j = nlohmann::json::array({j});
   if (j.empty()) throw Error(fmt::format("{}: an empty list names no configuration", file));
   std::vector<autotune::Workload> out;
-  for (std::size_t i = 0; i < j.size(); ++i) out.push_back(from_json(j[i], fmt::format("{} [{}]", file, i), arch));
+  for (std::size_t i = 0; i < j.size(); ++i) {
+    out.push_back(from_json(j[i], fmt::format("{} [{}]", file, i), arch));
+    out.back().ranks = ranks;
+  }
   return out;
 }
 
@@ -90,6 +93,11 @@ void add_workload_flags(CLI::App* cmd, WorkloadFlags& f, ArchFlag arch_flag) {
   add_gpu_dtype(cmd, f.dtype);
   cmd->add_flag("--causal", f.causal, "causal masking");
   add_mode(cmd, f.mode);
+  if (arch_flag != ArchFlag::none) {
+    cmd->add_option("--ranks", f.ranks, "with P > 1, also the kernels of the ring across P ranks")
+        ->capture_default_str()
+        ->check(CLI::PositiveNumber);
+  }
   cmd->add_option("--config", f.config_file,
                   "JSON file: a config object or a list of them, instead of the flags above, e.g. "
                   "[{\"segments\":[2048,4096],\"dilations\":[1,2],\"head_dim\":128,\"dtype\":\"bf16\","
@@ -107,7 +115,7 @@ std::vector<autotune::Workload> workloads(const WorkloadFlags& f) {
   if (!f.config_file.empty() && flags_given) throw UsageError("give either --config or --segments/--dilations, not both");
   if (f.config_file.empty() && !flags_given) throw UsageError("give --segments and --dilations (or --config FILE)");
   const std::string arch = resolve_arch(f);
-  if (!f.config_file.empty()) return from_file(f.config_file, arch);
+  if (!f.config_file.empty()) return from_file(f.config_file, arch, f.ranks);
 
   autotune::Workload w;
   w.config.segments = f.segments;
@@ -117,6 +125,7 @@ std::vector<autotune::Workload> workloads(const WorkloadFlags& f) {
   w.head_dim = f.head_dim;
   w.dtype = f.dtype;
   w.arch = arch;
+  w.ranks = f.ranks;
   check_config_flags(w.config);
   try {
     autotune::required_kernels(w);  // an unsupported head dim or shared-memory need, named now

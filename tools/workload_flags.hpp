@@ -23,6 +23,7 @@ struct WorkloadFlags {
   Mode mode = Mode::longnet;
   DType dtype = DType::bf16;
   int head_dim = 128;
+  int ranks = 1;
   bool causal = false;
   std::string config_file, arch;
   ArchFlag arch_flag = ArchFlag::local_gpu;

@@ -58,7 +58,7 @@ class RingDilatedAttention {
                          const TensorView& out, const TensorView* lse = nullptr);
 
   // The same on device memory of the current context: q/k/v and out float16 or bfloat16 (one dtype),
-  // head dim a multiple of 8 up to 512, lse contiguous or null. Kernels run on `stream`; the
+  // head dim a multiple of 8 up to 512, lse float32 [B,H,rows,1] (a slice of a whole LSE is fine) or null. Kernels run on `stream`; the
   // communicator's messages wrap device pointers. Returns when this rank's output is written.
   void forward(std::int64_t seq_len, const TensorView& q, const TensorView& k, const TensorView& v,
                const TensorView& out, const TensorView* lse = nullptr, Stream stream = nullptr);

@@ -9,7 +9,7 @@
 #include <memory>
 #include <vector>
 
-#include "autotune/policy.hpp"
+#include "autotune/required_kernels.hpp"
 #include "cache/kernel_cache.hpp"
 #include "common/dtype.hpp"
 #include "runtime/device_buffer.hpp"
@@ -49,16 +49,18 @@ struct Kernel {
   }
 };
 
-Kernel load(Op op, DType dtype, int head_dim) {
-  codegen::KernelSpec spec;
-  spec.op = op;
-  spec.dtype = dtype;
-  spec.head_dim = head_dim;
-  spec.arch = driver::current_arch();
-  spec = autotune::with_tiles(spec);
-  spec.validate();
+Kernel load(const codegen::KernelSpec& spec) {
   const auto entry = cache::KernelCache::global().get(spec).entry;
   return {launchable(LoadedKernels::global().kernel(*entry)), unsigned(spec.tiles.warps * 32)};
+}
+
+struct RingKernels {
+  Kernel pack, attend, finish, clear;
+};
+
+RingKernels load_ring_kernels(DType dtype, int head_dim) {
+  const auto specs = autotune::ring_kernels(dtype, head_dim, driver::current_arch());  // pack, attend, finish, clear
+  return {load(specs[0]), load(specs[1]), load(specs[2]), load(specs[3])};
 }
 
 void check_shard(const char* name, const TensorView& t, const Shape4& want) {
@@ -86,9 +88,6 @@ void check_tensors(const RingPlan& plan, int rank, const TensorView& q, const Te
   if (s.head_dim % 8 != 0 || s.head_dim > 512) {
     throw Error(fmt::format("head dim {} is not supported by the GPU ring (a multiple of 8 up to 512)", s.head_dim));
   }
-  if (lse && lse->strides != TensorView::contiguous(nullptr, DType::f32, lse->shape).strides) {
-    throw Error("lse must be contiguous [B,H,rows] on the GPU");
-  }
 }
 
 // One rank's kernels and its fp32 (O, LSE) accumulator, [B, rows, H, D] and [B, H, rows].
@@ -104,10 +103,7 @@ class DeviceRank {
         k_(k),
         v_(v),
         stream_(stream),
-        pack_(load(Op::ring_pack, s_.dtype, int(s_.head_dim))),
-        attend_(load(Op::ring_attend, s_.dtype, int(s_.head_dim))),
-        finish_(load(Op::ring_finish, s_.dtype, int(s_.head_dim))),
-        clear_(load(Op::clear_output, DType::f32, int(s_.head_dim))),
+        kernels_(load_ring_kernels(s_.dtype, int(s_.head_dim))),
         o_acc_(std::size_t(s_.batch * rows_.size() * s_.heads * s_.head_dim) * sizeof(float)),
         lse_acc_(std::size_t(s_.batch * s_.heads * rows_.size()) * sizeof(float)),
         scale_log2_(float(plan.config.scale.value_or(1.0 / std::sqrt(double(s_.head_dim))) * 1.4426950408889634)) {}
@@ -115,7 +111,7 @@ class DeviceRank {
   void clear() {
     const args::Tensor4 acc{o_acc(), {rows_.size() * s_.heads * s_.head_dim, s_.heads * s_.head_dim, s_.head_dim, 1}};
     args::MergeArgs a{acc, acc, lse_acc(), lse_acc(), s_.batch, rows_.size(), s_.heads};
-    clear_.launch(stream_, s_.batch * rows_.size() * s_.heads, clear_.threads / 32, 1, 1, &a);
+    kernels_.clear.launch(stream_, s_.batch * rows_.size() * s_.heads, kernels_.clear.threads / 32, 1, 1, &a);
   }
 
   void attend_local() {
@@ -130,7 +126,7 @@ class DeviceRank {
       const Block::Part& part = block.parts[p];
       args::RingPackArgs a{tensor4(k_), tensor4(v_), element(packed, elements[p]), s_.batch, rows_.begin, part.kv_head,
                            part.first_row, part.rows, r};
-      pack_.launch(stream_, s_.batch * part.rows * s_.head_dim, pack_.threads, 1, 1, &a);
+      kernels_.pack.launch(stream_, s_.batch * part.rows * s_.head_dim, kernels_.pack.threads, 1, 1, &a);
     }
   }
 
@@ -148,9 +144,9 @@ class DeviceRank {
   void finish(const TensorView& out, const TensorView* lse) {
     // head_groups averages over the G branches; longnet's accumulator already is the merged O.
     const float out_scale = plan_.config.mode == Mode::head_groups ? 1.f / float(plan_.config.branches()) : 1.f;
-    args::RingFinishArgs a{tensor4(out), lse ? static_cast<float*>(lse->data) : nullptr, o_acc(), lse_acc(),
+    args::RingFinishArgs a{tensor4(out), lse ? tensor4(*lse) : args::Tensor4{nullptr, {0, 0, 0, 0}}, o_acc(), lse_acc(),
                            s_.batch, rows_.size(), s_.heads, out_scale};
-    finish_.launch(stream_, s_.batch * rows_.size() * s_.heads, finish_.threads / 32, 1, 1, &a);
+    kernels_.finish.launch(stream_, s_.batch * rows_.size() * s_.heads, kernels_.finish.threads / 32, 1, 1, &a);
   }
 
  private:
@@ -159,7 +155,7 @@ class DeviceRank {
     args::RingAttendArgs a{tensor4(q_), keys, values, o_acc(), lse_acc(), s_.batch, rows_.size(), s_.heads, s_.kv_heads,
                            rows_.begin, l.w, l.r, l.offset, l.q_begin, l.q_end, l.key_first, l.key_count,
                            l.head_begin, plan_.config.causal ? 1 : 0, scale_log2_};
-    attend_.launch(stream_, queries, attend_.threads / 32, l.head_end - l.head_begin, s_.batch, &a);
+    kernels_.attend.launch(stream_, queries, kernels_.attend.threads / 32, l.head_end - l.head_begin, s_.batch, &a);
   }
 
   void* element(void* packed, std::int64_t i) const {
@@ -174,7 +170,7 @@ class DeviceRank {
   RowRange rows_;
   const TensorView &q_, &k_, &v_;
   CUstream stream_;
-  Kernel pack_, attend_, finish_, clear_;
+  RingKernels kernels_;
   DeviceBuffer o_acc_, lse_acc_;
   float scale_log2_;
 };

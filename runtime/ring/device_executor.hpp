@@ -13,7 +13,7 @@
 namespace dilatron::ring {
 
 // q, k, v, out: this rank's device shards [B, rows, H|Hkv, D] in the plan's dtype (f16 or bf16, D a
-// multiple of 8 up to 512, innermost stride 1); lse float32 [B, H, rows, 1] contiguous, or null.
+// multiple of 8 up to 512, innermost stride 1); lse float32 [B, H, rows, 1] (any strides, e.g. this rank's slice of a whole [B, H, N, 1]), or null.
 // The messages handed to `comm` wrap device pointers of the current context.
 //
 // Ordering, kept simple: each step synchronizes the stream before Communicator::exchange (its packed

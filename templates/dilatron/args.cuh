@@ -74,7 +74,7 @@ struct RingAttendArgs {
 // ring_finish: out = O_acc * out_scale in the output dtype, and lse = LSE_acc when lse is not null.
 struct RingFinishArgs {
   Tensor4 out;  // [B, rows, H, D]
-  float* lse;   // [B, H, rows], contiguous, or null
+  Tensor4 lse;  // [B, H, rows] (strides of dims 0-2; a rank's slice of a whole [B, H, N] works), data null for none
   const float* o_acc;
   const float* lse_acc;
   i64 batch, rows, heads;

@@ -131,9 +131,9 @@ __global__ void __launch_bounds__(THREADS) ring_finish(args::RingFinishArgs a) {
     const float* acc = a.o_acc + i * HEAD_DIM;  // [B, rows, H, D]: i is (b, n, h) in that order
     T* out = static_cast<T*>(a.out.data) + b * a.out.stride[0] + n * a.out.stride[1] + h * a.out.stride[2];
     for (int d = lane; d < HEAD_DIM; d += 32) out[d] = from_float<T>(acc[d] * a.out_scale);
-    if (a.lse && lane == 0) {
-      const long long lse_index = (b * a.heads + h) * a.rows + n;
-      a.lse[lse_index] = a.lse_acc[lse_index];
+    if (a.lse.data && lane == 0) {
+      static_cast<float*>(a.lse.data)[b * a.lse.stride[0] + h * a.lse.stride[1] + n * a.lse.stride[2]] =
+          a.lse_acc[(b * a.heads + h) * a.rows + n];
     }
   }
 }

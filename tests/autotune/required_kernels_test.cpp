@@ -74,15 +74,23 @@ TEST(RequiredKernels, EqualLongnetBranchesLaunchTwiceButCompileOnce) {
   EXPECT_EQ(required_kernels(w).size(), 2u);
 }
 
-TEST(RequiredKernels, TheRingAddsRowMovesAndTheMerge) {
+TEST(RequiredKernels, TheRingAddsItsFourKernelsWhateverTheBranches) {
   Workload w = longnet();
+  const std::size_t forward = required_kernels(w).size();
   w.ranks = 4;
   const auto specs = required_kernels(w);
-  ASSERT_EQ(specs.size(), 16u);
-  EXPECT_EQ(specs[5].op, Op::pack_rows);
-  EXPECT_EQ(specs[6].op, Op::unpack_rows);
-  EXPECT_FALSE(specs[5].causal) << "causal belongs to attention kernels only";
-  EXPECT_EQ(specs.back().op, Op::merge_partials);
+  ASSERT_EQ(specs.size(), forward + 4);
+  EXPECT_EQ(specs[forward].op, Op::ring_pack);
+  EXPECT_EQ(specs[forward + 1].op, Op::ring_attend);
+  EXPECT_EQ(specs[forward + 2].op, Op::ring_finish);
+  EXPECT_EQ(specs[forward + 3].op, Op::clear_output);
+  EXPECT_EQ(specs[forward + 3].dtype, DType::f32) << "the ring accumulates in fp32";
+  for (std::size_t i = forward; i < specs.size(); ++i) {
+    EXPECT_TRUE(specs[i].branches.empty() && !specs[i].causal) << "plan details are launch arguments: " << specs[i].label();
+  }
+  w.config.segments.push_back(1 << 16);
+  w.config.dilations.push_back(16);
+  EXPECT_EQ(required_kernels(w).size(), required_kernels([&] { Workload one = w; one.ranks = 1; return one; }()).size() + 4);
 }
 
 TEST(RequiredKernels, RejectsWhatCannotBeBuilt) {

@@ -128,13 +128,6 @@ GpuResult host_ring(RandomCase& c) {
   return {{out.begin(), out.end()}, {lse.begin(), lse.end()}};
 }
 
-// Rows [rows.begin, rows.end) of a whole tensor along `dim`: a view, no copy.
-TensorView rows_of(TensorView t, ring::RowRange rows, std::size_t dim) {
-  t.data = static_cast<std::byte*>(t.data) + rows.begin * t.strides[dim] * std::int64_t(dtype_size(t.dtype));
-  t.shape[dim] = rows.size();
-  return t;
-}
-
 GpuResult gpu_ring(RandomCase& c, int ranks) {
   const DeviceCase device(c);
   const TensorView lse_view = device.lse();
@@ -147,9 +140,9 @@ GpuResult gpu_ring(RandomCase& c, int ranks) {
         const ring::RowRange rows = ring::shard(c.N, ranks, rank);
         std::unique_ptr<ring::Communicator> comm = box.rank(rank);
         RingDilatedAttention attention(c.config, *comm);
-        const TensorView lse_shard = rows_of(lse_view, rows, 2);
-        attention.forward(c.N, rows_of(device.q(), rows, 1), rows_of(device.k(), rows, 1), rows_of(device.v(), rows, 1),
-                          rows_of(device.out(), rows, 1), &lse_shard, nullptr);
+        const TensorView lse_shard = ring::rows_of(lse_view, rows, 2);
+        attention.forward(c.N, ring::rows_of(device.q(), rows, 1), ring::rows_of(device.k(), rows, 1), ring::rows_of(device.v(), rows, 1),
+                          ring::rows_of(device.out(), rows, 1), &lse_shard, nullptr);
       } catch (const std::exception& e) {
         errors[std::size_t(rank)] = e.what();
       }

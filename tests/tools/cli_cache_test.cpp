@@ -206,6 +206,17 @@ TEST(CliGen, PrintsTheWholeSourceNvrtcCompiles) {
   EXPECT_NE(none.err.find("clear_output bf16 d128 4w sm_90a"), std::string::npos) << "lists what exists: " << none.err;
 }
 
+TEST(CliCache, WarmWithRanksAddsTheRingKernels) {
+  TempDir tmp;
+  const CliResult ring = run_cli(tmp, "cache warm " + kConfig + " --ranks 4" + in(tmp));
+  ASSERT_EQ(ring.status, 0) << ring.err;
+  EXPECT_NE(ring.out.find("6 kernels for sm_80"), std::string::npos) << ring.out;
+  for (const char* name : {"ring_pack f16 d64", "ring_attend f16 d64", "ring_finish f16 d64", "clear_output f32 d64"}) {
+    EXPECT_NE(ring.err.find(name), std::string::npos) << name << " in " << ring.err;
+  }
+  EXPECT_EQ(run_cli(tmp, "cache warm " + kConfig + " --ranks 0" + in(tmp)).status, 2);
+}
+
 TEST(CliCache, ReadOnlySubcommandsCreateNothing) {
   TempDir tmp;
   for (const char* sub : {"ls", "ls --json", "stats", "stats --json", "verify", "clear"}) {

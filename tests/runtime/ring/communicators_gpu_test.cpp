@@ -116,7 +116,7 @@ TEST_F(RingTransports, NcclWorldOfOne) {
   EXPECT_EQ(owned->rank(), 0);
   EXPECT_EQ(owned->size(), 1);
   owned->exchange(1, {}, {});
-  Stream compute;
+  ring::Stream compute;
   owned->enqueue(2, {}, {}, compute.get());
   owned->make_wait(compute.get());
   owned->wait();
