@@ -41,6 +41,18 @@ class Communicator {
   virtual void abort(const std::string& reason) { (void)reason; }
 };
 
+// Transports for real GPUs, one rank per GPU, over NCCL (libnccl is loaded at run time;
+// DILATRON_NCCL_LIBRARY overrides where). Every wait is bounded by DILATRON_RING_TIMEOUT_S: on a timeout
+// the NCCL communicator is aborted and an error names the step and the peers.
+//
+// Over the caller's communicator (an ncclComm_t, passed as a pointer so this header needs no NCCL
+// header); it is not destroyed here, but a timeout aborts it.
+std::unique_ptr<Communicator> nccl_communicator(void* nccl_comm);
+// Creates one: rank and size from the launcher (mpirun's OMPI_COMM_WORLD_*, else PMI_*, else srun's
+// SLURM_*); rank 0 publishes an ncclUniqueId in `id_file` (a fresh path on a filesystem every rank
+// sees), the others wait for it.
+std::unique_ptr<Communicator> nccl_communicator_from_launcher(const std::string& id_file);
+
 }  // namespace ring
 
 class RingDilatedAttention {

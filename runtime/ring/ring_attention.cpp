@@ -16,6 +16,7 @@
 #include "runtime/ring/device_executor.hpp"
 #include "runtime/ring/host_communicator.hpp"
 #include "runtime/ring/host_executor.hpp"
+#include "runtime/ring/nccl_bootstrap.hpp"
 #include "runtime/ring/plan.hpp"
 #include "runtime/ring/timeout.hpp"
 
@@ -76,6 +77,14 @@ void RingDilatedAttention::forward(std::int64_t seq_len, const TensorView& q, co
   impl_->run([&](const ring::RingPlan& plan, ring::Communicator& comm) {
     ring::device_ring_forward(plan, comm, q, k, v, out, lse, stream);
   }, seq_len, q, k);
+}
+
+std::unique_ptr<ring::Communicator> ring::nccl_communicator(void* nccl_comm) {
+  return std::make_unique<NcclCommunicator>(static_cast<ncclComm_t>(nccl_comm));
+}
+
+std::unique_ptr<ring::Communicator> ring::nccl_communicator_from_launcher(const std::string& id_file) {
+  return bootstrap_from_environment(id_file);
 }
 
 void ring_reference_forward(const Config& config, int ranks, const TensorView& q, const TensorView& k,

@@ -210,3 +210,17 @@ TEST(HostGroup, DeliversEveryMessageToItsRankAndChecksSizes) {
       << errors[0];
   EXPECT_THROW(group.rank(kRanks), Error);
 }
+
+TEST(RingNccl, PublicFactoriesRefuseWhatCannotWork) {
+  EXPECT_THROW(ring::nccl_communicator(nullptr), Error);
+  // No launcher variables in the test environment: a clear error, and no NCCL call.
+  for (const char* name : {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID"}) {
+    if (std::getenv(name)) GTEST_SKIP() << name << " is set: this process runs under a launcher";
+  }
+  try {
+    ring::nccl_communicator_from_launcher("/nonexistent/dilatron-nccl-id");
+    ADD_FAILURE() << "bootstrapped without a launcher";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("OMPI_COMM_WORLD_RANK"), std::string::npos) << e.what();
+  }
+}
