@@ -4,10 +4,15 @@
 #include <dilatron/ring.hpp>
 #include <dilatron/version.hpp>
 
+#include <memory>
 #include <string>
 
 struct dilatron_attention {
   dilatron::DilatedAttention attention;
+};
+
+struct dilatron_ring {
+  std::unique_ptr<dilatron::ring::Communicator> communicator;
 };
 
 namespace {
@@ -96,6 +101,35 @@ dilatron_status dilatron_ring_reference_forward(const dilatron_attention* a, int
 }
 
 void dilatron_destroy(dilatron_attention* a) { delete a; }
+
+dilatron_status dilatron_ring_from_nccl(void* nccl_comm, dilatron_ring** out) {
+  return guarded([&] {
+    if (!out) throw dilatron::Error("dilatron_ring_from_nccl: NULL out");
+    *out = new dilatron_ring{dilatron::ring::nccl_communicator(nccl_comm)};
+  });
+}
+
+dilatron_status dilatron_ring_from_launcher(const char* id_file, dilatron_ring** out) {
+  return guarded([&] {
+    if (!out || !id_file) throw dilatron::Error("dilatron_ring_from_launcher: NULL argument");
+    *out = new dilatron_ring{dilatron::ring::nccl_communicator_from_launcher(id_file)};
+  });
+}
+
+dilatron_status dilatron_ring_forward(const dilatron_attention* a, dilatron_ring* ring, int64_t seq_len,
+                                      const dilatron_tensor* q, const dilatron_tensor* k, const dilatron_tensor* v,
+                                      const dilatron_tensor* out, const dilatron_tensor* lse, void* stream) {
+  return guarded([&] {
+    if (!a || !ring) throw dilatron::Error("dilatron_ring_forward: NULL attention or ring");
+    const dilatron::TensorView lse_view = lse ? view(lse, "lse") : dilatron::TensorView{};
+    // Plans are cheap to build and kernels are cached process-wide, so a per-call object costs little.
+    dilatron::RingDilatedAttention(a->attention.config(), *ring->communicator)
+        .forward(seq_len, view(q, "q"), view(k, "k"), view(v, "v"), view(out, "out"), lse ? &lse_view : nullptr,
+                 static_cast<dilatron::Stream>(stream));
+  });
+}
+
+void dilatron_ring_destroy(dilatron_ring* ring) { delete ring; }
 
 const char* dilatron_last_error(void) { return last_error.c_str(); }
 

@@ -33,6 +33,8 @@ typedef struct {
 } dilatron_tensor;
 
 typedef struct dilatron_attention dilatron_attention;
+/* One rank's end of the ring's transport (NCCL): the sequence split across ranks, one GPU each. */
+typedef struct dilatron_ring dilatron_ring;
 
 /* scale <= 0 selects 1/sqrt(D). */
 DILATRON_API dilatron_status dilatron_create(const int64_t* segments, const int64_t* dilations, int32_t branches, int32_t mode,
@@ -53,6 +55,21 @@ DILATRON_API dilatron_status dilatron_ring_reference_forward(const dilatron_atte
                                                 const dilatron_tensor* v, const dilatron_tensor* out,
                                                 const dilatron_tensor* lse);
 DILATRON_API void dilatron_destroy(dilatron_attention* attention);
+
+/* A ring rank over the caller's ncclComm_t (passed as void*; dilatron_ring_destroy does not destroy it,
+ * but a timeout, DILATRON_RING_TIMEOUT_S, aborts it). */
+DILATRON_API dilatron_status dilatron_ring_from_nccl(void* nccl_comm, dilatron_ring** out);
+/* A ring rank whose NCCL communicator is created here: rank and size from the launcher's variables
+ * (mpirun, PMI, srun); rank 0 publishes the NCCL id in `id_file`, a fresh path every rank can read. */
+DILATRON_API dilatron_status dilatron_ring_from_launcher(const char* id_file, dilatron_ring** out);
+/* This rank's part of the forward pass on device memory: q/k/v/out are its shards [B, rows, heads, D]
+ * of a sequence of seq_len rows (float16 or bfloat16), lse float32 [B, H, rows, 1] or NULL; stream is
+ * a CUstream (NULL: the default stream). Every rank calls it with the same seq_len. */
+DILATRON_API dilatron_status dilatron_ring_forward(const dilatron_attention* attention, dilatron_ring* ring,
+                                      int64_t seq_len, const dilatron_tensor* q, const dilatron_tensor* k,
+                                      const dilatron_tensor* v, const dilatron_tensor* out,
+                                      const dilatron_tensor* lse, void* stream);
+DILATRON_API void dilatron_ring_destroy(dilatron_ring* ring);
 DILATRON_API const char* dilatron_last_error(void);
 DILATRON_API const char* dilatron_version(void);
 

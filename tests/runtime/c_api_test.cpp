@@ -64,6 +64,19 @@ TEST(CApi, ReferenceThroughTheAbiMatchesTheDenseDefinition) {
   EXPECT_EQ(dilatron_ring_reference_forward(a, 30, &q, &k, &v, &o, &l), DILATRON_ERROR_INVALID);
   EXPECT_NE(std::string(dilatron_last_error()).find("30"), std::string::npos) << dilatron_last_error();
 
+  // The device ring's entry points refuse what cannot work with a status and a message.
+  dilatron_ring* ring = nullptr;
+  EXPECT_NE(dilatron_ring_from_nccl(nullptr, &ring), DILATRON_OK);
+  EXPECT_EQ(ring, nullptr);
+  EXPECT_FALSE(std::string(dilatron_last_error()).empty());
+  if (!std::getenv("OMPI_COMM_WORLD_RANK") && !std::getenv("PMI_RANK") && !std::getenv("SLURM_PROCID")) {
+    EXPECT_NE(dilatron_ring_from_launcher("/nonexistent/dilatron.id", &ring), DILATRON_OK);
+    EXPECT_NE(std::string(dilatron_last_error()).find("OMPI_COMM_WORLD_RANK"), std::string::npos) << dilatron_last_error();
+  }
+  EXPECT_EQ(dilatron_ring_forward(a, nullptr, c.N, &q, &k, &v, &o, &l, nullptr), DILATRON_ERROR_INVALID);
+  EXPECT_NE(std::string(dilatron_last_error()).find("NULL"), std::string::npos);
+  dilatron_ring_destroy(nullptr);
+
   if (dilatron::driver::probe().devices.empty()) {
     EXPECT_EQ(dilatron_forward(a, &q, &k, &v, &o, &l, nullptr), DILATRON_ERROR_INVALID)
         << "float32 tensors are refused before any driver call";
