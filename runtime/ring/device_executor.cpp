@@ -17,6 +17,7 @@
 #include "runtime/loaded_kernels.hpp"
 #include "runtime/problem.hpp"
 #include "runtime/ring/device_launches.hpp"
+#include "runtime/ring/nccl_communicator.hpp"
 #include "templates/dilatron/args.cuh"
 #include "templates/dilatron/index.cuh"
 
@@ -182,8 +183,48 @@ struct Drain {
   ~Drain() { driver::api().cuStreamSynchronize(stream); }
 };
 
-std::span<std::byte> bytes_of(const DeviceBuffer& buffer) {
-  return {static_cast<std::byte*>(buffer.get()), buffer.bytes()};
+// One step's messages, carved out of the step's arena: packed sends, then receive buffers.
+struct StepMessages {
+  std::vector<Message> sends, receives;
+  std::vector<std::pair<int, std::byte*>> received;  // (block, buffer)
+};
+
+// Bytes a step sends and receives.
+std::int64_t step_bytes(const RingPlan& plan, const RankPlan& mine, int step) {
+  std::int64_t bytes = 0;
+  for (const auto* list : {&mine.sends, &mine.receives}) {
+    for (const Transfer& t : *list) bytes += t.step == step ? plan.blocks[std::size_t(t.block)].bytes : 0;
+  }
+  return bytes;
+}
+
+// Queues the packing of step `step`'s sends on the rank's stream and lays out its receive buffers.
+StepMessages prepare(const RingPlan& plan, const RankPlan& mine, int step, DeviceRank& rank, std::byte* arena) {
+  StepMessages m;
+  for (const Transfer& t : mine.sends) {
+    if (t.step != step) continue;
+    const Block& block = plan.blocks[std::size_t(t.block)];
+    rank.pack(block, arena);
+    m.sends.push_back({t.peer, {arena, std::size_t(block.bytes)}});
+    arena += block.bytes;
+  }
+  for (const Transfer& t : mine.receives) {
+    if (t.step != step) continue;
+    const std::int64_t bytes = plan.blocks[std::size_t(t.block)].bytes;
+    m.receives.push_back({t.peer, {arena, std::size_t(bytes)}});
+    m.received.emplace_back(t.block, arena);
+    arena += bytes;
+  }
+  return m;
+}
+
+void attend_received(const RingPlan& plan, const RankPlan& mine, int step, const StepMessages& m, DeviceRank& rank) {
+  for (const Compute& c : mine.computes) {
+    if (c.step != step) continue;
+    const auto it = std::find_if(m.received.begin(), m.received.end(), [&](const auto& r) { return r.first == c.block; });
+    if (it == m.received.end()) throw Error(fmt::format("step {}: block {} is computed but was not received", step, c.block));
+    rank.attend_block(plan.blocks[std::size_t(c.block)], it->second);
+  }
 }
 
 }  // namespace
@@ -197,37 +238,39 @@ void device_ring_forward(const RingPlan& plan, Communicator& comm, const TensorV
   const RankPlan& mine = plan.per_rank[std::size_t(comm.rank())];
 
   DeviceRank rank(plan, comm.rank(), q, k, v, stream);
-  // Send and receive buffers of the step being filled and of the step the stream may still read.
-  std::vector<std::unique_ptr<DeviceBuffer>> next, held;
-  const Drain drain{stream};  // declared after them: destroyed first
+  // Double buffering: step s packs into and receives into arena s % 2, each as large as the most one
+  // step moves, so step s + 1's transfer never writes what step s's kernels still read.
+  std::int64_t arena_bytes = 1;
+  for (int step = 1; step <= plan.steps; ++step) arena_bytes = std::max(arena_bytes, step_bytes(plan, mine, step));
+  const DeviceBuffer arenas[2] = {DeviceBuffer(std::size_t(arena_bytes)), DeviceBuffer(std::size_t(arena_bytes))};
+  auto arena = [&](int step) { return static_cast<std::byte*>(arenas[step % 2].get()); };
+  const Drain drain{stream};  // declared after the arenas: destroyed first
   rank.clear();
-  rank.attend_local();
-  for (int step = 1; step <= plan.steps; ++step) {
-    std::vector<Message> sends, receives;
-    std::vector<std::pair<int, void*>> received;  // (block, buffer)
-    for (const Transfer& t : mine.sends) {
-      if (t.step != step) continue;
-      const Block& block = plan.blocks[std::size_t(t.block)];
-      next.push_back(std::make_unique<DeviceBuffer>(std::size_t(block.bytes)));
-      rank.pack(block, next.back()->get());
-      sends.push_back({t.peer, bytes_of(*next.back())});
+
+  if (auto* nccl = dynamic_cast<NcclCommunicator*>(&comm)) {
+    // Overlapped: step s + 1's transfer runs while the stream attends to step s's blocks. enqueue
+    // orders a step after everything on the stream (its packing, and the kernels of step s - 1 that
+    // read the arena it reuses); make_wait orders the stream's next kernels after the steps queued.
+    StepMessages now = plan.steps >= 1 ? prepare(plan, mine, 1, rank, arena(1)) : StepMessages{};
+    if (plan.steps >= 1) nccl->enqueue(1, now.sends, now.receives, stream);
+    rank.attend_local();
+    for (int step = 1; step <= plan.steps; ++step) {
+      nccl->make_wait(stream);
+      StepMessages after = step < plan.steps ? prepare(plan, mine, step + 1, rank, arena(step + 1)) : StepMessages{};
+      if (step < plan.steps) nccl->enqueue(step + 1, after.sends, after.receives, stream);
+      attend_received(plan, mine, step, now, rank);
+      now = std::move(after);
     }
-    for (const Transfer& t : mine.receives) {
-      if (t.step != step) continue;
-      next.push_back(std::make_unique<DeviceBuffer>(std::size_t(plan.blocks[std::size_t(t.block)].bytes)));
-      receives.push_back({t.peer, bytes_of(*next.back())});
-      received.emplace_back(t.block, next.back()->get());
-    }
-    // The transport reads the packed sends; the last step's launches are done with its receive buffers.
-    DILATRON_CU(cuStreamSynchronize(stream));
-    held = std::move(next);
-    next.clear();
-    comm.exchange(step, sends, receives);
-    for (const Compute& c : mine.computes) {
-      if (c.step != step) continue;
-      const auto it = std::find_if(received.begin(), received.end(), [&](const auto& r) { return r.first == c.block; });
-      if (it == received.end()) throw Error(fmt::format("step {}: block {} is computed but was not received", step, c.block));
-      rank.attend_block(plan.blocks[std::size_t(c.block)], it->second);
+    nccl->wait();  // the watchdog: every step completed, or an error naming the one that did not
+  } else {
+    // Any other transport blocks in exchange(): it must find the sends packed, and the previous step's
+    // kernels must be done with the arena being reused.
+    rank.attend_local();
+    for (int step = 1; step <= plan.steps; ++step) {
+      const StepMessages m = prepare(plan, mine, step, rank, arena(step));
+      DILATRON_CU(cuStreamSynchronize(stream));
+      comm.exchange(step, m.sends, m.receives);
+      attend_received(plan, mine, step, m, rank);
     }
   }
   rank.finish(out, lse);

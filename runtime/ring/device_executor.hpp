@@ -16,10 +16,11 @@ namespace dilatron::ring {
 // multiple of 8 up to 512, innermost stride 1); lse float32 [B, H, rows, 1] (any strides, e.g. this rank's slice of a whole [B, H, N, 1]), or null.
 // The messages handed to `comm` wrap device pointers of the current context.
 //
-// Ordering, kept simple: each step synchronizes the stream before Communicator::exchange (its packed
-// sends are complete, and the previous step's kernels are done with their receive buffers), and
-// launches that read the received blocks are queued after exchange returns. Transfers therefore never
-// overlap compute; overlapping them is future work. Returns after the stream has drained.
+// Steps use two arenas in turn (double buffering). Over NCCL, step s + 1's transfer is queued on the
+// communicator's stream while this stream attends to step s's blocks (and step 1's while it attends to
+// its own rows), ordered by events only. Over any other transport, which blocks in exchange(), each
+// step synchronizes the stream first, so transfer and compute do not overlap there. Returns after the
+// stream has drained.
 // Throws dilatron::Error for tensors that do not fit the plan, before any exchange.
 void device_ring_forward(const RingPlan& plan, Communicator& comm, const TensorView& q, const TensorView& k,
                          const TensorView& v, const TensorView& out, const TensorView* lse, CUstream stream);
