@@ -37,6 +37,10 @@ CLI::Option* add_mode(CLI::App* cmd, Mode& mode);
 // "--dtype bf16|f16": the 16-bit types the GPU kernels take.
 CLI::Option* add_gpu_dtype(CLI::App* cmd, DType& dtype);
 
+// A check for numeric flags that must be > 0, naming the value (CLI11's PositiveNumber quotes the
+// largest double instead).
+CLI::Validator positive();
+
 // validate_config, reporting a bad flag value as a UsageError.
 void check_config_flags(const Config& config);
 

@@ -1,6 +1,8 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <cmath>
+#include <cstdlib>
 #include <utility>
 
 #include "runtime/problem.hpp"
@@ -27,6 +29,20 @@ CLI::Option* add_enum(CLI::App* cmd, const std::string& name, Enum& value,
 }
 
 }  // namespace
+
+// CLI11's PositiveNumber quotes the largest double in its message; this one names the value.
+CLI::Validator positive() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        char* end = nullptr;
+        const double value = std::strtod(text.c_str(), &end);
+        if (end == text.c_str() || *end != '\0' || !std::isfinite(value) || value <= 0) {
+          return fmt::format("must be a finite number > 0, got '{}'", text);
+        }
+        return {};
+      },
+      "> 0");
+}
 
 CLI::Option* add_int_list(CLI::App* cmd, const std::string& name, std::vector<std::int64_t>& values,
                           const std::string& help) {

@@ -29,20 +29,6 @@ constexpr const char* kTimeModel =
     "ring: local compute + sum over steps of max(step compute, step transfer), transfers overlapping attention; "
     "all-gather: transfer, then compute; the slowest rank counts";
 
-// CLI11's PositiveNumber quotes the largest double in its message; this one names the value.
-CLI::Validator positive() {
-  return CLI::Validator(
-      [](std::string& text) -> std::string {
-        char* end = nullptr;
-        const double value = std::strtod(text.c_str(), &end);
-        if (end == text.c_str() || *end != '\0' || !std::isfinite(value) || value <= 0) {
-          return fmt::format("must be a finite number > 0, got '{}'", text);
-        }
-        return {};
-      },
-      "> 0");
-}
-
 ring::RingPlan build(const PlanOptions& o) {
   check_config_flags(o.config);
   try {

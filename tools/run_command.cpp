@@ -102,7 +102,7 @@ void add_run(CLI::App& app) {
                   "split the sequence across P ranks exchanging only the dilated rows spanning segments need "
                   "(--device cpu: P threads of this process; --device cuda: P ranks on this GPU)")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(positive());
   cmd->add_option("--out", o->out, "output O [B,N,H,D] in Q's dtype (a new file; never an input)")->required();
   cmd->add_option("--lse", o->lse, "also write the log-sum-exp, float32 [B,H,N]");
   cmd->add_flag("--quiet,-q", o->quiet, "no progress line and no summary");

@@ -96,7 +96,7 @@ void add_workload_flags(CLI::App* cmd, WorkloadFlags& f, ArchFlag arch_flag) {
   if (arch_flag != ArchFlag::none) {
     cmd->add_option("--ranks", f.ranks, "with P > 1, also the kernels of the ring across P ranks")
         ->capture_default_str()
-        ->check(CLI::PositiveNumber);
+        ->check(positive());
   }
   cmd->add_option("--config", f.config_file,
                   "JSON file: a config object or a list of them, instead of the flags above, e.g. "
