@@ -21,12 +21,9 @@ namespace ix = index;
 // The rows of segment s (length w, dilation r) that offset o selects inside `part`, ascending.
 std::vector<std::int64_t> selected_rows(std::int64_t s, std::int64_t w, std::int64_t o, std::int64_t r,
                                         RowRange part) {
-  std::vector<std::int64_t> rows;
-  const std::int64_t first = s * w + o;
-  std::int64_t j = part.begin > first ? (part.begin - first + r - 1) / r : 0;
-  for (std::int64_t row = first + j * r; row < part.end && row < (s + 1) * w; row = first + (++j) * r) {
-    rows.push_back(row);
-  }
+  const ix::RowRun run = ix::selected_in(std::max(part.begin, s * w), std::min(part.end, (s + 1) * w), w, o, r);
+  std::vector<std::int64_t> rows(std::size_t(run.count));
+  for (std::int64_t j = 0; j < run.count; ++j) rows[std::size_t(j)] = run.first + j * r;  // one segment: r apart
   return rows;
 }
 
