@@ -32,16 +32,21 @@ KernelSpec spec_for(const Workload& w, Op op, int branch) {
 std::vector<KernelSpec> forward_kernels(const Workload& w) {
   const auto& r = w.config.dilations;
   const int branches = int(w.config.branches());
+  const auto accumulator_cleared = [&] {
+    KernelSpec clear = spec_for(w, Op::clear_output, -1);
+    clear.dtype = DType::f32;
+    return clear;
+  };
   std::vector<KernelSpec> launches;
-  if (w.config.mode == Mode::longnet) {
+  if (w.config.mode == Mode::longnet && branches > 1) {
     const auto full = std::find(r.begin(), r.end(), 1);
     const int first = full == r.end() ? -1 : int(full - r.begin());
-    if (first < 0) launches.push_back(spec_for(w, Op::clear_output, -1));
-    if (first >= 0) launches.push_back(spec_for(w, Op::attention_forward, first));
+    launches.push_back(first >= 0 ? spec_for(w, Op::attention_partial, first) : accumulator_cleared());
     for (int i = 0; i < branches; ++i) {
-      if (i != first) launches.push_back(spec_for(w, Op::attention_forward_merge, i));
+      if (i != first) launches.push_back(spec_for(w, Op::attention_partial_merge, i));
     }
-  } else {
+    launches.push_back(spec_for(w, Op::finish_output, -1));
+  } else {  // one branch per row: longnet with one branch, or head_groups
     if (std::any_of(r.begin(), r.end(), [](std::int64_t d) { return d > 1; })) {
       launches.push_back(spec_for(w, Op::clear_output, -1));
     }
@@ -65,7 +70,7 @@ std::vector<KernelSpec> required_kernels(const Workload& w) {
 std::vector<KernelSpec> ring_kernels(DType dtype, int head_dim, const std::string& arch) {
   std::vector<KernelSpec> specs;
   for (const auto& [op, type] : {std::pair{Op::ring_pack, dtype}, std::pair{Op::ring_attend, dtype},
-                                 std::pair{Op::ring_finish, dtype}, std::pair{Op::clear_output, DType::f32}}) {
+                                 std::pair{Op::finish_output, dtype}, std::pair{Op::clear_output, DType::f32}}) {
     KernelSpec spec;
     spec.op = op;
     spec.dtype = type;

@@ -21,13 +21,16 @@ struct Workload {
 };
 
 // The forward pass's launches in order, tiles chosen by the policy:
-// - longnet: a branch with r = 1 selects every row, so it runs first and writes O and LSE; every other
-//   branch merges into them. Without such a branch, clear_output first and every branch merges.
-// - head_groups: clear_output when some group leaves rows unselected, then one launch per group.
+// - longnet with several branches: the (O, LSE) of all branches meet in an fp32 accumulator and are
+//   rounded to O once. A branch with r = 1 selects every row, so it runs first and writes the
+//   accumulator (attention_partial); without one, clear_output<float> empties it. Every other branch
+//   folds in (attention_partial_merge), then finish_output writes O.
+// - one branch per row (longnet with one branch, head_groups): clear_output when some rows are not
+//   selected, then attention_forward per branch writes O and LSE directly.
 std::vector<codegen::KernelSpec> forward_kernels(const Workload& workload);
 
 // The GPU ring executor's kernels, whatever the plan (branch, offsets and rows are launch arguments):
-// ring_pack, ring_attend, ring_finish, and clear_output on its fp32 accumulator.
+// ring_pack, ring_attend, finish_output, and clear_output on its fp32 accumulator.
 std::vector<codegen::KernelSpec> ring_kernels(DType dtype, int head_dim, const std::string& arch);
 
 // Distinct specs: the forward kernels, then (ranks > 1) the ring's. Throws dilatron::Error for a spec

@@ -16,6 +16,38 @@ bool moves_rows(Op op) { return op == Op::pack_rows || op == Op::unpack_rows; }
   throw Error(fmt::format("invalid kernel spec ({}): {}", spec.label(), why));
 }
 
+// The attention kernel's shape rules (templates/dilatron/attention.cuh states them as static_asserts).
+void validate_attention_tiles(const KernelSpec& s, int arch_no) {
+  const Tiles& t = s.tiles;
+  const int threads = 32 * t.warps;
+  if (s.head_dim != 64 && s.head_dim != 96 && s.head_dim != 128 && s.head_dim != 256) {
+    invalid(s, fmt::format("head_dim {}: attention supports 64, 96, 128 and 256", s.head_dim));
+  }
+  if (t.warps < 2 || t.warps > 8) invalid(s, fmt::format("warps = {}: attention takes 2, 4 or 8", t.warps));
+  if (t.block_m != 16 * t.warps && t.block_m != 32 * t.warps) {
+    invalid(s, fmt::format("block_m {} with {} warps: each warp owns 16 or 32 query rows", t.block_m, t.warps));
+  }
+  if (t.block_n != 32 && t.block_n != 64 && t.block_n != 128) {
+    invalid(s, fmt::format("block_n = {}: expected 32, 64 or 128", t.block_n));
+  }
+  // Each thread copies whole rows of 16-byte chunks, THREADS/8 rows apart (THREADS/4 in a 32-column tail).
+  const int row_step = s.head_dim % 64 == 0 ? threads / 8 : threads / 4;
+  if (t.block_m % row_step != 0 || t.block_n % row_step != 0) {
+    invalid(s, fmt::format("tile {}x{} with {} threads: tile rows must be multiples of {} at head_dim {}", t.block_m,
+                           t.block_n, threads, row_step, s.head_dim));
+  }
+  // The O and S accumulators of a thread: warp_rows * (head_dim + block_n) / 32 floats. Past 192 the
+  // kernel cannot stay within 255 registers.
+  if (t.warp_rows() * (s.head_dim + t.block_n) / 32 > 192) {
+    invalid(s, fmt::format("{} rows per warp at head_dim {} and block_n {} need more registers than a thread has",
+                           t.warp_rows(), s.head_dim, t.block_n));
+  }
+  if (t.stages != 2 && t.stages != 3) invalid(s, fmt::format("stages = {}: expected 2 or 3", t.stages));
+  if (s.shared_bytes() > max_shared_bytes(arch_no)) {
+    invalid(s, fmt::format("needs {} bytes of shared memory, more than {} offers", s.shared_bytes(), s.arch));
+  }
+}
+
 }  // namespace
 
 std::string_view to_string(Op op) noexcept {
@@ -24,11 +56,12 @@ std::string_view to_string(Op op) noexcept {
     case Op::unpack_rows: return "unpack_rows";
     case Op::merge_partials: return "merge_partials";
     case Op::clear_output: return "clear_output";
+    case Op::finish_output: return "finish_output";
     case Op::attention_forward: return "attention_forward";
-    case Op::attention_forward_merge: return "attention_forward_merge";
+    case Op::attention_partial: return "attention_partial";
+    case Op::attention_partial_merge: return "attention_partial_merge";
     case Op::ring_pack: return "ring_pack";
     case Op::ring_attend: return "ring_attend";
-    case Op::ring_finish: return "ring_finish";
   }
   return "?";
 }
@@ -46,9 +79,11 @@ int arch_number(std::string_view arch) {
   return number;
 }
 
-bool is_attention(Op op) { return op == Op::attention_forward || op == Op::attention_forward_merge; }
+bool is_attention(Op op) {
+  return op == Op::attention_forward || op == Op::attention_partial || op == Op::attention_partial_merge;
+}
 
-bool is_ring(Op op) { return op == Op::ring_pack || op == Op::ring_attend || op == Op::ring_finish; }
+bool is_ring(Op op) { return op == Op::ring_pack || op == Op::ring_attend; }
 
 int max_shared_bytes(int arch) {
   if ((arch >= 90 && arch < 120) || arch == 80 || arch == 87) return arch < 90 ? 163 * 1024 : 227 * 1024;
@@ -91,22 +126,16 @@ void KernelSpec::validate() const {
   if (head_dim < 8 || head_dim > 512 || head_dim % 8 != 0) {
     invalid(*this, fmt::format("head_dim {} must be a multiple of 8 in [8, 512]", head_dim));
   }
-  if (dtype == DType::f32 && (moves_rows(op) || is_attention(op) || is_ring(op))) invalid(*this, "GPU kernels take f16 or bf16 inputs");
+  if (dtype == DType::f32 && (moves_rows(op) || is_attention(op) || is_ring(op) || op == Op::finish_output)) {
+    invalid(*this, "GPU kernels take f16 or bf16 inputs");
+  }
   if (tiles.warps != 1 && tiles.warps != 2 && tiles.warps != 4 && tiles.warps != 8 && tiles.warps != 16) {
     invalid(*this, fmt::format("warps = {}: expected 1, 2, 4, 8 or 16", tiles.warps));
   }
   if (is_attention(op)) {
-    if (head_dim != 64 && head_dim != 128) invalid(*this, fmt::format("head_dim {}: attention supports 64 and 128", head_dim));
-    if (tiles.block_m != 16 * tiles.warps || tiles.warps > 8) {
-      invalid(*this, fmt::format("block_m {} with {} warps: each warp owns 16 query rows (at most 8 warps)",
-                                 tiles.block_m, tiles.warps));
-    }
-    if (tiles.block_n != 32 && tiles.block_n != 64 && tiles.block_n != 128) {
-      invalid(*this, fmt::format("block_n = {}: expected 32, 64 or 128", tiles.block_n));
-    }
-    if (tiles.stages != 2 && tiles.stages != 3) invalid(*this, fmt::format("stages = {}: expected 2 or 3", tiles.stages));
-    if (shared_bytes() > max_shared_bytes(arch_no)) {
-      invalid(*this, fmt::format("needs {} bytes of shared memory, more than {} offers", shared_bytes(), arch));
+    validate_attention_tiles(*this, arch_no);
+    if (op != Op::attention_forward && mode != Mode::longnet) {
+      invalid(*this, "only longnet branches accumulate: head_groups rows have one branch each");
     }
   } else if (tiles.block_m != 0 || tiles.block_n != 0 || tiles.stages != 0) {
     invalid(*this, "row-moving, merge and clear kernels take no block_m, block_n or stages");

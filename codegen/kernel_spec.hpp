@@ -18,11 +18,12 @@ enum class Op {
   unpack_rows,              // scatter them back
   merge_partials,           // fold a second (O, LSE) partial result into the first
   clear_output,             // O = 0, LSE = -inf, before launches that merge into them
+  finish_output,            // an fp32 accumulator rounded to O (and LSE copied): after several branches or ring steps
   attention_forward,        // one branch's attention, writing O and LSE
-  attention_forward_merge,  // one branch's attention, merged into the O and LSE already there
+  attention_partial,        // one branch's attention into the fp32 accumulator and LSE (the first of several)
+  attention_partial_merge,  // one branch's attention folded into the fp32 accumulator and LSE already there
   ring_pack,                // the ring: one part of a block into the send buffer
   ring_attend,              // the ring: local queries to local or received keys, into the fp32 accumulator
-  ring_finish,              // the ring: the accumulator to O (and LSE)
 };
 
 std::string_view to_string(Op op) noexcept;
@@ -32,10 +33,11 @@ struct BranchSpec {
   bool operator==(const BranchSpec&) const = default;
 };
 
-// Launch shape. Row-moving kernels use only `warps`; attention kernels use all four, with
-// block_m = 16 * warps (each warp owns 16 query rows).
+// Launch shape. Row-moving kernels use only `warps`; attention kernels use all four, with block_m =
+// 16 * warps or 32 * warps (each warp owns one or two 16-row MMA fragments of query rows).
 struct Tiles {
   int block_m = 0, block_n = 0, warps = 4, stages = 0;
+  int warp_rows() const { return warps > 0 ? block_m / warps : 0; }
   bool operator==(const Tiles&) const = default;
 };
 
@@ -72,6 +74,7 @@ int arch_number(std::string_view arch);
 // Shared memory one block may use on an arch (sm_80/87: 163 KiB, sm_90-sm_11x: 227 KiB, else 99 KiB).
 int max_shared_bytes(int arch_number);
 
+// The attention kernels (attention_forward and the two partial ops).
 bool is_attention(Op op);
 // The ring executor's kernels: their branch, offsets and causality are launch arguments.
 bool is_ring(Op op);

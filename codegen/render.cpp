@@ -34,23 +34,25 @@ Instantiation instantiation(const KernelSpec& s) {
     case Op::clear_output:
       return {"dilatron/merge.cuh", "dilatron::args::MergeArgs",
               fmt::format("dilatron::{}<{}, {}, {}>", to_string(s.op), element_type(s.dtype), s.head_dim, threads)};
+    case Op::finish_output:
+      return {"dilatron/merge.cuh", "dilatron::args::FinishArgs",
+              fmt::format("dilatron::finish_output<{}, {}, {}>", element_type(s.dtype), s.head_dim, threads)};
     case Op::attention_forward:
-    case Op::attention_forward_merge:
+    case Op::attention_partial:
+    case Op::attention_partial_merge: {
+      const char* epilogue = s.op == Op::attention_forward   ? "dilatron::args::kWriteOutput"
+                             : s.op == Op::attention_partial ? "dilatron::args::kWriteAccumulator"
+                                                             : "dilatron::args::kMergeAccumulator";
       return {"dilatron/attention.cuh", "dilatron::args::AttentionArgs",
-              fmt::format("dilatron::attention_forward<{}, {}, {}, {}, {}, {}, {}LL, {}LL, {}, {}, {}, {}>",
-                          element_type(s.dtype), s.head_dim, s.tiles.block_m, s.tiles.block_n, s.tiles.stages,
-                          s.causal ? "true" : "false", s.branches[0].w, s.branches[0].r,
-                          s.mode == Mode::longnet ? 0 : 1, s.group, s.groups,
-                          s.op == Op::attention_forward_merge ? "true" : "false")};
+              fmt::format("dilatron::attention_forward<{}, {}, {}, {}, {}, {}, {}, {}LL, {}LL, {}, {}, {}, {}>",
+                          element_type(s.dtype), s.head_dim, s.tiles.block_m, s.tiles.block_n, s.tiles.warps,
+                          s.tiles.stages, s.causal ? "true" : "false", s.branches[0].w, s.branches[0].r,
+                          s.mode == Mode::longnet ? 0 : 1, s.group, s.groups, epilogue)};
+    }
     case Op::ring_pack:
     case Op::ring_attend:
-    case Op::ring_finish: {
-      const std::string_view args = s.op == Op::ring_pack     ? "dilatron::args::RingPackArgs"
-                                    : s.op == Op::ring_attend ? "dilatron::args::RingAttendArgs"
-                                                              : "dilatron::args::RingFinishArgs";
-      return {"dilatron/ring.cuh", args,
+      return {"dilatron/ring.cuh", s.op == Op::ring_pack ? "dilatron::args::RingPackArgs" : "dilatron::args::RingAttendArgs",
               fmt::format("dilatron::{}<{}, {}, {}>", to_string(s.op), element_type(s.dtype), s.head_dim, threads)};
-    }
   }
   return {};
 }

@@ -67,7 +67,7 @@ void ForwardPlan::launch(const TensorView& q, const TensorView& k, const TensorV
                          float* lse, CUstream stream) const {
   const Problem& p = problem_;
   for (const Launch& l : launches_) {
-    args::AttentionArgs attention{tensor4(q), tensor4(k), tensor4(v), tensor4(out), lse, p.batch, p.seq_len, p.heads,
+    args::AttentionArgs attention{tensor4(q), tensor4(k), tensor4(v), tensor4(out), nullptr, lse, p.batch, p.seq_len, p.heads,
                                   p.kv_heads, l.head_begin, float(p.scale * 1.4426950408889634)};
     args::MergeArgs clear{tensor4(out), tensor4(out), lse, lse, p.batch, p.seq_len, p.heads};
     void* params[] = {codegen::is_attention(l.spec.op) ? static_cast<void*>(&attention) : static_cast<void*>(&clear)};

@@ -46,7 +46,7 @@ void add_gen(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand(
       "gen", "Print the CUDA source NVRTC compiles for every kernel a configuration needs (no GPU needed)");
   add_workload_flags(cmd, o->workload, ArchFlag::sm_90a);
-  cmd->add_option("--kernel", o->kernel, "only kernels whose name contains this text, e.g. 'attention_forward_merge'");
+  cmd->add_option("--kernel", o->kernel, "only kernels whose name contains this text, e.g. 'attention_partial_merge'");
   cmd->add_flag("--headers", o->headers,
                 "print the short rendered unit and list the template headers it includes, instead of inlining them");
   cmd->callback([o] { gen(*o); });

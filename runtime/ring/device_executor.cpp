@@ -145,7 +145,7 @@ class DeviceRank {
   void finish(const TensorView& out, const TensorView* lse) {
     // head_groups averages over the G branches; longnet's accumulator already is the merged O.
     const float out_scale = plan_.config.mode == Mode::head_groups ? 1.f / float(plan_.config.branches()) : 1.f;
-    args::RingFinishArgs a{tensor4(out), lse ? tensor4(*lse) : args::Tensor4{nullptr, {0, 0, 0, 0}}, o_acc(), lse_acc(),
+    args::FinishArgs a{tensor4(out), lse ? tensor4(*lse) : args::Tensor4{nullptr, {0, 0, 0, 0}}, o_acc(), lse_acc(),
                            s_.batch, rows_.size(), s_.heads, out_scale};
     kernels_.finish.launch(stream_, s_.batch * rows_.size() * s_.heads, kernels_.finish.threads / 32, 1, 1, &a);
   }

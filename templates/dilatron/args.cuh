@@ -33,10 +33,18 @@ struct MergeArgs {
   i64 batch, seq_len, heads;
 };
 
+// What an attention launch does with its result (a template argument of attention_forward):
+// - kWriteOutput: O in the input dtype and LSE (a single branch, or head_groups' one branch per row);
+// - kWriteAccumulator: the fp32 accumulator and LSE (the first of several branches; it covers every row);
+// - kMergeAccumulator: folded into the fp32 accumulator and LSE already there (the other branches).
+// finish_output then rounds the accumulator to O once.
+enum AttentionEpilogue { kWriteOutput = 0, kWriteAccumulator = 1, kMergeAccumulator = 2 };
+
 // attention_forward: one branch of dilated attention over [B, N, H, D] tensors (innermost stride 1,
 // rows 16-byte aligned). LSE is float32 [B, H, N], contiguous; merging launches read it as well.
 struct AttentionArgs {
   Tensor4 q, k, v, out;
+  float* acc;  // fp32 [B, N, H, D], contiguous: the accumulator of multi-branch launches (null otherwise)
   float* lse;
   i64 batch, seq_len, heads, kv_heads;
   i64 head_begin;    // first query head of this launch (grid y walks heads from here)
@@ -71,8 +79,9 @@ struct RingAttendArgs {
   float scale_log2;  // softmax scale * log2(e)
 };
 
-// ring_finish: out = O_acc * out_scale in the output dtype, and lse = LSE_acc when lse is not null.
-struct RingFinishArgs {
+// finish_output: out = O_acc * out_scale in the output dtype, and lse = LSE_acc when lse is not null
+// (the ring's last step, and the forward pass after several branches accumulated in fp32).
+struct FinishArgs {
   Tensor4 out;  // [B, rows, H, D]
   Tensor4 lse;  // [B, H, rows] (strides of dims 0-2; a rank's slice of a whole [B, H, N] works), data null for none
   const float* o_acc;

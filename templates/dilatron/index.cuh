@@ -111,6 +111,12 @@ DILATRON_HD constexpr bool key_tile_unmasked(i64 k_first, i64 block_n, i64 q_fir
   return k_first + block_n <= count && (!causal || k_first + block_n - 1 <= q_first);
 }
 
+// How many key tiles, from the first, need no mask (key_tile_unmasked holds exactly for them): the
+// kernel runs those in a loop without mask arithmetic and the rest (at most the edge tiles) masked.
+DILATRON_HD constexpr i64 unmasked_key_tiles(i64 count, i64 q_first, i64 block_n, bool causal) {
+  return causal ? min64(count / block_n, (q_first + 1) / block_n) : count / block_n;
+}
+
 // The ring. Selected rows of [begin, end) (segments of w, offset o, dilation r): the first and how many
 // (none when begin >= end). Inside one segment they are first, first + r, ...
 struct RowRun {

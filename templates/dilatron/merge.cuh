@@ -4,9 +4,12 @@
 //   on either side (lse = -inf) stays O = 0, LSE = -inf, with no NaN.
 // - clear_output sets O = 0 and LSE = -inf, before branch launches that merge into them (rows no branch
 //   selects keep these values); MergeArgs' other_* fields are unused.
+// - finish_output rounds an fp32 accumulator [B, rows, H, D] to O (times out_scale) and copies LSE when
+//   asked: the one rounding of results accumulated over several branches or ring steps.
 #pragma once
 
 #include "dilatron/args.cuh"
+#include "dilatron/ptx.cuh"
 #include "dilatron/types.cuh"
 
 namespace dilatron {
@@ -69,6 +72,28 @@ __global__ void __launch_bounds__(THREADS) clear_output(args::MergeArgs a) {
     T* out = merge_detail::row_pointer<T>(a.out, r);
     for (int d = r.lane; d < HEAD_DIM; d += 32) out[d] = from_float<T>(0.f);
     if (r.lane == 0) a.lse[r.lse_index] = -__int_as_float(0x7f800000);
+  }
+}
+
+template <class T, int HEAD_DIM, int THREADS>
+__global__ void __launch_bounds__(THREADS) finish_output(args::FinishArgs a) {
+  static_assert(HEAD_DIM % 4 == 0, "four values per access");
+  const int lane = threadIdx.x % 32;
+  const long long rows = a.batch * a.rows * a.heads;
+  for (long long i = merge_detail::first_row<THREADS>(); i < rows; i += merge_detail::row_stride<THREADS>()) {
+    const long long h = i % a.heads, n = i / a.heads % a.rows, b = i / (a.heads * a.rows);
+    const float* acc = a.o_acc + i * HEAD_DIM;  // [B, rows, H, D]: i is (b, n, h) in that order
+    T* out = static_cast<T*>(a.out.data) + b * a.out.stride[0] + n * a.out.stride[1] + h * a.out.stride[2];
+    // Four values per lane and access: 16-byte loads, 8-byte stores (rows are 16-byte aligned).
+    for (int d = 4 * lane; d < HEAD_DIM; d += 128) {
+      const float4 x = *reinterpret_cast<const float4*>(acc + d);
+      *reinterpret_cast<uint2*>(out + d) = make_uint2(ptx::pack2<T>(x.x * a.out_scale, x.y * a.out_scale),
+                                                      ptx::pack2<T>(x.z * a.out_scale, x.w * a.out_scale));
+    }
+    if (a.lse.data && lane == 0) {
+      static_cast<float*>(a.lse.data)[b * a.lse.stride[0] + h * a.lse.stride[1] + n * a.lse.stride[2]] =
+          a.lse_acc[(b * a.heads + h) * a.rows + n];
+    }
   }
 }
 

@@ -1,5 +1,5 @@
 // The thin PTX layer the attention kernels stand on (sm_80 and newer): shared-memory addresses,
-// cp.async with zero fill, ldmatrix, mma.sync m16n8k16 with fp32 accumulation, and packing to 16-bit pairs.
+// cp.async with zero fill, ldmatrix, ex2, mma.sync m16n8k16 with fp32 accumulation, and packing to 16-bit pairs.
 //
 // Fragment layouts (lane = 4 * group + t, group = lane / 4, t = lane % 4) for mma.m16n8k16:
 //   A 16x16 (row-major): a0 = (group, 2t..2t+1), a1 = (group + 8, 2t..), a2 = (group, 2t + 8..), a3 = (group + 8, 2t + 8..)
@@ -19,9 +19,24 @@ __device__ __forceinline__ unsigned shared_address(const void* pointer) {
   return address;
 }
 
+// blockIdx.x, .y or .z read afresh (volatile): values derived from it are recomputed where they are used
+// instead of being kept in registers from an earlier use.
+template <int DIM>
+__device__ __forceinline__ unsigned block_index() {
+  unsigned i;
+  if (DIM == 0) asm volatile("mov.u32 %0, %%ctaid.x;" : "=r"(i));
+  else if (DIM == 1) asm volatile("mov.u32 %0, %%ctaid.y;" : "=r"(i));
+  else asm volatile("mov.u32 %0, %%ctaid.z;" : "=r"(i));
+  return i;
+}
+
 // Copies 16 bytes global -> shared asynchronously; when !valid, writes 16 zero bytes and reads nothing.
 __device__ __forceinline__ void cp_async_16(unsigned shared, const void* global, bool valid) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared), "l"(global), "r"(valid ? 16 : 0));
+}
+// Sixteen zero bytes into shared memory: rows past the end of a tile's data, so they hold no stale values.
+__device__ __forceinline__ void st_shared_zero_16(unsigned shared) {
+  asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(shared), "r"(0));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 // Waits until at most N committed groups are still in flight.
@@ -59,6 +74,13 @@ __device__ __forceinline__ void mma_16816<bf16>(float (&d)[4], const unsigned (&
       "{%0, %1, %2, %3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// 2^x on the special-function unit (flushes denormals; exact enough for softmax weights in [0, 1]).
+__device__ __forceinline__ float ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
 }
 
 // Two floats rounded into one register of two 16-bit values, `low` in the low half (the element with

@@ -5,8 +5,7 @@
 //   domain, then folds the partial (O, LSE) into the fp32 accumulator with the overflow-safe LSE merge.
 //   A query row belongs to exactly one warp of a launch, and launches run in stream order, so the
 //   read-modify-write of the accumulator needs no atomics.
-// - ring_finish writes out = O_acc * out_scale and copies LSE. The accumulator is cleared by
-//   clear_output<float> (merge.cuh).
+// The accumulator is cleared by clear_output<float> and written out by finish_output (merge.cuh).
 #pragma once
 
 #include "dilatron/args.cuh"
@@ -119,22 +118,6 @@ __global__ void __launch_bounds__(THREADS) ring_attend(args::RingAttendArgs a) {
     }
     __syncwarp();  // every lane has read the old LSE before lane 0 replaces it
     if (lane == 0) a.lse_acc[lse_index] = merged;
-  }
-}
-
-template <class T, int HEAD_DIM, int THREADS>
-__global__ void __launch_bounds__(THREADS) ring_finish(args::RingFinishArgs a) {
-  const int lane = threadIdx.x % 32;
-  const long long rows = a.batch * a.rows * a.heads;
-  for (long long i = ring_detail::first_warp<THREADS>(); i < rows; i += ring_detail::warp_stride<THREADS>()) {
-    const long long h = i % a.heads, n = i / a.heads % a.rows, b = i / (a.heads * a.rows);
-    const float* acc = a.o_acc + i * HEAD_DIM;  // [B, rows, H, D]: i is (b, n, h) in that order
-    T* out = static_cast<T*>(a.out.data) + b * a.out.stride[0] + n * a.out.stride[1] + h * a.out.stride[2];
-    for (int d = lane; d < HEAD_DIM; d += 32) out[d] = from_float<T>(acc[d] * a.out_scale);
-    if (a.lse.data && lane == 0) {
-      static_cast<float*>(a.lse.data)[b * a.lse.stride[0] + h * a.lse.stride[1] + n * a.lse.stride[2]] =
-          a.lse_acc[(b * a.heads + h) * a.rows + n];
-    }
   }
 }
 
