@@ -32,14 +32,18 @@ std::string ptx_for_dump(const RenderedKernel& unit, const std::vector<std::stri
   return program.ptx();
 }
 
-std::string ptxas_text(const std::string& log, const PtxasReport& r) {
-  std::string text;
+// The label first, so tools reading a dump directory name each kernel as `dilatron gen` and `cache ls` do
+// (the file stem is the label made file-safe, which loses characters).
+std::string ptxas_text(const std::string& label, const std::string& log, const PtxasReport& r,
+                       int dynamic_shared_bytes) {
+  std::string text = fmt::format("kernel {}\n", label);
   std::istringstream lines(log);
   for (std::string line; std::getline(lines, line);) {
     if (line.find("ptxas") != std::string::npos) text += line + '\n';
   }
-  return text + fmt::format("registers {}, spill bytes {}, static shared bytes {}, stack bytes {}\n", r.registers,
-                            r.spill_bytes, r.shared_bytes, r.stack_bytes);
+  return text + fmt::format(
+                    "registers {}, spill bytes {}, static shared bytes {}, stack bytes {}, dynamic shared bytes {}\n",
+                    r.registers, r.spill_bytes, r.shared_bytes, r.stack_bytes, dynamic_shared_bytes);
 }
 
 int largest_number(const std::string& log, const std::regex& pattern) {
@@ -122,7 +126,8 @@ CompiledKernel compile_unit(const RenderedKernel& unit, const std::string& arch,
   out.report = parse_ptxas_report(out.log);
 
   if (dumping) {
-    dump.ptxas = ptxas_text(out.log, out.report);
+    dump.ptxas = ptxas_text(label, out.log, out.report, unit.dynamic_shared_bytes);
+    dump.cubin = out.cubin;
     try {
       dump.ptx = ptx_for_dump(unit, options);
     } catch (const Error& e) {

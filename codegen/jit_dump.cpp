@@ -23,11 +23,13 @@ void write_dump(const std::filesystem::path& dir, const KernelDump& dump) noexce
   std::string problem;
   try {
     std::filesystem::create_directories(dir);
-    for (const auto& [suffix, text] : {std::pair{".cu", &dump.source}, std::pair{".log", &dump.log},
-                                       std::pair{".ptx", &dump.ptx}, std::pair{".ptxas", &dump.ptxas}}) {
-      if (text->empty()) continue;
+    const std::string_view cubin(dump.cubin.data(), dump.cubin.size());
+    for (const auto& [suffix, bytes] :
+         {std::pair<const char*, std::string_view>{".cu", dump.source}, {".log", dump.log}, {".ptx", dump.ptx},
+          {".ptxas", dump.ptxas}, {".cubin", cubin}}) {
+      if (bytes.empty()) continue;
       AtomicFile file(dir / (dump.stem + suffix));
-      file.write(text->data(), text->size());
+      file.write(bytes.data(), bytes.size());
       file.commit();
     }
   } catch (const std::exception& e) {

@@ -64,7 +64,7 @@ RenderedKernel render(const KernelSpec& spec) {
   const Instantiation k = instantiation(spec);
   return {fmt::format("// {}\n#include \"{}\"\ntemplate __global__ void {}({});\n", spec.canonical(), k.header, k.name,
                       k.args_type),
-          k.name};
+          k.name, spec.shared_bytes()};
 }
 
 }  // namespace dilatron::codegen

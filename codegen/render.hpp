@@ -12,6 +12,9 @@ namespace dilatron::codegen {
 struct RenderedKernel {
   std::string source;
   std::string name_expression;  // e.g. dilatron::merge_partials<dilatron::bf16, 128, 128>
+  // What a launch asks for beyond the static shared memory ptxas reports (KernelSpec::shared_bytes());
+  // only the JIT dump records it, so a static check of the binary sees the kernel's whole footprint.
+  int dynamic_shared_bytes = 0;
 };
 
 // Validates the spec first.

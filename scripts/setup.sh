@@ -6,8 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# python3-venv: bench/sass_check.py (and its ctest) installs nvdisasm from PyPI into a venv on first use.
 packages=(cmake ninja-build g++ pkg-config libfmt-dev libgtest-dev libgmock-dev libcli11-dev nlohmann-json3-dev
-          libxxhash-dev libbenchmark-dev)
+          libxxhash-dev libbenchmark-dev python3 python3-venv)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

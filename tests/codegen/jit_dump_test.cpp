@@ -1,5 +1,5 @@
-// The JIT switches on real NVRTC compiles: the dump's files and contents, that dumping leaves the CUBIN
-// alone, that line info reaches the binary, and that the ptxas check refuses local memory.
+// The JIT switches on real NVRTC compiles: the dump's files and contents (the CUBIN among them, byte for
+// byte), that dumping leaves the CUBIN alone, that line info reaches the binary, and that the ptxas check refuses local memory.
 #include <gtest/gtest.h>
 
 #include <dilatron/error.hpp>
@@ -50,7 +50,7 @@ const RenderedKernel kLocalArray{
 
 }  // namespace
 
-TEST(JitDump, WritesSourcePtxLogAndPtxasReportAndLeavesTheCubinAlone) {
+TEST(JitDump, WritesSourcePtxLogPtxasReportAndCubinAndLeavesTheCubinAlone) {
   std::mt19937 rng(51);
   for (int trial = 0; trial < 3; ++trial) {
     const KernelSpec spec = random_cheap_spec(rng);
@@ -64,10 +64,12 @@ TEST(JitDump, WritesSourcePtxLogAndPtxasReportAndLeavesTheCubinAlone) {
     EXPECT_EQ(dumped.lowered_name, plain.lowered_name);
 
     const auto files = files_in(dumping.dump_dir);
-    ASSERT_EQ(files.size(), 4u);
+    ASSERT_EQ(files.size(), 5u);
     const std::string stem = files.begin()->first.substr(0, files.begin()->first.rfind('.'));
     EXPECT_EQ(stem.rfind(std::string(to_string(spec.op)), 0), 0u) << "named after the label: " << stem;
-    for (const char* suffix : {".cu", ".log", ".ptx", ".ptxas"}) ASSERT_TRUE(files.count(stem + suffix)) << suffix;
+    for (const char* suffix : {".cu", ".log", ".ptx", ".ptxas", ".cubin"}) {
+      ASSERT_TRUE(files.count(stem + suffix)) << suffix;
+    }
     EXPECT_EQ(files.at(stem + ".cu"), render(spec).source);
     const std::string& log = files.at(stem + ".log");
     EXPECT_TRUE(contains(log, options_text(compile_options(spec.arch, dumping)))) << log;
@@ -78,7 +80,30 @@ TEST(JitDump, WritesSourcePtxLogAndPtxasReportAndLeavesTheCubinAlone) {
     const std::string& ptxas = files.at(stem + ".ptxas");
     EXPECT_TRUE(contains(ptxas, "Used " + std::to_string(dumped.report.registers) + " registers")) << ptxas;
     EXPECT_TRUE(contains(ptxas, "registers " + std::to_string(dumped.report.registers) + ",")) << ptxas;
+    EXPECT_EQ(ptxas.rfind("kernel " + spec.label() + "\n", 0), 0u) << ptxas;
+    const std::string& cubin = files.at(stem + ".cubin");
+    EXPECT_EQ(cubin.substr(0, 4), "\x7f" "ELF") << "the dump holds the CUBIN, not PTX";
+    EXPECT_EQ(cubin, std::string(dumped.cubin.begin(), dumped.cubin.end()));
   }
+}
+
+TEST(JitDump, RecordsTheDynamicSharedMemoryALaunchNeeds) {
+  test::TempDir dir;
+  JitOptions dumping;
+  dumping.dump_dir = dir.path();
+  KernelSpec spec;
+  spec.op = Op::attention_forward;
+  spec.head_dim = 64;
+  spec.branches = {{2048, 1}};
+  spec.arch = "sm_80";
+  spec = autotune::with_tiles(spec);
+  ASSERT_GT(spec.shared_bytes(), 0);
+  compile(spec, dumping);
+  std::string ptxas;
+  for (const auto& [name, text] : files_in(dir.path())) {
+    if (name.ends_with(".ptxas")) ptxas = text;
+  }
+  EXPECT_TRUE(contains(ptxas, ", dynamic shared bytes " + std::to_string(spec.shared_bytes()) + "\n")) << ptxas;
 }
 
 TEST(JitDump, KernelsDifferingInOneFieldGetTheirOwnFiles) {

@@ -260,7 +260,7 @@ TEST(CliCache, JitSwitchesComeFromTheEnvironment) {
   ASSERT_EQ(warm.status, 0) << "the LongNet kernels pass the ptxas check: " << warm.err;
   std::map<std::string, int> per_suffix;
   for (const auto& item : std::filesystem::directory_iterator(dump)) ++per_suffix[item.path().extension().string()];
-  EXPECT_EQ(per_suffix, (std::map<std::string, int>{{".cu", 2}, {".log", 2}, {".ptx", 2}, {".ptxas", 2}}));
+  EXPECT_EQ(per_suffix, (std::map<std::string, int>{{".cu", 2}, {".log", 2}, {".ptx", 2}, {".ptxas", 2}, {".cubin", 2}}));
 
   const auto lines = nlohmann::json::parse(run_cli(tmp, "cache ls --json" + in(tmp), "DILATRON_JIT_LINEINFO=1").out);
   ASSERT_EQ(lines.size(), kKernels);
