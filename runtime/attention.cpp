@@ -1,4 +1,6 @@
-// DilatedAttention: validation, the plan cache (per context and shape signature), and launches.
+// DilatedAttention: validation, the plan cache (per context and shape signature), and launches. The
+// only shared state is the plan map, behind the mutex; plans are immutable once built and each call
+// takes its own stream-ordered workspace, so calls on several threads and streams run at once.
 #include <dilatron/dilatron.hpp>
 
 #include <map>
@@ -8,6 +10,7 @@
 #include "runtime/driver.hpp"
 #include "runtime/plan.hpp"
 #include "runtime/problem.hpp"
+#include "runtime/stream_workspace.hpp"
 
 namespace dilatron {
 
@@ -42,8 +45,9 @@ void DilatedAttention::forward(const TensorView& q, const TensorView& k, const T
     if (!slot) slot = std::make_unique<ForwardPlan>(impl_->config, p, q.dtype, lse == nullptr);
     plan = slot.get();
   }
-  float* lse_out = lse ? static_cast<float*>(lse->data) : plan->lse_workspace();
-  plan->launch(q, k, v, out, lse_out, stream);
+  // Freed (stream-ordered) when this scope ends, after the launches are queued.
+  const StreamWorkspace workspace(plan->workspace_bytes(), stream);
+  plan->launch(q, k, v, out, lse ? static_cast<float*>(lse->data) : nullptr, workspace.get(), stream);
 }
 
 }  // namespace dilatron

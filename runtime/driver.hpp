@@ -13,7 +13,8 @@ namespace dilatron::driver {
 
 // The driver calls the library makes. cuda.h maps some names to versioned symbols (cuDeviceTotalMem ->
 // cuDeviceTotalMem_v2); the table stores and looks up the mapped name, so types and symbols agree.
-// cuLibrary* and cuKernel* (context-independent loading) need a CUDA 12.0 driver or newer.
+// cuLibrary* and cuKernel* (context-independent loading) need a CUDA 12.0 driver or newer;
+// cuMemAllocAsync/cuMemFreeAsync (stream-ordered allocation) need 11.2.
 #define DILATRON_DRIVER_CALLS(X) \
   X(cuInit)                      \
   X(cuDriverGetVersion)          \
@@ -35,6 +36,8 @@ namespace dilatron::driver {
   X(cuLaunchKernel)              \
   X(cuMemAlloc)                  \
   X(cuMemFree)                   \
+  X(cuMemAllocAsync)             \
+  X(cuMemFreeAsync)              \
   X(cuMemcpyHtoD)                \
   X(cuMemcpyDtoH)                \
   X(cuMemsetD8Async)             \

@@ -21,6 +21,12 @@ args::Tensor4 tensor4(const TensorView& t) {
   return {t.data, {t.strides[0], t.strides[1], t.strides[2], t.strides[3]}};
 }
 
+// Workspace regions start on 256-byte boundaries, the alignment device allocations get, so a region is
+// as aligned as if it had been allocated alone.
+constexpr std::size_t kRegionAlign = 256;
+
+std::size_t align_region(std::size_t bytes) { return (bytes + kRegionAlign - 1) / kRegionAlign * kRegionAlign; }
+
 // Row-wise kernels stride over rows, so their grid is capped; attention grids are exact.
 constexpr long long kMaxRowBlocks = 1 << 20;
 
@@ -59,12 +65,17 @@ ForwardPlan::ForwardPlan(const Config& config, const Problem& problem, DType dty
     launches_.push_back(std::move(l));
   }
   if (needs_lse_workspace) {
-    workspace_ = std::make_unique<DeviceBuffer>(std::size_t(problem.batch * problem.heads * problem.seq_len) * sizeof(float));
+    lse_offset_ = workspace_bytes_;
+    workspace_bytes_ += align_region(std::size_t(problem.batch * problem.heads * problem.seq_len) * sizeof(float));
   }
 }
 
 void ForwardPlan::launch(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
-                         float* lse, CUstream stream) const {
+                         float* lse, void* workspace, CUstream stream) const {
+  if (workspace_bytes_ > 0 && workspace == nullptr) {
+    throw Error(fmt::format("internal: a forward plan needs {} workspace bytes per call but got none", workspace_bytes_));
+  }
+  if (lse_offset_ != kNoRegion) lse = reinterpret_cast<float*>(static_cast<char*>(workspace) + lse_offset_);
   const Problem& p = problem_;
   for (const Launch& l : launches_) {
     args::AttentionArgs attention{tensor4(q), tensor4(k), tensor4(v), tensor4(out), nullptr, lse, p.batch, p.seq_len, p.heads,

@@ -1,6 +1,8 @@
 // A forward plan: for one shape signature in one context, the kernels to launch (from
-// autotune::forward_kernels, loaded through the cache), their grids, and an LSE workspace when the
-// caller gives no LSE tensor. Built once, then launch() only fills arguments.
+// autotune::forward_kernels, loaded through the cache), their grids, and the layout of the per-call
+// workspace. Built once and never changed after, so calls on any thread or stream share it; launch()
+// only fills arguments. The plan owns no device scratch: each call brings its own workspace
+// (runtime/stream_workspace.hpp) of workspace_bytes(), so concurrent calls never share one.
 #pragma once
 
 #include <cuda.h>
@@ -8,11 +10,10 @@
 #include <dilatron/config.hpp>
 #include <dilatron/tensor.hpp>
 
-#include <memory>
+#include <cstddef>
 #include <vector>
 
 #include "codegen/kernel_spec.hpp"
-#include "runtime/device_buffer.hpp"
 #include "runtime/problem.hpp"
 
 namespace dilatron {
@@ -30,14 +31,23 @@ class ForwardPlan {
  public:
   ForwardPlan(const Config& config, const Problem& problem, DType dtype, bool needs_lse_workspace);
 
+  // The device bytes one call needs as scratch (0: none). Today only an LSE of B*H*N floats when the
+  // caller gives none; a later region (an fp32 O accumulator) is one more offset in the constructor.
+  std::size_t workspace_bytes() const noexcept { return workspace_bytes_; }
+
+  // Enqueues the launches on `stream`. `lse` is the caller's LSE, or null when the plan was built
+  // without one; `workspace` holds workspace_bytes() bytes for this call alone (null when that is 0)
+  // and must stay allocated, in stream order, until the launches have run.
   void launch(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out, float* lse,
-              CUstream stream) const;
-  float* lse_workspace() const noexcept { return workspace_ ? static_cast<float*>(workspace_->get()) : nullptr; }
+              void* workspace, CUstream stream) const;
 
  private:
+  static constexpr std::size_t kNoRegion = std::size_t(-1);
+
   Problem problem_;
   std::vector<Launch> launches_;
-  std::unique_ptr<DeviceBuffer> workspace_;
+  std::size_t workspace_bytes_ = 0;
+  std::size_t lse_offset_ = kNoRegion;  // where the LSE lies in the workspace, when the caller gives none
 };
 
 }  // namespace dilatron

@@ -26,7 +26,18 @@ void check_tensor(const char* name, const TensorView& t) {
   if (t.data == nullptr) throw Error(fmt::format("{} has no data (null pointer)", name));
 }
 
-// The bytes a view can touch: [data, data + extent).
+// Negative strides are legal for the host reference, but the GPU path refuses them: byte_range below (and
+// so every overlap check) assumes a view lies above its data pointer.
+void check_non_negative_strides(const char* name, const TensorView& t) {
+  for (int d = 0; d < 4; ++d) {
+    if (t.strides[d] < 0) {
+      throw Error(fmt::format("{}: stride[{}] = {} is negative: the GPU path needs non-negative strides", name, d,
+                              t.strides[d]));
+    }
+  }
+}
+
+// The bytes a view can touch: [data, data + extent). Strides must be non-negative.
 std::pair<std::uintptr_t, std::uintptr_t> byte_range(const TensorView& t) {
   std::int64_t last = 0;
   for (int d = 0; d < 4; ++d) last += (t.shape[d] - 1) * t.strides[d];
@@ -126,6 +137,11 @@ void validate_for_gpu(const Problem& p, const TensorView& q, const TensorView& k
   }
   if (out.dtype != q.dtype) throw Error(fmt::format("out is {} but q is {}: they must match on the GPU", to_string(out.dtype), to_string(q.dtype)));
   if (p.head_dim != 64 && p.head_dim != 128) throw Error(fmt::format("head dim {} is not supported by the GPU kernels (64 or 128)", p.head_dim));
+  check_non_negative_strides("q", q);
+  check_non_negative_strides("k", k);
+  check_non_negative_strides("v", v);
+  check_non_negative_strides("out", out);
+  if (lse) check_non_negative_strides("lse", *lse);
   check_layout("q", q);
   check_layout("k", k);
   check_layout("v", v);
@@ -136,6 +152,12 @@ void validate_for_gpu(const Problem& p, const TensorView& q, const TensorView& k
   }
   if (lse && lse->strides != TensorView::contiguous(nullptr, DType::f32, lse->shape).strides) {
     throw Error("lse must be contiguous [B,H,N] on the GPU");
+  }
+  if (lse) {
+    for (const auto& [name, tensor] : {std::pair{"q", &q}, std::pair{"k", &k}, std::pair{"v", &v}, std::pair{"out", &out}}) {
+      // LSE is written by every branch, while Q, K and V are still read and O is written alongside.
+      if (overlap(*lse, *tensor)) throw Error(fmt::format("lse overlaps {}: give the GPU forward a separate LSE buffer", name));
+    }
   }
 }
 

@@ -23,8 +23,8 @@ void validate_config(const Config& config);
 Problem validate(const Config& config, const TensorView& q, const TensorView& k, const TensorView& v,
                  const TensorView& out, const TensorView* lse);
 
-// The checks a GPU forward adds to validate(): dtype, head dim, layout, alignment, no output overlapping
-// an input. Throws dilatron::Error.
+// The checks a GPU forward adds to validate(): dtype, head dim, non-negative strides, layout, alignment,
+// neither output (out, lse) overlapping an input or the other. Throws dilatron::Error.
 void validate_for_gpu(const Problem& problem, const TensorView& q, const TensorView& k, const TensorView& v,
                       const TensorView& out, const TensorView* lse);
 

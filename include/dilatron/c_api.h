@@ -39,7 +39,9 @@ typedef struct dilatron_ring dilatron_ring;
 /* scale <= 0 selects 1/sqrt(D). */
 DILATRON_API dilatron_status dilatron_create(const int64_t* segments, const int64_t* dilations, int32_t branches, int32_t mode,
                                 int32_t causal, double scale, dilatron_attention** out);
-/* lse may be NULL; stream is a CUstream (NULL: the default stream). */
+/* lse may be NULL; stream is a CUstream (NULL: the default stream). Calls on one attention from several
+ * threads or streams at once are safe; without lse each takes its own stream-ordered workspace
+ * (DilatedAttention::forward in dilatron.hpp). */
 DILATRON_API dilatron_status dilatron_forward(dilatron_attention* attention, const dilatron_tensor* q, const dilatron_tensor* k,
                                  const dilatron_tensor* v, const dilatron_tensor* out, const dilatron_tensor* lse,
                                  void* stream);

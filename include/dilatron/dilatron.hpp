@@ -31,10 +31,14 @@ class DilatedAttention {
   DilatedAttention& operator=(DilatedAttention&&) noexcept;
 
   // q [B,N,H,D], k/v [B,N,Hkv,D], out [B,N,H,D]: device memory, float16 or bfloat16 (out in q's dtype),
-  // D of 64 or 128, innermost stride 1, data and strides 16-byte aligned. lse, when given, is float32
-  // [B,H,N,1] contiguous. Runs on `stream` (nullptr: the default stream) in the current context, or in
-  // device 0's primary context when none is current. Asynchronous like a kernel launch.
-  // Without `lse`, the plan keeps an LSE workspace: do not run one object on two streams at once then.
+  // D of 64 or 128, innermost stride 1, data and strides 16-byte aligned, no negative stride. lse, when
+  // given, is float32 [B,H,N,1] contiguous. Neither out nor lse may overlap q, k, v or the other. Runs
+  // on `stream` (nullptr: the default stream) in the current context, or in device 0's primary context
+  // when none is current. Asynchronous like a kernel launch.
+  // Safe to call concurrently, from several threads and on several streams, on one object: plans are
+  // read-only once built and no call shares scratch memory with another. Without `lse`, a call takes a
+  // stream-ordered workspace of B*H*N floats from the current memory pool of the stream's device
+  // (cuMemAllocAsync), freed on `stream` (cuMemFreeAsync) once its kernels are queued.
   void forward(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
                const TensorView* lse = nullptr, Stream stream = nullptr);
 

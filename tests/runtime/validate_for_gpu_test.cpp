@@ -3,13 +3,15 @@
 
 #include <dilatron/error.hpp>
 
+#include <fmt/format.h>
+
 #include "runtime/problem.hpp"
 
 using namespace dilatron;
 
 namespace {
 
-alignas(16) std::uint16_t storage[4][1 << 16];
+alignas(16) std::uint16_t storage[5][1 << 16];  // q, k, v, out, lse: disjoint unless a test says otherwise
 
 TensorView view(int i, DType dtype = DType::bf16, std::int64_t d = 64) {
   return TensorView::contiguous(storage[i], dtype, {1, 128, 2, d});
@@ -24,6 +26,11 @@ void expect_refused(const char* needle, TensorView q, TensorView k, TensorView v
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
   }
+}
+
+// A float32 [B,H,N,1] LSE for view()'s shape, `offset` 2-byte elements into storage[i].
+TensorView lse_at(int i, std::ptrdiff_t offset = 0) {
+  return TensorView::contiguous(storage[i] + offset, DType::f32, {1, 2, 128, 1});
 }
 
 }  // namespace
@@ -54,7 +61,7 @@ TEST(ValidateForGpu, RefusesWhatTheKernelsCannotRun) {
   TensorView unaligned = view(0);
   unaligned.data = storage[0] + 1;
   expect_refused("16-byte aligned", unaligned, view(1), view(2), view(3));
-  TensorView lse = TensorView::contiguous(storage[3], DType::f32, {1, 2, 128, 1});
+  TensorView lse = lse_at(4);
   lse.strides[2] = 2;
   expect_refused("lse must be contiguous", view(0), view(1), view(2), view(3, DType::bf16), &lse);
 }
@@ -64,4 +71,42 @@ TEST(ValidateForGpu, RefusesAnOutputOverlappingAnInput) {
   TensorView tail = view(1);
   tail.data = storage[1] + 8000;  // starts inside k
   expect_refused("out overlaps k", view(0), view(1), view(2), tail);
+}
+
+TEST(ValidateForGpu, RefusesNegativeStridesNamingTheTensor) {
+  // Each of q, k, v and out in turn walks backwards along one dimension (a flipped sequence, a reversed
+  // batch): the message names the tensor and the stride.
+  const char* names[] = {"q", "k", "v", "out"};
+  for (int t = 0; t < 4; ++t) {
+    for (int d = 0; d < 3; ++d) {
+      TensorView views[] = {view(0), view(1), view(2), view(3)};
+      views[t].strides[d] = -views[t].strides[d];
+      SCOPED_TRACE(fmt::format("{} stride[{}]", names[t], d));
+      expect_refused(fmt::format("{}: stride[{}] = {} is negative", names[t], d, views[t].strides[d]).c_str(), views[0],
+                     views[1], views[2], views[3]);
+    }
+  }
+  TensorView reversed_d = view(2);
+  reversed_d.strides[3] = -1;  // named as negative, not as a non-unit innermost stride
+  expect_refused("v: stride[3] = -1 is negative", view(0), view(1), reversed_d, view(3));
+  TensorView lse = lse_at(4);
+  lse.strides[2] = -1;
+  expect_refused("lse: stride[2] = -1 is negative", view(0), view(1), view(2), view(3), &lse);
+}
+
+TEST(ValidateForGpu, RefusesAnLseOverlappingAnyTensor) {
+  const TensorView into_q = lse_at(0), into_k = lse_at(1, 4096), into_v = lse_at(2, 16384 - 8);
+  expect_refused("lse overlaps q", view(0), view(1), view(2), view(3), &into_q);
+  expect_refused("lse overlaps k", view(0), view(1), view(2), view(3), &into_k);
+  expect_refused("lse overlaps v", view(0), view(1), view(2), view(3), &into_v);  // starts inside v's last row
+  const TensorView into_out = lse_at(3, 16384 - 2);  // only its first float shares out's last bytes
+  expect_refused("lse overlaps out", view(0), view(1), view(2), view(3), &into_out);
+}
+
+TEST(ValidateForGpu, AcceptsAnLseBesideTheOtherTensors) {
+  const Problem p{1, 128, 2, 2, 64, 0.125};
+  const TensorView separate = lse_at(4);
+  EXPECT_NO_THROW(validate_for_gpu(p, view(0), view(1), view(2), view(3), &separate));
+  const TensorView adjacent = lse_at(3, 16384);  // starts at out's first byte past the end
+  EXPECT_NO_THROW(validate_for_gpu(p, view(0), view(1), view(2), view(3), &adjacent));
 }
