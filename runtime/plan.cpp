@@ -58,7 +58,7 @@ ForwardPlan::ForwardPlan(const Config& config, const Problem& problem, DType dty
       l.grid[0] = checked_grid(tiles, std::numeric_limits<int>::max(), "query tiles", spec);
       l.grid[1] = checked_grid(heads, 65535, "heads", spec);
       l.grid[2] = checked_grid(problem.batch, 65535, "batch elements", spec);
-    } else {  // clear_output: warps stride over (b, n, h) rows
+    } else {  // clear_output, finish_output: warps stride over (b, n, h) rows
       const long long rows = problem.batch * problem.seq_len * problem.heads;
       l.grid[0] = unsigned(std::min(index::ceil_div(rows, spec.tiles.warps), kMaxRowBlocks));
     }
@@ -68,6 +68,11 @@ ForwardPlan::ForwardPlan(const Config& config, const Problem& problem, DType dty
     lse_offset_ = workspace_bytes_;
     workspace_bytes_ += align_region(std::size_t(problem.batch * problem.heads * problem.seq_len) * sizeof(float));
   }
+  if (std::any_of(launches_.begin(), launches_.end(), [](const Launch& l) { return l.spec.op == codegen::Op::finish_output; })) {
+    accumulator_offset_ = workspace_bytes_;
+    workspace_bytes_ += align_region(std::size_t(problem.batch * problem.seq_len * problem.heads * problem.head_dim) *
+                                     sizeof(float));
+  }
 }
 
 void ForwardPlan::launch(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
@@ -75,13 +80,23 @@ void ForwardPlan::launch(const TensorView& q, const TensorView& k, const TensorV
   if (workspace_bytes_ > 0 && workspace == nullptr) {
     throw Error(fmt::format("internal: a forward plan needs {} workspace bytes per call but got none", workspace_bytes_));
   }
-  if (lse_offset_ != kNoRegion) lse = reinterpret_cast<float*>(static_cast<char*>(workspace) + lse_offset_);
+  const auto region = [&](std::size_t offset) {
+    return offset == kNoRegion ? nullptr : reinterpret_cast<float*>(static_cast<char*>(workspace) + offset);
+  };
+  if (lse_offset_ != kNoRegion) lse = region(lse_offset_);
+  float* accumulator = region(accumulator_offset_);
   const Problem& p = problem_;
+  // The accumulator as a contiguous [B, N, H, D] float32 tensor.
+  const args::Tensor4 acc{accumulator, {p.seq_len * p.heads * p.head_dim, p.heads * p.head_dim, p.head_dim, 1}};
   for (const Launch& l : launches_) {
-    args::AttentionArgs attention{tensor4(q), tensor4(k), tensor4(v), tensor4(out), nullptr, lse, p.batch, p.seq_len, p.heads,
-                                  p.kv_heads, l.head_begin, float(p.scale * 1.4426950408889634)};
-    args::MergeArgs clear{tensor4(out), tensor4(out), lse, lse, p.batch, p.seq_len, p.heads};
-    void* params[] = {codegen::is_attention(l.spec.op) ? static_cast<void*>(&attention) : static_cast<void*>(&clear)};
+    args::AttentionArgs attention{tensor4(q), tensor4(k), tensor4(v), tensor4(out), accumulator, lse, p.batch, p.seq_len,
+                                  p.heads, p.kv_heads, l.head_begin, float(p.scale * 1.4426950408889634)};
+    const args::Tensor4 cleared = l.spec.dtype == DType::f32 ? acc : tensor4(out);
+    args::MergeArgs clear{cleared, cleared, lse, lse, p.batch, p.seq_len, p.heads};
+    args::FinishArgs finish{tensor4(out), {nullptr, {0, 0, 0, 0}}, accumulator, lse, p.batch, p.seq_len, p.heads, 1.f};
+    void* params[] = {codegen::is_attention(l.spec.op)             ? static_cast<void*>(&attention)
+                      : l.spec.op == codegen::Op::finish_output ? static_cast<void*>(&finish)
+                                                                : static_cast<void*>(&clear)};
     DILATRON_CU(cuLaunchKernel(launchable(l.kernel), l.grid[0], l.grid[1], l.grid[2], l.threads, 1, 1, l.shared_bytes, stream,
                                params, nullptr));
   }

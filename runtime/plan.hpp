@@ -31,8 +31,8 @@ class ForwardPlan {
  public:
   ForwardPlan(const Config& config, const Problem& problem, DType dtype, bool needs_lse_workspace);
 
-  // The device bytes one call needs as scratch (0: none). Today only an LSE of B*H*N floats when the
-  // caller gives none; a later region (an fp32 O accumulator) is one more offset in the constructor.
+  // The device bytes one call needs as scratch (0: none): an LSE of B*H*N floats when the caller gives
+  // none, and with several longnet branches the fp32 O accumulator of B*N*H*D floats.
   std::size_t workspace_bytes() const noexcept { return workspace_bytes_; }
 
   // Enqueues the launches on `stream`. `lse` is the caller's LSE, or null when the plan was built
@@ -47,7 +47,8 @@ class ForwardPlan {
   Problem problem_;
   std::vector<Launch> launches_;
   std::size_t workspace_bytes_ = 0;
-  std::size_t lse_offset_ = kNoRegion;  // where the LSE lies in the workspace, when the caller gives none
+  std::size_t lse_offset_ = kNoRegion;          // where the LSE lies in the workspace, when the caller gives none
+  std::size_t accumulator_offset_ = kNoRegion;  // where the fp32 O accumulator lies, when branches merge
 };
 
 }  // namespace dilatron

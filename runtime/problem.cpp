@@ -136,7 +136,9 @@ void validate_for_gpu(const Problem& p, const TensorView& q, const TensorView& k
     throw Error(fmt::format("the GPU path takes float16 or bfloat16 q/k/v, got {}", to_string(q.dtype)));
   }
   if (out.dtype != q.dtype) throw Error(fmt::format("out is {} but q is {}: they must match on the GPU", to_string(out.dtype), to_string(q.dtype)));
-  if (p.head_dim != 64 && p.head_dim != 128) throw Error(fmt::format("head dim {} is not supported by the GPU kernels (64 or 128)", p.head_dim));
+  if (p.head_dim != 64 && p.head_dim != 96 && p.head_dim != 128 && p.head_dim != 256) {
+    throw Error(fmt::format("head dim {} is not supported by the GPU kernels (64, 96, 128 or 256)", p.head_dim));
+  }
   check_non_negative_strides("q", q);
   check_non_negative_strides("k", k);
   check_non_negative_strides("v", v);

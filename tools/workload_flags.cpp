@@ -89,7 +89,7 @@ void add_workload_flags(CLI::App* cmd, WorkloadFlags& f, ArchFlag arch_flag) {
   f.arch_flag = arch_flag;
   add_int_list(cmd, "--segments", f.segments, "segment length per branch, e.g. 2048,4096");
   add_int_list(cmd, "--dilations", f.dilations, "dilation rate per branch, e.g. 1,2");
-  cmd->add_option("--head-dim", f.head_dim, "head dimension D (the GPU kernels take 64 or 128)")->capture_default_str();
+  cmd->add_option("--head-dim", f.head_dim, "head dimension D (the GPU kernels take 64, 96, 128 or 256)")->capture_default_str();
   add_gpu_dtype(cmd, f.dtype);
   cmd->add_flag("--causal", f.causal, "causal masking");
   add_mode(cmd, f.mode);

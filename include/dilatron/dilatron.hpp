@@ -31,7 +31,7 @@ class DilatedAttention {
   DilatedAttention& operator=(DilatedAttention&&) noexcept;
 
   // q [B,N,H,D], k/v [B,N,Hkv,D], out [B,N,H,D]: device memory, float16 or bfloat16 (out in q's dtype),
-  // D of 64 or 128, innermost stride 1, data and strides 16-byte aligned, no negative stride. lse, when
+  // D of 64, 96, 128 or 256, innermost stride 1, data and strides 16-byte aligned, no negative stride. lse, when
   // given, is float32 [B,H,N,1] contiguous. Neither out nor lse may overlap q, k, v or the other. Runs
   // on `stream` (nullptr: the default stream) in the current context, or in device 0's primary context
   // when none is current. Asynchronous like a kernel launch.

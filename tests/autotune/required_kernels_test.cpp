@@ -1,6 +1,8 @@
 // The one list of kernels a configuration needs, in launch order.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <dilatron/error.hpp>
 
 #include "autotune/required_kernels.hpp"
@@ -20,34 +22,79 @@ Workload longnet() {
 
 }  // namespace
 
-TEST(RequiredKernels, LongnetRunsTheFullBranchFirstThenMergesTheOthers) {
+TEST(RequiredKernels, LongnetAccumulatesEveryBranchInFp32AndRoundsOnce) {
   Workload w = longnet();
   w.config.causal = true;
   const auto specs = forward_kernels(w);
-  ASSERT_EQ(specs.size(), 5u);
+  ASSERT_EQ(specs.size(), 6u);
   for (std::size_t i = 0; i < 5; ++i) {
-    EXPECT_EQ(specs[i].op, i == 0 ? Op::attention_forward : Op::attention_forward_merge);
+    EXPECT_EQ(specs[i].op, i == 0 ? Op::attention_partial : Op::attention_partial_merge);
     EXPECT_EQ(specs[i].branches[0].w, w.config.segments[i]);
     EXPECT_EQ(specs[i].branches[0].r, w.config.dilations[i]);
     EXPECT_TRUE(specs[i].causal);
     EXPECT_EQ(specs[i].arch, "sm_90a");
-    EXPECT_EQ(specs[i].tiles, (codegen::Tiles{64, 64, 4, 2}));
+    EXPECT_EQ(specs[i].tiles, (codegen::Tiles{128, 32, 4, 3}));
     EXPECT_NO_THROW(specs[i].validate());
   }
+  EXPECT_EQ(specs[5].op, Op::finish_output);
+  EXPECT_EQ(specs[5].dtype, DType::bf16);
   EXPECT_EQ(required_kernels(w), specs) << "one GPU: exactly the forward launches";
 }
 
-TEST(RequiredKernels, WithoutAFullBranchTheOutputIsClearedFirst) {
+TEST(RequiredKernels, WithoutAFullBranchTheAccumulatorIsClearedFirst) {
   Workload w;
   w.config.segments = {512, 1024};
-  w.config.dilations = {2, 3};
+  w.config.dilations = {3, 2};
   w.head_dim = 64;
   const auto specs = forward_kernels(w);
-  ASSERT_EQ(specs.size(), 3u);
+  ASSERT_EQ(specs.size(), 4u);
   EXPECT_EQ(specs[0].op, Op::clear_output);
-  EXPECT_EQ(specs[1].op, Op::attention_forward_merge);
-  EXPECT_EQ(specs[2].op, Op::attention_forward_merge);
-  EXPECT_EQ(specs[1].tiles, (codegen::Tiles{64, 64, 4, 3}));
+  EXPECT_EQ(specs[0].dtype, DType::f32) << "the accumulator, not O";
+  EXPECT_EQ(specs[1].op, Op::attention_partial_merge);
+  EXPECT_EQ(specs[1].branches[0].r, 3);
+  EXPECT_EQ(specs[2].op, Op::attention_partial_merge);
+  EXPECT_EQ(specs[3].op, Op::finish_output);
+  EXPECT_EQ(specs[1].tiles, (codegen::Tiles{128, 64, 4, 3}));
+}
+
+TEST(RequiredKernels, ASingleBranchWritesTheOutputDirectly) {
+  Workload w;
+  w.config.segments = {4096};
+  w.config.dilations = {1};
+  auto specs = forward_kernels(w);
+  ASSERT_EQ(specs.size(), 1u);
+  EXPECT_EQ(specs[0].op, Op::attention_forward);
+  w.config.dilations = {4};
+  specs = forward_kernels(w);
+  ASSERT_EQ(specs.size(), 2u) << "rows the branch skips are cleared first";
+  EXPECT_EQ(specs[0].op, Op::clear_output);
+  EXPECT_EQ(specs[0].dtype, DType::bf16);
+  EXPECT_EQ(specs[1].op, Op::attention_forward);
+}
+
+TEST(RequiredKernels, TilesFollowTheHeadDimAndTheSharedMemoryOfTheArch) {
+  Workload w;
+  w.config.segments = {4096};
+  w.config.dilations = {1};
+  const auto tiles = [&](int head_dim, const char* arch) {
+    w.head_dim = head_dim;
+    w.arch = arch;
+    return forward_kernels(w)[0].tiles;
+  };
+  // 32 rows per warp up to D = 128, 16 at 256; three stages where two CTAs still fit (one at D = 256).
+  EXPECT_EQ(tiles(64, "sm_90a"), (codegen::Tiles{128, 64, 4, 3}));
+  EXPECT_EQ(tiles(96, "sm_90a"), (codegen::Tiles{128, 32, 4, 3}));
+  EXPECT_EQ(tiles(128, "sm_90a"), (codegen::Tiles{128, 32, 4, 3}));
+  EXPECT_EQ(tiles(256, "sm_90a"), (codegen::Tiles{64, 64, 4, 3}));
+  EXPECT_EQ(tiles(256, "sm_80"), (codegen::Tiles{64, 64, 4, 2}));
+  EXPECT_EQ(tiles(256, "sm_86"), (codegen::Tiles{64, 32, 4, 2})) << "99 KiB: the key tile shrinks";
+  for (int d : {64, 96, 128, 256}) {
+    for (const char* arch : {"sm_80", "sm_86", "sm_90a"}) {
+      w.head_dim = d;
+      w.arch = arch;
+      EXPECT_NO_THROW(forward_kernels(w)[0].validate()) << d << " " << arch;
+    }
+  }
 }
 
 TEST(RequiredKernels, HeadGroupsLaunchOncePerGroup) {
@@ -70,34 +117,36 @@ TEST(RequiredKernels, EqualLongnetBranchesLaunchTwiceButCompileOnce) {
   Workload w;
   w.config.segments = {64, 64};
   w.config.dilations = {2, 2};
-  EXPECT_EQ(forward_kernels(w).size(), 3u);
-  EXPECT_EQ(required_kernels(w).size(), 2u);
+  EXPECT_EQ(forward_kernels(w).size(), 4u) << "clear, two merges, finish";
+  EXPECT_EQ(required_kernels(w).size(), 3u);
 }
 
-TEST(RequiredKernels, TheRingAddsItsFourKernelsWhateverTheBranches) {
+TEST(RequiredKernels, TheRingAddsItsKernelsWhateverTheBranches) {
   Workload w = longnet();
-  const std::size_t forward = required_kernels(w).size();
+  const std::vector<codegen::KernelSpec> forward = required_kernels(w);
   w.ranks = 4;
   const auto specs = required_kernels(w);
-  ASSERT_EQ(specs.size(), forward + 4);
-  EXPECT_EQ(specs[forward].op, Op::ring_pack);
-  EXPECT_EQ(specs[forward + 1].op, Op::ring_attend);
-  EXPECT_EQ(specs[forward + 2].op, Op::ring_finish);
-  EXPECT_EQ(specs[forward + 3].op, Op::clear_output);
-  EXPECT_EQ(specs[forward + 3].dtype, DType::f32) << "the ring accumulates in fp32";
-  for (std::size_t i = forward; i < specs.size(); ++i) {
-    EXPECT_TRUE(specs[i].branches.empty() && !specs[i].causal) << "plan details are launch arguments: " << specs[i].label();
+  const auto ring = ring_kernels(w.dtype, w.head_dim, w.arch);
+  ASSERT_EQ(ring.size(), 4u);
+  EXPECT_EQ(ring[0].op, Op::ring_pack);
+  EXPECT_EQ(ring[1].op, Op::ring_attend);
+  EXPECT_EQ(ring[2].op, Op::finish_output);
+  EXPECT_EQ(ring[3].op, Op::clear_output);
+  EXPECT_EQ(ring[3].dtype, DType::f32) << "the ring accumulates in fp32";
+  for (const auto& spec : ring) {
+    EXPECT_TRUE(spec.branches.empty() && !spec.causal) << "plan details are launch arguments: " << spec.label();
+    EXPECT_NE(std::find(specs.begin(), specs.end(), spec), specs.end()) << spec.label();
   }
-  w.config.segments.push_back(1 << 16);
-  w.config.dilations.push_back(16);
-  EXPECT_EQ(required_kernels(w).size(), required_kernels([&] { Workload one = w; one.ranks = 1; return one; }()).size() + 4);
+  // finish_output is shared with the multi-branch forward pass: listed once.
+  EXPECT_EQ(specs.size(), forward.size() + 3);
+  EXPECT_EQ(std::vector<codegen::KernelSpec>(specs.begin(), specs.begin() + long(forward.size())), forward);
 }
 
 TEST(RequiredKernels, RejectsWhatCannotBeBuilt) {
   Workload w;
   w.config.segments = {64};
   w.config.dilations = {1};
-  w.head_dim = 96;
+  w.head_dim = 32;
   EXPECT_THROW(required_kernels(w), Error);
   w.head_dim = 64;
   w.arch = "sm_75";

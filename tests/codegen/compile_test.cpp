@@ -17,14 +17,14 @@ std::vector<KernelSpec> one_of_each_template() {
   std::vector<KernelSpec> specs;
   for (const char* arch : {"sm_80", "sm_90a"}) {
     for (DType dtype : {DType::f16, DType::bf16}) {
-      for (Op op : {Op::pack_rows, Op::unpack_rows, Op::merge_partials, Op::clear_output, Op::attention_forward,
-                    Op::attention_forward_merge}) {
+      for (Op op : {Op::pack_rows, Op::unpack_rows, Op::merge_partials, Op::clear_output, Op::finish_output,
+                    Op::attention_forward, Op::attention_partial_merge}) {
         KernelSpec s;
         s.op = op;
         s.dtype = dtype;
         s.head_dim = dtype == DType::f16 ? 64 : 128;
         s.arch = arch;
-        if (op != Op::merge_partials && op != Op::clear_output) s.branches = {{16384, 6}};
+        if (op != Op::merge_partials && op != Op::clear_output && op != Op::finish_output) s.branches = {{16384, 6}};
         if (op == Op::unpack_rows || op == Op::attention_forward) s.mode = Mode::head_groups, s.group = 2, s.groups = 3;
         s.causal = op == Op::attention_forward;
         specs.push_back(autotune::with_tiles(s));
@@ -86,11 +86,12 @@ TEST(Compile, EveryKernelOpBuildsForSm80AndSm90aWithoutSpills) {
 
 TEST(Compile, RingKernelsBuildForSm80AndSm90aWithoutSpills) {
   // Head dims at both ends of what KernelSpec allows: ring_attend keeps ceil(D / 32) floats of Q and O
-  // per lane in registers. The executor clears its fp32 accumulator with clear_output<float>.
+  // per lane in registers. The executor clears its fp32 accumulator with clear_output<float> and rounds it
+  // to O with finish_output.
   for (const char* arch : {"sm_80", "sm_90a"}) {
     for (const auto& [dtype, head_dim] : {std::pair{DType::bf16, 8}, std::pair{DType::f16, 64}, std::pair{DType::bf16, 128},
                                           std::pair{DType::f16, 512}}) {
-      for (Op op : {Op::ring_pack, Op::ring_attend, Op::ring_finish, Op::clear_output}) {
+      for (Op op : {Op::ring_pack, Op::ring_attend, Op::finish_output, Op::clear_output}) {
         KernelSpec s;
         s.op = op;
         s.dtype = op == Op::clear_output ? DType::f32 : dtype;

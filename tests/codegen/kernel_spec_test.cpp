@@ -97,7 +97,7 @@ TEST(KernelSpec, ValidationNamesTheProblem) {
   expect_invalid(merge, "merge_partials takes no branches");
   s = pack_spec(), s.head_dim = 12;
   EXPECT_THROW(render(s), Error) << "render validates first";
-  for (Op op : {Op::ring_pack, Op::ring_attend, Op::ring_finish}) {
+  for (Op op : {Op::ring_pack, Op::ring_attend, Op::finish_output}) {
     KernelSpec ring;
     ring.op = op;
     EXPECT_NO_THROW(ring.validate()) << to_string(op);
@@ -110,15 +110,58 @@ TEST(KernelSpec, ValidationNamesTheProblem) {
   }
 }
 
+TEST(KernelSpec, AttentionTilesFollowTheKernelsRules) {
+  auto expect_invalid = [](KernelSpec s, const char* needle) {
+    try {
+      s.validate();
+      ADD_FAILURE() << "accepted " << s.label();
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  KernelSpec s;
+  s.op = Op::attention_partial_merge;
+  s.branches = {{4096, 2}};
+  for (int d : {64, 96, 128}) {
+    s.head_dim = d;
+    s.tiles = {128, 32, 4, 3};
+    EXPECT_NO_THROW(s.validate()) << d;
+    s.tiles = {64, 64, 4, 2};  // 16 rows per warp: the shape v1 had, still a candidate
+    EXPECT_NO_THROW(s.validate()) << d;
+  }
+  s.head_dim = 256, s.tiles = {64, 64, 4, 3};
+  EXPECT_NO_THROW(s.validate());
+  s.tiles = {128, 64, 4, 2};
+  expect_invalid(s, "more registers");
+  s.head_dim = 32, s.tiles = {128, 64, 4, 2};
+  expect_invalid(s, "head_dim 32");
+  s.head_dim = 128, s.tiles = {96, 64, 4, 2};
+  expect_invalid(s, "16 or 32 query rows");
+  s.tiles = {128, 48, 4, 2};
+  expect_invalid(s, "block_n = 48");
+  s.tiles = {32, 32, 1, 2};
+  expect_invalid(s, "warps = 1");
+  s.head_dim = 96, s.tiles = {256, 32, 8, 2};  // 256 threads copy the 32-column tail 64 rows at a time
+  expect_invalid(s, "multiples of 64");
+  s.head_dim = 128, s.tiles = {128, 32, 4, 4};
+  expect_invalid(s, "stages = 4");
+  s.tiles = {128, 32, 4, 2}, s.mode = Mode::head_groups, s.groups = 2;
+  expect_invalid(s, "only longnet branches accumulate");
+  s.op = Op::attention_forward;
+  EXPECT_NO_THROW(s.validate());
+}
+
 TEST(KernelSpec, LabelsTellApartEveryKernelTheCanonicalStringsDo) {
   // Every valid spec reachable by changing one or two fields of a few bases: distinct binaries must
   // get distinct labels, or `cache ls` and `warm` show two entries under one name.
   std::vector<KernelSpec> bases;
-  for (Op op : {Op::pack_rows, Op::unpack_rows, Op::merge_partials, Op::clear_output, Op::attention_forward,
-                Op::attention_forward_merge, Op::ring_pack, Op::ring_attend, Op::ring_finish}) {
+  for (Op op : {Op::pack_rows, Op::unpack_rows, Op::merge_partials, Op::clear_output, Op::finish_output,
+                Op::attention_forward, Op::attention_partial, Op::attention_partial_merge, Op::ring_pack, Op::ring_attend}) {
     KernelSpec s;
     s.op = op;
-    if (op != Op::merge_partials && op != Op::clear_output && !is_ring(op)) s.branches = {{2048, 2}};
+    if (op != Op::merge_partials && op != Op::clear_output && op != Op::finish_output && !is_ring(op)) {
+      s.branches = {{2048, 2}};
+    }
     if (is_attention(op)) s.tiles = {64, 64, 4, 2};
     bases.push_back(s);
   }

@@ -61,7 +61,7 @@ RandomCase gpu_case(std::mt19937_64& rng, int trial) {
   auto uniform = [&](std::int64_t lo, std::int64_t hi) { return std::uniform_int_distribution<std::int64_t>(lo, hi)(rng); };
   RandomCase c;
   c.dtype = trial % 2 ? DType::bf16 : DType::f16;
-  c.D = trial % 4 < 2 ? 64 : 128;
+  c.D = std::vector<std::int64_t>{64, 128, 96, 256}[std::size_t(trial / 2 % 4)];  // each with both dtypes
   c.B = uniform(1, 2);
   c.N = trial % 3 == 0 ? std::vector<std::int64_t>{257, 401, 613, 997}[std::size_t(uniform(0, 3))] : uniform(64, 700);
   c.H = std::vector<std::int64_t>{2, 4, 6, 8}[std::size_t(uniform(0, 3))];
@@ -114,7 +114,10 @@ TEST_F(GpuForward, LongNetScheduleWithoutAnLseTensor) {
   c.q = random_tensor(c.N * c.H * c.D, c.dtype, 1.0, rng);
   c.k = random_tensor(c.N * c.Hkv * c.D, c.dtype, 1.0, rng);
   c.v = random_tensor(c.N * c.Hkv * c.D, c.dtype, 1.0, rng);
-  expect_close(run_gpu(c, false), reference(c), c.dtype, false);
+  const GpuResult got = run_gpu(c, false);
+  expect_close(got, reference(c), c.dtype, false);
+  // Four branches merge in fp32 and round once: no worse than one bf16 rounding of the result.
+  EXPECT_LE(l2_relative(got.out, reference(c).out), 6e-3);
 }
 
 TEST_F(GpuForward, RejectsWhatTheKernelsCannotRun) {

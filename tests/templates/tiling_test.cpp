@@ -1,8 +1,10 @@
 // The attention kernel's work decomposition, replayed on the host with the same index functions the
 // kernel compiles: every CTA of the grid, every query of its tile, every key tile it loads and the mask
-// it applies. Together they must attend exactly the pairs of the definition, each once.
+// it applies (its split into unmasked and masked key tiles and its 32-bit mask arithmetic). Together they
+// must attend exactly the pairs of the definition, each once.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
 #include <random>
 #include <set>
@@ -25,15 +27,26 @@ Pairs kernel_pairs(long long n, long long w, long long r, long long offset, bool
     const ix::QueryTile tile = ix::query_tile(x, n, w, r, offset, block_m);
     if (!tile.active) continue;
     const long long key_tiles = ix::ceil_div(ix::key_end(tile.count, tile.q_first, block_m, causal), block_n);
+    const long long plain_tiles = ix::unmasked_key_tiles(tile.count, tile.q_first, block_n, causal);
+    // As the kernel computes them: rows of the last key tile, and per tile the 32-bit mask limits.
+    const long long last_rows = std::min(tile.count - (key_tiles - 1) * block_n, block_n);
     for (long long kt = 0; kt < key_tiles; ++kt) {
       const long long k_first = kt * block_n;
-      const bool unmasked = ix::key_tile_unmasked(k_first, block_n, tile.q_first, tile.count, causal);
+      const bool masked = kt >= plain_tiles;
+      if (masked == ix::key_tile_unmasked(k_first, block_n, tile.q_first, tile.count, causal)) {
+        ADD_FAILURE() << "key tile " << kt << ": the unmasked tiles are not exactly the first " << plain_tiles;
+      }
+      const int key_limit = int(kt == key_tiles - 1 ? last_rows : block_n);
+      const int diagonal = int(static_cast<unsigned>(tile.q_first) - unsigned(kt * block_n));
       for (long long q = tile.q_first; q < tile.q_first + block_m; ++q) {
         if (q >= tile.count) continue;  // padding rows are computed but never stored
-        for (long long key = k_first; key < k_first + block_n; ++key) {
-          const bool visible = ix::key_visible(key, q, tile.count, causal);
-          if (unmasked && !visible) ADD_FAILURE() << "an unmasked tile holds an invisible key";
-          if (visible) ++pairs[{tile.first_row + q * r, tile.first_row + key * r}];
+        for (int kl = 0; kl < block_n; ++kl) {
+          const int ql = int(q - tile.q_first);
+          const bool visible = !masked || (kl < key_limit && (!causal || kl <= ql + diagonal));
+          if (visible != ix::key_visible(k_first + kl, q, tile.count, causal)) {
+            ADD_FAILURE() << "key " << k_first + kl << " of query " << q << ": the kernel's mask disagrees";
+          }
+          if (visible) ++pairs[{tile.first_row + q * r, tile.first_row + (k_first + kl) * r}];
         }
       }
     }
@@ -61,7 +74,7 @@ TEST(Tiling, TheGridAttendsExactlyTheDefinedPairsOnce) {
   for (int trial = 0; trial < 400; ++trial) {
     const long long n = uniform(1, 300), w = uniform(1, 320), r = uniform(1, 20), offset = uniform(0, r - 1);
     const bool causal = trial % 2 == 0;
-    const long long block_m = trial % 3 == 0 ? 16 : 64, block_n = trial % 4 == 0 ? 32 : 64;
+    const long long block_m = trial % 3 == 0 ? 64 : 128, block_n = trial % 4 == 0 ? 32 : 64;
     SCOPED_TRACE(::testing::Message() << "n=" << n << " w=" << w << " r=" << r << " offset=" << offset
                                       << " causal=" << causal << " tiles " << block_m << "x" << block_n);
     ASSERT_EQ(kernel_pairs(n, w, r, offset, causal, block_m, block_n), definition_pairs(n, w, r, offset, causal));

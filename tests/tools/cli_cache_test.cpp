@@ -16,7 +16,7 @@ using namespace dilatron::test;
 namespace {
 
 const std::string kConfig = "--arch sm_80 --segments 64,128 --dilations 1,2 --head-dim 64 --dtype f16";
-constexpr std::size_t kKernels = 2;  // attention for w64 r1, then the merging launch for w128 r2
+constexpr std::size_t kKernels = 3;  // w64 r1 into the accumulator, w128 r2 merged into it, finish_output
 
 std::string in(const TempDir& tmp, const char* name = "cache") { return " --cache-dir '" + (tmp / name).string() + "'"; }
 
@@ -36,9 +36,9 @@ TEST(CliCache, WarmTwiceIsAllHitsAndWritesNothing) {
   TempDir tmp;
   const CliResult cold = run_cli(tmp, "cache warm " + kConfig + in(tmp));
   ASSERT_EQ(cold.status, 0) << cold.err;
-  EXPECT_NE(cold.out.find("2 kernels for sm_80"), std::string::npos) << cold.out;
-  EXPECT_NE(cold.out.find("2 compiled, 0 hits, 0 failed"), std::string::npos) << cold.out;
-  EXPECT_NE(cold.err.find("[2/2]"), std::string::npos) << "progress lines: " << cold.err;
+  EXPECT_NE(cold.out.find("3 kernels for sm_80"), std::string::npos) << cold.out;
+  EXPECT_NE(cold.out.find("3 compiled, 0 hits, 0 failed"), std::string::npos) << cold.out;
+  EXPECT_NE(cold.err.find("[3/3]"), std::string::npos) << "progress lines: " << cold.err;
   struct stat st {};
   ASSERT_EQ(stat((tmp / "cache").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0700u);
@@ -47,7 +47,7 @@ TEST(CliCache, WarmTwiceIsAllHitsAndWritesNothing) {
 
   const CliResult warm = run_cli(tmp, "cache warm " + kConfig + in(tmp));
   ASSERT_EQ(warm.status, 0) << warm.err;
-  EXPECT_NE(warm.out.find("0 compiled, 2 hits, 0 failed"), std::string::npos) << warm.out;
+  EXPECT_NE(warm.out.find("0 compiled, 3 hits, 0 failed"), std::string::npos) << warm.out;
   EXPECT_EQ(snapshot(tmp / "cache"), before) << "a warm cache is read, never rewritten";
 }
 
@@ -67,7 +67,7 @@ TEST(CliCache, VerifyCatchesCorruptionAndTheNextWarmRepairsIt) {
   EXPECT_NE(bad.err.find("checksum"), std::string::npos) << bad.err;
   const CliResult repair = run_cli(tmp, "cache warm " + kConfig + in(tmp));
   ASSERT_EQ(repair.status, 0) << repair.err;
-  EXPECT_NE(repair.out.find("1 compiled, 1 hits"), std::string::npos) << repair.out;
+  EXPECT_NE(repair.out.find("1 compiled, 2 hits"), std::string::npos) << repair.out;
   EXPECT_NE(repair.out.find("1 bad entries replaced"), std::string::npos) << repair.out;
   EXPECT_EQ(run_cli(tmp, "cache verify" + in(tmp)).status, 0);
 }
@@ -85,7 +85,7 @@ TEST(CliCache, FourConcurrentWarmsOfOneEmptyDirectoryAllSucceed) {
   for (const CliResult& r : results) EXPECT_EQ(r.status, 0) << r.err;
   const CliResult verify = run_cli(tmp, "cache verify" + in(tmp));
   EXPECT_EQ(verify.status, 0) << verify.err;
-  EXPECT_NE(verify.out.find("2 entries"), std::string::npos) << verify.out;
+  EXPECT_NE(verify.out.find("3 entries"), std::string::npos) << verify.out;
   for (const auto& item : std::filesystem::directory_iterator(tmp / "cache")) {
     EXPECT_FALSE(item.path().filename().string().starts_with(".")) << "temp file left: " << item.path();
   }
@@ -108,11 +108,11 @@ TEST(CliCache, LsJsonCarriesTheReport) {
     EXPECT_TRUE(e["usable"].get<bool>());
   }
   const CliResult table = run_cli(tmp, "cache ls" + in(tmp));
-  EXPECT_NE(table.out.find("attention_forward f16 d64 w64 r1 tile 64x64 4w 3s sm_80"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("attention_partial f16 d64 w64 r1 tile 128x64 4w 3s sm_80"), std::string::npos) << table.out;
   const CliResult stats = run_cli(tmp, "cache stats" + in(tmp));
-  EXPECT_NE(stats.out.find("entries     2 (0 bad"), std::string::npos) << stats.out;
+  EXPECT_NE(stats.out.find("entries     3 (0 bad"), std::string::npos) << stats.out;
   const CliResult clear = run_cli(tmp, "cache clear" + in(tmp));
-  EXPECT_NE(clear.out.find("removed 2 entries"), std::string::npos) << clear.out;
+  EXPECT_NE(clear.out.find("removed 3 entries"), std::string::npos) << clear.out;
   EXPECT_TRUE(std::filesystem::is_empty(tmp / "cache"));
 }
 
@@ -122,14 +122,14 @@ TEST(CliCache, ExportImportShipsAVerifiedCache) {
   const std::string bundle = (tmp / "kernels.bundle").string();
   const CliResult exported = run_cli(tmp, "cache export '" + bundle + "'" + in(tmp));
   ASSERT_EQ(exported.status, 0) << exported.err;
-  EXPECT_NE(exported.out.find("exported 2 entries"), std::string::npos);
+  EXPECT_NE(exported.out.find("exported 3 entries"), std::string::npos);
   const CliResult imported = run_cli(tmp, "cache import '" + bundle + "'" + in(tmp, "elsewhere"));
   ASSERT_EQ(imported.status, 0) << imported.err;
   EXPECT_EQ(snapshot(tmp / "elsewhere").size(), kKernels);
   // The imported cache serves a machine that may not compile.
   const CliResult frozen = run_cli(tmp, "cache warm " + kConfig + in(tmp, "elsewhere"), "DILATRON_DISABLE_JIT=1");
   EXPECT_EQ(frozen.status, 0) << frozen.err;
-  EXPECT_NE(frozen.out.find("2 hits"), std::string::npos);
+  EXPECT_NE(frozen.out.find("3 hits"), std::string::npos);
 
   std::string bytes = slurp(bundle);
   bytes[bytes.size() / 2] ^= 0x40;
@@ -144,7 +144,7 @@ TEST(CliCache, WarmErrorsAreClear) {
   TempDir tmp;
   const CliResult frozen = run_cli(tmp, "cache warm " + kConfig + in(tmp), "DILATRON_DISABLE_JIT=1");
   EXPECT_NE(frozen.status, 0);
-  EXPECT_NE(frozen.err.find("2 of 2 kernels failed"), std::string::npos) << frozen.err;
+  EXPECT_NE(frozen.err.find("3 of 3 kernels failed"), std::string::npos) << frozen.err;
   EXPECT_NE(run_cli(tmp, "cache warm --arch sm_90 --segments 64,0 --dilations 1,1" + in(tmp)).err.find("segments[1] = 0"),
             std::string::npos);
   EXPECT_NE(run_cli(tmp, "cache warm --arch hopper --segments 64 --dilations 1" + in(tmp)).err.find("'hopper'"),
@@ -169,7 +169,7 @@ TEST(CliCache, ConfigFileAndGen) {
   const CliResult warm =
       run_cli(tmp, "cache warm --arch sm_80 --config '" + (tmp / "configs.json").string() + "'" + in(tmp));
   ASSERT_EQ(warm.status, 0) << warm.err;
-  EXPECT_NE(warm.out.find("4 kernels"), std::string::npos) << warm.out;  // 2, plus clear and the w256 group launch
+  EXPECT_NE(warm.out.find("5 kernels"), std::string::npos) << warm.out;  // 3, plus clear and the w256 group launch
   std::ofstream(tmp / "broken.json") << R"([{"segments": [64]}])";
   const CliResult broken = run_cli(tmp, "cache warm --arch sm_80 --config '" + (tmp / "broken.json").string() + "'" + in(tmp));
   EXPECT_NE(broken.status, 0);
@@ -211,7 +211,7 @@ TEST(CliCache, WarmWithRanksAddsTheRingKernels) {
   const CliResult ring = run_cli(tmp, "cache warm " + kConfig + " --ranks 4" + in(tmp));
   ASSERT_EQ(ring.status, 0) << ring.err;
   EXPECT_NE(ring.out.find("6 kernels for sm_80"), std::string::npos) << ring.out;
-  for (const char* name : {"ring_pack f16 d64", "ring_attend f16 d64", "ring_finish f16 d64", "clear_output f32 d64"}) {
+  for (const char* name : {"ring_pack f16 d64", "ring_attend f16 d64", "finish_output f16 d64", "clear_output f32 d64"}) {
     EXPECT_NE(ring.err.find(name), std::string::npos) << name << " in " << ring.err;
   }
   EXPECT_EQ(run_cli(tmp, "cache warm " + kConfig + " --ranks 0" + in(tmp)).status, 2);
@@ -242,9 +242,9 @@ TEST(CliCache, WarmSaysWhatTheSizeCapEvicted) {
   TempDir tmp;
   const CliResult warm = run_cli(tmp, "cache warm --jobs 1 " + kConfig + in(tmp), "DILATRON_CACHE_MAX_BYTES=1K");
   ASSERT_EQ(warm.status, 0) << warm.err;
-  EXPECT_NE(warm.out.find("2 compiled"), std::string::npos) << warm.out;
-  EXPECT_NE(warm.out.find("1 evicted by the size cap (1 of them this configuration's)"), std::string::npos) << warm.out;
-  EXPECT_NE(warm.err.find("evicted again: attention_forward"), std::string::npos) << warm.err;
+  EXPECT_NE(warm.out.find("3 compiled"), std::string::npos) << warm.out;
+  EXPECT_NE(warm.out.find("2 evicted by the size cap (2 of them this configuration's)"), std::string::npos) << warm.out;
+  EXPECT_NE(warm.err.find("evicted again: attention_partial"), std::string::npos) << warm.err;
   EXPECT_NE(warm.err.find("raise DILATRON_CACHE_MAX_BYTES"), std::string::npos) << warm.err;
   EXPECT_EQ(snapshot(tmp / "cache").size(), 1u);
   const CliResult roomy = run_cli(tmp, "cache warm " + kConfig + in(tmp));
@@ -260,7 +260,7 @@ TEST(CliCache, JitSwitchesComeFromTheEnvironment) {
   ASSERT_EQ(warm.status, 0) << "the LongNet kernels pass the ptxas check: " << warm.err;
   std::map<std::string, int> per_suffix;
   for (const auto& item : std::filesystem::directory_iterator(dump)) ++per_suffix[item.path().extension().string()];
-  EXPECT_EQ(per_suffix, (std::map<std::string, int>{{".cu", 2}, {".log", 2}, {".ptx", 2}, {".ptxas", 2}, {".cubin", 2}}));
+  EXPECT_EQ(per_suffix, (std::map<std::string, int>{{".cu", 3}, {".log", 3}, {".ptx", 3}, {".ptxas", 3}, {".cubin", 3}}));
 
   const auto lines = nlohmann::json::parse(run_cli(tmp, "cache ls --json" + in(tmp), "DILATRON_JIT_LINEINFO=1").out);
   ASSERT_EQ(lines.size(), kKernels);
@@ -268,7 +268,7 @@ TEST(CliCache, JitSwitchesComeFromTheEnvironment) {
   const auto plain = nlohmann::json::parse(run_cli(tmp, "cache ls --json" + in(tmp)).out);
   for (const auto& e : plain) EXPECT_FALSE(e["usable"].get<bool>()) << "line-info builds are not the plain ones";
   const CliResult again = run_cli(tmp, "cache warm " + kConfig + in(tmp));
-  EXPECT_NE(again.out.find("2 compiled, 0 hits"), std::string::npos) << again.out;
+  EXPECT_NE(again.out.find("3 compiled, 0 hits"), std::string::npos) << again.out;
 
   const CliResult bad = run_cli(tmp, "cache warm " + kConfig + in(tmp), "DILATRON_JIT_PTXAS_CHECK=yes");
   EXPECT_NE(bad.status, 0);

@@ -261,7 +261,7 @@ TEST(Cli, ExitStatusSaysWhoseFaultItIs) {
   const std::string bench = "bench --segments 64 --dilations 1 --seq-len 128";
   for (const auto& [flags, needle] : std::vector<std::pair<std::string, std::string>>{
            {" --heads 16 --kv-heads 3", "--kv-heads 3 does not divide --heads 16"},
-           {" --head-dim 96", "head_dim 96"},
+           {" --head-dim 32", "head_dim 32"},
            {" --dtype f32", "f32 not in"},
            {" --iters 0", "--iters"},
            {" --mode head_groups --segments 64,128 --dilations 1,2 --heads 1", "at least one head per branch"}}) {
