@@ -2,14 +2,11 @@
 
 #include <algorithm>
 
+#include "autotune/candidates.hpp"
+#include "common/log.hpp"
+
 namespace dilatron::autotune {
 namespace {
-
-// Shared memory of one SM, of which each resident CTA also takes 1 KiB for the system.
-int shared_per_sm(int arch) {
-  if (arch == 80 || arch == 87) return 164 * 1024;
-  return arch >= 90 && arch < 120 ? 228 * 1024 : 100 * 1024;
-}
 
 // Per head dim, shapes for mma.sync on 4 warps: 32 query rows per warp (every K/V fragment feeds two
 // MMAs) while the O accumulator leaves room for the scores, 16 at D = 256; 64 keys per step, 32 at D = 96
@@ -21,25 +18,34 @@ codegen::Tiles attention_tiles(const codegen::KernelSpec& spec) {
   codegen::KernelSpec s = spec;
   s.tiles = {spec.head_dim <= 128 ? 128 : 64, spec.head_dim == 64 || spec.head_dim == 256 ? 64 : 32, 4, 2};
   if (s.shared_bytes() > codegen::max_shared_bytes(arch)) s.tiles.block_n = 32;  // D = 256 on 99 KiB parts
-  const auto resident = [&](const codegen::KernelSpec& k) { return shared_per_sm(arch) / (k.shared_bytes() + 1024); };
-  const int ctas = std::min(2, resident(s));
+  const int ctas = std::min(2, ctas_per_sm(s));
   codegen::KernelSpec deeper = s;
   deeper.tiles.stages = 3;
-  if (deeper.shared_bytes() <= codegen::max_shared_bytes(arch) && resident(deeper) >= ctas) s = deeper;
+  if (deeper.shared_bytes() <= codegen::max_shared_bytes(arch) && ctas_per_sm(deeper) >= ctas) s = deeper;
   return s.tiles;
 }
 
 }  // namespace
 
-codegen::KernelSpec with_tiles(codegen::KernelSpec spec) {
-  if (codegen::is_attention(spec.op)) {
-    spec.tiles = attention_tiles(spec);
-  } else {
-    // Row moves, merges and clears are bandwidth-bound: 4 warps keep enough 16-byte accesses in
-    // flight on every head dim, and more warps per block only shrink the grid.
-    spec.tiles = codegen::Tiles{0, 0, 4, 0};
+codegen::Tiles default_tiles(const codegen::KernelSpec& spec) {
+  // Row moves, merges and clears are bandwidth-bound: 4 warps keep enough 16-byte accesses in flight on
+  // every head dim, and more warps per block only shrink the grid.
+  return codegen::is_attention(spec.op) ? attention_tiles(spec) : codegen::Tiles{0, 0, 4, 0};
+}
+
+codegen::KernelSpec with_tiles(codegen::KernelSpec spec, const std::optional<TunedFor>& tuned) {
+  spec.tiles = default_tiles(spec);
+  if (!tuned || !tuned->db || !codegen::is_attention(spec.op)) return spec;
+  const TuningRecord* record = tuned->db->find(tuning_key(spec, tuned->target, tuned->seq_len));
+  if (!record) return spec;
+  codegen::KernelSpec winner = spec;
+  winner.tiles = record->winner;
+  if (const std::string why = static_pruning(winner); !why.empty()) {
+    // A hand-edited or damaged database: the heuristic still runs correctly.
+    log::write(log::Level::warn, "ignoring the tuned tiles {} for {}: {}", tiles_text(winner.tiles), spec.label(), why);
+    return spec;
   }
-  return spec;
+  return winner;
 }
 
 }  // namespace dilatron::autotune

@@ -1,8 +1,10 @@
 #include "autotune/required_kernels.hpp"
 
+#include <dilatron/error.hpp>
+
 #include <algorithm>
 
-#include "autotune/policy.hpp"
+#include "common/log.hpp"
 
 namespace dilatron::autotune {
 namespace {
@@ -22,7 +24,7 @@ KernelSpec spec_for(const Workload& w, Op op, int branch) {
     if (w.config.mode == Mode::head_groups) spec.group = branch, spec.groups = int(w.config.branches());
     spec.causal = codegen::is_attention(op) && w.config.causal;
   }
-  spec = with_tiles(std::move(spec));
+  spec = with_tiles(std::move(spec), w.tuned);
   spec.validate();
   return spec;
 }
@@ -60,7 +62,20 @@ std::vector<KernelSpec> required_kernels(const Workload& w) {
   auto add = [&](KernelSpec spec) {
     if (std::find(specs.begin(), specs.end(), spec) == specs.end()) specs.push_back(std::move(spec));
   };
-  for (KernelSpec& spec : forward_kernels(w)) add(std::move(spec));
+  for (const KernelSpec& spec : forward_kernels(w)) {
+    add(spec);
+    if (!w.warm_winners || !codegen::is_attention(spec.op)) continue;
+    for (const codegen::Tiles& tiles : w.warm_winners->winners_for(spec)) {
+      KernelSpec tuned = spec;
+      tuned.tiles = tiles;
+      try {
+        tuned.validate();
+        add(std::move(tuned));
+      } catch (const Error& e) {  // a hand-edited database: the default still gets built
+        log::write(log::Level::warn, "skipping tuned tiles from the database: {}", e.what());
+      }
+    }
+  }
   if (w.ranks > 1) {
     for (KernelSpec& spec : ring_kernels(w.dtype, w.head_dim, w.arch)) add(std::move(spec));
   }

@@ -5,9 +5,12 @@
 #include <dilatron/config.hpp>
 #include <dilatron/tensor.hpp>
 
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "autotune/policy.hpp"
 #include "codegen/kernel_spec.hpp"
 
 namespace dilatron::autotune {
@@ -18,6 +21,12 @@ struct Workload {
   int head_dim = 128;
   std::string arch = "sm_90a";
   int ranks = 1;  // > 1: the ring's kernels too
+  // Attention tiles: the database's winner for this GPU and length (the runtime's plans), else the
+  // heuristic.
+  std::optional<TunedFor> tuned;
+  // For `cache warm`: required_kernels() also lists every winner this database holds for the attention
+  // kernels, whatever GPU and length it was tuned for.
+  std::shared_ptr<const TuningDb> warm_winners;
 };
 
 // The forward pass's launches in order, tiles chosen by the policy:
@@ -33,8 +42,8 @@ std::vector<codegen::KernelSpec> forward_kernels(const Workload& workload);
 // ring_pack, ring_attend, finish_output, and clear_output on its fp32 accumulator.
 std::vector<codegen::KernelSpec> ring_kernels(DType dtype, int head_dim, const std::string& arch);
 
-// Distinct specs: the forward kernels, then (ranks > 1) the ring's. Throws dilatron::Error for a spec
-// that cannot be built.
+// Distinct specs: the forward kernels, their tuned variants (warm_winners), then (ranks > 1) the
+// ring's. Throws dilatron::Error for a spec that cannot be built.
 std::vector<codegen::KernelSpec> required_kernels(const Workload& workload);
 
 }  // namespace dilatron::autotune

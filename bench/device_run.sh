@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One call on a GPU machine: the GPU tests, the CLI on the GPU, then the PyTorch comparison. Logs go
+# One call on a GPU machine: the GPU tests, the CLI on the GPU, the PyTorch comparison (default tiles),
+# then a tune of the LongNet configuration and the forward pass timed with and without it. Logs go
 # under $OUT (default bench-out/). Build on the development machine and carry build/:
 #   cmake -S . -B build -G Ninja -DDILATRON_PORTABLE=ON && cmake --build build
 # (DILATRON_PORTABLE links libstdc++ statically, so the binaries do not depend on the GPU machine's).
@@ -15,7 +16,13 @@ status=0
 } 2>&1 | tee "$OUT/info.log"
 build/bin/test_gpu --gtest_brief=1 2>&1 | tee "$OUT/gpu_tests.log" || status=1
 build/bin/dilatron demo 2>&1 | tee "$OUT/demo.log" || status=1
-build/bin/dilatron bench --segments 2048,4096,8192,16384,32768 --dilations 1,2,4,6,12 --seq-len 262144 --heads 16 \
-  2>&1 | tee "$OUT/cli_bench.log" || status=1
+LONGNET=(--segments 2048,4096,8192,16384,32768 --dilations 1,2,4,6,12 --seq-len 262144 --heads 16)
+build/bin/dilatron bench "${LONGNET[@]}" 2>&1 | tee "$OUT/cli_bench.log" || status=1
 python3 bench/compare_torch.py --out "$OUT/results.md" 2>&1 | tee "$OUT/bench.log" || status=1
+# Tuning: every candidate of the five kernels, then default and tuned forward passes back to back.
+build/bin/dilatron tune "${LONGNET[@]}" 2>&1 | tee "$OUT/tune.log" || status=1
+for tiles in default tuned; do
+  [ $tiles = default ] && export DILATRON_AUTOTUNE=0 || unset DILATRON_AUTOTUNE
+  build/bin/dilatron bench "${LONGNET[@]}" 2>&1 | tee "$OUT/bench_$tiles.log" || status=1
+done
 exit $status

@@ -11,64 +11,66 @@
 namespace dilatron::cache {
 namespace {
 
-constexpr std::string_view kMagic = "DILATRON-CACHE-BUNDLE v1\n";
+constexpr std::string_view kMagicV1 = "DILATRON-CACHE-BUNDLE v1\n";
+constexpr std::string_view kMagic = "DILATRON-CACHE-BUNDLE v2\n";  // adds the tuning section
+
+// The length-prefixed blob at `at`, or an empty view with `at` unchanged when it overruns the file.
+bool take(std::string_view bytes, std::size_t& at, std::string_view& blob) {
+  if (bytes.size() - at < 8 || get_le<std::uint64_t>(bytes, at) > bytes.size() - at - 8) return false;
+  blob = bytes.substr(at + 8, get_le<std::uint64_t>(bytes, at));
+  at += 8 + blob.size();
+  return true;
+}
 
 }  // namespace
 
-ExportResult export_bundle(const DiskCache& cache, const std::filesystem::path& file) {
-  ExportResult result;
-  std::string body;
-  for (const DiskCache::Listed& listed : cache.scan()) {
-    if (!listed.entry) {
-      ++result.skipped_bad;
-      continue;
-    }
-    const std::string bytes = encode(*listed.entry);
-    put_le<std::uint64_t>(body, bytes.size());
-    body += bytes;
-    ++result.exported;
+void write_bundle(const std::filesystem::path& file, const Bundle& bundle) {
+  std::string bytes(kMagic);
+  put_le<std::uint64_t>(bytes, bundle.entries.size());
+  for (const Entry& entry : bundle.entries) {
+    const std::string encoded = encode(entry);
+    put_le<std::uint64_t>(bytes, encoded.size());
+    bytes += encoded;
   }
-  std::string header(kMagic);
-  put_le<std::uint64_t>(header, result.exported);
+  put_le<std::uint64_t>(bytes, bundle.tuning.size());
+  bytes += bundle.tuning;
   AtomicFile out(file);
-  out.write(header.data(), header.size());
-  out.write(body.data(), body.size());
+  out.write(bytes.data(), bytes.size());
   out.commit();
-  return result;
 }
 
-ImportResult import_bundle(DiskCache& cache, const std::filesystem::path& file) {
+Bundle read_bundle(const std::filesystem::path& file) {
   const std::string bytes = read_file(file);
-  if (!std::string_view(bytes).starts_with(kMagic) || bytes.size() < kMagic.size() + 8) {
+  const bool v1 = std::string_view(bytes).starts_with(kMagicV1);
+  if (!(v1 || std::string_view(bytes).starts_with(kMagic)) || bytes.size() < kMagic.size() + 8) {
     throw Error(fmt::format("{}: not a Dilatron cache bundle", file.string()));
   }
   const std::uint64_t count = get_le<std::uint64_t>(bytes, kMagic.size());
-  std::vector<Entry> entries;
+  Bundle bundle;
   std::string problems;
   std::size_t at = kMagic.size() + 8;
+  std::string_view blob;
   for (std::uint64_t i = 0; i < count; ++i) {
-    if (bytes.size() - at < 8 || get_le<std::uint64_t>(bytes, at) > bytes.size() - at - 8) {
+    if (!take(bytes, at, blob)) {
       problems += fmt::format("\n  entry {}: truncated bundle", i);
       break;
     }
-    const std::uint64_t size = get_le<std::uint64_t>(bytes, at);
     try {
-      entries.push_back(decode(std::string_view(bytes).substr(at + 8, size)));
+      bundle.entries.push_back(decode(blob));
     } catch (const Error& e) {
       problems += fmt::format("\n  entry {}: {}", i, e.what());
     }
-    at += 8 + size;
   }
-  if (problems.empty() && at != bytes.size()) problems = "\n  trailing bytes after the last entry";
+  if (problems.empty() && !v1) {
+    if (take(bytes, at, blob)) {
+      bundle.tuning = blob;
+    } else {
+      problems = "\n  truncated tuning section";
+    }
+  }
+  if (problems.empty() && at != bytes.size()) problems = "\n  trailing bytes after the last section";
   if (!problems.empty()) throw Error(fmt::format("{}: bad bundle, nothing imported:{}", file.string(), problems));
-
-  ImportResult result;
-  for (const Entry& entry : entries) {
-    cache.store(entry);
-    ++result.imported;
-    result.foreign += !usable_here(entry.meta.material);
-  }
-  return result;
+  return bundle;
 }
 
 }  // namespace dilatron::cache

@@ -1,26 +1,28 @@
 // Moving a pre-warmed cache between machines (for example to GPU nodes without NVRTC): one file holding
-// entry files as they are on disk. Import checks every entry before installing any.
-//   "DILATRON-CACHE-BUNDLE v1\n" | u64 entry count | per entry: u64 bytes, entry file bytes
+// entry files as they are on disk, and the tuning records that pick among them.
+//   "DILATRON-CACHE-BUNDLE v2\n" | u64 entry count | per entry: u64 bytes, entry file bytes |
+//   u64 bytes, tuning JSON (autotune/tuning_db.hpp; empty: none)
+// A v1 bundle is the same without the tuning section. Reading checks every entry before anything is
+// installed.
 #pragma once
 
-#include <cstddef>
 #include <filesystem>
+#include <string>
+#include <vector>
 
-#include "cache/disk_cache.hpp"
+#include "cache/entry.hpp"
 
 namespace dilatron::cache {
 
-struct ExportResult {
-  std::size_t exported = 0, skipped_bad = 0;
+struct Bundle {
+  std::vector<Entry> entries;
+  std::string tuning;  // JSON text, opaque here; empty when there is none
 };
-// Writes atomically; bad entries are skipped (and counted), never shipped.
-ExportResult export_bundle(const DiskCache& cache, const std::filesystem::path& file);
 
-struct ImportResult {
-  std::size_t imported = 0;
-  std::size_t foreign = 0;  // built by another library/NVRTC build: kept, but this build will not load them
-};
-// Throws dilatron::Error naming every bad entry, and then installs nothing.
-ImportResult import_bundle(DiskCache& cache, const std::filesystem::path& file);
+// Writes atomically.
+void write_bundle(const std::filesystem::path& file, const Bundle& bundle);
+
+// Throws dilatron::Error naming every bad entry (or a truncated or foreign file).
+Bundle read_bundle(const std::filesystem::path& file);
 
 }  // namespace dilatron::cache

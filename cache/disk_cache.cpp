@@ -165,7 +165,7 @@ DiskCache::KeyLock DiskCache::lock(const std::string& key, std::chrono::millisec
       }
       if (std::chrono::steady_clock::now() >= deadline) {
         close(fd);
-        log::write(log::Level::warn, "{} has been locked for over {:g} s by another process; compiling without it",
+        log::write(log::Level::warn, "{} has been locked for over {:g} s by another process; going on without it",
                    path.string(), double(patience.count()) / 1000);
         return {};
       }

@@ -89,4 +89,12 @@ std::string current_arch() {
   return arch_name(major, minor);
 }
 
+std::string current_device_name() {
+  CUdevice device;
+  DILATRON_CU(cuCtxGetDevice(&device));
+  char name[256] = {};
+  DILATRON_CU(cuDeviceGetName(name, sizeof(name) - 1, device));
+  return name;
+}
+
 }  // namespace dilatron::driver

@@ -97,6 +97,9 @@ CUcontext current_context();
 // The target of the device behind the current context.
 std::string current_arch();
 
+// The name of the device behind the current context, e.g. "NVIDIA H100 80GB HBM3".
+std::string current_device_name();
+
 }  // namespace dilatron::driver
 
 // Checks a driver call made through the table: DILATRON_CU(cuDeviceGetCount(&n)).

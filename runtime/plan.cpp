@@ -5,21 +5,15 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <limits>
 
 #include "autotune/required_kernels.hpp"
 #include "cache/kernel_cache.hpp"
+#include "common/log.hpp"
 #include "runtime/driver.hpp"
-#include "runtime/loaded_kernels.hpp"
-#include "templates/dilatron/args.cuh"
-#include "templates/dilatron/index.cuh"
+#include "runtime/tuning.hpp"
 
 namespace dilatron {
 namespace {
-
-args::Tensor4 tensor4(const TensorView& t) {
-  return {t.data, {t.strides[0], t.strides[1], t.strides[2], t.strides[3]}};
-}
 
 // Workspace regions start on 256-byte boundaries, the alignment device allocations get, so a region is
 // as aligned as if it had been allocated alone.
@@ -27,42 +21,16 @@ constexpr std::size_t kRegionAlign = 256;
 
 std::size_t align_region(std::size_t bytes) { return (bytes + kRegionAlign - 1) / kRegionAlign * kRegionAlign; }
 
-// Row-wise kernels stride over rows, so their grid is capped; attention grids are exact.
-constexpr long long kMaxRowBlocks = 1 << 20;
-
-unsigned checked_grid(long long blocks, long long limit, const char* what, const codegen::KernelSpec& spec) {
-  if (blocks > limit) {
-    throw Error(fmt::format("{}: {} {} exceed the launch limit of {}", spec.label(), blocks, what, limit));
-  }
-  return unsigned(blocks);
-}
-
 }  // namespace
 
 ForwardPlan::ForwardPlan(const Config& config, const Problem& problem, DType dtype, bool needs_lse_workspace)
     : problem_(problem) {
-  autotune::Workload workload{config, dtype, int(problem.head_dim), driver::current_arch(), 1};
-  for (codegen::KernelSpec& spec : autotune::forward_kernels(workload)) {
-    const auto entry = cache::KernelCache::global().get(spec).entry;
-    Launch l{spec, LoadedKernels::global().kernel(*entry), {1, 1, 1}, unsigned(spec.tiles.warps * 32),
-             unsigned(spec.shared_bytes()), 0};
-    if (l.shared_bytes > 48 * 1024) allow_dynamic_shared(l.kernel, int(l.shared_bytes));
-    if (codegen::is_attention(spec.op)) {
-      const long long tiles = index::query_tile_count(problem.seq_len, spec.branches[0].w, spec.branches[0].r,
-                                                      spec.tiles.block_m);
-      long long heads = problem.heads;
-      if (spec.mode == Mode::head_groups) {
-        l.head_begin = index::head_group_begin(spec.group, problem.heads, spec.groups);
-        heads = index::head_group_begin(spec.group + 1, problem.heads, spec.groups) - l.head_begin;
-      }
-      l.grid[0] = checked_grid(tiles, std::numeric_limits<int>::max(), "query tiles", spec);
-      l.grid[1] = checked_grid(heads, 65535, "heads", spec);
-      l.grid[2] = checked_grid(problem.batch, 65535, "batch elements", spec);
-    } else {  // clear_output, finish_output: warps stride over (b, n, h) rows
-      const long long rows = problem.batch * problem.seq_len * problem.heads;
-      l.grid[0] = unsigned(std::min(index::ceil_div(rows, spec.tiles.warps), kMaxRowBlocks));
-    }
-    launches_.push_back(std::move(l));
+  autotune::Workload workload{config, dtype, int(problem.head_dim), driver::current_arch(), 1, {}, {}};
+  workload.tuned = tuned_for(workload, problem);
+  for (const codegen::KernelSpec& spec : autotune::forward_kernels(workload)) {
+    log::write(log::Level::info, "plan: {}{}", spec.label(),
+               codegen::is_attention(spec.op) && spec.tiles != autotune::default_tiles(spec) ? " (tuned tiles)" : "");
+    launches_.push_back(prepare_launch(spec, *cache::KernelCache::global().get(spec).entry, problem));
   }
   if (needs_lse_workspace) {
     lse_offset_ = workspace_bytes_;
@@ -84,22 +52,8 @@ void ForwardPlan::launch(const TensorView& q, const TensorView& k, const TensorV
     return offset == kNoRegion ? nullptr : reinterpret_cast<float*>(static_cast<char*>(workspace) + offset);
   };
   if (lse_offset_ != kNoRegion) lse = region(lse_offset_);
-  float* accumulator = region(accumulator_offset_);
-  const Problem& p = problem_;
-  // The accumulator as a contiguous [B, N, H, D] float32 tensor.
-  const args::Tensor4 acc{accumulator, {p.seq_len * p.heads * p.head_dim, p.heads * p.head_dim, p.head_dim, 1}};
-  for (const Launch& l : launches_) {
-    args::AttentionArgs attention{tensor4(q), tensor4(k), tensor4(v), tensor4(out), accumulator, lse, p.batch, p.seq_len,
-                                  p.heads, p.kv_heads, l.head_begin, float(p.scale * 1.4426950408889634)};
-    const args::Tensor4 cleared = l.spec.dtype == DType::f32 ? acc : tensor4(out);
-    args::MergeArgs clear{cleared, cleared, lse, lse, p.batch, p.seq_len, p.heads};
-    args::FinishArgs finish{tensor4(out), {nullptr, {0, 0, 0, 0}}, accumulator, lse, p.batch, p.seq_len, p.heads, 1.f};
-    void* params[] = {codegen::is_attention(l.spec.op)             ? static_cast<void*>(&attention)
-                      : l.spec.op == codegen::Op::finish_output ? static_cast<void*>(&finish)
-                                                                : static_cast<void*>(&clear)};
-    DILATRON_CU(cuLaunchKernel(launchable(l.kernel), l.grid[0], l.grid[1], l.grid[2], l.threads, 1, 1, l.shared_bytes, stream,
-                               params, nullptr));
-  }
+  const LaunchTensors tensors{q, k, v, out, lse, region(accumulator_offset_)};
+  for (const Launch& l : launches_) enqueue(l, problem_, tensors, stream);
 }
 
 }  // namespace dilatron

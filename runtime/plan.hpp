@@ -1,5 +1,5 @@
 // A forward plan: for one shape signature in one context, the kernels to launch (from
-// autotune::forward_kernels, loaded through the cache), their grids, and the layout of the per-call
+// autotune::forward_kernels with the tuning database's tiles, loaded through the cache), their grids, and the layout of the per-call
 // workspace. Built once and never changed after, so calls on any thread or stream share it; launch()
 // only fills arguments. The plan owns no device scratch: each call brings its own workspace
 // (runtime/stream_workspace.hpp) of workspace_bytes(), so concurrent calls never share one.
@@ -13,19 +13,10 @@
 #include <cstddef>
 #include <vector>
 
-#include "codegen/kernel_spec.hpp"
+#include "runtime/launch.hpp"
 #include "runtime/problem.hpp"
 
 namespace dilatron {
-
-struct Launch {
-  codegen::KernelSpec spec;
-  CUkernel kernel;
-  unsigned grid[3];
-  unsigned threads;
-  unsigned shared_bytes;
-  long long head_begin;
-};
 
 class ForwardPlan {
  public:

@@ -169,16 +169,17 @@ std::vector<HeadBranch> head_branches(const Config& config, std::int64_t h, std:
   const int mode = config.mode == Mode::longnet ? index::kLongnet : index::kHeadGroups;
   for (std::int64_t i = 0; i < branches; ++i) {
     const std::int64_t r = config.dilations[i], offset = index::branch_offset(mode, h, heads, i, branches, r);
-    if (offset >= 0) out.push_back({config.segments[i], r, offset});
+    if (offset >= 0) out.push_back({config.segments[i], r, offset, int(i)});
   }
   return out;
 }
 
-std::int64_t attended_pairs(const Config& config, std::int64_t seq_len, std::int64_t heads) {
+std::int64_t attended_pairs(const Config& config, std::int64_t seq_len, std::int64_t heads, int branch) {
   auto pairs = [&](std::int64_t rows) { return config.causal ? rows * (rows + 1) / 2 : rows * rows; };
   std::int64_t total = 0;
   for (std::int64_t h = 0; h < heads; ++h) {
     for (const HeadBranch& b : head_branches(config, h, heads)) {
+      if (branch >= 0 && b.index != branch) continue;
       const std::int64_t full = seq_len / b.w, tail = seq_len % b.w;
       total += full * pairs(index::selected_count(b.w, b.offset, b.r)) +
                pairs(index::selected_count(tail, b.offset, b.r));

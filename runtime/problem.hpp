@@ -31,14 +31,15 @@ void validate_for_gpu(const Problem& problem, const TensorView& q, const TensorV
 // One branch as seen by one head: its segment length, dilation and the head's offset in it.
 struct HeadBranch {
   std::int64_t w, r, offset;
+  int index;  // the branch's position in the config
 };
 
 // The branches head h (of `heads`) takes part in: every branch in longnet mode, its group's branch in
 // head_groups mode. The config must be valid.
 std::vector<HeadBranch> head_branches(const Config& config, std::int64_t h, std::int64_t heads);
 
-// Query-key pairs attended for one batch element over all heads (causal pairs counted once). The
-// FLOP count of a forward pass is 4 * D * B * attended_pairs.
-std::int64_t attended_pairs(const Config& config, std::int64_t seq_len, std::int64_t heads);
+// Query-key pairs attended for one batch element over all heads (causal pairs counted once), in every
+// branch or (branch >= 0) in that one. The FLOP count of a forward pass is 4 * D * B * attended_pairs.
+std::int64_t attended_pairs(const Config& config, std::int64_t seq_len, std::int64_t heads, int branch = -1);
 
 }  // namespace dilatron

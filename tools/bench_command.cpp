@@ -8,13 +8,10 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include <algorithm>
 #include <chrono>
-#include <random>
 
-#include "common/half.hpp"
-#include "runtime/device_buffer.hpp"
 #include "runtime/driver.hpp"
+#include "runtime/kernel_bench.hpp"
 #include "runtime/problem.hpp"
 #include "tools/commands.hpp"
 #include "tools/workload_flags.hpp"
@@ -37,24 +34,6 @@ struct Measurement {
   double host_us;  // host time of one forward() call with its plan built: validation, lookup, launches
 };
 
-class Event {
- public:
-  Event() { DILATRON_CU(cuEventCreate(&event_, CU_EVENT_DEFAULT)); }
-  ~Event() { driver::api().cuEventDestroy(event_); }
-  Event(const Event&) = delete;
-  Event& operator=(const Event&) = delete;
-  void record() { DILATRON_CU(cuEventRecord(event_, nullptr)); }
-  float since(const Event& start) {
-    DILATRON_CU(cuEventSynchronize(event_));
-    float ms = 0;
-    DILATRON_CU(cuEventElapsedTime(&ms, start.event_, event_));
-    return ms;
-  }
-
- private:
-  CUevent event_ = nullptr;
-};
-
 std::size_t free_memory() {
   std::size_t free = 0, total = 0;
   DILATRON_CU(cuMemGetInfo(&free, &total));
@@ -68,12 +47,9 @@ Measurement measure(const std::string& name, const Config& config, const BenchOp
   const std::size_t q_bytes = std::size_t(o.batch * o.seq_len * o.heads * head_dim) * 2;
   const std::size_t kv_bytes = std::size_t(o.batch * o.seq_len * kv_heads * head_dim) * 2;
   DeviceBuffer q(q_bytes), k(kv_bytes), v(kv_bytes), out(q_bytes), lse(std::size_t(o.batch * o.heads * o.seq_len) * 4);
-  std::mt19937 rng(1);
-  std::normal_distribution<float> normal;
-  std::vector<std::uint16_t> block(std::size_t(1) << 22);  // 8 MiB of random values tiles each input
-  for (auto& x : block) x = dtype == DType::f16 ? float_to_half_bits(normal(rng)) : float_to_bf16_bits(normal(rng));
-  for (DeviceBuffer* b : {&q, &k, &v, &out}) b->fill_repeating(block.data(), block.size() * 2);
-  DeviceBuffer flush(std::size_t(256) << 20);  // larger than any L2 today
+  unsigned seed = 1;
+  for (DeviceBuffer* b : {&q, &k, &v, &out}) fill_random(*b, dtype, seed++);
+  GpuTimer timer;
 
   DilatedAttention attention(config);
   const auto qv = TensorView::contiguous(q.get(), dtype, q_shape), kv = TensorView::contiguous(k.get(), dtype, kv_shape),
@@ -88,19 +64,9 @@ Measurement measure(const std::string& name, const Config& config, const BenchOp
   const double host_us =
       std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - host_start).count() / kHostCalls;
   DILATRON_CU(cuCtxSynchronize());
-  std::vector<float> times;
-  Event start, stop;
-  for (int i = 0; i < o.iters; ++i) {
-    DILATRON_CU(cuMemsetD8Async(reinterpret_cast<CUdeviceptr>(flush.get()), std::uint8_t(i), flush.bytes(), nullptr));
-    start.record();
-    attention.forward(qv, kv, vv, ov, &lv, nullptr);
-    stop.record();
-    times.push_back(stop.since(start));
-  }
-  std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
-  const double ms = times[times.size() / 2];
+  const double ms = timer.median_ms([&] { attention.forward(qv, kv, vv, ov, &lv, nullptr); }, 0, o.iters);
   const double flops = 4.0 * head_dim * double(o.batch) * double(attended_pairs(config, o.seq_len, o.heads));
-  return {name, ms, flops / (ms * 1e-3) / 1e12, held - flush.bytes(), host_us};
+  return {name, ms, flops / (ms * 1e-3) / 1e12, held - timer.flush_bytes(), host_us};
 }
 
 // Everything about the command line that can be wrong, found before looking for a GPU.

@@ -11,6 +11,7 @@
 #include <set>
 
 #include "cache/bundle.hpp"
+#include "runtime/tuning_file.hpp"
 #include "cache/kernel_cache.hpp"
 #include "common/parallel.hpp"
 #include "tools/commands.hpp"
@@ -39,8 +40,13 @@ CLI::App* subcommand(CLI::App* parent, const char* name, const char* help, Cache
 }
 
 void warm(const WorkloadFlags& wf, const CacheFlags& cf, unsigned jobs) {
-  const std::vector<codegen::KernelSpec> specs = kernels_of(workloads(wf));
+  std::vector<autotune::Workload> configs = workloads(wf);
   cache::CacheOptions options = cache::CacheOptions::from_environment(cf.dir);
+  // The tuned winners too, for whichever GPU and length they were tuned: the target machine's runs
+  // will ask for them.
+  const auto tuning = std::make_shared<const autotune::TuningDb>(read_tuning(options.dir));
+  for (autotune::Workload& w : configs) w.warm_winners = tuning;
+  const std::vector<codegen::KernelSpec> specs = kernels_of(configs);
   if (jobs) options.compile_jobs = jobs;
   cache::KernelCache kernels(options);
   const bool tty = isatty(STDERR_FILENO);
@@ -227,24 +233,51 @@ void add_cache(CLI::App& app) {
   });
 
   auto file = std::make_shared<std::string>();
-  CLI::App* export_cmd = subcommand(group, "export", "Write every good entry into one bundle file", *flags);
+  CLI::App* export_cmd = subcommand(
+      group, "export", "Write every good entry, and the tuning records whose winners they are, into one bundle file", *flags);
   export_cmd->add_option("FILE", *file, "bundle to write")->required();
   export_cmd->callback([=] {
     const auto disk = flags->existing();
     if (!disk) throw Error(fmt::format("no cache at {}: nothing to export", flags->path().string()));
-    const cache::ExportResult r = cache::export_bundle(*disk, *file);
-    fmt::print("exported {} entries to {}{}\n", r.exported, *file,
-               r.skipped_bad ? fmt::format(" ({} bad entries skipped)", r.skipped_bad) : "");
+    cache::Bundle bundle;
+    std::vector<std::string> specs;
+    std::size_t bad = 0;
+    for (cache::DiskCache::Listed& listed : disk->scan()) {
+      if (!listed.entry) {
+        ++bad;  // never shipped
+        continue;
+      }
+      specs.push_back(listed.entry->meta.material.spec);
+      bundle.entries.push_back(std::move(*listed.entry));
+    }
+    const std::vector<autotune::TuningRecord> records = read_tuning(disk->dir()).won_by(specs);
+    if (!records.empty()) bundle.tuning = autotune::TuningDb(records).dump();
+    cache::write_bundle(*file, bundle);
+    fmt::print("exported {} entries and {} tuning records to {}{}\n", bundle.entries.size(), records.size(), *file,
+               bad ? fmt::format(" ({} bad entries skipped)", bad) : "");
   });
-  CLI::App* import_cmd = subcommand(group, "import", "Verify a bundle, then install its entries", *flags);
+  CLI::App* import_cmd =
+      subcommand(group, "import", "Verify a bundle, then install its entries and tuning records", *flags);
   import_cmd->add_option("FILE", *file, "bundle to read")->required()->check(CLI::ExistingFile);
   import_cmd->callback([=] {
+    const cache::Bundle bundle = cache::read_bundle(*file);
+    autotune::TuningDb tuning;
+    try {
+      if (!bundle.tuning.empty()) tuning = autotune::TuningDb::parse(bundle.tuning);
+    } catch (const Error& e) {
+      throw Error(fmt::format("{}: bad tuning section, nothing imported: {}", *file, e.what()));
+    }
     cache::DiskCache disk = flags->create();
-    const cache::ImportResult r = cache::import_bundle(disk, *file);
-    fmt::print("imported {} entries into {}{}\n", r.imported, disk.dir().string(),
-               r.foreign ? fmt::format(" ({} built by another library or NVRTC build: this build will not use them)",
-                                       r.foreign)
-                         : "");
+    std::size_t foreign = 0;
+    for (const cache::Entry& entry : bundle.entries) {
+      disk.store(entry);
+      foreign += !cache::usable_here(entry.meta.material);
+    }
+    if (!tuning.records().empty()) store_tuning(disk.dir(), tuning.records());
+    fmt::print("imported {} entries and {} tuning records into {}{}\n", bundle.entries.size(), tuning.records().size(),
+               disk.dir().string(),
+               foreign ? fmt::format(" ({} built by another library or NVRTC build: this build will not use them)", foreign)
+                       : "");
   });
 }
 

@@ -21,10 +21,18 @@ void add_cache(CLI::App& app);
 void add_gen(CLI::App& app);
 void add_bench(CLI::App& app);
 void add_plan(CLI::App& app);
+void add_tune(CLI::App& app);
 
 // A command line that cannot be run as given (a flag value out of range, a bad combination of flags);
 // found before any work starts.
 class UsageError : public Error {
+ public:
+  using Error::Error;
+};
+
+// Work that failed after the command already wrote its full report to stdout (with --json, a document
+// that says what failed): main prints the error line on stderr and exits 1, adding no JSON of its own.
+class ReportedFailure : public Error {
  public:
   using Error::Error;
 };

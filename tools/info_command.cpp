@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cache/cache_dir.hpp"
+#include "runtime/tuning_file.hpp"
 #include "codegen/nvrtc.hpp"
 #include "runtime/driver.hpp"
 #include "runtime/ring/nccl.hpp"
@@ -27,6 +28,16 @@ void info(bool json) {
     cache_dir = cache::default_cache_dir().string();
   } catch (const std::exception& e) {
     cache_problem = e.what();
+  }
+  std::string tuning_file, tuning_problem;
+  std::size_t tuning_records = 0;
+  if (cache_problem.empty()) {
+    tuning_file = tuning_path(cache_dir).string();
+    try {
+      tuning_records = read_tuning(cache_dir).records().size();
+    } catch (const Error& e) {
+      tuning_problem = e.what();
+    }
   }
   if (json) {
     nlohmann::json devices = nlohmann::json::array();
@@ -51,7 +62,8 @@ void info(bool json) {
         {"nccl", {{"available", ring_ok}, {"version", ring_version}, {"library", ring.library}, {"problem", ring.problem}}},
         {"devices", devices},
         {"cache_dir", cache_dir},
-        {"cache_problem", cache_problem}};
+        {"cache_problem", cache_problem},
+        {"tuning", {{"file", tuning_file}, {"records", tuning_records}, {"problem", tuning_problem}}}};
     fmt::print("{}\n", out.dump(2));
     return;
   }
@@ -77,6 +89,10 @@ void info(bool json) {
     fmt::print("NCCL       unavailable: {}\n", ring.problem);
   }
   fmt::print("cache dir  {}\n", cache_problem.empty() ? cache_dir : cache_problem);
+  if (cache_problem.empty()) {
+    fmt::print("tuning     {}\n", tuning_problem.empty() ? fmt::format("{} records in {}", tuning_records, tuning_file)
+                                                         : tuning_problem);
+  }
 }
 
 }  // namespace
@@ -84,7 +100,7 @@ void info(bool json) {
 void add_info(CLI::App& app) {
   auto json = std::make_shared<bool>(false);
   CLI::App* cmd =
-      app.add_subcommand("info", "Show the library version, NVRTC, the CUDA driver, GPUs, NCCL and the cache directory");
+      app.add_subcommand("info", "Show the library version, NVRTC, the CUDA driver, GPUs, NCCL, the cache directory and its tuning database");
   cmd->add_flag("--json", *json, "machine-readable output");
   cmd->callback([json] { info(*json); });
 }

@@ -69,6 +69,7 @@ int main(int argc, char** argv) {
   dilatron::cli::add_demo(app);
   dilatron::cli::add_cache(app);
   dilatron::cli::add_gen(app);
+  dilatron::cli::add_tune(app);
   dilatron::cli::add_bench(app);
   dilatron::cli::add_plan(app);
   dilatron::cli::add_info(app);
@@ -90,6 +91,9 @@ int main(int argc, char** argv) {
     return fail(2, "usage", fmt::format("{} (see --help)", e.what()));
   } catch (const dilatron::cli::UsageError& e) {
     return fail(2, "usage", e.what());
+  } catch (const dilatron::cli::ReportedFailure& e) {
+    fmt::print(stderr, "dilatron: error: {}\n", e.what());
+    return 1;
   } catch (const dilatron::Error& e) {
     return fail(1, e.kind() == dilatron::ErrorKind::cuda ? "cuda" : "invalid", e.what());
   } catch (const std::exception& e) {

@@ -85,7 +85,7 @@ std::vector<autotune::Workload> from_file(const std::string& file, const std::st
 
 }  // namespace
 
-void add_workload_flags(CLI::App* cmd, WorkloadFlags& f, ArchFlag arch_flag) {
+void add_workload_flags(CLI::App* cmd, WorkloadFlags& f, ArchFlag arch_flag, bool ranks_flag) {
   f.arch_flag = arch_flag;
   add_int_list(cmd, "--segments", f.segments, "segment length per branch, e.g. 2048,4096");
   add_int_list(cmd, "--dilations", f.dilations, "dilation rate per branch, e.g. 1,2");
@@ -93,7 +93,7 @@ void add_workload_flags(CLI::App* cmd, WorkloadFlags& f, ArchFlag arch_flag) {
   add_gpu_dtype(cmd, f.dtype);
   cmd->add_flag("--causal", f.causal, "causal masking");
   add_mode(cmd, f.mode);
-  if (arch_flag != ArchFlag::none) {
+  if (arch_flag != ArchFlag::none && ranks_flag) {
     cmd->add_option("--ranks", f.ranks, "with P > 1, also the kernels of the ring across P ranks")
         ->capture_default_str()
         ->check(positive());

@@ -1,4 +1,4 @@
-// The configuration flags shared by `cache warm`, `gen` and `bench`: one config from flags, or a JSON
+// The configuration flags shared by `cache warm`, `gen`, `bench` and `tune`: one config from flags, or a JSON
 // list of them from --config FILE.
 #pragma once
 
@@ -29,7 +29,8 @@ struct WorkloadFlags {
   ArchFlag arch_flag = ArchFlag::local_gpu;
 };
 
-void add_workload_flags(CLI::App* cmd, WorkloadFlags& flags, ArchFlag arch_flag);
+// --ranks comes with every arch flag but none, unless `ranks_flag` is false (kernels of one GPU only).
+void add_workload_flags(CLI::App* cmd, WorkloadFlags& flags, ArchFlag arch_flag, bool ranks_flag = true);
 
 // The workloads the flags describe, validated (each kernel spec too). Flag problems are UsageErrors;
 // a config file that cannot be read or holds bad values is an Error naming the file and the entry.

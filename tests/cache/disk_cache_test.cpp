@@ -123,7 +123,7 @@ TEST(DiskCache, ADirectoryWhereAnEntryBelongsIsAMissAndNoBundle) {
   ASSERT_NO_THROW(loaded = disk.load(entry.key()));
   EXPECT_FALSE(loaded.entry);
   try {
-    import_bundle(disk, tmp.path());
+    read_bundle(tmp.path());
     ADD_FAILURE() << "imported a directory";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find(tmp.path().string()), std::string::npos) << e.what();
@@ -195,4 +195,36 @@ TEST(DiskCache, MaxBytesFromTheEnvironment) {
   EXPECT_THROW(max_bytes_from_environment(), Error);
   ::unsetenv("DILATRON_CACHE_MAX_BYTES");
   EXPECT_EQ(max_bytes_from_environment(), std::uint64_t(4) << 30);
+}
+
+TEST(Bundle, CarriesEntriesAndTheTuningSectionAndStillReadsV1) {
+  test::TempDir tmp;
+  const Bundle written{{fake_entry(1), fake_entry(2, 5000)}, R"({"format": 1, "records": []})"};
+  write_bundle(tmp / "b", written);
+  const Bundle read = read_bundle(tmp / "b");
+  ASSERT_EQ(read.entries.size(), 2u);
+  EXPECT_EQ(read.entries[1].cubin, written.entries[1].cubin);
+  EXPECT_EQ(read.entries[0].meta.key, written.entries[0].meta.key);
+  EXPECT_EQ(read.tuning, written.tuning);
+
+  // A v1 bundle (before tuning sections): the same entries, no tuning.
+  std::string v1 = test::slurp(tmp / "b");
+  v1.resize(v1.size() - written.tuning.size() - 8);
+  v1.replace(0, 25, "DILATRON-CACHE-BUNDLE v1\n");
+  write_raw(tmp / "v1", v1);
+  const Bundle old = read_bundle(tmp / "v1");
+  EXPECT_EQ(old.entries.size(), 2u);
+  EXPECT_TRUE(old.tuning.empty());
+
+  // Cut inside the tuning section, or with bytes after it: refused whole.
+  const std::string full = test::slurp(tmp / "b");
+  write_raw(tmp / "cut", full.substr(0, full.size() - 3));
+  EXPECT_THROW(read_bundle(tmp / "cut"), Error);
+  write_raw(tmp / "long", full + "x");
+  try {
+    read_bundle(tmp / "long");
+    ADD_FAILURE() << "read a bundle with trailing bytes";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("trailing bytes"), std::string::npos) << e.what();
+  }
 }

@@ -8,6 +8,8 @@
 #include <map>
 #include <thread>
 
+#include "autotune/required_kernels.hpp"
+#include "runtime/tuning_file.hpp"
 #include "runtime/driver.hpp"
 #include "tests/support/cli.hpp"
 
@@ -137,7 +139,59 @@ TEST(CliCache, ExportImportShipsAVerifiedCache) {
   const CliResult refused = run_cli(tmp, "cache import '" + (tmp / "tampered.bundle").string() + "'" + in(tmp, "third"));
   EXPECT_NE(refused.status, 0);
   EXPECT_NE(refused.err.find("nothing imported"), std::string::npos) << refused.err;
-  EXPECT_TRUE(std::filesystem::is_empty(tmp / "third"));
+  EXPECT_FALSE(std::filesystem::exists(tmp / "third")) << "a bad bundle creates nothing";
+}
+
+// A fleet warmed from one tuned machine: warm builds the tuned winner, export ships it with its record
+// (and no record whose winner stays behind), import installs both.
+TEST(CliCache, AutotuneRecordsTravelWithTheKernelsTheyChoose) {
+  TempDir tmp;
+  dilatron::autotune::Workload w;  // kConfig
+  w.config.segments = {64, 128};
+  w.config.dilations = {1, 2};
+  w.head_dim = 64;
+  w.dtype = dilatron::DType::f16;
+  w.arch = "sm_80";
+  const dilatron::codegen::KernelSpec merge = dilatron::autotune::forward_kernels(w)[1];
+  const dilatron::autotune::TuningTarget gpu{"NVIDIA A100-SXM4-80GB", 13000};
+  const auto record = [&](std::int64_t seq_len, dilatron::codegen::Tiles winner) {
+    return dilatron::autotune::TuningRecord{dilatron::autotune::tuning_key(merge, gpu, seq_len),
+                                            {{winner, 42.0, ""}, {merge.tiles, 50.0, ""}}, winner, "2026-11-23T00:00:00Z"};
+  };
+  dilatron::store_tuning(tmp / "cache", {record(4096, {64, 64, 4, 2})});
+  const CliResult warm = run_cli(tmp, "cache warm " + kConfig + in(tmp));
+  ASSERT_EQ(warm.status, 0) << warm.err;
+  EXPECT_NE(warm.out.find("4 kernels for sm_80"), std::string::npos) << "the tuned winner beside the default: " << warm.out;
+  // A record whose winner was never built here stays behind.
+  dilatron::store_tuning(tmp / "cache", {record(1 << 20, {128, 32, 4, 2})});
+
+  const std::string bundle = (tmp / "tuned.bundle").string();
+  const CliResult exported = run_cli(tmp, "cache export '" + bundle + "'" + in(tmp));
+  ASSERT_EQ(exported.status, 0) << exported.err;
+  EXPECT_NE(exported.out.find("exported 4 entries and 1 tuning records"), std::string::npos) << exported.out;
+  const CliResult imported = run_cli(tmp, "cache import '" + bundle + "'" + in(tmp, "fleet"));
+  ASSERT_EQ(imported.status, 0) << imported.err;
+  EXPECT_NE(imported.out.find("imported 4 entries and 1 tuning records"), std::string::npos) << imported.out;
+  const auto fleet = dilatron::read_tuning(tmp / "fleet");
+  ASSERT_EQ(fleet.records().size(), 1u);
+  EXPECT_EQ(fleet.records()[0].key, record(4096, {}).key);
+  EXPECT_EQ(fleet.records()[0].winner, (dilatron::codegen::Tiles{64, 64, 4, 2}));
+  const CliResult info = run_cli(tmp, "info --json", "DILATRON_CACHE_DIR='" + (tmp / "fleet").string() + "'");
+  EXPECT_EQ(nlohmann::json::parse(info.out)["tuning"]["records"], 1) << info.out;
+  const CliResult frozen = run_cli(tmp, "cache warm " + kConfig + in(tmp, "fleet"), "DILATRON_DISABLE_JIT=1");
+  EXPECT_EQ(frozen.status, 0) << frozen.err;
+  EXPECT_NE(frozen.out.find("4 hits"), std::string::npos) << "the fleet needs no compiler: " << frozen.out;
+
+  // A tuning section that does not parse: nothing is installed, kernels included.
+  std::string bytes = slurp(bundle);
+  const auto at = bytes.rfind("\"format\"");
+  ASSERT_NE(at, std::string::npos);
+  bytes[at + 1] = 'F';
+  std::ofstream(tmp / "bad-tuning.bundle", std::ios::binary) << bytes;
+  const CliResult refused = run_cli(tmp, "cache import '" + (tmp / "bad-tuning.bundle").string() + "'" + in(tmp, "third"));
+  EXPECT_NE(refused.status, 0);
+  EXPECT_NE(refused.err.find("bad tuning section, nothing imported"), std::string::npos) << refused.err;
+  EXPECT_FALSE(std::filesystem::exists(tmp / "third"));
 }
 
 TEST(CliCache, WarmErrorsAreClear) {

@@ -2,10 +2,15 @@
 // GPU tolerance of the host reference. Skipped without a GPU.
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include <random>
 
+#include "autotune/required_kernels.hpp"
+#include "runtime/tuning_file.hpp"
 #include "common/atomic_file.hpp"
 #include "runtime/driver.hpp"
+#include "runtime/tuning.hpp"
 #include "tests/support/cli.hpp"
 #include "tests/support/random_case.hpp"
 #include "tools/npy.hpp"
@@ -13,20 +18,43 @@
 using namespace dilatron;
 using namespace dilatron::test;
 
+namespace {
+
+// q, k and v of random values as q.npy, k.npy, v.npy in `dir`; returns the `run` flags that read them.
+std::string write_inputs(const TempDir& dir, const std::vector<std::int64_t>& q_shape,
+                         const std::vector<std::int64_t>& kv_shape, DType dtype, std::mt19937_64& rng) {
+  for (const auto& [name, shape] : {std::pair{"q", q_shape}, std::pair{"k", kv_shape}, std::pair{"v", kv_shape}}) {
+    const auto data = random_tensor(shape[0] * shape[1] * shape[2] * shape[3], dtype, 1.0, rng);
+    AtomicFile file(dir / (std::string(name) + ".npy"));
+    npy::write(file, dtype, shape, data.data());
+    file.commit();
+  }
+  return fmt::format("run --q '{}' --k '{}' --v '{}'", (dir / "q.npy").string(), (dir / "k.npy").string(),
+                     (dir / "v.npy").string());
+}
+
+// ||got - want|| / ||want|| over two .npy files of one shape.
+double relative_l2(const std::filesystem::path& want_file, const std::filesystem::path& got_file) {
+  const npy::Array want = npy::load(want_file), got = npy::load(got_file);
+  EXPECT_EQ(got.shape, want.shape);
+  double diff = 0, norm = 0;
+  for (std::int64_t i = 0; i < want.numel(); ++i) {
+    const double w = load_element(want.data.data(), want.dtype, i), g = load_element(got.data.data(), got.dtype, i);
+    diff += (g - w) * (g - w);
+    norm += w * w;
+  }
+  return std::sqrt(diff / norm);
+}
+
+}  // namespace
+
 TEST(CliGpu, RunOnCudaMatchesRunOnCpu) {
   if (driver::probe().devices.empty()) GTEST_SKIP() << "no GPU";
   TempDir dir;
   std::mt19937_64 rng(8);
   for (DType dtype : {DType::f16, DType::f32}) {
-    const std::vector<std::int64_t> q_shape{1, 300, 4, 64}, kv_shape{1, 300, 2, 64};
-    for (const auto& [name, shape] : {std::pair{"q", q_shape}, std::pair{"k", kv_shape}, std::pair{"v", kv_shape}}) {
-      const auto data = random_tensor(shape[0] * shape[1] * shape[2] * shape[3], dtype, 1.0, rng);
-      AtomicFile file(dir / (std::string(name) + ".npy"));
-      npy::write(file, dtype, shape, data.data());
-      file.commit();
-    }
-    const std::string inputs = fmt::format("run --q '{}' --k '{}' --v '{}' --segments 64,128,300 --dilations 1,3,5 --causal",
-                                           (dir / "q.npy").string(), (dir / "k.npy").string(), (dir / "v.npy").string());
+    const std::string inputs =
+        write_inputs(dir, {1, 300, 4, 64}, {1, 300, 2, 64}, dtype, rng) + " --segments 64,128,300 --dilations 1,3,5 --causal";
     // One GPU, then 3 ranks on it over the Local transport.
     for (const char* device : {"cpu", "cuda", "cuda --ranks 3"}) {
       const std::string tag = std::string(device).substr(0, 4) + (std::string(device).size() > 4 ? "3" : "");
@@ -37,17 +65,10 @@ TEST(CliGpu, RunOnCudaMatchesRunOnCpu) {
     }
     for (const char* tag : {"cuda", "cuda3"}) {
     SCOPED_TRACE(tag);
-    const npy::Array cpu = npy::load(dir / "cpu_o.npy"), gpu = npy::load(dir / (std::string(tag) + "_o.npy"));
-    ASSERT_EQ(gpu.dtype, dtype);
-    ASSERT_EQ(gpu.shape, cpu.shape);
-    double diff = 0, norm = 0;
-    for (std::int64_t i = 0; i < cpu.numel(); ++i) {
-      const double want = load_element(cpu.data.data(), cpu.dtype, i), got = load_element(gpu.data.data(), gpu.dtype, i);
-      diff += (got - want) * (got - want);
-      norm += want * want;
-    }
+    EXPECT_EQ(npy::load(dir / (std::string(tag) + "_o.npy")).dtype, dtype);
     // float32 files run in bfloat16 on the GPU.
-    EXPECT_LE(std::sqrt(diff / norm), dtype == DType::f16 ? 3e-3 : 1e-2) << to_string(dtype);
+    EXPECT_LE(relative_l2(dir / "cpu_o.npy", dir / (std::string(tag) + "_o.npy")), dtype == DType::f16 ? 3e-3 : 1e-2)
+        << to_string(dtype);
     const npy::Array cpu_lse = npy::load(dir / "cpu_lse.npy"), gpu_lse = npy::load(dir / (std::string(tag) + "_lse.npy"));
     ASSERT_EQ(gpu_lse.shape, cpu_lse.shape);
     double lse_diff = 0;
@@ -58,4 +79,63 @@ TEST(CliGpu, RunOnCudaMatchesRunOnCpu) {
     EXPECT_LE(lse_diff, 1e-2);
     }
   }
+}
+
+// The tuned path on hardware: `dilatron tune` times real candidates and stores winners, and a run in
+// that cache launches tuned tiles (here a non-default shape stored for this GPU) and still matches the
+// host reference.
+TEST(AutotuneGpu, TuneStoresWinnersAndTunedTilesRunCorrectly) {
+  if (driver::probe().devices.empty()) GTEST_SKIP() << "no GPU";
+  TempDir dir;
+  const std::string cache = " --cache-dir '" + (dir / "cache").string() + "'";
+  const CliResult tuned = run_cli(dir, "tune --segments 256,512 --dilations 1,2 --head-dim 64 --dtype f16 --seq-len 2048 "
+                                       "--heads 4 --tiles 64x64x4x2,128x32x4x2 --json" + cache);
+  ASSERT_EQ(tuned.status, 0) << tuned.err;
+  const nlohmann::json out = nlohmann::json::parse(tuned.out);
+  EXPECT_FALSE(out["device"].get<std::string>().empty());
+  ASSERT_EQ(out["kernels"].size(), 2u);
+  for (const auto& kernel : out["kernels"]) {
+    ASSERT_TRUE(kernel.contains("winner")) << kernel.dump();
+    const auto& reference = kernel["candidates"][0];
+    ASSERT_TRUE(reference.contains("median_us")) << "the default is always timed: " << kernel.dump();
+    for (const auto& c : kernel["candidates"]) {
+      if (!c.contains("median_us")) continue;
+      EXPECT_GT(c["median_us"].get<double>(), 0);
+      if (c["tiles"] == kernel["winner"]) {
+        EXPECT_LE(c["median_us"].get<double>(), reference["median_us"].get<double>());
+      }
+    }
+  }
+  EXPECT_EQ(read_tuning(dir / "cache").records().size(), 2u);
+
+  // Store a non-default winner for N = 300 (bucket 512) on this GPU, then run there.
+  driver::current_context();
+  autotune::Workload w;
+  w.config.segments = {64, 128};
+  w.config.dilations = {1, 2};
+  w.head_dim = 64;
+  w.dtype = DType::f16;
+  w.arch = driver::current_arch();
+  std::vector<autotune::TuningRecord> records;
+  const codegen::Tiles chosen{64, 64, 4, 2};
+  for (const codegen::KernelSpec& spec : autotune::forward_kernels(w)) {
+    if (!codegen::is_attention(spec.op)) continue;
+    ASSERT_NE(spec.tiles, chosen) << "the stored winner must differ from the default";
+    records.push_back({autotune::tuning_key(spec, current_target(), 300), {{chosen, 1.0, ""}}, chosen, "2026-11-23T00:00:00Z"});
+  }
+  store_tuning(dir / "cache", records);
+  std::mt19937_64 rng(11);
+  const std::string inputs = write_inputs(dir, {1, 300, 4, 64}, {1, 300, 4, 64}, DType::f16, rng) +
+                             " --segments 64,128 --dilations 1,2 --out '" + (dir / "{}_o.npy").string() + "'";
+  const CliResult cpu = run_cli(dir, fmt::format(fmt::runtime(inputs), "cpu") + " --device cpu");
+  ASSERT_EQ(cpu.status, 0) << cpu.err;
+  const std::string env = "DILATRON_LOG=info DILATRON_CACHE_DIR='" + (dir / "cache").string() + "'";
+  const CliResult gpu = run_cli(dir, fmt::format(fmt::runtime(inputs), "cuda") + " --device cuda", env);
+  ASSERT_EQ(gpu.status, 0) << gpu.err;
+  EXPECT_NE(gpu.err.find("tile 64x64 4w 2s sm_"), std::string::npos) << gpu.err;
+  EXPECT_NE(gpu.err.find("(tuned tiles)"), std::string::npos) << gpu.err;
+  EXPECT_LE(relative_l2(dir / "cpu_o.npy", dir / "cuda_o.npy"), 3e-3);
+  const CliResult heuristic = run_cli(dir, fmt::format(fmt::runtime(inputs), "cuda") + " --device cuda", env + " DILATRON_AUTOTUNE=0");
+  ASSERT_EQ(heuristic.status, 0) << heuristic.err;
+  EXPECT_EQ(heuristic.err.find("(tuned tiles)"), std::string::npos) << "DILATRON_AUTOTUNE=0 ignores the database";
 }

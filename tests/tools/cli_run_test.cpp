@@ -274,7 +274,7 @@ TEST(Cli, ExitStatusSaysWhoseFaultItIs) {
 TEST(Cli, JsonOutputStaysJsonOnError) {
   TempDir dir;
   const nlohmann::json info = nlohmann::json::parse(run_cli(dir, "info --json").out);
-  for (const char* key : {"version", "nvrtc", "driver", "devices", "cache_dir"}) EXPECT_TRUE(info.contains(key)) << key;
+  for (const char* key : {"version", "nvrtc", "driver", "devices", "cache_dir", "tuning"}) EXPECT_TRUE(info.contains(key)) << key;
   EXPECT_EQ(info["nvrtc"]["available"], true) << "the toolkit's NVRTC is on this machine: " << info.dump();
 
   const CliResult usage = run_cli(dir, "cache ls --json --cache-dir ''");

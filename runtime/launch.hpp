@@ -1,0 +1,39 @@
+// One kernel launch of the forward pass: its grid from the spec and the problem, its arguments from
+// the call's tensors. ForwardPlan strings these together; the autotuner times them one at a time.
+#pragma once
+
+#include <cuda.h>
+
+#include <dilatron/tensor.hpp>
+
+#include "cache/entry.hpp"
+#include "codegen/kernel_spec.hpp"
+#include "runtime/problem.hpp"
+
+namespace dilatron {
+
+struct Launch {
+  codegen::KernelSpec spec;
+  CUkernel kernel;
+  unsigned grid[3];
+  unsigned threads;
+  unsigned shared_bytes;
+  long long head_begin;
+};
+
+// What a launch reads and writes: the call's tensors, its LSE (the caller's or the workspace's) and,
+// with several branches, the fp32 [B, N, H, D] accumulator.
+struct LaunchTensors {
+  TensorView q, k, v, out;
+  float* lse;
+  float* accumulator;
+};
+
+// Loads the entry's kernel into the current context and sizes its grid for `problem`. Throws
+// dilatron::Error when a grid exceeds the launch limits.
+Launch prepare_launch(const codegen::KernelSpec& spec, const cache::Entry& entry, const Problem& problem);
+
+// Enqueues `launch` on `stream`.
+void enqueue(const Launch& launch, const Problem& problem, const LaunchTensors& tensors, CUstream stream);
+
+}  // namespace dilatron
