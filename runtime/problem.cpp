@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <tuple>
 #include <utility>
 
 #include "templates/dilatron/index.cuh"
@@ -125,6 +126,20 @@ Problem validate(const Config& config, const TensorView& q, const TensorView& k,
     if (lse->shape != want || lse->dtype != DType::f32) {
       throw Error(fmt::format("lse must be float32 {} ([B,H,N]); got {} {}", shape_text(want), to_string(lse->dtype),
                               shape_text(lse->shape)));
+    }
+  }
+  return p;
+}
+
+Problem validate_backward(const Config& config, const TensorView& q, const TensorView& k, const TensorView& v,
+                          const TensorView& dout, const TensorView& dq, const TensorView& dk, const TensorView& dv) {
+  const Problem p = validate(config, q, k, v, q, nullptr);  // q stands in for an output: dout is checked below
+  for (const auto& [name, t, like, like_name] : {std::tuple{"dout", &dout, &q, "q"}, std::tuple{"dq", &dq, &q, "q"},
+                                                 std::tuple{"dk", &dk, &k, "k"}, std::tuple{"dv", &dv, &k, "k"}}) {
+    check_tensor(name, *t);
+    if (t->shape != like->shape) {
+      throw Error(fmt::format("{} shape {} must equal {} shape {}", name, shape_text(t->shape), like_name,
+                              shape_text(like->shape)));
     }
   }
   return p;

@@ -23,6 +23,11 @@ void validate_config(const Config& config);
 Problem validate(const Config& config, const TensorView& q, const TensorView& k, const TensorView& v,
                  const TensorView& out, const TensorView* lse);
 
+// validate() for a backward pass: dout and dq shaped like q, dk and dv like k (any dtype each). Throws
+// dilatron::Error naming the tensor.
+Problem validate_backward(const Config& config, const TensorView& q, const TensorView& k, const TensorView& v,
+                          const TensorView& dout, const TensorView& dq, const TensorView& dk, const TensorView& dv);
+
 // The checks a GPU forward adds to validate(): dtype, head dim, non-negative strides, layout, alignment,
 // neither output (out, lse) overlapping an input or the other. Throws dilatron::Error.
 void validate_for_gpu(const Problem& problem, const TensorView& q, const TensorView& k, const TensorView& v,

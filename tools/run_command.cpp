@@ -1,5 +1,6 @@
-// `dilatron run`: one forward pass over .npy tensors. Flags and output paths are checked before any
-// input is read; outputs are published atomically and only after everything succeeded.
+// `dilatron run`: one forward pass over .npy tensors, and with --backward the gradients for a given dO.
+// Flags and output paths are checked before any input is read; outputs are published atomically and
+// only after everything succeeded.
 #include <dilatron/reference.hpp>
 #include <dilatron/ring.hpp>
 
@@ -21,11 +22,27 @@ namespace {
 
 struct RunOptions {
   std::string q, k, v, out, lse, device = "cpu";
+  std::string dout, dq, dk, dv;  // --backward
   Config config;
   double scale = 0;
   int ranks = 1;
-  bool scale_given = false, quiet = false;
+  bool scale_given = false, quiet = false, backward = false;
 };
+
+// --backward and its four files come together; the passes it cannot run yet are named before any work.
+void check_backward_flags(const RunOptions& o) {
+  const bool any_file = !(o.dout.empty() && o.dq.empty() && o.dk.empty() && o.dv.empty());
+  if (!o.backward) {
+    if (any_file) throw UsageError("--dout, --dq, --dk and --dv go with --backward");
+    return;
+  }
+  for (const auto& [flag, path] : {std::pair{"--dout", &o.dout}, std::pair{"--dq", &o.dq}, std::pair{"--dk", &o.dk},
+                                   std::pair{"--dv", &o.dv}}) {
+    if (path->empty()) throw UsageError(fmt::format("--backward needs {} (and --dout, --dq, --dk, --dv)", flag));
+  }
+  if (o.device == "cuda") throw UsageError("--backward runs on --device cpu for now: the GPU backward kernels do not exist yet");
+  if (o.ranks > 1) throw UsageError("--backward runs on one rank for now: the ring's backward does not exist yet");
+}
 
 TensorView view_4d(const char* name, const std::string& path, npy::Array& a) {
   if (a.shape.size() != 4) {
@@ -38,9 +55,16 @@ TensorView view_4d(const char* name, const std::string& path, npy::Array& a) {
 void run(RunOptions o) {
   if (o.scale_given) o.config.scale = o.scale;
   check_config_flags(o.config);
-  std::vector<NamedPath> outputs{{"--out", o.out}};
+  check_backward_flags(o);
+  std::vector<NamedPath> inputs{{"--q", o.q}, {"--k", o.k}, {"--v", o.v}}, outputs{{"--out", o.out}};
   if (!o.lse.empty()) outputs.push_back({"--lse", o.lse});
-  Outputs files({{"--q", o.q}, {"--k", o.k}, {"--v", o.v}}, outputs);
+  if (o.backward) {
+    inputs.push_back({"--dout", o.dout});
+    for (const auto& [flag, path] : {std::pair{"--dq", o.dq}, std::pair{"--dk", o.dk}, std::pair{"--dv", o.dv}}) {
+      outputs.push_back({flag, path});
+    }
+  }
+  Outputs files(inputs, outputs);
   if (o.device == "cuda") {
     const driver::Status gpu = driver::probe();
     if (gpu.devices.empty()) throw Error("--device cuda: " + gpu.problem, ErrorKind::cuda);
@@ -54,6 +78,21 @@ void run(RunOptions o) {
   const TensorView lse = TensorView::contiguous(lse_values.data(), DType::f32, {q.shape[0], q.shape[2], q.shape[1], 1});
   const TensorView* lse_arg = o.lse.empty() ? nullptr : &lse;
   const Problem p = validate(o.config, q, k, v, out, lse_arg);
+  // The gradients: dO as read, dQ in Q's dtype, dK and dV in K's.
+  npy::Array douta;
+  std::vector<std::byte> dq_bytes, dk_bytes, dv_bytes;
+  TensorView dout, dq, dk, dv;
+  if (o.backward) {
+    douta = npy::load(o.dout);
+    dout = view_4d("--dout", o.dout, douta);
+    dq_bytes.resize(out_bytes.size());
+    dk_bytes.resize(std::size_t(k.numel()) * dtype_size(k.dtype));
+    dv_bytes.resize(dk_bytes.size());
+    dq = TensorView::contiguous(dq_bytes.data(), q.dtype, q.shape);
+    dk = TensorView::contiguous(dk_bytes.data(), k.dtype, k.shape);
+    dv = TensorView::contiguous(dv_bytes.data(), k.dtype, k.shape);
+    validate_backward(o.config, q, k, v, dout, dq, dk, dv);
+  }
 
   const auto start = std::chrono::steady_clock::now();
   if (o.ranks > p.seq_len) throw UsageError(fmt::format("--ranks {} exceeds the {} rows of the sequence", o.ranks, p.seq_len));
@@ -65,15 +104,23 @@ void run(RunOptions o) {
     ProgressLine progress("run", !o.quiet);
     reference_forward(o.config, q, k, v, out, lse_arg, 0,
                       [&](std::int64_t done, std::int64_t total) { progress.update(done, total); });
+    if (o.backward) reference_backward(o.config, q, k, v, dout, dq, dk, dv);
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
   npy::write(files.file(0), out.dtype, qa.shape, out_bytes.data());
   if (lse_arg) npy::write(files.file(1), DType::f32, {p.batch, p.heads, p.seq_len}, lse_values.data());
+  if (o.backward) {
+    const std::size_t first = lse_arg ? 2 : 1;
+    npy::write(files.file(first), dq.dtype, qa.shape, dq_bytes.data());
+    npy::write(files.file(first + 1), dk.dtype, ka.shape, dk_bytes.data());
+    npy::write(files.file(first + 2), dv.dtype, ka.shape, dv_bytes.data());
+  }
   files.commit();
   if (!o.quiet) {
-    fmt::print("wrote {} [{}] {}{}: {} branch(es), {:.3g} query-key pairs, {:.2f} s on {}\n", o.out,
+    fmt::print("wrote {} [{}] {}{}{}: {} branch(es), {:.3g} query-key pairs, {:.2f} s on {}\n", o.out,
                fmt::join(qa.shape, ","), to_string(out.dtype), o.lse.empty() ? "" : " and " + o.lse,
+               o.backward ? fmt::format(" and the gradients {}, {}, {}", o.dq, o.dk, o.dv) : "",
                o.config.branches(), double(p.batch) * double(attended_pairs(o.config, p.seq_len, p.heads)), seconds,
                o.device == "cuda" ? (o.ranks > 1 ? fmt::format("the GPU ({} ranks, Local transport)", o.ranks) : "the GPU")
                : o.ranks > 1 ? fmt::format("the CPU (float64 reference, {} ranks)", o.ranks)
@@ -85,7 +132,8 @@ void run(RunOptions o) {
 
 void add_run(CLI::App& app) {
   auto o = std::make_shared<RunOptions>();
-  CLI::App* cmd = app.add_subcommand("run", "Run dilated attention forward on .npy tensors (float32/float16, C order)");
+  CLI::App* cmd = app.add_subcommand(
+      "run", "Run dilated attention forward (and with --backward its gradients) on .npy tensors (float32/float16, C order)");
   cmd->add_option("--q", o->q, "queries [B,N,H,D]")->required()->check(CLI::ExistingFile);
   cmd->add_option("--k", o->k, "keys [B,N,Hkv,D], Hkv dividing H")->required()->check(CLI::ExistingFile);
   cmd->add_option("--v", o->v, "values [B,N,Hkv,D]")->required()->check(CLI::ExistingFile);
@@ -105,6 +153,12 @@ void add_run(CLI::App& app) {
       ->check(positive());
   cmd->add_option("--out", o->out, "output O [B,N,H,D] in Q's dtype (a new file; never an input)")->required();
   cmd->add_option("--lse", o->lse, "also write the log-sum-exp, float32 [B,H,N]");
+  cmd->add_flag("--backward", o->backward,
+                "also compute the gradients of O for the upstream gradient --dout (exact, float64; --device cpu, one rank)");
+  cmd->add_option("--dout", o->dout, "with --backward: dO [B,N,H,D], the gradient flowing into O")->check(CLI::ExistingFile);
+  cmd->add_option("--dq", o->dq, "with --backward: write dQ [B,N,H,D] in Q's dtype (a new file)");
+  cmd->add_option("--dk", o->dk, "with --backward: write dK [B,N,Hkv,D] in K's dtype (a new file)");
+  cmd->add_option("--dv", o->dv, "with --backward: write dV [B,N,Hkv,D] in K's dtype (a new file)");
   cmd->add_flag("--quiet,-q", o->quiet, "no progress line and no summary");
   cmd->callback([o, scale] {
     o->scale_given = scale->count() > 0;

@@ -20,4 +20,12 @@ void reference_forward(const Config& config, const TensorView& q, const TensorVi
                        const TensorView& out, const TensorView* lse = nullptr, unsigned threads = 0,
                        const Progress& progress = {});
 
+// Gradients of reference_forward's O for an upstream gradient dout [B,N,H,D]: dq [B,N,H,D] and dk, dv
+// [B,N,Hkv,D], in host memory, any supported dtype each. Exact, the path through the longnet combine's
+// LSE weights included (docs/SEMANTICS.md, "Gradients"); O and LSE are recomputed, not taken. Validates
+// first and throws dilatron::Error before writing anything.
+void reference_backward(const Config& config, const TensorView& q, const TensorView& k, const TensorView& v,
+                        const TensorView& dout, const TensorView& dq, const TensorView& dk, const TensorView& dv,
+                        unsigned threads = 0);
+
 }  // namespace dilatron
