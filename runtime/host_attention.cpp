@@ -66,4 +66,29 @@ std::int64_t Accumulator::attend(std::span<const double> queries, std::span<cons
   return pairs;
 }
 
+void attention_gradients(const GradientQueries& q, const GradientKeys& k, std::int64_t dim_, double scale, bool causal) {
+  const std::size_t dim = std::size_t(dim_);
+  for (std::size_t i = 0; i < q.rows.size(); ++i) {
+    const std::size_t visible =
+        causal ? std::size_t(std::upper_bound(k.rows.begin(), k.rows.end(), q.rows[i]) - k.rows.begin()) : k.rows.size();
+    const std::size_t qs = std::size_t(q.slots[i]);
+    const double *query = &q.values[i * dim], *g = &q.dout[qs * dim];
+    const double lse = q.lse[qs], delta = q.delta[qs];
+    double* dq = &q.dq[qs * dim];
+    for (std::size_t j = 0; j < visible; ++j) {
+      const double *key = &k.keys[j * dim], *value = &k.values[j * dim];
+      double score = 0, dp = 0;
+      for (std::size_t d = 0; d < dim; ++d) score += query[d] * key[d], dp += g[d] * value[d];
+      const double weight = std::exp(score * scale - lse), ds = weight * (dp - delta) * scale;
+      const std::size_t ks = std::size_t(k.slots[j]);
+      double *dk = &k.dk[ks * dim], *dv = &k.dv[ks * dim];
+      for (std::size_t d = 0; d < dim; ++d) {
+        dq[d] += ds * key[d];
+        dk[d] += ds * query[d];
+        dv[d] += weight * g[d];
+      }
+    }
+  }
+}
+
 }  // namespace dilatron

@@ -31,4 +31,22 @@ class Accumulator {
   std::vector<double> acc_, lse_, scores_, row_;
 };
 
+// The gradients of attention against final statistics (docs/SEMANTICS.md, "Gradients"). Query i:
+// values at values[i * dim], global row rows[i], slot slots[i] into the per-slot arrays (dout and dq:
+// dim values per slot; delta and lse: one). Key j: values at keys/values[j * dim], global rows
+// ascending, slot slots[j] into dk and dv. With `causal`, query i sees key j only when
+// k.rows[j] <= q.rows[i]. Adds to dq, dk and dv.
+struct GradientQueries {
+  std::span<const double> values;
+  std::span<const std::int64_t> rows, slots;
+  const double *dout, *delta, *lse;
+  double* dq;
+};
+struct GradientKeys {
+  std::span<const double> keys, values;
+  std::span<const std::int64_t> rows, slots;
+  double *dk, *dv;
+};
+void attention_gradients(const GradientQueries& q, const GradientKeys& k, std::int64_t dim, double scale, bool causal);
+
 }  // namespace dilatron

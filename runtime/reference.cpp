@@ -83,17 +83,15 @@ class HeadForward {
 };
 
 // The gradients of one (batch, kv head): every query head reading that kv head recomputes its (O, LSE),
-// then, per branch and segment, the softmax weights against the final LSE. The longnet combine
-// O = sum_i exp(lse_i - LSE) O_i is one softmax over every (branch, key) pair a row attends, so with
-// P = exp(s - LSE) and delta = dO . O the usual attention gradients summed over branches are exact,
-// the path through the branch weights included.
+// then, per branch and segment, the gradients against the final LSE (attention_gradients): exact, the
+// path through the longnet branch weights included (docs/SEMANTICS.md, "Gradients").
 class KvHeadBackward {
  public:
   KvHeadBackward(const Config& config, const Problem& p, const TensorView& q, const TensorView& k, const TensorView& v,
                  const TensorView& dout)
       : config_(config), p_(p), q_(q), k_(k), v_(v), dout_t_(dout), forward_(config, p, q, k, v),
         dq_(std::size_t(p.seq_len * p.head_dim)), dk_(dq_.size()), dv_(dq_.size()), dout_(dq_.size()),
-        delta_(std::size_t(p.seq_len)) {}
+        delta_(std::size_t(p.seq_len)), lse_(delta_.size()) {}
 
   void run(std::int64_t b, std::int64_t kvh, const TensorView& dq, const TensorView& dk, const TensorView& dv) {
     const std::int64_t dim = p_.head_dim, group = p_.heads / p_.kv_heads;
@@ -109,12 +107,16 @@ class KvHeadBackward {
           g[d] *= output_scale(config_);
           delta_[std::size_t(n)] += g[d] * acc.out(n)[d];
         }
+        lse_[std::size_t(n)] = acc.lse(n);
       }
       std::fill(dq_.begin(), dq_.end(), 0.0);
       for (const HeadBranch& branch : head_branches(config_, h, p_.heads)) {
         for (std::int64_t s = 0; s < ix::num_segments(p_.seq_len, branch.w); ++s) {
           seg_.gather(p_, q_, k_, v_, b, h, kvh, branch, s);
-          segment_gradients(acc);
+          // Slots are global rows on both sides.
+          attention_gradients({seg_.q, seg_.rows, seg_.rows, dout_.data(), delta_.data(), lse_.data(), dq_.data()},
+                              {seg_.k, seg_.v, seg_.rows, seg_.rows, dk_.data(), dv_.data()}, dim, p_.scale,
+                              config_.causal);
         }
       }
       store(dq, b, h, dq_);
@@ -124,28 +126,6 @@ class KvHeadBackward {
   }
 
  private:
-  void segment_gradients(const Accumulator& acc) {
-    const std::size_t dim = std::size_t(p_.head_dim), count = seg_.rows.size();
-    for (std::size_t i = 0; i < count; ++i) {
-      const std::size_t qi = std::size_t(seg_.rows[i]);
-      const double lse = acc.lse(std::int64_t(qi));
-      const double* q = &seg_.q[i * dim];
-      const double* g = &dout_[qi * dim];
-      for (std::size_t j = 0; j < (config_.causal ? i + 1 : count); ++j) {  // rows ascend: causal keys are j <= i
-        const std::size_t kj = std::size_t(seg_.rows[j]);
-        const double *k = &seg_.k[j * dim], *v = &seg_.v[j * dim];
-        double score = 0, dp = 0;
-        for (std::size_t d = 0; d < dim; ++d) score += q[d] * k[d], dp += g[d] * v[d];
-        const double weight = std::exp(score * p_.scale - lse), ds = weight * (dp - delta_[qi]) * p_.scale;
-        for (std::size_t d = 0; d < dim; ++d) {
-          dq_[qi * dim + d] += ds * k[d];
-          dk_[kj * dim + d] += ds * q[d];
-          dv_[kj * dim + d] += weight * g[d];
-        }
-      }
-    }
-  }
-
   void store(const TensorView& t, std::int64_t b, std::int64_t head, const std::vector<double>& grad) const {
     for (std::int64_t n = 0; n < p_.seq_len; ++n) {
       for (std::int64_t d = 0; d < p_.head_dim; ++d) {
@@ -159,7 +139,7 @@ class KvHeadBackward {
   const TensorView &q_, &k_, &v_, &dout_t_;
   HeadForward forward_;
   SegmentRows seg_;
-  std::vector<double> dq_, dk_, dv_, dout_, delta_;  // per row: [N, D], delta [N]
+  std::vector<double> dq_, dk_, dv_, dout_, delta_, lse_;  // per row: [N, D], delta and lse [N]
 };
 
 }  // namespace

@@ -41,7 +41,6 @@ void check_backward_flags(const RunOptions& o) {
     if (path->empty()) throw UsageError(fmt::format("--backward needs {} (and --dout, --dq, --dk, --dv)", flag));
   }
   if (o.device == "cuda") throw UsageError("--backward runs on --device cpu for now: the GPU backward kernels do not exist yet");
-  if (o.ranks > 1) throw UsageError("--backward runs on one rank for now: the ring's backward does not exist yet");
 }
 
 TensorView view_4d(const char* name, const std::string& path, npy::Array& a) {
@@ -100,6 +99,7 @@ void run(RunOptions o) {
     o.ranks > 1 ? gpu_ring_forward(o.config, o.ranks, q, k, v, out, lse_arg) : gpu_forward(o.config, q, k, v, out, lse_arg);
   } else if (o.ranks > 1) {
     ring_reference_forward(o.config, o.ranks, q, k, v, out, lse_arg);
+    if (o.backward) ring_reference_backward(o.config, o.ranks, q, k, v, dout, dq, dk, dv);
   } else {
     ProgressLine progress("run", !o.quiet);
     reference_forward(o.config, q, k, v, out, lse_arg, 0,
@@ -154,7 +154,7 @@ void add_run(CLI::App& app) {
   cmd->add_option("--out", o->out, "output O [B,N,H,D] in Q's dtype (a new file; never an input)")->required();
   cmd->add_option("--lse", o->lse, "also write the log-sum-exp, float32 [B,H,N]");
   cmd->add_flag("--backward", o->backward,
-                "also compute the gradients of O for the upstream gradient --dout (exact, float64; --device cpu, one rank)");
+                "also compute the gradients of O for the upstream gradient --dout (exact, float64; --device cpu, any --ranks)");
   cmd->add_option("--dout", o->dout, "with --backward: dO [B,N,H,D], the gradient flowing into O")->check(CLI::ExistingFile);
   cmd->add_option("--dq", o->dq, "with --backward: write dQ [B,N,H,D] in Q's dtype (a new file)");
   cmd->add_option("--dk", o->dk, "with --backward: write dK [B,N,Hkv,D] in K's dtype (a new file)");

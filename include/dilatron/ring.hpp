@@ -69,6 +69,12 @@ class RingDilatedAttention {
   void reference_forward(std::int64_t seq_len, const TensorView& q, const TensorView& k, const TensorView& v,
                          const TensorView& out, const TensorView* lse = nullptr);
 
+  // This rank's gradients in float64 on host memory: dout and dq [B,rows,H,D], dk and dv [B,rows,Hkv,D]
+  // (any dtype each). Runs the forward ring again, then sends the dK and dV of travelling blocks back to
+  // their owners in float32. Equal to reference_backward() up to that rounding.
+  void reference_backward(std::int64_t seq_len, const TensorView& q, const TensorView& k, const TensorView& v,
+                          const TensorView& dout, const TensorView& dq, const TensorView& dk, const TensorView& dv);
+
   // The same on device memory of the current context: q/k/v and out float16 or bfloat16 (one dtype),
   // head dim a multiple of 8 up to 512, lse float32 [B,H,rows,1] (a slice of a whole LSE is fine) or null. Kernels run on `stream`; the
   // communicator's messages wrap device pointers. Returns when this rank's output is written.
@@ -89,5 +95,10 @@ class RingDilatedAttention {
 void ring_reference_forward(const Config& config, int ranks, const TensorView& q, const TensorView& k,
                             const TensorView& v, const TensorView& out, const TensorView* lse = nullptr,
                             double timeout_seconds = 0);
+
+// ring_reference_forward's backward: the gradients of whole host tensors, every rank a thread.
+void ring_reference_backward(const Config& config, int ranks, const TensorView& q, const TensorView& k,
+                             const TensorView& v, const TensorView& dout, const TensorView& dq, const TensorView& dk,
+                             const TensorView& dv, double timeout_seconds = 0);
 
 }  // namespace dilatron

@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <vector>
@@ -38,10 +39,30 @@ class RankExecutor {
         v_(v),
         scale_(plan.config.scale.value_or(1.0 / std::sqrt(double(s_.head_dim)))) {
     for (std::int64_t i = 0; i < s_.batch * s_.heads; ++i) acc_.emplace_back(rows_.size(), s_.head_dim);
+    for (auto* per_head : {&dout_, &delta_, &lse_, &dq_}) per_head->resize(std::size_t(s_.batch * s_.heads));
+    for (auto* per_kv_head : {&dk_, &dv_}) per_kv_head->resize(std::size_t(s_.batch * s_.kv_heads));
   }
 
   // Step 0: every segment part this rank holds attends to itself, in every branch.
   void attend_local() {
+    for_each_local_segment([&](std::int64_t b, std::int64_t h, const std::vector<std::int64_t>& rows) {
+      attend(b, h, rows, keys_, values_, rows);
+    });
+  }
+
+  // Step 0 of the backward pass: the gradients of the local attention.
+  void gradients_local() {
+    for_each_local_segment([&](std::int64_t b, std::int64_t h, const std::vector<std::int64_t>& rows) {
+      slots_of(rows, key_slots_);
+      const std::size_t kv = std::size_t(b * s_.kv_heads + ix::kv_head(h, s_.heads, s_.kv_heads));
+      gradients(b, h, rows, keys_, values_, rows, key_slots_, dk_[kv].data(), dv_[kv].data());
+    });
+  }
+
+  // Calls f(b, h, rows) for every (segment part this rank holds, head, batch element), with keys_ and
+  // values_ holding those rows of the head's kv head.
+  template <class F>
+  void for_each_local_segment(F&& f) {
     for (std::size_t i = 0; i < plan_.config.branches(); ++i) {
       const std::int64_t w = plan_.config.segments[i];
       for (std::int64_t s = rows_.begin / w; s * w < rows_.end; ++s) {
@@ -54,7 +75,7 @@ class RankExecutor {
           for (std::int64_t b = 0; b < s_.batch; ++b) {
             gather(k_, b, kvh, rows, keys_);
             gather(v_, b, kvh, rows, values_);
-            attend(b, h, rows, keys_, values_, rows);
+            f(b, h, rows);
           }
         }
       }
@@ -76,29 +97,98 @@ class RankExecutor {
 
   // This rank's queries of the block's segment attend to the block's rows.
   void attend_block(const Block& block, const std::vector<std::byte>& bytes) {
-    const std::int64_t w = plan_.config.segments[std::size_t(block.branch)];
-    const std::int64_t r = plan_.config.dilations[std::size_t(block.branch)];
-    const RowRange mine{std::max(block.segment * w, rows_.begin), std::min((block.segment + 1) * w, rows_.end)};
-    std::size_t element = 0;
-    for (const Block::Part& part : block.parts) {
-      std::vector<std::int64_t> key_rows(std::size_t(part.rows));
-      for (std::int64_t j = 0; j < part.rows; ++j) key_rows[std::size_t(j)] = part.first_row + j * r;
-      const std::vector<std::int64_t> queries = selected_rows(block.segment, w, part.offset, r, mine);
-      for (std::int64_t b = 0; b < s_.batch; ++b) {
-        keys_.resize(std::size_t(part.rows * s_.head_dim));
-        values_.resize(keys_.size());
-        for (std::int64_t j = 0; j < part.rows; ++j, element += std::size_t(2 * s_.head_dim)) {
-          for (std::int64_t d = 0; d < s_.head_dim; ++d) {
-            keys_[std::size_t(j * s_.head_dim + d)] = load_element(bytes.data(), s_.dtype, std::int64_t(element) + d);
-            values_[std::size_t(j * s_.head_dim + d)] =
-                load_element(bytes.data(), s_.dtype, std::int64_t(element) + s_.head_dim + d);
-          }
+    for_each_block_part(block, bytes, [&](const Block::Part& part, std::int64_t b, const std::vector<std::int64_t>& queries,
+                                          const std::vector<std::int64_t>& key_rows) {
+      for (std::int64_t h = 0; h < s_.heads; ++h) {
+        if (reads(h, block, part)) attend(b, h, queries, keys_, values_, key_rows);
+      }
+    });
+  }
+
+  // The gradients of attend_block: dQ of this rank's queries here, and the block's dK and dV, which go
+  // back to its owner as float32 in the block's layout (each row: dK, then dV).
+  std::vector<std::byte> gradients_block(const Block& block, const std::vector<std::byte>& bytes) {
+    std::vector<std::byte> partial(gradient_bytes(block));
+    std::int64_t element = 0;
+    for_each_block_part(block, bytes, [&](const Block::Part& part, std::int64_t b, const std::vector<std::int64_t>& queries,
+                                          const std::vector<std::int64_t>& key_rows) {
+      const std::size_t count = key_rows.size() * std::size_t(s_.head_dim);
+      block_dk_.assign(count, 0.0);
+      block_dv_.assign(count, 0.0);
+      key_slots_.resize(key_rows.size());
+      for (std::size_t j = 0; j < key_rows.size(); ++j) key_slots_[j] = std::int64_t(j);
+      for (std::int64_t h = 0; h < s_.heads; ++h) {
+        if (reads(h, block, part)) {
+          gradients(b, h, queries, keys_, values_, key_rows, key_slots_, block_dk_.data(), block_dv_.data());
         }
-        for (std::int64_t h = 0; h < s_.heads; ++h) {
-          if (ix::kv_head(h, s_.heads, s_.kv_heads) == part.kv_head && offset(h, std::size_t(block.branch)) == part.offset) {
-            attend(b, h, queries, keys_, values_, key_rows);
-          }
+      }
+      for (std::int64_t j = 0; j < part.rows; ++j, element += 2 * s_.head_dim) {
+        for (std::int64_t d = 0; d < s_.head_dim; ++d) {
+          store_element(partial.data(), DType::f32, element + d, block_dk_[std::size_t(j * s_.head_dim + d)]);
+          store_element(partial.data(), DType::f32, element + s_.head_dim + d, block_dv_[std::size_t(j * s_.head_dim + d)]);
         }
+      }
+    });
+    return partial;
+  }
+
+  // The owner's side: a member's float32 dK and dV of one of this rank's blocks, added to its own.
+  void add_block_gradients(const Block& block, const std::vector<std::byte>& partial) {
+    walk(block, [&](std::int64_t b, std::int64_t kvh, std::int64_t row, std::size_t element) {
+      const std::size_t kv = std::size_t(b * s_.kv_heads + kvh), at = std::size_t((row - rows_.begin) * s_.head_dim);
+      for (std::int64_t d = 0; d < s_.head_dim; ++d) {
+        dk_[kv][at + std::size_t(d)] += load_element(partial.data(), DType::f32, std::int64_t(element) + d);
+        dv_[kv][at + std::size_t(d)] += load_element(partial.data(), DType::f32, std::int64_t(element) + s_.head_dim + d);
+      }
+    });
+  }
+
+  std::size_t gradient_bytes(const Block& block) const {
+    return std::size_t(block.bytes) / dtype_size(s_.dtype) * sizeof(float);
+  }
+
+  // After the forward pass: dO (scaled as O was), delta = dO . O and the final LSE of every local row,
+  // and zeroed gradients.
+  void begin_backward(const TensorView& dout) {
+    const double out_scale = plan_.config.mode == Mode::head_groups ? 1.0 / double(plan_.config.branches()) : 1.0;
+    const std::size_t rows = std::size_t(rows_.size()), dim = std::size_t(s_.head_dim);
+    for (std::int64_t b = 0; b < s_.batch; ++b) {
+      for (std::int64_t h = 0; h < s_.heads; ++h) {
+        const std::size_t bh = std::size_t(b * s_.heads + h);
+        const Accumulator& acc = acc_[bh];
+        dout_[bh].assign(rows * dim, 0.0);
+        delta_[bh].assign(rows, 0.0);
+        lse_[bh].assign(rows, 0.0);
+        dq_[bh].assign(rows * dim, 0.0);
+        for (std::size_t n = 0; n < rows; ++n) {
+          for (std::size_t d = 0; d < dim; ++d) {
+            const double g = out_scale * load_element(dout.data, dout.dtype, dout.offset(b, std::int64_t(n), h, std::int64_t(d)));
+            dout_[bh][n * dim + d] = g;
+            delta_[bh][n] += g * acc.out(std::int64_t(n))[d];
+          }
+          lse_[bh][n] = acc.lse(std::int64_t(n));
+        }
+      }
+    }
+    for (std::size_t kv = 0; kv < dk_.size(); ++kv) {
+      dk_[kv].assign(rows * dim, 0.0);
+      dv_[kv].assign(rows * dim, 0.0);
+    }
+  }
+
+  void write_gradients(const TensorView& dq, const TensorView& dk, const TensorView& dv) const {
+    const auto store = [&](const TensorView& t, std::int64_t b, std::int64_t head, const std::vector<double>& grad) {
+      for (std::int64_t n = 0; n < rows_.size(); ++n) {
+        for (std::int64_t d = 0; d < s_.head_dim; ++d) {
+          store_element(t.data, t.dtype, t.offset(b, n, head, d), grad[std::size_t(n * s_.head_dim + d)]);
+        }
+      }
+    };
+    for (std::int64_t b = 0; b < s_.batch; ++b) {
+      for (std::int64_t h = 0; h < s_.heads; ++h) store(dq, b, h, dq_[std::size_t(b * s_.heads + h)]);
+      for (std::int64_t kvh = 0; kvh < s_.kv_heads; ++kvh) {
+        store(dk, b, kvh, dk_[std::size_t(b * s_.kv_heads + kvh)]);
+        store(dv, b, kvh, dv_[std::size_t(b * s_.kv_heads + kvh)]);
       }
     }
   }
@@ -124,6 +214,38 @@ class RankExecutor {
     const int mode = plan_.config.mode == Mode::longnet ? ix::kLongnet : ix::kHeadGroups;
     return ix::branch_offset(mode, h, s_.heads, std::int64_t(branch), std::int64_t(plan_.config.branches()),
                              plan_.config.dilations[branch]);
+  }
+
+  // Whether query head h reads the part: its kv head, and its offset in the block's branch.
+  bool reads(std::int64_t h, const Block& block, const Block::Part& part) const {
+    return ix::kv_head(h, s_.heads, s_.kv_heads) == part.kv_head && offset(h, std::size_t(block.branch)) == part.offset;
+  }
+
+  // For every part of the block and batch element, in layout order: decodes the part's rows into keys_
+  // and values_, then calls f(part, b, this rank's query rows of the segment, the part's key rows).
+  template <class F>
+  void for_each_block_part(const Block& block, const std::vector<std::byte>& bytes, F&& f) {
+    const std::int64_t w = plan_.config.segments[std::size_t(block.branch)];
+    const std::int64_t r = plan_.config.dilations[std::size_t(block.branch)];
+    const RowRange mine{std::max(block.segment * w, rows_.begin), std::min((block.segment + 1) * w, rows_.end)};
+    std::size_t element = 0;
+    for (const Block::Part& part : block.parts) {
+      std::vector<std::int64_t> key_rows(std::size_t(part.rows));
+      for (std::int64_t j = 0; j < part.rows; ++j) key_rows[std::size_t(j)] = part.first_row + j * r;
+      const std::vector<std::int64_t> queries = selected_rows(block.segment, w, part.offset, r, mine);
+      for (std::int64_t b = 0; b < s_.batch; ++b) {
+        keys_.resize(std::size_t(part.rows * s_.head_dim));
+        values_.resize(keys_.size());
+        for (std::int64_t j = 0; j < part.rows; ++j, element += std::size_t(2 * s_.head_dim)) {
+          for (std::int64_t d = 0; d < s_.head_dim; ++d) {
+            keys_[std::size_t(j * s_.head_dim + d)] = load_element(bytes.data(), s_.dtype, std::int64_t(element) + d);
+            values_[std::size_t(j * s_.head_dim + d)] =
+                load_element(bytes.data(), s_.dtype, std::int64_t(element) + s_.head_dim + d);
+          }
+        }
+        f(part, b, queries, key_rows);
+      }
+    }
   }
 
   // Calls f(b, kv_head, row, first element) for every packed row of the block, in layout order.
@@ -154,10 +276,26 @@ class RankExecutor {
               const std::vector<double>& values, const std::vector<std::int64_t>& key_rows) {
     if (query_rows.empty() || key_rows.empty()) return;
     gather(q_, b, h, query_rows, queries_);
-    slots_.resize(query_rows.size());
-    for (std::size_t i = 0; i < query_rows.size(); ++i) slots_[i] = query_rows[i] - rows_.begin;
+    slots_of(query_rows, slots_);
     acc_[std::size_t(b * s_.heads + h)].attend(queries_, query_rows, slots_, keys, values, key_rows, scale_,
                                                plan_.config.causal);
+  }
+
+  void slots_of(const std::vector<std::int64_t>& rows, std::vector<std::int64_t>& slots) const {
+    slots.resize(rows.size());
+    for (std::size_t i = 0; i < rows.size(); ++i) slots[i] = rows[i] - rows_.begin;
+  }
+
+  // attend()'s gradients: into dQ of (b, h) and the key slots of dk, dv.
+  void gradients(std::int64_t b, std::int64_t h, const std::vector<std::int64_t>& query_rows, const std::vector<double>& keys,
+                 const std::vector<double>& values, const std::vector<std::int64_t>& key_rows,
+                 const std::vector<std::int64_t>& key_slots, double* dk, double* dv) {
+    if (query_rows.empty() || key_rows.empty()) return;
+    gather(q_, b, h, query_rows, queries_);
+    slots_of(query_rows, slots_);
+    const std::size_t bh = std::size_t(b * s_.heads + h);
+    attention_gradients({queries_, query_rows, slots_, dout_[bh].data(), delta_[bh].data(), lse_[bh].data(), dq_[bh].data()},
+                        {keys, values, key_rows, key_slots, dk, dv}, s_.head_dim, scale_, plan_.config.causal);
   }
 
   const RingPlan& plan_;
@@ -167,7 +305,11 @@ class RankExecutor {
   double scale_;
   std::vector<Accumulator> acc_;  // per (batch, head), one slot per local row
   std::vector<double> queries_, keys_, values_;
-  std::vector<std::int64_t> slots_;
+  std::vector<std::int64_t> slots_, key_slots_;
+  // The backward pass: per (batch, head) dO, delta, LSE and dQ of the local rows; per (batch, kv head)
+  // dK and dV; one block's dK and dV on their way back.
+  std::vector<std::vector<double>> dout_, delta_, lse_, dq_, dk_, dv_;
+  std::vector<double> block_dk_, block_dv_;
 };
 
 void check_shard(const char* name, const TensorView& t, const Shape4& want) {
@@ -179,25 +321,29 @@ void check_shard(const char* name, const TensorView& t, const Shape4& want) {
 
 }  // namespace
 
-void host_ring_forward(const RingPlan& plan, Communicator& comm, const TensorView& q, const TensorView& k,
-                       const TensorView& v, const TensorView& out, const TensorView* lse) {
+namespace {
+
+// Checks this rank's shards against the plan, before any exchange.
+void check_shards(const RingPlan& plan, Communicator& comm, const TensorView& q, const TensorView& k) {
   if (comm.size() != plan.ranks) {
     throw Error(fmt::format("the communicator has {} ranks but the plan {}", comm.size(), plan.ranks));
   }
   const Shape& s = plan.shape;
   const RowRange rows = plan.per_rank.at(std::size_t(comm.rank())).rows;
-  validate(plan.config, q, k, v, out, lse);
   check_shard("q", q, {s.batch, rows.size(), s.heads, s.head_dim});
   check_shard("k", k, {s.batch, rows.size(), s.kv_heads, s.head_dim});
   if (q.dtype != s.dtype) throw Error(fmt::format("q is {} but the plan is for {}", to_string(q.dtype), to_string(s.dtype)));
+}
 
-  RankExecutor rank(plan, comm.rank(), q, k, v);
+// The forward pass's steps: local attention, then every exchange and the attention to what arrived.
+// Returns the blocks received, by block index.
+std::map<int, std::vector<std::byte>> forward_steps(const RingPlan& plan, Communicator& comm, RankExecutor& rank) {
   rank.attend_local();
   const RankPlan& mine = plan.per_rank[std::size_t(comm.rank())];
+  std::map<int, std::vector<std::byte>> received;
   for (int step = 1; step <= plan.steps; ++step) {
     std::vector<std::vector<std::byte>> sent;
     std::vector<Message> sends, receives;
-    std::map<int, std::vector<std::byte>> received;  // by block
     for (const Transfer& t : mine.sends) {
       if (t.step == step) sent.push_back(rank.pack(plan.blocks[std::size_t(t.block)]));
     }
@@ -215,7 +361,57 @@ void host_ring_forward(const RingPlan& plan, Communicator& comm, const TensorVie
       if (c.step == step) rank.attend_block(plan.blocks[std::size_t(c.block)], received.at(c.block));
     }
   }
+  return received;
+}
+
+// Transfers of one step in block order: both ends of a pair list the same blocks in the same order.
+std::vector<Transfer> in_step(const std::vector<Transfer>& transfers, int step) {
+  std::vector<Transfer> out;
+  for (const Transfer& t : transfers) {
+    if (t.step == step) out.push_back(t);
+  }
+  std::sort(out.begin(), out.end(), [](const Transfer& a, const Transfer& b) { return a.block < b.block; });
+  return out;
+}
+
+}  // namespace
+
+void host_ring_forward(const RingPlan& plan, Communicator& comm, const TensorView& q, const TensorView& k,
+                       const TensorView& v, const TensorView& out, const TensorView* lse) {
+  validate(plan.config, q, k, v, out, lse);
+  check_shards(plan, comm, q, k);
+  RankExecutor rank(plan, comm.rank(), q, k, v);
+  forward_steps(plan, comm, rank);
   rank.write(out, lse);
+}
+
+void host_ring_backward(const RingPlan& plan, Communicator& comm, const TensorView& q, const TensorView& k,
+                        const TensorView& v, const TensorView& dout, const TensorView& dq, const TensorView& dk,
+                        const TensorView& dv) {
+  validate_backward(plan.config, q, k, v, dout, dq, dk, dv);
+  check_shards(plan, comm, q, k);
+  RankExecutor rank(plan, comm.rank(), q, k, v);
+  std::map<int, std::vector<std::byte>> received = forward_steps(plan, comm, rank);
+  rank.begin_backward(dout);
+  rank.gradients_local();
+  // Each step's blocks are attended again against the final statistics; their dK and dV go back to
+  // their owners in an exchange of their own, tagged after the forward steps.
+  const RankPlan& mine = plan.per_rank[std::size_t(comm.rank())];
+  for (int step = 1; step <= plan.steps; ++step) {
+    std::vector<std::vector<std::byte>> partials, returned;
+    std::vector<Message> sends, receives;
+    for (const Transfer& from : in_step(mine.receives, step)) {  // a block received is a block computed
+      partials.push_back(rank.gradients_block(plan.blocks[std::size_t(from.block)], received.at(from.block)));
+    }
+    std::size_t next = 0;
+    for (const Transfer& from : in_step(mine.receives, step)) sends.push_back({from.peer, partials[next++]});
+    const std::vector<Transfer> lent = in_step(mine.sends, step);
+    for (const Transfer& to : lent) returned.emplace_back(rank.gradient_bytes(plan.blocks[std::size_t(to.block)]));
+    for (std::size_t i = 0; i < lent.size(); ++i) receives.push_back({lent[i].peer, returned[i]});
+    comm.exchange(plan.steps + step, sends, receives);
+    for (std::size_t i = 0; i < lent.size(); ++i) rank.add_block_gradients(plan.blocks[std::size_t(lent[i].block)], returned[i]);
+  }
+  rank.write_gradients(dq, dk, dv);
 }
 
 }  // namespace dilatron::ring
