@@ -25,12 +25,24 @@ codegen::Tiles attention_tiles(const codegen::KernelSpec& spec) {
   return s.tiles;
 }
 
+// The backward kernel: 64 keys on 4 warps (16 each) against 64-query tiles, two stages, the shape whose
+// dK and dV accumulators and per-tile S and dP fit the registers at D = 128; 32 keys on 2 warps where
+// the shared memory of a 99 KiB part does not hold it.
+codegen::Tiles backward_tiles(const codegen::KernelSpec& spec) {
+  codegen::KernelSpec s = spec;
+  s.tiles = {64, 64, 4, 2};
+  if (s.shared_bytes() > codegen::max_shared_bytes(codegen::arch_number(spec.arch))) s.tiles = {64, 32, 2, 2};
+  return s.tiles;
+}
+
 }  // namespace
 
 codegen::Tiles default_tiles(const codegen::KernelSpec& spec) {
+  if (codegen::is_attention(spec.op)) return attention_tiles(spec);
+  if (codegen::is_backward_attention(spec.op)) return backward_tiles(spec);
   // Row moves, merges and clears are bandwidth-bound: 4 warps keep enough 16-byte accesses in flight on
   // every head dim, and more warps per block only shrink the grid.
-  return codegen::is_attention(spec.op) ? attention_tiles(spec) : codegen::Tiles{0, 0, 4, 0};
+  return codegen::Tiles{0, 0, 4, 0};
 }
 
 codegen::KernelSpec with_tiles(codegen::KernelSpec spec, const std::optional<TunedFor>& tuned) {

@@ -22,7 +22,7 @@ KernelSpec spec_for(const Workload& w, Op op, int branch) {
     spec.branches = {{w.config.segments[std::size_t(branch)], w.config.dilations[std::size_t(branch)]}};
     spec.mode = w.config.mode;
     if (w.config.mode == Mode::head_groups) spec.group = branch, spec.groups = int(w.config.branches());
-    spec.causal = codegen::is_attention(op) && w.config.causal;
+    spec.causal = (codegen::is_attention(op) || codegen::is_backward_attention(op)) && w.config.causal;
   }
   spec = with_tiles(std::move(spec), w.tuned);
   spec.validate();
@@ -57,6 +57,13 @@ std::vector<KernelSpec> forward_kernels(const Workload& w) {
   return launches;
 }
 
+std::vector<KernelSpec> backward_kernels(const Workload& w) {
+  std::vector<KernelSpec> launches{spec_for(w, Op::gradient_prepare, -1)};
+  for (int i = 0; i < int(w.config.branches()); ++i) launches.push_back(spec_for(w, Op::attention_backward, i));
+  launches.push_back(spec_for(w, Op::finish_output, -1));
+  return launches;
+}
+
 std::vector<KernelSpec> required_kernels(const Workload& w) {
   std::vector<KernelSpec> specs;
   auto add = [&](KernelSpec spec) {
@@ -75,6 +82,9 @@ std::vector<KernelSpec> required_kernels(const Workload& w) {
         log::write(log::Level::warn, "skipping tuned tiles from the database: {}", e.what());
       }
     }
+  }
+  if (w.backward) {
+    for (KernelSpec& spec : backward_kernels(w)) add(std::move(spec));
   }
   if (w.ranks > 1) {
     for (KernelSpec& spec : ring_kernels(w.dtype, w.head_dim, w.arch)) add(std::move(spec));

@@ -21,6 +21,7 @@ struct Workload {
   int head_dim = 128;
   std::string arch = "sm_90a";
   int ranks = 1;  // > 1: the ring's kernels too
+  bool backward = false;  // required_kernels() lists the backward pass's kernels too
   // Attention tiles: the database's winner for this GPU and length (the runtime's plans), else the
   // heuristic.
   std::optional<TunedFor> tuned;
@@ -38,12 +39,17 @@ struct Workload {
 //   selected, then attention_forward per branch writes O and LSE directly.
 std::vector<codegen::KernelSpec> forward_kernels(const Workload& workload);
 
+// The backward pass's launches in order: gradient_prepare (delta = dO . O), one attention_backward per
+// branch (longnet) or group (head_groups) adding to fp32 dQ, dK and dV accumulators, and finish_output,
+// which rounds each of the three to its tensor (one spec serves all three: heads are an argument).
+std::vector<codegen::KernelSpec> backward_kernels(const Workload& workload);
+
 // The GPU ring executor's kernels, whatever the plan (branch, offsets and rows are launch arguments):
 // ring_pack, ring_attend, finish_output, and clear_output on its fp32 accumulator.
 std::vector<codegen::KernelSpec> ring_kernels(DType dtype, int head_dim, const std::string& arch);
 
-// Distinct specs: the forward kernels, their tuned variants (warm_winners), then (ranks > 1) the
-// ring's. Throws dilatron::Error for a spec that cannot be built.
+// Distinct specs: the forward kernels, their tuned variants (warm_winners), the backward kernels
+// (backward), then (ranks > 1) the ring's. Throws dilatron::Error for a spec that cannot be built.
 std::vector<codegen::KernelSpec> required_kernels(const Workload& workload);
 
 }  // namespace dilatron::autotune

@@ -431,6 +431,7 @@ def parse_args(argv):
     w.add_argument("--head-dim", help="head dimension (64 or 128)")
     w.add_argument("--dtype", help="bf16 or f16")
     w.add_argument("--causal", action="store_true", help="causal masking")
+    w.add_argument("--backward", action="store_true", help="also the backward pass's kernels")
     w.add_argument("--mode", help="longnet or head_groups")
     w.add_argument("--config", help="JSON config file instead of the flags above")
     p.add_argument("--arch", action="append",
@@ -468,8 +469,9 @@ def parse_args(argv):
         value = getattr(args, flag)
         if value is not None:
             args.workload += ["--" + flag.replace("_", "-"), value]
-    if args.causal:
-        args.workload.append("--causal")
+    for flag in ("causal", "backward"):
+        if getattr(args, flag):
+            args.workload.append("--" + flag)
     return args
 
 

@@ -48,6 +48,26 @@ void validate_attention_tiles(const KernelSpec& s, int arch_no) {
   }
 }
 
+// attention_backward's shape rules (templates/dilatron/attention_backward.cuh states them too).
+void validate_backward_tiles(const KernelSpec& s, int arch_no) {
+  const Tiles& t = s.tiles;
+  if (s.head_dim != 64 && s.head_dim != 96 && s.head_dim != 128) {
+    invalid(s, fmt::format("head_dim {}: the backward kernel supports 64, 96 and 128", s.head_dim));
+  }
+  if (t.warps != 2 && t.warps != 4 && t.warps != 8) invalid(s, fmt::format("warps = {}: backward takes 2, 4 or 8", t.warps));
+  if (t.block_n != 16 * t.warps) {
+    invalid(s, fmt::format("block_n {} with {} warps: each warp owns 16 key rows", t.block_n, t.warps));
+  }
+  if (t.block_m != 64 && t.block_m != 128) invalid(s, fmt::format("block_m = {}: query tiles of 64 or 128 rows", t.block_m));
+  if (t.block_m % (8 * t.warps) != 0) {
+    invalid(s, fmt::format("block_m {} with {} warps: tile rows must be multiples of {}", t.block_m, t.warps, 8 * t.warps));
+  }
+  if (t.stages != 2 && t.stages != 3) invalid(s, fmt::format("stages = {}: expected 2 or 3", t.stages));
+  if (s.shared_bytes() > max_shared_bytes(arch_no)) {
+    invalid(s, fmt::format("needs {} bytes of shared memory, more than {} offers", s.shared_bytes(), s.arch));
+  }
+}
+
 }  // namespace
 
 std::string_view to_string(Op op) noexcept {
@@ -62,6 +82,8 @@ std::string_view to_string(Op op) noexcept {
     case Op::attention_partial_merge: return "attention_partial_merge";
     case Op::ring_pack: return "ring_pack";
     case Op::ring_attend: return "ring_attend";
+    case Op::gradient_prepare: return "gradient_prepare";
+    case Op::attention_backward: return "attention_backward";
   }
   return "?";
 }
@@ -83,6 +105,8 @@ bool is_attention(Op op) {
   return op == Op::attention_forward || op == Op::attention_partial || op == Op::attention_partial_merge;
 }
 
+bool is_backward_attention(Op op) { return op == Op::attention_backward; }
+
 bool is_ring(Op op) { return op == Op::ring_pack || op == Op::ring_attend; }
 
 int max_shared_bytes(int arch) {
@@ -91,8 +115,14 @@ int max_shared_bytes(int arch) {
 }
 
 int KernelSpec::shared_bytes() const {
+  const int element = int(dtype_size(dtype));
+  if (is_backward_attention(op)) {
+    // K and V tiles, dS^T, the Q and dO rings, and per stage the query tile's LSE and delta (fp32).
+    return (2 * tiles.block_n + 2 * tiles.stages * tiles.block_m) * head_dim * element +
+           tiles.block_n * tiles.block_m * element + tiles.stages * 2 * tiles.block_m * 4;
+  }
   if (!is_attention(op)) return 0;
-  return (tiles.block_m + 2 * tiles.stages * tiles.block_n) * head_dim * int(dtype_size(dtype));
+  return (tiles.block_m + 2 * tiles.stages * tiles.block_n) * head_dim * element;
 }
 
 std::string KernelSpec::canonical() const {
@@ -112,7 +142,7 @@ std::string KernelSpec::label() const {
   for (const BranchSpec& b : branches) text += fmt::format(" w{} r{}", b.w, b.r);
   if (mode == Mode::head_groups) text += fmt::format(" group {}/{}", group, groups);
   if (causal) text += " causal";
-  if (is_attention(op)) {
+  if (is_attention(op) || is_backward_attention(op)) {
     text += fmt::format(" tile {}x{} {}w {}s", tiles.block_m, tiles.block_n, tiles.warps, tiles.stages);
   } else {
     text += fmt::format(" {}w", tiles.warps);
@@ -126,7 +156,8 @@ void KernelSpec::validate() const {
   if (head_dim < 8 || head_dim > 512 || head_dim % 8 != 0) {
     invalid(*this, fmt::format("head_dim {} must be a multiple of 8 in [8, 512]", head_dim));
   }
-  if (dtype == DType::f32 && (moves_rows(op) || is_attention(op) || is_ring(op) || op == Op::finish_output)) {
+  if (dtype == DType::f32 && (moves_rows(op) || is_attention(op) || is_backward_attention(op) || is_ring(op) ||
+                              op == Op::finish_output || op == Op::gradient_prepare)) {
     invalid(*this, "GPU kernels take f16 or bf16 inputs");
   }
   if (tiles.warps != 1 && tiles.warps != 2 && tiles.warps != 4 && tiles.warps != 8 && tiles.warps != 16) {
@@ -137,11 +168,13 @@ void KernelSpec::validate() const {
     if (op != Op::attention_forward && mode != Mode::longnet) {
       invalid(*this, "only longnet branches accumulate: head_groups rows have one branch each");
     }
+  } else if (is_backward_attention(op)) {
+    validate_backward_tiles(*this, arch_no);
   } else if (tiles.block_m != 0 || tiles.block_n != 0 || tiles.stages != 0) {
     invalid(*this, "row-moving, merge and clear kernels take no block_m, block_n or stages");
   }
-  if (causal && !is_attention(op)) invalid(*this, "causal does not apply to this op");
-  if (moves_rows(op) || is_attention(op)) {
+  if (causal && !is_attention(op) && !is_backward_attention(op)) invalid(*this, "causal does not apply to this op");
+  if (moves_rows(op) || is_attention(op) || is_backward_attention(op)) {
     if (branches.size() != 1) invalid(*this, "branch kernels serve exactly one branch");
     if (branches[0].w < 1 || branches[0].r < 1) invalid(*this, "segment length and dilation must be >= 1");
     const bool longnet = mode == Mode::longnet;

@@ -24,6 +24,8 @@ enum class Op {
   attention_partial_merge,  // one branch's attention folded into the fp32 accumulator and LSE already there
   ring_pack,                // the ring: one part of a block into the send buffer
   ring_attend,              // the ring: local queries to local or received keys, into the fp32 accumulator
+  gradient_prepare,         // backward: delta = dO . O per row
+  attention_backward,       // backward: one branch's dQ, dK, dV added to fp32 accumulators
 };
 
 std::string_view to_string(Op op) noexcept;
@@ -34,7 +36,8 @@ struct BranchSpec {
 };
 
 // Launch shape. Row-moving kernels use only `warps`; attention kernels use all four, with block_m =
-// 16 * warps or 32 * warps (each warp owns one or two 16-row MMA fragments of query rows).
+// 16 * warps or 32 * warps (each warp owns one or two 16-row MMA fragments of query rows). The backward
+// kernel's CTA owns block_n = 16 * warps key rows and streams query tiles of block_m rows.
 struct Tiles {
   int block_m = 0, block_n = 0, warps = 4, stages = 0;
   int warp_rows() const { return warps > 0 ? block_m / warps : 0; }
@@ -76,6 +79,8 @@ int max_shared_bytes(int arch_number);
 
 // The attention kernels (attention_forward and the two partial ops).
 bool is_attention(Op op);
+// The backward pass's attention kernel (tiles and shared memory like the attention kernels, its own rules).
+bool is_backward_attention(Op op);
 // The ring executor's kernels: their branch, offsets and causality are launch arguments.
 bool is_ring(Op op);
 

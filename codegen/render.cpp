@@ -49,6 +49,15 @@ Instantiation instantiation(const KernelSpec& s) {
                           s.tiles.stages, s.causal ? "true" : "false", s.branches[0].w, s.branches[0].r,
                           s.mode == Mode::longnet ? 0 : 1, s.group, s.groups, epilogue)};
     }
+    case Op::gradient_prepare:
+      return {"dilatron/attention_backward.cuh", "dilatron::args::GradientPrepareArgs",
+              fmt::format("dilatron::gradient_prepare<{}, {}, {}>", element_type(s.dtype), s.head_dim, threads)};
+    case Op::attention_backward:
+      return {"dilatron/attention_backward.cuh", "dilatron::args::AttentionBackwardArgs",
+              fmt::format("dilatron::attention_backward<{}, {}, {}, {}, {}, {}, {}, {}LL, {}LL, {}, {}, {}>",
+                          element_type(s.dtype), s.head_dim, s.tiles.block_m, s.tiles.block_n, s.tiles.warps,
+                          s.tiles.stages, s.causal ? "true" : "false", s.branches[0].w, s.branches[0].r,
+                          s.mode == Mode::longnet ? 0 : 1, s.group, s.groups)};
     case Op::ring_pack:
     case Op::ring_attend:
       return {"dilatron/ring.cuh", s.op == Op::ring_pack ? "dilatron::args::RingPackArgs" : "dilatron::args::RingAttendArgs",

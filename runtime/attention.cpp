@@ -7,6 +7,7 @@
 #include <mutex>
 #include <tuple>
 
+#include "runtime/backward_plan.hpp"
 #include "runtime/driver.hpp"
 #include "runtime/plan.hpp"
 #include "runtime/problem.hpp"
@@ -19,6 +20,7 @@ struct DilatedAttention::Impl {
   Config config;
   std::mutex mutex;
   std::map<Signature, std::unique_ptr<ForwardPlan>> plans;
+  std::map<Signature, std::unique_ptr<BackwardPlan>> backward_plans;
 };
 
 DilatedAttention::DilatedAttention(Config config) : impl_(std::make_unique<Impl>()) {
@@ -48,6 +50,25 @@ void DilatedAttention::forward(const TensorView& q, const TensorView& k, const T
   // Freed (stream-ordered) when this scope ends, after the launches are queued.
   const StreamWorkspace workspace(plan->workspace_bytes(), stream);
   plan->launch(q, k, v, out, lse ? static_cast<float*>(lse->data) : nullptr, workspace.get(), stream);
+}
+
+void DilatedAttention::backward(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
+                                const TensorView& lse, const TensorView& dout, const TensorView& dq,
+                                const TensorView& dk, const TensorView& dv, Stream stream) {
+  const Problem p = validate_backward(impl_->config, q, k, v, dout, dq, dk, dv);
+  validate(impl_->config, q, k, v, out, &lse);
+  validate_backward_for_gpu(p, q, k, v, out, lse, dout, dq, dk, dv);
+  const Impl::Signature signature{driver::current_context(), p.batch, p.seq_len, p.heads, p.kv_heads, p.head_dim, q.dtype,
+                                  false};
+  const BackwardPlan* plan;
+  {
+    std::lock_guard lock(impl_->mutex);
+    auto& slot = impl_->backward_plans[signature];
+    if (!slot) slot = std::make_unique<BackwardPlan>(impl_->config, p, q.dtype);
+    plan = slot.get();
+  }
+  const StreamWorkspace workspace(plan->workspace_bytes(), stream);
+  plan->launch({q, k, v, out, dout, dq, dk, dv, static_cast<const float*>(lse.data)}, workspace.get(), stream);
 }
 
 }  // namespace dilatron

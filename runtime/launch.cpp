@@ -9,15 +9,10 @@
 
 #include "runtime/driver.hpp"
 #include "runtime/loaded_kernels.hpp"
-#include "templates/dilatron/args.cuh"
 #include "templates/dilatron/index.cuh"
 
 namespace dilatron {
 namespace {
-
-args::Tensor4 tensor4(const TensorView& t) {
-  return {t.data, {t.strides[0], t.strides[1], t.strides[2], t.strides[3]}};
-}
 
 // Row-wise kernels stride over rows, so their grid is capped; attention grids are exact.
 constexpr long long kMaxRowBlocks = 1 << 20;
@@ -35,18 +30,19 @@ Launch prepare_launch(const codegen::KernelSpec& spec, const cache::Entry& entry
   Launch l{spec, LoadedKernels::global().kernel(entry), {1, 1, 1}, unsigned(spec.tiles.warps * 32),
            unsigned(spec.shared_bytes()), 0};
   if (l.shared_bytes > 48 * 1024) allow_dynamic_shared(l.kernel, int(l.shared_bytes));
-  if (codegen::is_attention(spec.op)) {
-    const long long tiles =
-        index::query_tile_count(problem.seq_len, spec.branches[0].w, spec.branches[0].r, spec.tiles.block_m);
+  if (codegen::is_attention(spec.op) || codegen::is_backward_attention(spec.op)) {
+    // Forward CTAs own query tiles of block_m rows, backward ones key tiles of block_n.
+    const int rows = codegen::is_attention(spec.op) ? spec.tiles.block_m : spec.tiles.block_n;
+    const long long tiles = index::query_tile_count(problem.seq_len, spec.branches[0].w, spec.branches[0].r, rows);
     long long heads = problem.heads;
     if (spec.mode == Mode::head_groups) {
       l.head_begin = index::head_group_begin(spec.group, problem.heads, spec.groups);
       heads = index::head_group_begin(spec.group + 1, problem.heads, spec.groups) - l.head_begin;
     }
-    l.grid[0] = checked_grid(tiles, std::numeric_limits<int>::max(), "query tiles", spec);
+    l.grid[0] = checked_grid(tiles, std::numeric_limits<int>::max(), "tiles", spec);
     l.grid[1] = checked_grid(heads, 65535, "heads", spec);
     l.grid[2] = checked_grid(problem.batch, 65535, "batch elements", spec);
-  } else {  // clear_output, finish_output: warps stride over (b, n, h) rows
+  } else {  // clear_output, finish_output, gradient_prepare: warps stride over (b, n, h) rows
     const long long rows = problem.batch * problem.seq_len * problem.heads;
     l.grid[0] = unsigned(std::min(index::ceil_div(rows, spec.tiles.warps), kMaxRowBlocks));
   }
@@ -61,11 +57,17 @@ void enqueue(const Launch& l, const Problem& p, const LaunchTensors& t, CUstream
   const args::Tensor4 cleared = l.spec.dtype == DType::f32 ? acc : tensor4(t.out);
   args::MergeArgs clear{cleared, cleared, t.lse, t.lse, p.batch, p.seq_len, p.heads};
   args::FinishArgs finish{tensor4(t.out), {nullptr, {0, 0, 0, 0}}, t.accumulator, t.lse, p.batch, p.seq_len, p.heads, 1.f};
-  void* params[] = {codegen::is_attention(l.spec.op)             ? static_cast<void*>(&attention)
-                    : l.spec.op == codegen::Op::finish_output ? static_cast<void*>(&finish)
-                                                              : static_cast<void*>(&clear)};
+  enqueue(l,
+          codegen::is_attention(l.spec.op)             ? static_cast<void*>(&attention)
+          : l.spec.op == codegen::Op::finish_output ? static_cast<void*>(&finish)
+                                                    : static_cast<void*>(&clear),
+          stream);
+}
+
+void enqueue(const Launch& l, void* params, CUstream stream) {
+  void* list[] = {params};
   DILATRON_CU(cuLaunchKernel(launchable(l.kernel), l.grid[0], l.grid[1], l.grid[2], l.threads, 1, 1, l.shared_bytes,
-                             stream, params, nullptr));
+                             stream, list, nullptr));
 }
 
 }  // namespace dilatron

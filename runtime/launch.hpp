@@ -9,6 +9,7 @@
 #include "cache/entry.hpp"
 #include "codegen/kernel_spec.hpp"
 #include "runtime/problem.hpp"
+#include "templates/dilatron/args.cuh"
 
 namespace dilatron {
 
@@ -29,11 +30,19 @@ struct LaunchTensors {
   float* accumulator;
 };
 
+// A view as the kernels' parameter blocks take it.
+inline args::Tensor4 tensor4(const TensorView& t) {
+  return {t.data, {t.strides[0], t.strides[1], t.strides[2], t.strides[3]}};
+}
+
 // Loads the entry's kernel into the current context and sizes its grid for `problem`. Throws
 // dilatron::Error when a grid exceeds the launch limits.
 Launch prepare_launch(const codegen::KernelSpec& spec, const cache::Entry& entry, const Problem& problem);
 
-// Enqueues `launch` on `stream`.
+// Enqueues `launch` on `stream` with the forward pass's arguments.
 void enqueue(const Launch& launch, const Problem& problem, const LaunchTensors& tensors, CUstream stream);
+
+// Enqueues `launch` on `stream` with a filled parameter block (an args:: struct).
+void enqueue(const Launch& launch, void* params, CUstream stream);
 
 }  // namespace dilatron

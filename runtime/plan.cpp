@@ -25,7 +25,11 @@ std::size_t align_region(std::size_t bytes) { return (bytes + kRegionAlign - 1) 
 
 ForwardPlan::ForwardPlan(const Config& config, const Problem& problem, DType dtype, bool needs_lse_workspace)
     : problem_(problem) {
-  autotune::Workload workload{config, dtype, int(problem.head_dim), driver::current_arch(), 1, {}, {}};
+  autotune::Workload workload;
+  workload.config = config;
+  workload.dtype = dtype;
+  workload.head_dim = int(problem.head_dim);
+  workload.arch = driver::current_arch();
   workload.tuned = tuned_for(workload, problem);
   for (const codegen::KernelSpec& spec : autotune::forward_kernels(workload)) {
     log::write(log::Level::info, "plan: {}{}", spec.label(),

@@ -178,6 +178,36 @@ void validate_for_gpu(const Problem& p, const TensorView& q, const TensorView& k
   }
 }
 
+void validate_backward_for_gpu(const Problem& p, const TensorView& q, const TensorView& k, const TensorView& v,
+                               const TensorView& out, const TensorView& lse, const TensorView& dout,
+                               const TensorView& dq, const TensorView& dk, const TensorView& dv) {
+  validate_for_gpu(p, q, k, v, out, &lse);
+  if (p.head_dim == 256) throw Error("head dim 256 has no GPU backward kernel yet (64, 96 or 128)");
+  for (const auto& [name, t] : {std::pair{"dout", &dout}, std::pair{"dq", &dq}, std::pair{"dk", &dk}, std::pair{"dv", &dv}}) {
+    if (t->dtype != q.dtype) {
+      throw Error(fmt::format("{} is {} but q is {}: they must match on the GPU", name, to_string(t->dtype), to_string(q.dtype)));
+    }
+    check_non_negative_strides(name, *t);
+    check_layout(name, *t);
+  }
+  const std::pair<const char*, const TensorView*> read[] = {{"q", &q}, {"k", &k}, {"v", &v}, {"out", &out},
+                                                            {"lse", &lse}, {"dout", &dout}};
+  const std::pair<const char*, const TensorView*> written[] = {{"dq", &dq}, {"dk", &dk}, {"dv", &dv}};
+  for (std::size_t i = 0; i < 3; ++i) {
+    // Every gradient is written at the end, while the others are written and the inputs still read.
+    for (const auto& [name, t] : read) {
+      if (overlap(*written[i].second, *t)) {
+        throw Error(fmt::format("{} overlaps {}: the GPU backward cannot run in place", written[i].first, name));
+      }
+    }
+    for (std::size_t j = i + 1; j < 3; ++j) {
+      if (overlap(*written[i].second, *written[j].second)) {
+        throw Error(fmt::format("{} overlaps {}: each gradient needs its own memory", written[i].first, written[j].first));
+      }
+    }
+  }
+}
+
 std::vector<HeadBranch> head_branches(const Config& config, std::int64_t h, std::int64_t heads) {
   std::vector<HeadBranch> out;
   const auto branches = std::int64_t(config.branches());

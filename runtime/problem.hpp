@@ -33,6 +33,13 @@ Problem validate_backward(const Config& config, const TensorView& q, const Tenso
 void validate_for_gpu(const Problem& problem, const TensorView& q, const TensorView& k, const TensorView& v,
                       const TensorView& out, const TensorView* lse);
 
+// The checks a GPU backward adds to validate_backward(): the forward tensors as validate_for_gpu checks
+// them (lse required, the forward's), head dim 64, 96 or 128, dout, dq, dk and dv in q's dtype with the
+// GPU layout, and no gradient overlapping an input or another gradient. Throws dilatron::Error.
+void validate_backward_for_gpu(const Problem& problem, const TensorView& q, const TensorView& k, const TensorView& v,
+                               const TensorView& out, const TensorView& lse, const TensorView& dout,
+                               const TensorView& dq, const TensorView& dk, const TensorView& dv);
+
 // One branch as seen by one head: its segment length, dilation and the head's offset in it.
 struct HeadBranch {
   std::int64_t w, r, offset;

@@ -61,6 +61,29 @@ void gpu_forward(const Config& config, const TensorView& q, const TensorView& k,
   if (lse) d_lse->download(lse->data);
 }
 
+void gpu_forward_backward(const Config& config, const TensorView& q, const TensorView& k, const TensorView& v,
+                          const TensorView& out, const TensorView* lse, const TensorView& dout, const TensorView& dq,
+                          const TensorView& dk, const TensorView& dv) {
+  DilatedAttention attention(config);
+  const auto q_d = upload(q), k_d = upload(k), v_d = upload(v), dout_d = upload(dout);
+  const DType dtype = device_dtype(q.dtype);
+  DeviceBuffer out_d(std::size_t(out.numel()) * dtype_size(dtype)), lse_d(std::size_t(q.shape[0] * q.shape[2] * q.shape[1]) * 4);
+  DeviceBuffer dq_d(out_d.bytes()), dk_d(std::size_t(k.numel()) * dtype_size(dtype)), dv_d(dk_d.bytes());
+  const auto on_device = [&](const DeviceBuffer& b, const Shape4& shape) { return TensorView::contiguous(b.get(), dtype, shape); };
+  const TensorView lse_view = TensorView::contiguous(lse_d.get(), DType::f32, {q.shape[0], q.shape[2], q.shape[1], 1});
+  const TensorView qv = on_device(*q_d, q.shape), kv = on_device(*k_d, k.shape), vv = on_device(*v_d, v.shape),
+                   ov = on_device(out_d, out.shape);
+  attention.forward(qv, kv, vv, ov, &lse_view, nullptr);
+  attention.backward(qv, kv, vv, ov, lse_view, on_device(*dout_d, q.shape), on_device(dq_d, q.shape),
+                     on_device(dk_d, k.shape), on_device(dv_d, k.shape), nullptr);
+  DILATRON_CU(cuCtxSynchronize());
+  download(out_d, dtype, out);
+  if (lse) lse_d.download(lse->data);
+  download(dq_d, dtype, dq);
+  download(dk_d, dtype, dk);
+  download(dv_d, dtype, dv);
+}
+
 void gpu_ring_forward(const Config& config, int ranks, const TensorView& q, const TensorView& k, const TensorView& v,
                       const TensorView& out, const TensorView* lse) {
   const CUcontext context = driver::current_context();

@@ -1,5 +1,6 @@
-// Host tensors through the GPU forward: upload, DilatedAttention::forward, download. float32 inputs run
-// in bfloat16 on the GPU (the kernels take 16-bit inputs) and come back as float32.
+// Host tensors through the GPU forward (and backward): upload, DilatedAttention::forward (and
+// ::backward), download. float32 inputs run in bfloat16 on the GPU (the kernels take 16-bit inputs) and
+// come back as float32.
 #pragma once
 
 #include <dilatron/config.hpp>
@@ -11,6 +12,12 @@ namespace dilatron::cli {
 // host too. Throws dilatron::Error when there is no GPU, naming what is missing.
 void gpu_forward(const Config& config, const TensorView& q, const TensorView& k, const TensorView& v,
                  const TensorView& out, const TensorView* lse);
+
+// gpu_forward, then the gradients for dout [B,N,H,D] into dq [B,N,H,D] and dk, dv [B,N,Hkv,D] (host
+// tensors; dq in q's dtype, dk and dv in k's).
+void gpu_forward_backward(const Config& config, const TensorView& q, const TensorView& k, const TensorView& v,
+                          const TensorView& out, const TensorView* lse, const TensorView& dout, const TensorView& dq,
+                          const TensorView& dk, const TensorView& dv);
 
 // The same split across `ranks` ranks on this one GPU: each rank a thread with its own stream, its
 // shards of the uploaded tensors, and the Local transport between them.

@@ -40,7 +40,9 @@ void check_backward_flags(const RunOptions& o) {
                                    std::pair{"--dv", &o.dv}}) {
     if (path->empty()) throw UsageError(fmt::format("--backward needs {} (and --dout, --dq, --dk, --dv)", flag));
   }
-  if (o.device == "cuda") throw UsageError("--backward runs on --device cpu for now: the GPU backward kernels do not exist yet");
+  if (o.device == "cuda" && o.ranks > 1) {
+    throw UsageError("--backward --device cuda runs on one rank for now: the GPU ring has no backward yet");
+  }
 }
 
 TensorView view_4d(const char* name, const std::string& path, npy::Array& a) {
@@ -95,7 +97,9 @@ void run(RunOptions o) {
 
   const auto start = std::chrono::steady_clock::now();
   if (o.ranks > p.seq_len) throw UsageError(fmt::format("--ranks {} exceeds the {} rows of the sequence", o.ranks, p.seq_len));
-  if (o.device == "cuda") {
+  if (o.device == "cuda" && o.backward) {
+    gpu_forward_backward(o.config, q, k, v, out, lse_arg, dout, dq, dk, dv);
+  } else if (o.device == "cuda") {
     o.ranks > 1 ? gpu_ring_forward(o.config, o.ranks, q, k, v, out, lse_arg) : gpu_forward(o.config, q, k, v, out, lse_arg);
   } else if (o.ranks > 1) {
     ring_reference_forward(o.config, o.ranks, q, k, v, out, lse_arg);
@@ -154,7 +158,7 @@ void add_run(CLI::App& app) {
   cmd->add_option("--out", o->out, "output O [B,N,H,D] in Q's dtype (a new file; never an input)")->required();
   cmd->add_option("--lse", o->lse, "also write the log-sum-exp, float32 [B,H,N]");
   cmd->add_flag("--backward", o->backward,
-                "also compute the gradients of O for the upstream gradient --dout (exact, float64; --device cpu, any --ranks)");
+                "also compute the gradients of O for the upstream gradient --dout (cpu: exact in float64, any --ranks; cuda: one rank, head dim 64, 96 or 128)");
   cmd->add_option("--dout", o->dout, "with --backward: dO [B,N,H,D], the gradient flowing into O")->check(CLI::ExistingFile);
   cmd->add_option("--dq", o->dq, "with --backward: write dQ [B,N,H,D] in Q's dtype (a new file)");
   cmd->add_option("--dk", o->dk, "with --backward: write dK [B,N,Hkv,D] in K's dtype (a new file)");

@@ -64,7 +64,7 @@ autotune::Workload from_json(const nlohmann::json& j, const std::string& where, 
   }
 }
 
-std::vector<autotune::Workload> from_file(const std::string& file, const std::string& arch, int ranks) {
+std::vector<autotune::Workload> from_file(const std::string& file, const std::string& arch, int ranks, bool backward) {
   std::ifstream in(file);
   if (!in) throw Error(fmt::format("{}: cannot open", file));
   nlohmann::json j;
@@ -79,6 +79,7 @@ std::vector<autotune::Workload> from_file(const std::string& file, const std::st
   for (std::size_t i = 0; i < j.size(); ++i) {
     out.push_back(from_json(j[i], fmt::format("{} [{}]", file, i), arch));
     out.back().ranks = ranks;
+    out.back().backward = backward;
   }
   return out;
 }
@@ -97,6 +98,7 @@ void add_workload_flags(CLI::App* cmd, WorkloadFlags& f, ArchFlag arch_flag, boo
     cmd->add_option("--ranks", f.ranks, "with P > 1, also the kernels of the ring across P ranks")
         ->capture_default_str()
         ->check(positive());
+    cmd->add_flag("--backward", f.backward, "also the backward pass's kernels (head dims 64, 96 and 128)");
   }
   cmd->add_option("--config", f.config_file,
                   "JSON file: a config object or a list of them, instead of the flags above, e.g. "
@@ -115,7 +117,7 @@ std::vector<autotune::Workload> workloads(const WorkloadFlags& f) {
   if (!f.config_file.empty() && flags_given) throw UsageError("give either --config or --segments/--dilations, not both");
   if (f.config_file.empty() && !flags_given) throw UsageError("give --segments and --dilations (or --config FILE)");
   const std::string arch = resolve_arch(f);
-  if (!f.config_file.empty()) return from_file(f.config_file, arch, f.ranks);
+  if (!f.config_file.empty()) return from_file(f.config_file, arch, f.ranks, f.backward);
 
   autotune::Workload w;
   w.config.segments = f.segments;
@@ -126,6 +128,7 @@ std::vector<autotune::Workload> workloads(const WorkloadFlags& f) {
   w.dtype = f.dtype;
   w.arch = arch;
   w.ranks = f.ranks;
+  w.backward = f.backward;
   check_config_flags(w.config);
   try {
     autotune::required_kernels(w);  // an unsupported head dim or shared-memory need, named now

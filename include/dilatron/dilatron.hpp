@@ -42,6 +42,16 @@ class DilatedAttention {
   void forward(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
                const TensorView* lse = nullptr, Stream stream = nullptr);
 
+  // The gradients of forward(): given the forward's q, k, v, its out and lse (required), and the
+  // upstream gradient dout [B,N,H,D], writes dq [B,N,H,D] and dk, dv [B,N,Hkv,D], all in q's dtype on
+  // the device, exact up to the kernels' rounding (docs/SEMANTICS.md, "Gradients"). D of 64, 96 or 128.
+  // The gradients may not overlap any input or each other. Takes a stream-ordered workspace of fp32
+  // accumulators (B*N*(H + 2*Hkv)*D floats, plus B*H*N) like forward() does. Asynchronous; safe to call
+  // concurrently like forward().
+  void backward(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
+                const TensorView& lse, const TensorView& dout, const TensorView& dq, const TensorView& dk,
+                const TensorView& dv, Stream stream = nullptr);
+
   const Config& config() const noexcept;
 
  private:

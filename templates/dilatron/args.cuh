@@ -51,6 +51,27 @@ struct AttentionArgs {
   float scale_log2;  // softmax scale * log2(e): scores go straight to the exp2 domain
 };
 
+// gradient_prepare: delta[b, h, n] = dO . O per row, the backward pass's only use of O.
+struct GradientPrepareArgs {
+  Tensor4 out, dout;  // [B, N, H, D]
+  float* delta;       // [B, H, N], contiguous
+  i64 batch, seq_len, heads;
+};
+
+// attention_backward: one branch's gradients added to fp32 accumulators (then rounded by finish_output).
+struct AttentionBackwardArgs {
+  Tensor4 q, k, v, dout;
+  const float* lse;    // [B, H, N], the forward pass's final LSE (natural log)
+  const float* delta;  // [B, H, N], from gradient_prepare
+  float* dq_acc;       // [B, N, H, D], contiguous
+  float* dk_acc;       // [B, N, Hkv, D], contiguous
+  float* dv_acc;       // [B, N, Hkv, D], contiguous
+  i64 batch, seq_len, heads, kv_heads;
+  i64 head_begin;
+  float scale_log2;  // softmax scale * log2(e)
+  float scale;       // softmax scale
+};
+
 // The ring's kernels (ring.cuh) on one rank's shard of rows [rows_begin, rows_begin + rows).
 
 // ring_pack: one part of a Block (runtime/ring/plan.hpp) into the send buffer: for each batch element,

@@ -34,17 +34,6 @@ GpuResult run_gpu(RandomCase& c, bool with_lse = true) {
   return device.result();
 }
 
-// ||got - want|| / ||want||; NaN anywhere fails.
-double l2_relative(const std::vector<double>& got, const std::vector<double>& want) {
-  double diff = 0, norm = 0;
-  for (std::size_t i = 0; i < want.size(); ++i) {
-    if (std::isnan(got[i])) return INFINITY;
-    diff += (got[i] - want[i]) * (got[i] - want[i]);
-    norm += want[i] * want[i];
-  }
-  return std::sqrt(diff / std::max(norm, 1e-30));
-}
-
 struct Reference {
   std::vector<double> out, lse;
 };
@@ -55,30 +44,6 @@ Reference reference(RandomCase& c) {
   const auto l = TensorView::contiguous(lse.data(), DType::f32, {c.B, c.H, c.N, 1});
   reference_forward(c.config, c.q_view(), c.k_view(), c.v_view(), o, &l);
   return {{out.begin(), out.end()}, {lse.begin(), lse.end()}};
-}
-
-RandomCase gpu_case(std::mt19937_64& rng, int trial) {
-  auto uniform = [&](std::int64_t lo, std::int64_t hi) { return std::uniform_int_distribution<std::int64_t>(lo, hi)(rng); };
-  RandomCase c;
-  c.dtype = trial % 2 ? DType::bf16 : DType::f16;
-  c.D = std::vector<std::int64_t>{64, 128, 96, 256}[std::size_t(trial / 2 % 4)];  // each with both dtypes
-  c.B = uniform(1, 2);
-  c.N = trial % 3 == 0 ? std::vector<std::int64_t>{257, 401, 613, 997}[std::size_t(uniform(0, 3))] : uniform(64, 700);
-  c.H = std::vector<std::int64_t>{2, 4, 6, 8}[std::size_t(uniform(0, 3))];
-  c.Hkv = c.H % 2 == 0 && trial % 2 ? c.H / 2 : c.H;
-  const std::int64_t branches = uniform(1, 4);
-  for (std::int64_t i = 0; i < branches; ++i) {
-    const std::int64_t w = uniform(16, c.N + 64);
-    c.config.segments.push_back(w);
-    c.config.dilations.push_back(trial % 5 == 4 ? uniform(1, 3) * (i + 1) + 1 : uniform(1, std::min<std::int64_t>(w, 12)));
-  }
-  c.config.mode = c.H >= branches && trial % 3 == 1 ? Mode::head_groups : Mode::longnet;
-  c.config.causal = trial % 2 == 0 || trial % 7 == 3;
-  if (trial % 4 == 3) c.config.scale = 0.05;
-  c.q = random_tensor(c.B * c.N * c.H * c.D, c.dtype, 1.0, rng);
-  c.k = random_tensor(c.B * c.N * c.Hkv * c.D, c.dtype, 1.0, rng);
-  c.v = random_tensor(c.B * c.N * c.Hkv * c.D, c.dtype, 1.0, rng);
-  return c;
 }
 
 void expect_close(const GpuResult& got, const Reference& want, DType dtype, bool check_lse = true) {
@@ -98,7 +63,7 @@ void expect_close(const GpuResult& got, const Reference& want, DType dtype, bool
 TEST_F(GpuForward, MatchesTheHostReferenceOnRandomConfigurations) {
   std::mt19937_64 rng(20261122);
   for (int trial = 0; trial < 32; ++trial) {
-    RandomCase c = gpu_case(rng, trial);
+    RandomCase c = gpu_case(rng, trial, {64, 128, 96, 256});
     SCOPED_TRACE(fmt::format("trial {}: {}", trial, c.describe()));
     expect_close(run_gpu(c), reference(c), c.dtype);
   }

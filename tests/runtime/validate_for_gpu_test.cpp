@@ -110,3 +110,32 @@ TEST(ValidateForGpu, AcceptsAnLseBesideTheOtherTensors) {
   const TensorView adjacent = lse_at(3, 16384);  // starts at out's first byte past the end
   EXPECT_NO_THROW(validate_for_gpu(p, view(0), view(1), view(2), view(3), &adjacent));
 }
+
+TEST(ValidateForGpu, TheBackwardRefusesWhatItsKernelsCannotRun) {
+  alignas(16) static std::uint16_t grads[4][1 << 14];  // dout, dq, dk, dv
+  const auto grad = [](int i, DType dtype = DType::bf16, std::int64_t d = 64) {
+    return TensorView::contiguous(grads[i], dtype, {1, 128, 2, d});
+  };
+  const Problem p{1, 128, 2, 2, 64, 0.125};
+  const TensorView lse = lse_at(4);
+  EXPECT_NO_THROW(validate_backward_for_gpu(p, view(0), view(1), view(2), view(3), lse, grad(0), grad(1), grad(2), grad(3)));
+  const auto refused = [&](const char* needle, const TensorView& dout, const TensorView& dq, const TensorView& dk,
+                           const TensorView& dv, const Problem& problem) {
+    try {
+      validate_backward_for_gpu(problem, view(0), view(1), view(2), view(3), lse, dout, dq, dk, dv);
+      ADD_FAILURE() << "accepted; expected an error containing " << needle;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  refused("dq is f16 but q is bf16", grad(0), grad(1, DType::f16), grad(2), grad(3), p);
+  refused("dk overlaps q", grad(0), grad(1), view(0), grad(3), p);
+  refused("dq overlaps dout", grad(0), grad(0), grad(2), grad(3), p);
+  refused("dk overlaps dv", grad(0), grad(1), grad(2), grad(2), p);
+  TensorView strided = grad(3);
+  strided.strides[3] = 2;
+  refused("dv: the GPU path needs the innermost (D) stride to be 1", grad(0), grad(1), grad(2), strided, p);
+  const Problem wide{1, 128, 2, 2, 256, 0.125};
+  refused("head dim 256 has no GPU backward kernel yet", grad(0, DType::bf16, 256), grad(1, DType::bf16, 256),
+          grad(2, DType::bf16, 256), grad(3, DType::bf16, 256), wide);
+}

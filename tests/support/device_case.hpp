@@ -4,7 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <random>
 #include <vector>
 
 #include "common/dtype.hpp"
@@ -65,5 +67,42 @@ class DeviceCase {
   const RandomCase& c_;
   DeviceBuffer q_, k_, v_, out_, lse_;
 };
+
+// ||got - want|| / ||want||; NaN anywhere fails.
+inline double l2_relative(const std::vector<double>& got, const std::vector<double>& want) {
+  double diff = 0, norm = 0;
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    if (std::isnan(got[i])) return INFINITY;
+    diff += (got[i] - want[i]) * (got[i] - want[i]);
+    norm += want[i] * want[i];
+  }
+  return std::sqrt(diff / std::max(norm, 1e-30));
+}
+
+// A random configuration the GPU kernels take; trial picks the dtype (alternating) and the head dim (each
+// of `head_dims` with both dtypes in turn), and steers modes, causality, GQA and scales over trials.
+inline RandomCase gpu_case(std::mt19937_64& rng, int trial, const std::vector<std::int64_t>& head_dims) {
+  auto uniform = [&](std::int64_t lo, std::int64_t hi) { return std::uniform_int_distribution<std::int64_t>(lo, hi)(rng); };
+  RandomCase c;
+  c.dtype = trial % 2 ? DType::bf16 : DType::f16;
+  c.D = head_dims[std::size_t(trial / 2) % head_dims.size()];
+  c.B = uniform(1, 2);
+  c.N = trial % 3 == 0 ? std::vector<std::int64_t>{257, 401, 613, 997}[std::size_t(uniform(0, 3))] : uniform(64, 700);
+  c.H = std::vector<std::int64_t>{2, 4, 6, 8}[std::size_t(uniform(0, 3))];
+  c.Hkv = c.H % 2 == 0 && trial % 2 ? c.H / 2 : c.H;
+  const std::int64_t branches = uniform(1, 4);
+  for (std::int64_t i = 0; i < branches; ++i) {
+    const std::int64_t w = uniform(16, c.N + 64);
+    c.config.segments.push_back(w);
+    c.config.dilations.push_back(trial % 5 == 4 ? uniform(1, 3) * (i + 1) + 1 : uniform(1, std::min<std::int64_t>(w, 12)));
+  }
+  c.config.mode = c.H >= branches && trial % 3 == 1 ? Mode::head_groups : Mode::longnet;
+  c.config.causal = trial % 2 == 0 || trial % 7 == 3;
+  if (trial % 4 == 3) c.config.scale = 0.05;
+  c.q = random_tensor(c.B * c.N * c.H * c.D, c.dtype, 1.0, rng);
+  c.k = random_tensor(c.B * c.N * c.Hkv * c.D, c.dtype, 1.0, rng);
+  c.v = random_tensor(c.B * c.N * c.Hkv * c.D, c.dtype, 1.0, rng);
+  return c;
+}
 
 }  // namespace dilatron::test

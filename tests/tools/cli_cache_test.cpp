@@ -194,6 +194,21 @@ TEST(CliCache, AutotuneRecordsTravelWithTheKernelsTheyChoose) {
   EXPECT_FALSE(std::filesystem::exists(tmp / "third"));
 }
 
+TEST(CliCache, WarmWithBackwardAddsTheGradientKernels) {
+  TempDir tmp;
+  const std::string config = " --arch sm_80 --segments 64 --dilations 1 --head-dim 64 --dtype f16";
+  const CliResult warm = run_cli(tmp, "cache warm --backward" + config + in(tmp));
+  ASSERT_EQ(warm.status, 0) << warm.err;
+  EXPECT_NE(warm.out.find("4 kernels for sm_80"), std::string::npos) << "forward, prepare, backward, finish: " << warm.out;
+  const CliResult listed = run_cli(tmp, "cache ls" + in(tmp));
+  for (const char* kernel : {"gradient_prepare f16 d64 4w sm_80", "attention_backward f16 d64 w64 r1 tile 64x64 4w 2s sm_80"}) {
+    EXPECT_NE(listed.out.find(kernel), std::string::npos) << listed.out;
+  }
+  const CliResult wide = run_cli(tmp, "cache warm --backward --arch sm_90a --segments 64 --dilations 1 --head-dim 256" + in(tmp));
+  EXPECT_EQ(wide.status, 2);
+  EXPECT_NE(wide.err.find("the backward kernel supports 64, 96 and 128"), std::string::npos) << wide.err;
+}
+
 TEST(CliCache, WarmErrorsAreClear) {
   TempDir tmp;
   const CliResult frozen = run_cli(tmp, "cache warm " + kConfig + in(tmp), "DILATRON_DISABLE_JIT=1");

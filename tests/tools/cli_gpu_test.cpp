@@ -139,3 +139,27 @@ TEST(AutotuneGpu, TuneStoresWinnersAndTunedTilesRunCorrectly) {
   ASSERT_EQ(heuristic.status, 0) << heuristic.err;
   EXPECT_EQ(heuristic.err.find("(tuned tiles)"), std::string::npos) << "DILATRON_AUTOTUNE=0 ignores the database";
 }
+
+// `run --backward --device cuda`: the same files as on the CPU, gradients within the GPU tolerance.
+TEST(CliGpu, BackwardOnCudaMatchesTheCpu) {
+  if (driver::probe().devices.empty()) GTEST_SKIP() << "no GPU";
+  TempDir dir;
+  std::mt19937_64 rng(12);
+  const std::string inputs = write_inputs(dir, {1, 300, 4, 64}, {1, 300, 2, 64}, DType::f16, rng) +
+                             " --segments 64,128,300 --dilations 1,3,5 --causal";
+  {
+    const auto dout = random_tensor(300 * 4 * 64, DType::f16, 1.0, rng);
+    AtomicFile file(dir / "do.npy");
+    npy::write(file, DType::f16, {1, 300, 4, 64}, dout.data());
+    file.commit();
+  }
+  for (const char* device : {"cpu", "cuda"}) {
+    const CliResult r = run_cli(dir, inputs + fmt::format(" --device {0} --out '{1}/{0}_o.npy' --backward --dout '{1}/do.npy' "
+                                                          "--dq '{1}/{0}_dq.npy' --dk '{1}/{0}_dk.npy' --dv '{1}/{0}_dv.npy'",
+                                                          device, dir.path().string()));
+    ASSERT_EQ(r.status, 0) << device << ": " << r.err;
+  }
+  for (const char* name : {"o", "dq", "dk", "dv"}) {
+    EXPECT_LE(relative_l2(dir / fmt::format("cpu_{}.npy", name), dir / fmt::format("cuda_{}.npy", name)), 5e-3) << name;
+  }
+}
