@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""Dilatron's forward pass against PyTorch on the same GPU, tensors and stream.
+"""Dilatron's forward and backward passes against PyTorch on the same GPU, tensors and stream.
 
 (a) Dense attention (one branch, w = N, r = 1): torch SDPA with the flash and cuDNN backends.
 (b) The LongNet configuration as PyTorch users run it today: per branch and head offset, gather the
     selected rows, flash attention with its log-sum-exp, scatter back, and merge the branches by LSE.
+With --backward, the same two comparisons for the gradients: Dilatron's backward (given the forward's
+O and LSE) against autograd through torch SDPA, and through the PyTorch pipeline of (b).
 
 Dilatron is called through its C ABI (ctypes) on the tensors torch allocated. Timings: CUDA events,
 warm-up, L2 flushed before every timed run, median of --iters. Prints markdown rows for
@@ -52,6 +54,20 @@ class Dilatron:
         args = [as_tensor(q, BF16), as_tensor(k, BF16), as_tensor(v, BF16), as_tensor(out, BF16), as_tensor(lse, 0)]
         stream = ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)
         self.check(self.lib.dilatron_forward(self.handle, *[ctypes.byref(a) for a in args], stream))
+
+    def backward(self, q, k, v, out, lse, dout, dq, dk, dv):
+        args = [as_tensor(t, BF16) for t in (q, k, v, out)] + [as_tensor(lse, 0)] + \
+               [as_tensor(t, BF16) for t in (dout, dq, dk, dv)]
+        stream = ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)
+        self.check(self.lib.dilatron_backward(self.handle, *[ctypes.byref(a) for a in args], stream))
+
+
+def grads_of(fn, inputs, dout):
+    """Autograd of fn(*inputs) for upstream dout: a callable that reruns only the backward, and its result."""
+    leaves = [t.detach().requires_grad_(True) for t in inputs]
+    result = fn(*leaves)
+    run = lambda: torch.autograd.grad(result, leaves, dout, retain_graph=True)
+    return run, run()
 
 
 def flash_with_lse(q, k, v, causal):
@@ -129,6 +145,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--longnet-len", type=int, default=262144)
     ap.add_argument("--out", default="bench-results.md")
+    ap.add_argument("--backward", action="store_true", help="also time the backward passes")
     args = ap.parse_args()
 
     device = torch.cuda.get_device_name()
@@ -139,8 +156,8 @@ def main():
     date = datetime.date.today().isoformat()
     rows = []
 
-    def row(config, ms, baseline, baseline_ms, extra=""):
-        rows.append(f"| {date} | {device} | {commit} | forward | {config} | {ms:.3f} | {baseline} | "
+    def row(config, ms, baseline, baseline_ms, extra="", kind="forward"):
+        rows.append(f"| {date} | {device} | {commit} | {kind} | {config} | {ms:.3f} | {baseline} | "
                     f"{baseline_ms:.3f} | {baseline_ms / ms:.2f}x |{extra}")
         print(rows[-1], flush=True)
 
@@ -165,6 +182,17 @@ def main():
                         base = timed(lambda: F.scaled_dot_product_attention(qt, kt, vt, is_causal=causal),
                                      args.iters, args.warmup)
                     row(config, ms, name, base, f" rel err {err:.2e}")
+                    if args.backward:
+                        dout = torch.randn_like(q)
+                        dq, dk, dv = (torch.empty_like(t) for t in (q, k, v))
+                        dil.backward(q, k, v, out, lse, dout, dq, dk, dv)
+                        bwd_ms = timed(lambda: dil.backward(q, k, v, out, lse, dout, dq, dk, dv), args.iters, args.warmup)
+                        with sdpa_kernel(backend):
+                            run, want = grads_of(lambda a, b, c: F.scaled_dot_product_attention(a, b, c, is_causal=causal),
+                                                 (qt, kt, vt), dout.transpose(1, 2))
+                            bwd_base = timed(run, args.iters, args.warmup)
+                        errs = ", ".join(f"{n} {rel_l2(g, w.transpose(1, 2)):.2e}" for n, g, w in zip("qkv", (dq, dk, dv), want))
+                        row(config, bwd_ms, name + " backward", bwd_base, f" rel err d{errs}", "backward")
                 except Exception as e:  # a backend this torch build lacks
                     print(f"{name}: unavailable ({e})", file=sys.stderr)
 
@@ -188,6 +216,16 @@ def main():
         row(config, ms, "torch gather-SDPA-scatter-merge", base,
             f" rel err {err:.2e}; extra memory beyond inputs+outputs ({io / 2**20:.0f} MiB): Dilatron "
             f"{mem / 2**20:.1f} MiB, torch {torch_mem / 2**20:.0f} MiB")
+        if args.backward:
+            dout = torch.randn_like(q)
+            dq, dk, dv = (torch.empty_like(t) for t in (q, k, v))
+            dil.backward(q, k, v, out, lse, dout, dq, dk, dv)
+            bwd_ms = timed(lambda: dil.backward(q, k, v, out, lse, dout, dq, dk, dv), args.iters, args.warmup)
+            run, want = grads_of(lambda a, b, c: torch_dilated(a, b, c, segments, dilations, causal), (q, k, v), dout)
+            bwd_base = timed(run, args.iters, args.warmup)
+            errs = ", ".join(f"{n} {rel_l2(g, w):.2e}" for n, g, w in zip("qkv", (dq, dk, dv), want))
+            row(config, bwd_ms, "autograd through torch gather-SDPA-scatter-merge", bwd_base, f" rel err d{errs}",
+                "backward")
 
     with open(args.out, "w") as f:
         f.write("\n".join(rows) + "\n")

@@ -18,7 +18,7 @@ build/bin/test_gpu --gtest_brief=1 2>&1 | tee "$OUT/gpu_tests.log" || status=1
 build/bin/dilatron demo 2>&1 | tee "$OUT/demo.log" || status=1
 LONGNET=(--segments 2048,4096,8192,16384,32768 --dilations 1,2,4,6,12 --seq-len 262144 --heads 16)
 build/bin/dilatron bench "${LONGNET[@]}" 2>&1 | tee "$OUT/cli_bench.log" || status=1
-python3 bench/compare_torch.py --out "$OUT/results.md" 2>&1 | tee "$OUT/bench.log" || status=1
+python3 bench/compare_torch.py --backward --out "$OUT/results.md" 2>&1 | tee "$OUT/bench.log" || status=1
 # Tuning: every candidate of the five kernels, then default and tuned forward passes back to back.
 build/bin/dilatron tune "${LONGNET[@]}" 2>&1 | tee "$OUT/tune.log" || status=1
 for tiles in default tuned; do

@@ -89,6 +89,28 @@ dilatron_status dilatron_reference_forward(const dilatron_attention* a, const di
   });
 }
 
+dilatron_status dilatron_backward(dilatron_attention* a, const dilatron_tensor* q, const dilatron_tensor* k,
+                                  const dilatron_tensor* v, const dilatron_tensor* out, const dilatron_tensor* lse,
+                                  const dilatron_tensor* dout, const dilatron_tensor* dq, const dilatron_tensor* dk,
+                                  const dilatron_tensor* dv, void* stream) {
+  return guarded([&] {
+    if (!a) throw dilatron::Error("dilatron_backward: NULL attention");
+    a->attention.backward(view(q, "q"), view(k, "k"), view(v, "v"), view(out, "out"), view(lse, "lse"), view(dout, "dout"),
+                          view(dq, "dq"), view(dk, "dk"), view(dv, "dv"), static_cast<dilatron::Stream>(stream));
+  });
+}
+
+dilatron_status dilatron_reference_backward(const dilatron_attention* a, const dilatron_tensor* q, const dilatron_tensor* k,
+                                            const dilatron_tensor* v, const dilatron_tensor* dout,
+                                            const dilatron_tensor* dq, const dilatron_tensor* dk,
+                                            const dilatron_tensor* dv) {
+  return guarded([&] {
+    if (!a) throw dilatron::Error("dilatron_reference_backward: NULL attention");
+    dilatron::reference_backward(a->attention.config(), view(q, "q"), view(k, "k"), view(v, "v"), view(dout, "dout"),
+                                 view(dq, "dq"), view(dk, "dk"), view(dv, "dv"));
+  });
+}
+
 dilatron_status dilatron_ring_reference_forward(const dilatron_attention* a, int32_t ranks, const dilatron_tensor* q,
                                                 const dilatron_tensor* k, const dilatron_tensor* v,
                                                 const dilatron_tensor* out, const dilatron_tensor* lse) {

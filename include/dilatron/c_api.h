@@ -56,6 +56,18 @@ DILATRON_API dilatron_status dilatron_ring_reference_forward(const dilatron_atte
                                                 const dilatron_tensor* q, const dilatron_tensor* k,
                                                 const dilatron_tensor* v, const dilatron_tensor* out,
                                                 const dilatron_tensor* lse);
+/* The gradients of dilatron_forward on device memory: q, k, v, out and lse as the forward gave them
+ * (lse required), dout [B, N, H, D]; writes dq [B, N, H, D] and dk, dv [B, N, Hkv, D], all in q's dtype
+ * (DilatedAttention::backward in dilatron.hpp; head dim 64, 96 or 128). */
+DILATRON_API dilatron_status dilatron_backward(dilatron_attention* attention, const dilatron_tensor* q, const dilatron_tensor* k,
+                                  const dilatron_tensor* v, const dilatron_tensor* out, const dilatron_tensor* lse,
+                                  const dilatron_tensor* dout, const dilatron_tensor* dq, const dilatron_tensor* dk,
+                                  const dilatron_tensor* dv, void* stream);
+/* The float64 host reference's gradients on host memory (any dtype each); O and LSE are recomputed. */
+DILATRON_API dilatron_status dilatron_reference_backward(const dilatron_attention* attention, const dilatron_tensor* q,
+                                            const dilatron_tensor* k, const dilatron_tensor* v,
+                                            const dilatron_tensor* dout, const dilatron_tensor* dq,
+                                            const dilatron_tensor* dk, const dilatron_tensor* dv);
 DILATRON_API void dilatron_destroy(dilatron_attention* attention);
 
 /* A ring rank over the caller's ncclComm_t (passed as void*; dilatron_ring_destroy does not destroy it,

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "runtime/driver.hpp"
+#include "tests/support/finite_differences.hpp"
 #include "tests/support/random_case.hpp"
 
 using namespace dilatron::test;
@@ -88,5 +89,36 @@ TEST(CApi, ReferenceThroughTheAbiMatchesTheDenseDefinition) {
   }
   EXPECT_EQ(dilatron_forward(a, nullptr, &k, &v, &o, nullptr, nullptr), DILATRON_ERROR_INVALID);
   EXPECT_NE(std::string(dilatron_last_error()).find("q is NULL"), std::string::npos);
+  dilatron_destroy(a);
+}
+
+TEST(CApi, ReferenceBackwardThroughTheAbiEqualsFiniteDifferences) {
+  std::mt19937_64 rng(4);
+  RandomCase c;
+  c.B = 1, c.N = 13, c.H = 2, c.Hkv = 1, c.D = 4;
+  c.config.segments = {4, 13};
+  c.config.dilations = {1, 3};
+  c.q = random_tensor(c.N * c.H * c.D, c.dtype, 1.0, rng);
+  c.k = random_tensor(c.N * c.Hkv * c.D, c.dtype, 1.0, rng);
+  c.v = random_tensor(c.N * c.Hkv * c.D, c.dtype, 1.0, rng);
+  std::vector<std::byte> g = random_tensor(c.N * c.H * c.D, c.dtype, 1.0, rng);
+  dilatron_attention* a = nullptr;
+  ASSERT_EQ(dilatron_create(c.config.segments.data(), c.config.dilations.data(), 2, DILATRON_LONGNET, 0, 0.0, &a),
+            DILATRON_OK);
+  std::vector<float> dq(std::size_t(c.N * c.H * c.D)), dk(std::size_t(c.N * c.Hkv * c.D)), dv(dk.size());
+  const auto q = tensor(c.q.data(), DILATRON_F32, 1, c.N, c.H, c.D), k = tensor(c.k.data(), DILATRON_F32, 1, c.N, c.Hkv, c.D),
+             v = tensor(c.v.data(), DILATRON_F32, 1, c.N, c.Hkv, c.D), dout = tensor(g.data(), DILATRON_F32, 1, c.N, c.H, c.D),
+             dq_t = tensor(dq.data(), DILATRON_F32, 1, c.N, c.H, c.D), dk_t = tensor(dk.data(), DILATRON_F32, 1, c.N, c.Hkv, c.D),
+             dv_t = tensor(dv.data(), DILATRON_F32, 1, c.N, c.Hkv, c.D);
+  ASSERT_EQ(dilatron_reference_backward(a, &q, &k, &v, &dout, &dq_t, &dk_t, &dv_t), DILATRON_OK) << dilatron_last_error();
+  std::vector<double> upstream(g.size() / 4);
+  for (std::size_t i = 0; i < upstream.size(); ++i) upstream[i] = dilatron::load_element(g.data(), dilatron::DType::f32, std::int64_t(i));
+  EXPECT_LE(relative_error({dq.begin(), dq.end()}, finite_differences(c.config, c.dense(), &Dense::q, upstream), kFiniteDifferenceFloor), 1e-4);
+  EXPECT_LE(relative_error({dk.begin(), dk.end()}, finite_differences(c.config, c.dense(), &Dense::k, upstream), kFiniteDifferenceFloor), 1e-4);
+  EXPECT_LE(relative_error({dv.begin(), dv.end()}, finite_differences(c.config, c.dense(), &Dense::v, upstream), kFiniteDifferenceFloor), 1e-4);
+  const auto wrong = tensor(dq.data(), DILATRON_F32, 1, c.N, c.Hkv, c.D);
+  EXPECT_EQ(dilatron_reference_backward(a, &q, &k, &v, &dout, &wrong, &dk_t, &dv_t), DILATRON_ERROR_INVALID);
+  EXPECT_NE(std::string(dilatron_last_error()).find("dq shape"), std::string::npos) << dilatron_last_error();
+  EXPECT_EQ(dilatron_backward(nullptr, &q, &k, &v, &q, &q, &dout, &dq_t, &dk_t, &dv_t, nullptr), DILATRON_ERROR_INVALID);
   dilatron_destroy(a);
 }
