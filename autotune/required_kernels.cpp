@@ -22,7 +22,7 @@ KernelSpec spec_for(const Workload& w, Op op, int branch) {
     spec.branches = {{w.config.segments[std::size_t(branch)], w.config.dilations[std::size_t(branch)]}};
     spec.mode = w.config.mode;
     if (w.config.mode == Mode::head_groups) spec.group = branch, spec.groups = int(w.config.branches());
-    spec.causal = (codegen::is_attention(op) || codegen::is_backward_attention(op)) && w.config.causal;
+    spec.causal = codegen::is_tiled_attention(op) && w.config.causal;
   }
   spec = with_tiles(std::move(spec), w.tuned);
   spec.validate();

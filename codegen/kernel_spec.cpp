@@ -107,6 +107,8 @@ bool is_attention(Op op) {
 
 bool is_backward_attention(Op op) { return op == Op::attention_backward; }
 
+bool is_tiled_attention(Op op) { return is_attention(op) || is_backward_attention(op); }
+
 bool is_ring(Op op) { return op == Op::ring_pack || op == Op::ring_attend; }
 
 int max_shared_bytes(int arch) {
@@ -142,7 +144,7 @@ std::string KernelSpec::label() const {
   for (const BranchSpec& b : branches) text += fmt::format(" w{} r{}", b.w, b.r);
   if (mode == Mode::head_groups) text += fmt::format(" group {}/{}", group, groups);
   if (causal) text += " causal";
-  if (is_attention(op) || is_backward_attention(op)) {
+  if (is_tiled_attention(op)) {
     text += fmt::format(" tile {}x{} {}w {}s", tiles.block_m, tiles.block_n, tiles.warps, tiles.stages);
   } else {
     text += fmt::format(" {}w", tiles.warps);
@@ -156,7 +158,7 @@ void KernelSpec::validate() const {
   if (head_dim < 8 || head_dim > 512 || head_dim % 8 != 0) {
     invalid(*this, fmt::format("head_dim {} must be a multiple of 8 in [8, 512]", head_dim));
   }
-  if (dtype == DType::f32 && (moves_rows(op) || is_attention(op) || is_backward_attention(op) || is_ring(op) ||
+  if (dtype == DType::f32 && (moves_rows(op) || is_tiled_attention(op) || is_ring(op) ||
                               op == Op::finish_output || op == Op::gradient_prepare)) {
     invalid(*this, "GPU kernels take f16 or bf16 inputs");
   }
@@ -173,8 +175,8 @@ void KernelSpec::validate() const {
   } else if (tiles.block_m != 0 || tiles.block_n != 0 || tiles.stages != 0) {
     invalid(*this, "row-moving, merge and clear kernels take no block_m, block_n or stages");
   }
-  if (causal && !is_attention(op) && !is_backward_attention(op)) invalid(*this, "causal does not apply to this op");
-  if (moves_rows(op) || is_attention(op) || is_backward_attention(op)) {
+  if (causal && !is_tiled_attention(op)) invalid(*this, "causal does not apply to this op");
+  if (moves_rows(op) || is_tiled_attention(op)) {
     if (branches.size() != 1) invalid(*this, "branch kernels serve exactly one branch");
     if (branches[0].w < 1 || branches[0].r < 1) invalid(*this, "segment length and dilation must be >= 1");
     const bool longnet = mode == Mode::longnet;

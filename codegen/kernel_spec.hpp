@@ -81,6 +81,8 @@ int max_shared_bytes(int arch_number);
 bool is_attention(Op op);
 // The backward pass's attention kernel (tiles and shared memory like the attention kernels, its own rules).
 bool is_backward_attention(Op op);
+// Either kind: the kernels of one branch that take tiles and may be causal.
+bool is_tiled_attention(Op op);
 // The ring executor's kernels: their branch, offsets and causality are launch arguments.
 bool is_ring(Op op);
 

@@ -5,15 +5,9 @@
 #include "autotune/required_kernels.hpp"
 #include "cache/kernel_cache.hpp"
 #include "runtime/driver.hpp"
+#include "runtime/stream_workspace.hpp"
 
 namespace dilatron {
-namespace {
-
-// Regions start on 256-byte boundaries, as device allocations do.
-std::size_t align_region(std::size_t bytes) { return (bytes + 255) / 256 * 256; }
-
-}  // namespace
-
 BackwardPlan::BackwardPlan(const Config& config, const Problem& p, DType dtype) : problem_(p) {
   autotune::Workload workload;
   workload.config = config;
@@ -23,7 +17,7 @@ BackwardPlan::BackwardPlan(const Config& config, const Problem& p, DType dtype) 
   for (const codegen::KernelSpec& spec : autotune::backward_kernels(workload)) {
     launches_.push_back(prepare_launch(spec, *cache::KernelCache::global().get(spec).entry, p));
   }
-  const auto floats = [](std::int64_t n) { return align_region(std::size_t(n) * sizeof(float)); };
+  const auto floats = [](std::int64_t n) { return workspace_region(std::size_t(n) * sizeof(float)); };
   dq_offset_ = floats(p.batch * p.heads * p.seq_len);
   dk_offset_ = dq_offset_ + floats(p.batch * p.seq_len * p.heads * p.head_dim);
   dv_offset_ = dk_offset_ + floats(p.batch * p.seq_len * p.kv_heads * p.head_dim);

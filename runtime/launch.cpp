@@ -30,7 +30,7 @@ Launch prepare_launch(const codegen::KernelSpec& spec, const cache::Entry& entry
   Launch l{spec, LoadedKernels::global().kernel(entry), {1, 1, 1}, unsigned(spec.tiles.warps * 32),
            unsigned(spec.shared_bytes()), 0};
   if (l.shared_bytes > 48 * 1024) allow_dynamic_shared(l.kernel, int(l.shared_bytes));
-  if (codegen::is_attention(spec.op) || codegen::is_backward_attention(spec.op)) {
+  if (codegen::is_tiled_attention(spec.op)) {
     // Forward CTAs own query tiles of block_m rows, backward ones key tiles of block_n.
     const int rows = codegen::is_attention(spec.op) ? spec.tiles.block_m : spec.tiles.block_n;
     const long long tiles = index::query_tile_count(problem.seq_len, spec.branches[0].w, spec.branches[0].r, rows);

@@ -10,19 +10,10 @@
 #include "cache/kernel_cache.hpp"
 #include "common/log.hpp"
 #include "runtime/driver.hpp"
+#include "runtime/stream_workspace.hpp"
 #include "runtime/tuning.hpp"
 
 namespace dilatron {
-namespace {
-
-// Workspace regions start on 256-byte boundaries, the alignment device allocations get, so a region is
-// as aligned as if it had been allocated alone.
-constexpr std::size_t kRegionAlign = 256;
-
-std::size_t align_region(std::size_t bytes) { return (bytes + kRegionAlign - 1) / kRegionAlign * kRegionAlign; }
-
-}  // namespace
-
 ForwardPlan::ForwardPlan(const Config& config, const Problem& problem, DType dtype, bool needs_lse_workspace)
     : problem_(problem) {
   autotune::Workload workload;
@@ -38,11 +29,11 @@ ForwardPlan::ForwardPlan(const Config& config, const Problem& problem, DType dty
   }
   if (needs_lse_workspace) {
     lse_offset_ = workspace_bytes_;
-    workspace_bytes_ += align_region(std::size_t(problem.batch * problem.heads * problem.seq_len) * sizeof(float));
+    workspace_bytes_ += workspace_region(std::size_t(problem.batch * problem.heads * problem.seq_len) * sizeof(float));
   }
   if (std::any_of(launches_.begin(), launches_.end(), [](const Launch& l) { return l.spec.op == codegen::Op::finish_output; })) {
     accumulator_offset_ = workspace_bytes_;
-    workspace_bytes_ += align_region(std::size_t(problem.batch * problem.seq_len * problem.heads * problem.head_dim) *
+    workspace_bytes_ += workspace_region(std::size_t(problem.batch * problem.seq_len * problem.heads * problem.head_dim) *
                                      sizeof(float));
   }
 }

@@ -219,6 +219,10 @@ std::vector<HeadBranch> head_branches(const Config& config, std::int64_t h, std:
   return out;
 }
 
+double output_scale(const Config& config) {
+  return config.mode == Mode::head_groups ? 1.0 / double(config.branches()) : 1.0;
+}
+
 std::int64_t attended_pairs(const Config& config, std::int64_t seq_len, std::int64_t heads, int branch) {
   auto pairs = [&](std::int64_t rows) { return config.causal ? rows * (rows + 1) / 2 : rows * rows; };
   std::int64_t total = 0;

@@ -50,6 +50,10 @@ struct HeadBranch {
 // head_groups mode. The config must be valid.
 std::vector<HeadBranch> head_branches(const Config& config, std::int64_t h, std::int64_t heads);
 
+// What O is multiplied by after the branches combine: 1/G in head_groups mode (the average over the G
+// branches), 1 in longnet mode.
+double output_scale(const Config& config);
+
 // Query-key pairs attended for one batch element over all heads (causal pairs counted once), in every
 // branch or (branch >= 0) in that one. The FLOP count of a forward pass is 4 * D * B * attended_pairs.
 std::int64_t attended_pairs(const Config& config, std::int64_t seq_len, std::int64_t heads, int branch = -1);

@@ -49,11 +49,6 @@ struct SegmentRows {
   }
 };
 
-// head_groups averages over the G branches; longnet's merged accumulator already is O.
-double output_scale(const Config& config) {
-  return config.mode == Mode::head_groups ? 1.0 / double(config.branches()) : 1.0;
-}
-
 // One head's (O, LSE) over every branch it takes part in, in an accumulator indexed by row.
 class HeadForward {
  public:
@@ -99,12 +94,13 @@ class KvHeadBackward {
     std::fill(dv_.begin(), dv_.end(), 0.0);
     for (std::int64_t h = kvh * group; h < (kvh + 1) * group; ++h) {
       const Accumulator& acc = forward_.run(b, h, [](std::int64_t) {});
+      const double out_scale = output_scale(config_);
       for (std::int64_t n = 0; n < p_.seq_len; ++n) {
         double* g = &dout_[std::size_t(n * dim)];
         SegmentRows::load(dout_t_, b, n, h, dim, g);
         delta_[std::size_t(n)] = 0;
         for (std::int64_t d = 0; d < dim; ++d) {
-          g[d] *= output_scale(config_);
+          g[d] *= out_scale;
           delta_[std::size_t(n)] += g[d] * acc.out(n)[d];
         }
         lse_[std::size_t(n)] = acc.lse(n);

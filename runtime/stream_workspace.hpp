@@ -10,6 +10,11 @@
 
 namespace dilatron {
 
+// One workspace holds several regions; each starts on a 256-byte boundary, the alignment device
+// allocations get, so a region is as aligned as if it had been allocated alone. Returns `bytes`
+// rounded up to that boundary.
+inline std::size_t workspace_region(std::size_t bytes) { return (bytes + 255) / 256 * 256; }
+
 class StreamWorkspace {
  public:
   // Zero bytes allocates nothing (get() is null). Throws dilatron::Error when the driver refuses, e.g.

@@ -42,46 +42,40 @@ void download(const DeviceBuffer& buffer, DType dtype, const TensorView& out) {
 }  // namespace
 
 void gpu_forward(const Config& config, const TensorView& q, const TensorView& k, const TensorView& v,
-                 const TensorView& out, const TensorView* lse) {
+                 const TensorView& out, const TensorView* lse, const HostGradients* gradients) {
   DilatedAttention attention(config);
-  const auto dq = upload(q), dk = upload(k), dv = upload(v);
+  const auto q_d = upload(q), k_d = upload(k), v_d = upload(v);
   const DType dtype = device_dtype(q.dtype);
-  DeviceBuffer d_out(std::size_t(out.numel()) * dtype_size(dtype));
-  std::unique_ptr<DeviceBuffer> d_lse;
-  TensorView lse_view;
-  if (lse) {
-    d_lse = std::make_unique<DeviceBuffer>(std::size_t(lse->numel()) * sizeof(float));
-    lse_view = TensorView::contiguous(d_lse->get(), DType::f32, lse->shape);
-  }
-  attention.forward(TensorView::contiguous(dq->get(), dtype, q.shape), TensorView::contiguous(dk->get(), dtype, k.shape),
-                    TensorView::contiguous(dv->get(), dtype, v.shape), TensorView::contiguous(d_out.get(), dtype, out.shape),
-                    lse ? &lse_view : nullptr, nullptr);
-  DILATRON_CU(cuCtxSynchronize());
-  download(d_out, dtype, out);
-  if (lse) d_lse->download(lse->data);
-}
-
-void gpu_forward_backward(const Config& config, const TensorView& q, const TensorView& k, const TensorView& v,
-                          const TensorView& out, const TensorView* lse, const TensorView& dout, const TensorView& dq,
-                          const TensorView& dk, const TensorView& dv) {
-  DilatedAttention attention(config);
-  const auto q_d = upload(q), k_d = upload(k), v_d = upload(v), dout_d = upload(dout);
-  const DType dtype = device_dtype(q.dtype);
-  DeviceBuffer out_d(std::size_t(out.numel()) * dtype_size(dtype)), lse_d(std::size_t(q.shape[0] * q.shape[2] * q.shape[1]) * 4);
-  DeviceBuffer dq_d(out_d.bytes()), dk_d(std::size_t(k.numel()) * dtype_size(dtype)), dv_d(dk_d.bytes());
   const auto on_device = [&](const DeviceBuffer& b, const Shape4& shape) { return TensorView::contiguous(b.get(), dtype, shape); };
-  const TensorView lse_view = TensorView::contiguous(lse_d.get(), DType::f32, {q.shape[0], q.shape[2], q.shape[1], 1});
+  DeviceBuffer out_d(std::size_t(out.numel()) * dtype_size(dtype));
   const TensorView qv = on_device(*q_d, q.shape), kv = on_device(*k_d, k.shape), vv = on_device(*v_d, v.shape),
                    ov = on_device(out_d, out.shape);
-  attention.forward(qv, kv, vv, ov, &lse_view, nullptr);
-  attention.backward(qv, kv, vv, ov, lse_view, on_device(*dout_d, q.shape), on_device(dq_d, q.shape),
-                     on_device(dk_d, k.shape), on_device(dv_d, k.shape), nullptr);
+  // The backward needs the forward's LSE even when the caller does not.
+  std::unique_ptr<DeviceBuffer> lse_d;
+  TensorView lse_view;
+  if (lse || gradients) {
+    const Shape4 shape{q.shape[0], q.shape[2], q.shape[1], 1};
+    lse_d = std::make_unique<DeviceBuffer>(std::size_t(shape[0] * shape[1] * shape[2]) * sizeof(float));
+    lse_view = TensorView::contiguous(lse_d->get(), DType::f32, shape);
+  }
+  attention.forward(qv, kv, vv, ov, lse_d ? &lse_view : nullptr, nullptr);
+  std::unique_ptr<DeviceBuffer> dout_d, dq_d, dk_d, dv_d;
+  if (gradients) {
+    dout_d = upload(gradients->dout);
+    dq_d = std::make_unique<DeviceBuffer>(out_d.bytes());
+    dk_d = std::make_unique<DeviceBuffer>(std::size_t(k.numel()) * dtype_size(dtype));
+    dv_d = std::make_unique<DeviceBuffer>(dk_d->bytes());
+    attention.backward(qv, kv, vv, ov, lse_view, on_device(*dout_d, q.shape), on_device(*dq_d, q.shape),
+                       on_device(*dk_d, k.shape), on_device(*dv_d, k.shape), nullptr);
+  }
   DILATRON_CU(cuCtxSynchronize());
   download(out_d, dtype, out);
-  if (lse) lse_d.download(lse->data);
-  download(dq_d, dtype, dq);
-  download(dk_d, dtype, dk);
-  download(dv_d, dtype, dv);
+  if (lse) lse_d->download(lse->data);
+  if (gradients) {
+    download(*dq_d, dtype, gradients->dq);
+    download(*dk_d, dtype, gradients->dk);
+    download(*dv_d, dtype, gradients->dv);
+  }
 }
 
 void gpu_ring_forward(const Config& config, int ranks, const TensorView& q, const TensorView& k, const TensorView& v,

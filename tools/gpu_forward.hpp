@@ -8,16 +8,17 @@
 
 namespace dilatron::cli {
 
-// q/k/v in host memory (contiguous); out in q's dtype and lse (optional, float32 [B,H,N,1]) on the
-// host too. Throws dilatron::Error when there is no GPU, naming what is missing.
-void gpu_forward(const Config& config, const TensorView& q, const TensorView& k, const TensorView& v,
-                 const TensorView& out, const TensorView* lse);
+// The gradients of a run: dout [B,N,H,D] in, dq [B,N,H,D] and dk, dv [B,N,Hkv,D] out (host tensors; dq
+// in q's dtype, dk and dv in k's).
+struct HostGradients {
+  TensorView dout, dq, dk, dv;
+};
 
-// gpu_forward, then the gradients for dout [B,N,H,D] into dq [B,N,H,D] and dk, dv [B,N,Hkv,D] (host
-// tensors; dq in q's dtype, dk and dv in k's).
-void gpu_forward_backward(const Config& config, const TensorView& q, const TensorView& k, const TensorView& v,
-                          const TensorView& out, const TensorView* lse, const TensorView& dout, const TensorView& dq,
-                          const TensorView& dk, const TensorView& dv);
+// q/k/v in host memory (contiguous); out in q's dtype and lse (optional, float32 [B,H,N,1]) on the
+// host too; with `gradients`, the backward pass as well. Throws dilatron::Error when there is no GPU,
+// naming what is missing.
+void gpu_forward(const Config& config, const TensorView& q, const TensorView& k, const TensorView& v,
+                 const TensorView& out, const TensorView* lse, const HostGradients* gradients = nullptr);
 
 // The same split across `ranks` ranks on this one GPU: each rank a thread with its own stream, its
 // shards of the uploaded tensors, and the Local transport between them.

@@ -97,10 +97,10 @@ void run(RunOptions o) {
 
   const auto start = std::chrono::steady_clock::now();
   if (o.ranks > p.seq_len) throw UsageError(fmt::format("--ranks {} exceeds the {} rows of the sequence", o.ranks, p.seq_len));
-  if (o.device == "cuda" && o.backward) {
-    gpu_forward_backward(o.config, q, k, v, out, lse_arg, dout, dq, dk, dv);
-  } else if (o.device == "cuda") {
-    o.ranks > 1 ? gpu_ring_forward(o.config, o.ranks, q, k, v, out, lse_arg) : gpu_forward(o.config, q, k, v, out, lse_arg);
+  if (o.device == "cuda") {
+    const HostGradients gradients{dout, dq, dk, dv};
+    o.ranks > 1 ? gpu_ring_forward(o.config, o.ranks, q, k, v, out, lse_arg)
+                : gpu_forward(o.config, q, k, v, out, lse_arg, o.backward ? &gradients : nullptr);
   } else if (o.ranks > 1) {
     ring_reference_forward(o.config, o.ranks, q, k, v, out, lse_arg);
     if (o.backward) ring_reference_backward(o.config, o.ranks, q, k, v, dout, dq, dk, dv);

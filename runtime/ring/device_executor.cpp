@@ -14,6 +14,7 @@
 #include "common/dtype.hpp"
 #include "runtime/device_buffer.hpp"
 #include "runtime/driver.hpp"
+#include "runtime/launch.hpp"
 #include "runtime/loaded_kernels.hpp"
 #include "runtime/problem.hpp"
 #include "runtime/ring/device_launches.hpp"
@@ -28,10 +29,6 @@ using codegen::Op;
 
 // Every ring kernel strides over its work, so grids are capped.
 constexpr long long kMaxBlocks = 1 << 20;
-
-args::Tensor4 tensor4(const TensorView& t) {
-  return {t.data, {t.strides[0], t.strides[1], t.strides[2], t.strides[3]}};
-}
 
 struct Kernel {
   CUfunction function;

@@ -150,7 +150,7 @@ class RankExecutor {
   // After the forward pass: dO (scaled as O was), delta = dO . O and the final LSE of every local row,
   // and zeroed gradients.
   void begin_backward(const TensorView& dout) {
-    const double out_scale = plan_.config.mode == Mode::head_groups ? 1.0 / double(plan_.config.branches()) : 1.0;
+    const double out_scale = output_scale(plan_.config);
     const std::size_t rows = std::size_t(rows_.size()), dim = std::size_t(s_.head_dim);
     for (std::int64_t b = 0; b < s_.batch; ++b) {
       for (std::int64_t h = 0; h < s_.heads; ++h) {
@@ -194,8 +194,7 @@ class RankExecutor {
   }
 
   void write(const TensorView& out, const TensorView* lse) const {
-    // head_groups averages over the G branches; longnet's accumulator already is the merged O.
-    const double out_scale = plan_.config.mode == Mode::head_groups ? 1.0 / double(plan_.config.branches()) : 1.0;
+    const double out_scale = output_scale(plan_.config);
     for (std::int64_t b = 0; b < s_.batch; ++b) {
       for (std::int64_t h = 0; h < s_.heads; ++h) {
         const Accumulator& acc = acc_[std::size_t(b * s_.heads + h)];
@@ -336,12 +335,14 @@ void check_shards(const RingPlan& plan, Communicator& comm, const TensorView& q,
 }
 
 // The forward pass's steps: local attention, then every exchange and the attention to what arrived.
-// Returns the blocks received, by block index.
-std::map<int, std::vector<std::byte>> forward_steps(const RingPlan& plan, Communicator& comm, RankExecutor& rank) {
+// With `keep`, the blocks received stay there by block index (the backward attends them again);
+// without, each step's are dropped after it.
+void forward_steps(const RingPlan& plan, Communicator& comm, RankExecutor& rank,
+                   std::map<int, std::vector<std::byte>>* keep = nullptr) {
   rank.attend_local();
   const RankPlan& mine = plan.per_rank[std::size_t(comm.rank())];
-  std::map<int, std::vector<std::byte>> received;
   for (int step = 1; step <= plan.steps; ++step) {
+    std::map<int, std::vector<std::byte>> received;
     std::vector<std::vector<std::byte>> sent;
     std::vector<Message> sends, receives;
     for (const Transfer& t : mine.sends) {
@@ -360,8 +361,8 @@ std::map<int, std::vector<std::byte>> forward_steps(const RingPlan& plan, Commun
     for (const Compute& c : mine.computes) {
       if (c.step == step) rank.attend_block(plan.blocks[std::size_t(c.block)], received.at(c.block));
     }
+    if (keep) keep->merge(received);
   }
-  return received;
 }
 
 // Transfers of one step in block order: both ends of a pair list the same blocks in the same order.
@@ -391,7 +392,8 @@ void host_ring_backward(const RingPlan& plan, Communicator& comm, const TensorVi
   validate_backward(plan.config, q, k, v, dout, dq, dk, dv);
   check_shards(plan, comm, q, k);
   RankExecutor rank(plan, comm.rank(), q, k, v);
-  std::map<int, std::vector<std::byte>> received = forward_steps(plan, comm, rank);
+  std::map<int, std::vector<std::byte>> received;
+  forward_steps(plan, comm, rank, &received);
   rank.begin_backward(dout);
   rank.gradients_local();
   // Each step's blocks are attended again against the final statistics; their dK and dV go back to
