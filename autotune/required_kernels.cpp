@@ -3,6 +3,8 @@
 #include <dilatron/error.hpp>
 
 #include <algorithm>
+#include <initializer_list>
+#include <utility>
 
 #include "common/log.hpp"
 
@@ -27,6 +29,22 @@ KernelSpec spec_for(const Workload& w, Op op, int branch) {
   spec = with_tiles(std::move(spec), w.tuned);
   spec.validate();
   return spec;
+}
+
+// Kernels without branches, in the given (op, dtype) order, tiles from the policy.
+std::vector<KernelSpec> plain_kernels(std::initializer_list<std::pair<Op, DType>> ops, int head_dim, const std::string& arch) {
+  std::vector<KernelSpec> specs;
+  for (const auto& [op, type] : ops) {
+    KernelSpec spec;
+    spec.op = op;
+    spec.dtype = type;
+    spec.head_dim = head_dim;
+    spec.arch = arch;
+    spec = with_tiles(std::move(spec));
+    spec.validate();
+    specs.push_back(std::move(spec));
+  }
+  return specs;
 }
 
 }  // namespace
@@ -88,24 +106,21 @@ std::vector<KernelSpec> required_kernels(const Workload& w) {
   }
   if (w.ranks > 1) {
     for (KernelSpec& spec : ring_kernels(w.dtype, w.head_dim, w.arch)) add(std::move(spec));
+    if (w.backward) {
+      for (KernelSpec& spec : ring_backward_kernels(w.dtype, w.head_dim, w.arch)) add(std::move(spec));
+    }
   }
   return specs;
 }
 
 std::vector<KernelSpec> ring_kernels(DType dtype, int head_dim, const std::string& arch) {
-  std::vector<KernelSpec> specs;
-  for (const auto& [op, type] : {std::pair{Op::ring_pack, dtype}, std::pair{Op::ring_attend, dtype},
-                                 std::pair{Op::finish_output, dtype}, std::pair{Op::clear_output, DType::f32}}) {
-    KernelSpec spec;
-    spec.op = op;
-    spec.dtype = type;
-    spec.head_dim = head_dim;
-    spec.arch = arch;
-    spec = with_tiles(std::move(spec));
-    spec.validate();
-    specs.push_back(std::move(spec));
-  }
-  return specs;
+  return plain_kernels({{Op::ring_pack, dtype}, {Op::ring_attend, dtype}, {Op::finish_output, dtype},
+                        {Op::clear_output, DType::f32}}, head_dim, arch);
+}
+
+std::vector<KernelSpec> ring_backward_kernels(DType dtype, int head_dim, const std::string& arch) {
+  return plain_kernels({{Op::gradient_prepare, dtype}, {Op::ring_attend_backward, dtype}, {Op::ring_unpack_add, DType::f32}},
+                       head_dim, arch);
 }
 
 }  // namespace dilatron::autotune

@@ -48,8 +48,12 @@ std::vector<codegen::KernelSpec> backward_kernels(const Workload& workload);
 // ring_pack, ring_attend, finish_output, and clear_output on its fp32 accumulator.
 std::vector<codegen::KernelSpec> ring_kernels(DType dtype, int head_dim, const std::string& arch);
 
+// The ring's backward adds: gradient_prepare (delta = dO . O), ring_attend_backward, and ring_unpack_add
+// for the dK and dV that come back (fp32).
+std::vector<codegen::KernelSpec> ring_backward_kernels(DType dtype, int head_dim, const std::string& arch);
+
 // Distinct specs: the forward kernels, their tuned variants (warm_winners), the backward kernels
-// (backward), then (ranks > 1) the ring's. Throws dilatron::Error for a spec that cannot be built.
+// (backward), then (ranks > 1) the ring's, and its backward's with `backward`. Throws dilatron::Error for a spec that cannot be built.
 std::vector<codegen::KernelSpec> required_kernels(const Workload& workload);
 
 }  // namespace dilatron::autotune

@@ -83,6 +83,8 @@ std::string_view to_string(Op op) noexcept {
     case Op::ring_pack: return "ring_pack";
     case Op::ring_attend: return "ring_attend";
     case Op::gradient_prepare: return "gradient_prepare";
+    case Op::ring_attend_backward: return "ring_attend_backward";
+    case Op::ring_unpack_add: return "ring_unpack_add";
     case Op::attention_backward: return "attention_backward";
   }
   return "?";
@@ -109,7 +111,8 @@ bool is_backward_attention(Op op) { return op == Op::attention_backward; }
 
 bool is_tiled_attention(Op op) { return is_attention(op) || is_backward_attention(op); }
 
-bool is_ring(Op op) { return op == Op::ring_pack || op == Op::ring_attend; }
+// The ring kernels that read 16-bit inputs (ring_unpack_add adds fp32 gradients).
+bool is_ring(Op op) { return op == Op::ring_pack || op == Op::ring_attend || op == Op::ring_attend_backward; }
 
 int max_shared_bytes(int arch) {
   if ((arch >= 90 && arch < 120) || arch == 80 || arch == 87) return arch < 90 ? 163 * 1024 : 227 * 1024;
@@ -158,10 +161,12 @@ void KernelSpec::validate() const {
   if (head_dim < 8 || head_dim > 512 || head_dim % 8 != 0) {
     invalid(*this, fmt::format("head_dim {} must be a multiple of 8 in [8, 512]", head_dim));
   }
+  if (dtype == DType::f64) invalid(*this, "GPU kernels take no float64 (the host reference does)");
   if (dtype == DType::f32 && (moves_rows(op) || is_tiled_attention(op) || is_ring(op) ||
                               op == Op::finish_output || op == Op::gradient_prepare)) {
     invalid(*this, "GPU kernels take f16 or bf16 inputs");
   }
+  if (op == Op::ring_unpack_add && dtype != DType::f32) invalid(*this, "ring_unpack_add adds fp32 gradients: dtype f32");
   if (tiles.warps != 1 && tiles.warps != 2 && tiles.warps != 4 && tiles.warps != 8 && tiles.warps != 16) {
     invalid(*this, fmt::format("warps = {}: expected 1, 2, 4, 8 or 16", tiles.warps));
   }

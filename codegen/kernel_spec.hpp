@@ -26,6 +26,8 @@ enum class Op {
   ring_attend,              // the ring: local queries to local or received keys, into the fp32 accumulator
   gradient_prepare,         // backward: delta = dO . O per row
   attention_backward,       // backward: one branch's dQ, dK, dV added to fp32 accumulators
+  ring_attend_backward,     // the ring's backward: a ring_attend launch's dQ, dK, dV into fp32 accumulators
+  ring_unpack_add,          // the ring's backward: a block's fp32 dK, dV from a peer added to the owner's
 };
 
 std::string_view to_string(Op op) noexcept;

@@ -10,6 +10,7 @@ std::string_view element_type(DType dtype) {
     case DType::f32: return "float";
     case DType::f16: return "dilatron::f16";
     case DType::bf16: return "dilatron::bf16";
+    case DType::f64: return "double";  // refused by validate(): no GPU kernel takes it
   }
   return "?";
 }
@@ -60,8 +61,16 @@ Instantiation instantiation(const KernelSpec& s) {
                           s.mode == Mode::longnet ? 0 : 1, s.group, s.groups)};
     case Op::ring_pack:
     case Op::ring_attend:
-      return {"dilatron/ring.cuh", s.op == Op::ring_pack ? "dilatron::args::RingPackArgs" : "dilatron::args::RingAttendArgs",
+    case Op::ring_attend_backward: {
+      const char* args = s.op == Op::ring_pack     ? "dilatron::args::RingPackArgs"
+                         : s.op == Op::ring_attend ? "dilatron::args::RingAttendArgs"
+                                                   : "dilatron::args::RingAttendBackwardArgs";
+      return {"dilatron/ring.cuh", args,
               fmt::format("dilatron::{}<{}, {}, {}>", to_string(s.op), element_type(s.dtype), s.head_dim, threads)};
+    }
+    case Op::ring_unpack_add:
+      return {"dilatron/ring.cuh", "dilatron::args::RingPackArgs",
+              fmt::format("dilatron::ring_unpack_add<{}, {}>", s.head_dim, threads)};
   }
   return {};
 }

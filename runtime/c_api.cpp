@@ -36,7 +36,7 @@ dilatron_status guarded(F&& f) {
 
 dilatron::TensorView view(const dilatron_tensor* t, const char* name) {
   if (!t) throw dilatron::Error(std::string(name) + " is NULL");
-  if (t->dtype < DILATRON_F32 || t->dtype > DILATRON_BF16) {
+  if (t->dtype < DILATRON_F32 || t->dtype > DILATRON_F64) {
     throw dilatron::Error(std::string(name) + ": unknown dtype code " + std::to_string(t->dtype));
   }
   dilatron::TensorView v;
@@ -148,6 +148,18 @@ dilatron_status dilatron_ring_forward(const dilatron_attention* a, dilatron_ring
     dilatron::RingDilatedAttention(a->attention.config(), *ring->communicator)
         .forward(seq_len, view(q, "q"), view(k, "k"), view(v, "v"), view(out, "out"), lse ? &lse_view : nullptr,
                  static_cast<dilatron::Stream>(stream));
+  });
+}
+
+dilatron_status dilatron_ring_backward(const dilatron_attention* a, dilatron_ring* ring, int64_t seq_len,
+                                       const dilatron_tensor* q, const dilatron_tensor* k, const dilatron_tensor* v,
+                                       const dilatron_tensor* dout, const dilatron_tensor* dq, const dilatron_tensor* dk,
+                                       const dilatron_tensor* dv, void* stream) {
+  return guarded([&] {
+    if (!a || !ring) throw dilatron::Error("dilatron_ring_backward: NULL attention or ring");
+    dilatron::RingDilatedAttention(a->attention.config(), *ring->communicator)
+        .backward(seq_len, view(q, "q"), view(k, "k"), view(v, "v"), view(dout, "dout"), view(dq, "dq"), view(dk, "dk"),
+                  view(dv, "dv"), static_cast<dilatron::Stream>(stream));
   });
 }
 

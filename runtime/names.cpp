@@ -15,13 +15,14 @@ Mode parse_mode(std::string_view text) {
   throw Error("unknown mode '" + std::string(text) + "': expected longnet or head_groups");
 }
 
-std::size_t dtype_size(DType dtype) noexcept { return dtype == DType::f32 ? 4 : 2; }
+std::size_t dtype_size(DType dtype) noexcept { return dtype == DType::f64 ? 8 : dtype == DType::f32 ? 4 : 2; }
 
 std::string_view to_string(DType dtype) noexcept {
   switch (dtype) {
     case DType::f32: return "f32";
     case DType::f16: return "f16";
     case DType::bf16: return "bf16";
+    case DType::f64: return "f64";
   }
   return "?";
 }
@@ -30,7 +31,8 @@ DType parse_dtype(std::string_view text) {
   if (text == "f32" || text == "float32") return DType::f32;
   if (text == "f16" || text == "fp16" || text == "float16") return DType::f16;
   if (text == "bf16" || text == "bfloat16") return DType::bf16;
-  throw Error("unknown dtype '" + std::string(text) + "': expected f32, f16 or bf16");
+  if (text == "f64" || text == "float64") return DType::f64;
+  throw Error("unknown dtype '" + std::string(text) + "': expected f32, f16, bf16 or f64");
 }
 
 }  // namespace dilatron

@@ -15,7 +15,7 @@
 namespace dilatron::cli {
 namespace {
 
-DType device_dtype(DType host) { return host == DType::f32 ? DType::bf16 : host; }
+DType device_dtype(DType host) { return host == DType::f32 || host == DType::f64 ? DType::bf16 : host; }
 
 // Uploads a contiguous host tensor in the GPU's dtype.
 std::unique_ptr<DeviceBuffer> upload(const TensorView& t) {
@@ -79,33 +79,50 @@ void gpu_forward(const Config& config, const TensorView& q, const TensorView& k,
 }
 
 void gpu_ring_forward(const Config& config, int ranks, const TensorView& q, const TensorView& k, const TensorView& v,
-                      const TensorView& out, const TensorView* lse) {
+                      const TensorView& out, const TensorView* lse, const HostGradients* gradients) {
   const CUcontext context = driver::current_context();
-  const auto dq = upload(q), dk = upload(k), dv = upload(v);
   const DType dtype = device_dtype(q.dtype);
-  DeviceBuffer d_out(std::size_t(out.numel()) * dtype_size(dtype));
+  const auto whole = [&](const std::unique_ptr<DeviceBuffer>& b, const Shape4& shape) {
+    return TensorView::contiguous(b->get(), dtype, shape);
+  };
+  const auto q_d = upload(q), k_d = upload(k), v_d = upload(v);
+  const auto out_d = std::make_unique<DeviceBuffer>(std::size_t(out.numel()) * dtype_size(dtype));
   const std::int64_t seq_len = q.shape[1];
-  std::unique_ptr<DeviceBuffer> d_lse;
-  if (lse) d_lse = std::make_unique<DeviceBuffer>(std::size_t(lse->numel()) * sizeof(float));
+  std::unique_ptr<DeviceBuffer> lse_d, dout_d, dq_d, dk_d, dv_d;
+  if (lse) lse_d = std::make_unique<DeviceBuffer>(std::size_t(lse->numel()) * sizeof(float));
+  if (gradients) {
+    dout_d = upload(gradients->dout);
+    dq_d = std::make_unique<DeviceBuffer>(out_d->bytes());
+    dk_d = std::make_unique<DeviceBuffer>(std::size_t(k.numel()) * dtype_size(dtype));
+    dv_d = std::make_unique<DeviceBuffer>(dk_d->bytes());
+  }
   auto comms = ring::LocalCommunicator::group(ranks);
   parallel_for(ranks, unsigned(ranks), [&] {
     return [&](std::int64_t rank) {
       const ring::ContextScope scope(context);  // rank threads start with no current context
       const ring::RowRange rows = ring::shard(seq_len, ranks, int(rank));
+      const auto shard = [&](const TensorView& t) { return ring::rows_of(t, rows, 1); };
       const TensorView lse_shard =
-          lse ? ring::rows_of(TensorView::contiguous(d_lse->get(), DType::f32, lse->shape), rows, 2) : TensorView{};
+          lse ? ring::rows_of(TensorView::contiguous(lse_d->get(), DType::f32, lse->shape), rows, 2) : TensorView{};
       ring::LocalCommunicator& comm = *comms[std::size_t(rank)];
-      RingDilatedAttention(config, comm)
-          .forward(seq_len, ring::rows_of(TensorView::contiguous(dq->get(), dtype, q.shape), rows, 1),
-                   ring::rows_of(TensorView::contiguous(dk->get(), dtype, k.shape), rows, 1),
-                   ring::rows_of(TensorView::contiguous(dv->get(), dtype, v.shape), rows, 1),
-                   ring::rows_of(TensorView::contiguous(d_out.get(), dtype, out.shape), rows, 1),
-                   lse ? &lse_shard : nullptr, comm.stream());
+      RingDilatedAttention attention(config, comm);
+      attention.forward(seq_len, shard(whole(q_d, q.shape)), shard(whole(k_d, k.shape)), shard(whole(v_d, v.shape)),
+                        shard(whole(out_d, out.shape)), lse ? &lse_shard : nullptr, comm.stream());
+      if (gradients) {
+        attention.backward(seq_len, shard(whole(q_d, q.shape)), shard(whole(k_d, k.shape)), shard(whole(v_d, v.shape)),
+                           shard(whole(dout_d, q.shape)), shard(whole(dq_d, q.shape)), shard(whole(dk_d, k.shape)),
+                           shard(whole(dv_d, k.shape)), comm.stream());
+      }
     };
   });
   DILATRON_CU(cuCtxSynchronize());
-  download(d_out, dtype, out);
-  if (lse) d_lse->download(lse->data);
+  download(*out_d, dtype, out);
+  if (lse) lse_d->download(lse->data);
+  if (gradients) {
+    download(*dq_d, dtype, gradients->dq);
+    download(*dk_d, dtype, gradients->dk);
+    download(*dv_d, dtype, gradients->dv);
+  }
 }
 
 }  // namespace dilatron::cli

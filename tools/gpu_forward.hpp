@@ -1,5 +1,5 @@
 // Host tensors through the GPU forward (and backward): upload, DilatedAttention::forward (and
-// ::backward), download. float32 inputs run in bfloat16 on the GPU (the kernels take 16-bit inputs) and
+// ::backward), download. float32 and float64 inputs run in bfloat16 on the GPU (the kernels take 16-bit inputs) and
 // come back as float32.
 #pragma once
 
@@ -21,8 +21,9 @@ void gpu_forward(const Config& config, const TensorView& q, const TensorView& k,
                  const TensorView& out, const TensorView* lse, const HostGradients* gradients = nullptr);
 
 // The same split across `ranks` ranks on this one GPU: each rank a thread with its own stream, its
-// shards of the uploaded tensors, and the Local transport between them.
+// shards of the uploaded tensors, and the Local transport between them; with `gradients`, each rank's
+// RingDilatedAttention::backward after its forward.
 void gpu_ring_forward(const Config& config, int ranks, const TensorView& q, const TensorView& k, const TensorView& v,
-                      const TensorView& out, const TensorView* lse);
+                      const TensorView& out, const TensorView* lse, const HostGradients* gradients = nullptr);
 
 }  // namespace dilatron::cli

@@ -87,9 +87,11 @@ Array load(const std::filesystem::path& path) {
     array.dtype = DType::f32;
   } else if (descr.starts_with("'<f2'")) {
     array.dtype = DType::f16;
+  } else if (descr.starts_with("'<f8'")) {
+    array.dtype = DType::f64;
   } else {
     const std::string_view shown = descr.substr(0, descr.find_first_of(",}"));
-    fail(path, fmt::format("unsupported dtype {}: expected little-endian float32 '<f4' or float16 '<f2'",
+    fail(path, fmt::format("unsupported dtype {}: expected little-endian float32 '<f4', float16 '<f2' or float64 '<f8'",
                            shown.empty() ? "(none)" : shown));
   }
   const std::string_view fortran = dict_value(header, "fortran_order");
@@ -123,7 +125,7 @@ void write(AtomicFile& file, DType dtype, const std::vector<std::int64_t>& shape
   if (dtype == DType::bf16) throw Error(file.target().string() + ": bf16 cannot be stored in .npy");
   std::string shape_text = fmt::format("({}{})", fmt::join(shape, ", "), shape.size() == 1 ? "," : "");
   std::string header = fmt::format("{{'descr': '{}', 'fortran_order': False, 'shape': {}, }}",
-                                   dtype == DType::f32 ? "<f4" : "<f2", shape_text);
+                                   dtype == DType::f64 ? "<f8" : dtype == DType::f32 ? "<f4" : "<f2", shape_text);
   // Pad with spaces so the data starts on a 64-byte boundary, ending in a newline (format 1.0).
   const std::size_t total = (10 + header.size() + 1 + 63) / 64 * 64;
   header.append(total - 10 - header.size() - 1, ' ');

@@ -40,9 +40,6 @@ void check_backward_flags(const RunOptions& o) {
                                    std::pair{"--dv", &o.dv}}) {
     if (path->empty()) throw UsageError(fmt::format("--backward needs {} (and --dout, --dq, --dk, --dv)", flag));
   }
-  if (o.device == "cuda" && o.ranks > 1) {
-    throw UsageError("--backward --device cuda runs on one rank for now: the GPU ring has no backward yet");
-  }
 }
 
 TensorView view_4d(const char* name, const std::string& path, npy::Array& a) {
@@ -99,7 +96,7 @@ void run(RunOptions o) {
   if (o.ranks > p.seq_len) throw UsageError(fmt::format("--ranks {} exceeds the {} rows of the sequence", o.ranks, p.seq_len));
   if (o.device == "cuda") {
     const HostGradients gradients{dout, dq, dk, dv};
-    o.ranks > 1 ? gpu_ring_forward(o.config, o.ranks, q, k, v, out, lse_arg)
+    o.ranks > 1 ? gpu_ring_forward(o.config, o.ranks, q, k, v, out, lse_arg, o.backward ? &gradients : nullptr)
                 : gpu_forward(o.config, q, k, v, out, lse_arg, o.backward ? &gradients : nullptr);
   } else if (o.ranks > 1) {
     ring_reference_forward(o.config, o.ranks, q, k, v, out, lse_arg);
@@ -147,7 +144,7 @@ void add_run(CLI::App& app) {
   cmd->add_flag("--causal", o->config.causal, "mask keys after the query row");
   CLI::Option* scale = cmd->add_option("--scale", o->scale, "softmax scale (default 1/sqrt(D))");
   cmd->add_option("--device", o->device,
-                  "where to run: cpu (float64 host reference) or cuda (float32 inputs run in bfloat16)")
+                  "where to run: cpu (float64 host reference) or cuda (float32 and float64 inputs run in bfloat16)")
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
   cmd->add_option("--ranks", o->ranks,
@@ -158,7 +155,8 @@ void add_run(CLI::App& app) {
   cmd->add_option("--out", o->out, "output O [B,N,H,D] in Q's dtype (a new file; never an input)")->required();
   cmd->add_option("--lse", o->lse, "also write the log-sum-exp, float32 [B,H,N]");
   cmd->add_flag("--backward", o->backward,
-                "also compute the gradients of O for the upstream gradient --dout (cpu: exact in float64, any --ranks; cuda: one rank, head dim 64, 96 or 128)");
+                "also compute the gradients of O for the upstream gradient --dout (cpu: exact in float64; cuda: one rank takes "
+                "head dim 64, 96 or 128, the GPU ring (--ranks P) any multiple of 8 up to 512)");
   cmd->add_option("--dout", o->dout, "with --backward: dO [B,N,H,D], the gradient flowing into O")->check(CLI::ExistingFile);
   cmd->add_option("--dq", o->dq, "with --backward: write dQ [B,N,H,D] in Q's dtype (a new file)");
   cmd->add_option("--dk", o->dk, "with --backward: write dK [B,N,Hkv,D] in K's dtype (a new file)");

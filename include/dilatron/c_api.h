@@ -22,7 +22,8 @@ typedef enum {
   DILATRON_ERROR_INTERNAL = 3
 } dilatron_status;
 
-typedef enum { DILATRON_F32 = 0, DILATRON_F16 = 1, DILATRON_BF16 = 2 } dilatron_dtype;
+/* F64: the host reference only (dilatron_reference_*). */
+typedef enum { DILATRON_F32 = 0, DILATRON_F16 = 1, DILATRON_BF16 = 2, DILATRON_F64 = 3 } dilatron_dtype;
 typedef enum { DILATRON_LONGNET = 0, DILATRON_HEAD_GROUPS = 1 } dilatron_mode;
 
 typedef struct {
@@ -83,6 +84,14 @@ DILATRON_API dilatron_status dilatron_ring_forward(const dilatron_attention* att
                                       int64_t seq_len, const dilatron_tensor* q, const dilatron_tensor* k,
                                       const dilatron_tensor* v, const dilatron_tensor* out,
                                       const dilatron_tensor* lse, void* stream);
+/* This rank's gradients on device memory: q/k/v as for dilatron_ring_forward, dout and dq like q, dk and
+ * dv like k, all in q's dtype. The forward ring runs again inside (no O or LSE needed); the dK and dV of
+ * blocks other ranks attended to come back to this rank in float32. Every rank calls it. */
+DILATRON_API dilatron_status dilatron_ring_backward(const dilatron_attention* attention, dilatron_ring* ring,
+                                       int64_t seq_len, const dilatron_tensor* q, const dilatron_tensor* k,
+                                       const dilatron_tensor* v, const dilatron_tensor* dout,
+                                       const dilatron_tensor* dq, const dilatron_tensor* dk,
+                                       const dilatron_tensor* dv, void* stream);
 DILATRON_API void dilatron_ring_destroy(dilatron_ring* ring);
 DILATRON_API const char* dilatron_last_error(void);
 DILATRON_API const char* dilatron_version(void);

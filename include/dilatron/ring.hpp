@@ -81,6 +81,14 @@ class RingDilatedAttention {
   void forward(std::int64_t seq_len, const TensorView& q, const TensorView& k, const TensorView& v,
                const TensorView& out, const TensorView* lse = nullptr, Stream stream = nullptr);
 
+  // The gradients on device memory: dout and dq like q, dk and dv like k, all in q's dtype (innermost
+  // stride 1). Runs the forward ring again (it needs no O or LSE from the caller), then returns the dK
+  // and dV of travelling blocks to their owners in float32, as reference_backward() does. Returns when
+  // this rank's gradients are written.
+  void backward(std::int64_t seq_len, const TensorView& q, const TensorView& k, const TensorView& v,
+                const TensorView& dout, const TensorView& dq, const TensorView& dk, const TensorView& dv,
+                Stream stream = nullptr);
+
   const Config& config() const noexcept;
 
  private:

@@ -9,11 +9,13 @@
 
 namespace dilatron {
 
-enum class DType { f32, f16, bf16 };
+// f64 is for the host reference only (exact gradient checks); the GPU takes f16 and bf16.
+enum class DType { f32, f16, bf16, f64 };
 
 std::size_t dtype_size(DType dtype) noexcept;
 std::string_view to_string(DType dtype) noexcept;
-// Accepts "f32|float32", "f16|fp16|float16", "bf16|bfloat16"; throws dilatron::Error otherwise.
+// Accepts "f32|float32", "f16|fp16|float16", "bf16|bfloat16", "f64|float64"; throws dilatron::Error
+// otherwise.
 DType parse_dtype(std::string_view text);
 
 using Shape4 = std::array<std::int64_t, 4>;

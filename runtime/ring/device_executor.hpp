@@ -25,4 +25,13 @@ namespace dilatron::ring {
 void device_ring_forward(const RingPlan& plan, Communicator& comm, const TensorView& q, const TensorView& k,
                          const TensorView& v, const TensorView& out, const TensorView* lse, CUstream stream);
 
+// The gradients of this rank's shards: dout like q in, dq like q and dk, dv like k out, all in the plan's
+// dtype with innermost stride 1. The Host executor's backward (host_ring_backward) on the device: the
+// forward steps again, keeping every block received (over any transport, each step blocks in
+// exchange()), then per step the received blocks' dK and dV go back to their owners as fp32 partials
+// (exchanges tagged steps + t) and are added there. Returns after the stream has drained.
+void device_ring_backward(const RingPlan& plan, Communicator& comm, const TensorView& q, const TensorView& k,
+                          const TensorView& v, const TensorView& dout, const TensorView& dq, const TensorView& dk,
+                          const TensorView& dv, CUstream stream);
+
 }  // namespace dilatron::ring

@@ -365,16 +365,6 @@ void forward_steps(const RingPlan& plan, Communicator& comm, RankExecutor& rank,
   }
 }
 
-// Transfers of one step in block order: both ends of a pair list the same blocks in the same order.
-std::vector<Transfer> in_step(const std::vector<Transfer>& transfers, int step) {
-  std::vector<Transfer> out;
-  for (const Transfer& t : transfers) {
-    if (t.step == step) out.push_back(t);
-  }
-  std::sort(out.begin(), out.end(), [](const Transfer& a, const Transfer& b) { return a.block < b.block; });
-  return out;
-}
-
 }  // namespace
 
 void host_ring_forward(const RingPlan& plan, Communicator& comm, const TensorView& q, const TensorView& k,

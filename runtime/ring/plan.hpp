@@ -89,4 +89,8 @@ RingPlan make_ring_plan(const Config& config, const Shape& shape, int ranks);
 // deadlock at run time).
 void check(const RingPlan& plan);
 
+// The transfers of one step, in block order: both ends of a pair list the same blocks in the same order
+// (the backward's return leg pairs its messages this way).
+std::vector<Transfer> in_step(const std::vector<Transfer>& transfers, int step);
+
 }  // namespace dilatron::ring

@@ -87,6 +87,14 @@ void RingDilatedAttention::forward(std::int64_t seq_len, const TensorView& q, co
   }, seq_len, q, k);
 }
 
+void RingDilatedAttention::backward(std::int64_t seq_len, const TensorView& q, const TensorView& k, const TensorView& v,
+                                    const TensorView& dout, const TensorView& dq, const TensorView& dk,
+                                    const TensorView& dv, Stream stream) {
+  impl_->run([&](const ring::RingPlan& plan, ring::Communicator& comm) {
+    ring::device_ring_backward(plan, comm, q, k, v, dout, dq, dk, dv, stream);
+  }, seq_len, q, k);
+}
+
 std::unique_ptr<ring::Communicator> ring::nccl_communicator(void* nccl_comm) {
   return std::make_unique<NcclCommunicator>(static_cast<ncclComm_t>(nccl_comm));
 }

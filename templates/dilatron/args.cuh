@@ -76,6 +76,8 @@ struct AttentionBackwardArgs {
 
 // ring_pack: one part of a Block (runtime/ring/plan.hpp) into the send buffer: for each batch element,
 // for each selected row first_row + j * r (j < count), the K row of kv head `kv_head`, then its V row.
+// ring_unpack_add, the backward's return leg, reads the same layout in fp32 (a block's dK and dV back
+// from a peer) and adds it into k and v, the owner's fp32 dK and dV accumulators.
 struct RingPackArgs {
   Tensor4 k, v;  // the shard [B, rows, Hkv, D]
   void* packed;  // the part's first element in the send buffer
@@ -98,6 +100,21 @@ struct RingAttendArgs {
   i64 head_begin;
   int causal;
   float scale_log2;  // softmax scale * log2(e)
+};
+
+// ring_attend_backward: the gradients of one ring_attend launch. `attend` describes the launch exactly
+// as the forward did, with lse_acc holding the final LSE (natural log) of the local rows (o_acc unused).
+// dq_acc [B, rows, H, D] (contiguous) gains this launch's dQ; dk and dv are fp32 and address key j as
+// attend.k and attend.v do: the shard's accumulators [B, rows, Hkv, D] for local keys, the block's
+// partial (packed layout, fp32, stride[2] = 0) for received ones.
+struct RingAttendBackwardArgs {
+  RingAttendArgs attend;
+  Tensor4 dout;  // [B, rows, H, D]
+  Tensor4 dk, dv;
+  float* dq_acc;
+  const float* delta;  // [B, H, rows], dO . O
+  float scale;         // softmax scale
+  float out_scale;     // dO' = dO * out_scale (1 / G in head_groups mode)
 };
 
 // finish_output: out = O_acc * out_scale in the output dtype, and lse = LSE_acc when lse is not null

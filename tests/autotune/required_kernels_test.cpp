@@ -137,6 +137,20 @@ TEST(RequiredKernels, TheRingAddsItsKernelsWhateverTheBranches) {
     EXPECT_TRUE(spec.branches.empty() && !spec.causal) << "plan details are launch arguments: " << spec.label();
     EXPECT_NE(std::find(specs.begin(), specs.end(), spec), specs.end()) << spec.label();
   }
+  // The backward on the ring adds its own three, only with --backward.
+  const auto ring_backward = ring_backward_kernels(w.dtype, w.head_dim, w.arch);
+  ASSERT_EQ(ring_backward.size(), 3u);
+  EXPECT_EQ(ring_backward[0].op, Op::gradient_prepare);
+  EXPECT_EQ(ring_backward[1].op, Op::ring_attend_backward);
+  EXPECT_EQ(ring_backward[2].op, Op::ring_unpack_add);
+  EXPECT_EQ(ring_backward[2].dtype, DType::f32) << "partials come back in fp32";
+  EXPECT_EQ(std::find(specs.begin(), specs.end(), ring_backward[1]), specs.end());
+  w.backward = true;
+  const auto with_backward = required_kernels(w);
+  for (const auto& spec : ring_backward) {
+    EXPECT_NE(std::find(with_backward.begin(), with_backward.end(), spec), with_backward.end()) << spec.label();
+  }
+  w.backward = false;
   // finish_output is shared with the multi-branch forward pass: listed once.
   EXPECT_EQ(specs.size(), forward.size() + 3);
   EXPECT_EQ(std::vector<codegen::KernelSpec>(specs.begin(), specs.begin() + long(forward.size())), forward);

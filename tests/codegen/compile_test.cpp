@@ -87,14 +87,16 @@ TEST(Compile, EveryKernelOpBuildsForSm80AndSm90aWithoutSpills) {
 TEST(Compile, RingKernelsBuildForSm80AndSm90aWithoutSpills) {
   // Head dims at both ends of what KernelSpec allows: ring_attend keeps ceil(D / 32) floats of Q and O
   // per lane in registers. The executor clears its fp32 accumulator with clear_output<float> and rounds it
-  // to O with finish_output.
+  // to O with finish_output. The backward's ring_attend_backward keeps Q, dO and dQ per lane, and
+  // ring_unpack_add adds fp32 partials.
   for (const char* arch : {"sm_80", "sm_90a"}) {
     for (const auto& [dtype, head_dim] : {std::pair{DType::bf16, 8}, std::pair{DType::f16, 64}, std::pair{DType::bf16, 128},
                                           std::pair{DType::f16, 512}}) {
-      for (Op op : {Op::ring_pack, Op::ring_attend, Op::finish_output, Op::clear_output}) {
+      for (Op op : {Op::ring_pack, Op::ring_attend, Op::finish_output, Op::clear_output, Op::gradient_prepare,
+                    Op::ring_attend_backward, Op::ring_unpack_add}) {
         KernelSpec s;
         s.op = op;
-        s.dtype = op == Op::clear_output ? DType::f32 : dtype;
+        s.dtype = op == Op::clear_output || op == Op::ring_unpack_add ? DType::f32 : dtype;
         s.head_dim = head_dim;
         s.arch = arch;
         s = autotune::with_tiles(s);

@@ -97,7 +97,7 @@ TEST(KernelSpec, ValidationNamesTheProblem) {
   expect_invalid(merge, "merge_partials takes no branches");
   s = pack_spec(), s.head_dim = 12;
   EXPECT_THROW(render(s), Error) << "render validates first";
-  for (Op op : {Op::ring_pack, Op::ring_attend, Op::finish_output}) {
+  for (Op op : {Op::ring_pack, Op::ring_attend, Op::finish_output, Op::ring_attend_backward}) {
     KernelSpec ring;
     ring.op = op;
     EXPECT_NO_THROW(ring.validate()) << to_string(op);
@@ -147,6 +147,13 @@ TEST(KernelSpec, AttentionTilesFollowTheKernelsRules) {
   expect_invalid(s, "stages = 4");
   s.tiles = {128, 32, 4, 2}, s.mode = Mode::head_groups, s.groups = 2;
   expect_invalid(s, "only longnet branches accumulate");
+  KernelSpec unpack_add;
+  unpack_add.op = Op::ring_unpack_add;
+  expect_invalid(unpack_add, "adds fp32 gradients");
+  unpack_add.dtype = DType::f32;
+  EXPECT_NO_THROW(unpack_add.validate());
+  unpack_add.branches = {{8, 1}};
+  expect_invalid(unpack_add, "takes no branches");
   s.op = Op::attention_forward;
   EXPECT_NO_THROW(s.validate());
 }
@@ -156,9 +163,11 @@ TEST(KernelSpec, LabelsTellApartEveryKernelTheCanonicalStringsDo) {
   // get distinct labels, or `cache ls` and `warm` show two entries under one name.
   std::vector<KernelSpec> bases;
   for (Op op : {Op::pack_rows, Op::unpack_rows, Op::merge_partials, Op::clear_output, Op::finish_output,
-                Op::attention_forward, Op::attention_partial, Op::attention_partial_merge, Op::ring_pack, Op::ring_attend}) {
+                Op::attention_forward, Op::attention_partial, Op::attention_partial_merge, Op::ring_pack, Op::ring_attend,
+                Op::ring_attend_backward, Op::ring_unpack_add}) {
     KernelSpec s;
     s.op = op;
+    if (op == Op::ring_unpack_add) s.dtype = DType::f32;
     if (op != Op::merge_partials && op != Op::clear_output && op != Op::finish_output && !is_ring(op)) {
       s.branches = {{2048, 2}};
     }

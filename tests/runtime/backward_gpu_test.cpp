@@ -8,7 +8,7 @@
 #include <random>
 #include <vector>
 
-#include "tests/support/device_case.hpp"
+#include "tests/support/device_gradients.hpp"
 
 using namespace dilatron;
 using namespace dilatron::test;
@@ -17,44 +17,17 @@ namespace {
 
 class GpuBackward : public GpuTest {};
 
-struct Gradients {
-  std::vector<double> dq, dk, dv;
-};
-
-std::vector<double> download(const DeviceBuffer& buffer, DType dtype) {
-  std::vector<std::uint16_t> raw(buffer.bytes() / 2);
-  buffer.download(raw.data());
-  std::vector<double> out(raw.size());
-  for (std::size_t i = 0; i < raw.size(); ++i) out[i] = load_element(raw.data(), dtype, std::int64_t(i));
-  return out;
-}
-
 // Forward with LSE, then backward, on the GPU.
 Gradients run_gpu(const RandomCase& c, const std::vector<std::byte>& dout) {
   const DeviceCase device(c);
-  DeviceBuffer g(dout.size()), dq(c.q.size()), dk(c.k.size()), dv(c.k.size());
-  g.upload(dout.data());
-  for (DeviceBuffer* b : {&dq, &dk, &dv}) {
-    const std::vector<std::uint16_t> poison(b->bytes() / 2, DeviceCase::kPoison);
-    b->upload(poison.data());
-  }
-  const auto view = [&](const DeviceBuffer& b, const Shape4& shape) { return TensorView::contiguous(b.get(), c.dtype, shape); };
+  const DeviceGradients grad(c, dout);
   DilatedAttention attention(c.config);
   const TensorView lse = device.lse();
   attention.forward(device.q(), device.k(), device.v(), device.out(), &lse, nullptr);
-  attention.backward(device.q(), device.k(), device.v(), device.out(), lse, view(g, c.q_shape()), view(dq, c.q_shape()),
-                     view(dk, c.kv_shape()), view(dv, c.kv_shape()), nullptr);
+  attention.backward(device.q(), device.k(), device.v(), device.out(), lse, grad.dout(), grad.dq(), grad.dk(), grad.dv(),
+                     nullptr);
   DILATRON_CU(cuCtxSynchronize());
-  return {download(dq, c.dtype), download(dk, c.dtype), download(dv, c.dtype)};
-}
-
-// The reference's gradients of the same (rounded) inputs.
-Gradients reference(RandomCase& c, std::vector<std::byte>& dout) {
-  std::vector<float> dq(std::size_t(c.B * c.N * c.H * c.D)), dk(std::size_t(c.B * c.N * c.Hkv * c.D)), dv(dk.size());
-  const auto view = [](std::vector<float>& x, const Shape4& shape) { return TensorView::contiguous(x.data(), DType::f32, shape); };
-  reference_backward(c.config, c.q_view(), c.k_view(), c.v_view(), TensorView::contiguous(dout.data(), c.dtype, c.q_shape()),
-                     view(dq, c.q_shape()), view(dk, c.kv_shape()), view(dv, c.kv_shape()));
-  return {{dq.begin(), dq.end()}, {dk.begin(), dk.end()}, {dv.begin(), dv.end()}};
+  return grad.result();
 }
 
 void expect_close(const Gradients& got, const Gradients& want, DType dtype) {
@@ -73,7 +46,7 @@ TEST_F(GpuBackward, MatchesTheHostReferenceOnRandomConfigurations) {
     RandomCase c = gpu_case(rng, trial, {64, 128, 96});
     std::vector<std::byte> dout = random_tensor(c.B * c.N * c.H * c.D, c.dtype, 1.0, rng);
     SCOPED_TRACE(fmt::format("trial {}: {}", trial, c.describe()));
-    expect_close(run_gpu(c, dout), reference(c, dout), c.dtype);
+    expect_close(run_gpu(c, dout), reference_gradients(c, dout), c.dtype);
   }
 }
 
@@ -91,6 +64,6 @@ TEST_F(GpuBackward, LongNetScheduleWithGqa) {
     c.v = random_tensor(c.B * c.N * c.Hkv * c.D, c.dtype, 1.0, rng);
     std::vector<std::byte> dout = random_tensor(c.B * c.N * c.H * c.D, c.dtype, 1.0, rng);
     SCOPED_TRACE(causal);
-    expect_close(run_gpu(c, dout), reference(c, dout), c.dtype);
+    expect_close(run_gpu(c, dout), reference_gradients(c, dout), c.dtype);
   }
 }

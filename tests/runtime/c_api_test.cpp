@@ -76,6 +76,8 @@ TEST(CApi, ReferenceThroughTheAbiMatchesTheDenseDefinition) {
   }
   EXPECT_EQ(dilatron_ring_forward(a, nullptr, c.N, &q, &k, &v, &o, &l, nullptr), DILATRON_ERROR_INVALID);
   EXPECT_NE(std::string(dilatron_last_error()).find("NULL"), std::string::npos);
+  EXPECT_EQ(dilatron_ring_backward(a, nullptr, c.N, &q, &k, &v, &o, &o, &k, &v, nullptr), DILATRON_ERROR_INVALID);
+  EXPECT_NE(std::string(dilatron_last_error()).find("dilatron_ring_backward: NULL"), std::string::npos) << dilatron_last_error();
   dilatron_ring_destroy(nullptr);
 
   if (dilatron::driver::probe().devices.empty()) {

@@ -126,7 +126,10 @@ TEST(Names, ParseAndPrint) {
   expect_error([] { parse_mode("dense"); }, {"'dense'"});
   EXPECT_EQ(parse_dtype("bfloat16"), DType::bf16);
   EXPECT_EQ(dtype_size(parse_dtype("fp16")), 2u);
-  expect_error([] { parse_dtype("f64"); }, {"'f64'"});
+  EXPECT_EQ(parse_dtype("float64"), DType::f64);
+  EXPECT_EQ(dtype_size(DType::f64), 8u);
+  EXPECT_EQ(to_string(DType::f64), "f64");
+  expect_error([] { parse_dtype("int8"); }, {"'int8'", "f64"});
 }
 
 // attended_pairs counts exactly the pairs the dense definition's masks allow.

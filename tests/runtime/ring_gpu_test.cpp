@@ -1,6 +1,7 @@
 // The GPU ring executor against the float64 Host ring on the same data: P = 1..4 ranks on one GPU,
-// each a thread running RingDilatedAttention::forward on its shard views of whole device tensors, the
-// ranks exchanging device buffers through an in-test transport. Outputs are poisoned before every run.
+// each a thread running RingDilatedAttention::forward (and ::backward, against the single-device float64
+// gradients) on its shard views of whole device tensors, the ranks exchanging device buffers through an
+// in-test transport. Outputs are poisoned before every run.
 // Skipped without a GPU.
 #include <gtest/gtest.h>
 
@@ -18,7 +19,7 @@
 
 #include "runtime/driver.hpp"
 #include "runtime/ring/partition.hpp"
-#include "tests/support/device_case.hpp"
+#include "tests/support/device_gradients.hpp"
 
 using namespace dilatron;
 using namespace dilatron::test;
@@ -128,21 +129,18 @@ GpuResult host_ring(RandomCase& c) {
   return {{out.begin(), out.end()}, {lse.begin(), lse.end()}};
 }
 
-GpuResult gpu_ring(RandomCase& c, int ranks) {
-  const DeviceCase device(c);
-  const TensorView lse_view = device.lse();
+// Runs work(attention, rows) for every rank, each a thread over the mailbox; expects no rank to fail.
+template <class Work>
+void on_every_rank(const Config& config, int ranks, std::int64_t seq_len, Work&& work) {
   DeviceMailbox box(ranks);
   std::vector<std::string> errors(static_cast<std::size_t>(ranks));
   std::vector<std::thread> threads;
   for (int rank = 0; rank < ranks; ++rank) {
     threads.emplace_back([&, rank] {
       try {
-        const ring::RowRange rows = ring::shard(c.N, ranks, rank);
         std::unique_ptr<ring::Communicator> comm = box.rank(rank);
-        RingDilatedAttention attention(c.config, *comm);
-        const TensorView lse_shard = ring::rows_of(lse_view, rows, 2);
-        attention.forward(c.N, ring::rows_of(device.q(), rows, 1), ring::rows_of(device.k(), rows, 1), ring::rows_of(device.v(), rows, 1),
-                          ring::rows_of(device.out(), rows, 1), &lse_shard, nullptr);
+        RingDilatedAttention attention(config, *comm);
+        work(attention, ring::shard(seq_len, ranks, rank));
       } catch (const std::exception& e) {
         errors[std::size_t(rank)] = e.what();
       }
@@ -151,7 +149,29 @@ GpuResult gpu_ring(RandomCase& c, int ranks) {
   for (std::thread& t : threads) t.join();
   for (int rank = 0; rank < ranks; ++rank) EXPECT_EQ(errors[std::size_t(rank)], "") << "rank " << rank;
   DILATRON_CU(cuCtxSynchronize());
+}
+
+GpuResult gpu_ring(RandomCase& c, int ranks) {
+  const DeviceCase device(c);
+  const TensorView lse_view = device.lse();
+  on_every_rank(c.config, ranks, c.N, [&](RingDilatedAttention& attention, ring::RowRange rows) {
+    const TensorView lse_shard = ring::rows_of(lse_view, rows, 2);
+    attention.forward(c.N, ring::rows_of(device.q(), rows, 1), ring::rows_of(device.k(), rows, 1),
+                      ring::rows_of(device.v(), rows, 1), ring::rows_of(device.out(), rows, 1), &lse_shard, nullptr);
+  });
   return device.result();
+}
+
+// Every rank's backward on its shards of whole device tensors.
+Gradients gpu_ring_gradients(RandomCase& c, const std::vector<std::byte>& dout, int ranks) {
+  const DeviceCase device(c);
+  const DeviceGradients grad(c, dout);
+  on_every_rank(c.config, ranks, c.N, [&](RingDilatedAttention& attention, ring::RowRange rows) {
+    const auto shard = [&](const TensorView& t) { return ring::rows_of(t, rows, 1); };
+    attention.backward(c.N, shard(device.q()), shard(device.k()), shard(device.v()), shard(grad.dout()), shard(grad.dq()),
+                       shard(grad.dk()), shard(grad.dv()), nullptr);
+  });
+  return grad.result();
 }
 
 RandomCase make_case(Config config, std::int64_t B, std::int64_t N, std::int64_t H, std::int64_t Hkv, std::int64_t D,
@@ -165,9 +185,8 @@ RandomCase make_case(Config config, std::int64_t B, std::int64_t N, std::int64_t
   return c;
 }
 
-}  // namespace
-
-TEST_F(GpuRing, EqualsTheHostRingForOneToFourRanks) {
+// The configurations both the forward and the backward test take through the ring.
+std::vector<RandomCase> ring_cases() {
   std::mt19937_64 rng(2024);
   auto config = [](std::vector<std::int64_t> w, std::vector<std::int64_t> r, Mode mode, bool causal) {
     Config c;
@@ -188,7 +207,13 @@ TEST_F(GpuRing, EqualsTheHostRingForOneToFourRanks) {
   RandomCase custom = make_case(config({61, 20}, {5, 1}, Mode::head_groups, true), 1, 61, 4, 2, 128, DType::bf16, rng);
   custom.config.scale = 0.3;
   cases.push_back(std::move(custom));
+  return cases;
+}
 
+}  // namespace
+
+TEST_F(GpuRing, EqualsTheHostRingForOneToFourRanks) {
+  std::vector<RandomCase> cases = ring_cases();
   for (RandomCase& c : cases) {
     const GpuResult want = host_ring(c);
     const double tolerance = c.dtype == DType::bf16 ? 1e-2 : 3e-3;
@@ -197,6 +222,23 @@ TEST_F(GpuRing, EqualsTheHostRingForOneToFourRanks) {
       const GpuResult got = gpu_ring(c, ranks);
       EXPECT_LE(relative_error(got.out, want.out), tolerance);
       EXPECT_LE(relative_error(got.lse, want.lse, 1.0), tolerance);
+    }
+  }
+}
+
+TEST_F(GpuRing, BackwardEqualsTheSingleDeviceReferenceForOneToFourRanks) {
+  // The ring's backward runs in fp32 from the 16-bit inputs, so its error is the gradients' rounding.
+  std::mt19937_64 rng(77);
+  for (RandomCase& c : ring_cases()) {
+    std::vector<std::byte> dout = random_tensor(c.B * c.N * c.H * c.D, c.dtype, 1.0, rng);
+    const Gradients want = reference_gradients(c, dout);
+    const double tolerance = c.dtype == DType::bf16 ? 1e-2 : 3e-3;
+    for (int ranks = 1; ranks <= 4; ++ranks) {
+      SCOPED_TRACE(fmt::format("ranks {}: {}", ranks, c.describe()));
+      const Gradients got = gpu_ring_gradients(c, dout, ranks);
+      EXPECT_LE(l2_relative(got.dq, want.dq), tolerance) << "dq";
+      EXPECT_LE(l2_relative(got.dk, want.dk), tolerance) << "dk";
+      EXPECT_LE(l2_relative(got.dv, want.dv), tolerance) << "dv";
     }
   }
 }

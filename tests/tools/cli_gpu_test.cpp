@@ -140,7 +140,8 @@ TEST(AutotuneGpu, TuneStoresWinnersAndTunedTilesRunCorrectly) {
   EXPECT_EQ(heuristic.err.find("(tuned tiles)"), std::string::npos) << "DILATRON_AUTOTUNE=0 ignores the database";
 }
 
-// `run --backward --device cuda`: the same files as on the CPU, gradients within the GPU tolerance.
+// `run --backward --device cuda`, on one rank and on the GPU ring: the same files as on the CPU,
+// gradients within the GPU tolerance.
 TEST(CliGpu, BackwardOnCudaMatchesTheCpu) {
   if (driver::probe().devices.empty()) GTEST_SKIP() << "no GPU";
   TempDir dir;
@@ -153,13 +154,17 @@ TEST(CliGpu, BackwardOnCudaMatchesTheCpu) {
     npy::write(file, DType::f16, {1, 300, 4, 64}, dout.data());
     file.commit();
   }
-  for (const char* device : {"cpu", "cuda"}) {
-    const CliResult r = run_cli(dir, inputs + fmt::format(" --device {0} --out '{1}/{0}_o.npy' --backward --dout '{1}/do.npy' "
-                                                          "--dq '{1}/{0}_dq.npy' --dk '{1}/{0}_dk.npy' --dv '{1}/{0}_dv.npy'",
-                                                          device, dir.path().string()));
-    ASSERT_EQ(r.status, 0) << device << ": " << r.err;
+  for (const auto& [run, flags] : {std::pair{"cpu", "--device cpu"}, std::pair{"cuda", "--device cuda"},
+                                   std::pair{"ring", "--device cuda --ranks 3"}}) {
+    const CliResult r = run_cli(dir, inputs + fmt::format(" {0} --out '{1}/{2}_o.npy' --backward --dout '{1}/do.npy' "
+                                                          "--dq '{1}/{2}_dq.npy' --dk '{1}/{2}_dk.npy' --dv '{1}/{2}_dv.npy'",
+                                                          flags, dir.path().string(), run));
+    ASSERT_EQ(r.status, 0) << flags << ": " << r.err;
   }
-  for (const char* name : {"o", "dq", "dk", "dv"}) {
-    EXPECT_LE(relative_l2(dir / fmt::format("cpu_{}.npy", name), dir / fmt::format("cuda_{}.npy", name)), 5e-3) << name;
+  for (const char* run : {"cuda", "ring"}) {
+    for (const char* name : {"o", "dq", "dk", "dv"}) {
+      EXPECT_LE(relative_l2(dir / fmt::format("cpu_{}.npy", name), dir / fmt::format("{}_{}.npy", run, name)), 5e-3)
+          << run << " " << name;
+    }
   }
 }

@@ -48,10 +48,10 @@ void expect_load_error(const std::filesystem::path& path, const char* needle) {
 
 }  // namespace
 
-TEST(Npy, RoundTripsFloat32AndFloat16) {
+TEST(Npy, RoundTripsFloat32Float16AndFloat64) {
   test::TempDir dir;
   std::mt19937 rng(1);
-  for (DType dtype : {DType::f32, DType::f16}) {
+  for (DType dtype : {DType::f32, DType::f16, DType::f64}) {
     for (const std::vector<std::int64_t>& shape : std::vector<std::vector<std::int64_t>>{{7}, {2, 3, 4, 5}, {1, 1, 1, 1}}) {
       std::int64_t n = 1;
       for (auto d : shape) n *= d;
@@ -88,8 +88,8 @@ TEST(Npy, RejectsMalformedFiles) {
   write_bytes(dir / "magic.npy", "NOT A NUMPY FILE AT ALL");
   expect_load_error(dir / "magic.npy", "bad magic");
   expect_load_error(dir / "missing.npy", "cannot open");
-  write_bytes(dir / "f8.npy", npy_image("{'descr': '<f8', 'fortran_order': False, 'shape': (2, 2), }", f4_2x2 + f4_2x2));
-  expect_load_error(dir / "f8.npy", "'<f8'");
+  write_bytes(dir / "i8.npy", npy_image("{'descr': '<i8', 'fortran_order': False, 'shape': (2, 2), }", f4_2x2 + f4_2x2));
+  expect_load_error(dir / "i8.npy", "'<i8'");
   write_bytes(dir / "be.npy", npy_image("{'descr': '>f4', 'fortran_order': False, 'shape': (2, 2), }", f4_2x2));
   expect_load_error(dir / "be.npy", "'>f4'");
   write_bytes(dir / "fortran.npy", npy_image("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 2), }", f4_2x2));
