@@ -5,7 +5,9 @@
 (b) The LongNet configuration as PyTorch users run it today: per branch and head offset, gather the
     selected rows, flash attention with its log-sum-exp, scatter back, and merge the branches by LSE.
 With --backward, the same two comparisons for the gradients: Dilatron's backward (given the forward's
-O and LSE) against autograd through torch SDPA, and through the PyTorch pipeline of (b).
+O and LSE) against autograd through torch SDPA, and through the PyTorch pipeline of (b). With --torch-op,
+forward + backward through dilatron.torch.dilated_attention (python/, autograd and all) against
+forward + backward through the pipeline of (b), on the LongNet configuration.
 
 Dilatron is called through its C ABI (ctypes) on the tensors torch allocated. Timings: CUDA events,
 warm-up, L2 flushed before every timed run, median of --iters. Prints markdown rows for
@@ -15,6 +17,7 @@ import argparse
 import ctypes
 import datetime
 import math
+import os
 import subprocess
 import sys
 
@@ -138,6 +141,30 @@ def rel_l2(a, b):
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
 
+def torch_op_row(args, row, config, inputs, segments, dilations, causal):
+    """Forward + backward through dilatron.torch against the same through the PyTorch pipeline."""
+    os.environ.setdefault("DILATRON_LIBRARY", os.path.abspath(args.lib))
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
+    import dilatron.torch as dt
+
+    leaves = [t.detach().requires_grad_(True) for t in inputs]
+    dout = torch.randn_like(inputs[0])
+
+    def step(fn):
+        def run():
+            out = fn(*leaves)
+            return (out,) + torch.autograd.grad(out, leaves, dout)
+        return run
+
+    op = step(lambda a, b, c: dt.dilated_attention(a, b, c, segments, dilations, causal=causal))
+    pipeline = step(lambda a, b, c: torch_dilated(a, b, c, segments, dilations, causal))
+    errs = ", ".join(f"{n} {rel_l2(g, w):.2e}" for n, g, w in zip(["o", "dq", "dk", "dv"], op(), pipeline()))
+    ms, base = timed(op, args.iters, args.warmup), timed(pipeline, args.iters, args.warmup)
+    registered = "custom op" if dt.custom_op_registered else "autograd.Function only"
+    row(config, ms, "torch gather-SDPA-scatter-merge, forward + backward", base, f" rel err {errs}; {registered}",
+        "torch op")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lib", default="build/lib/libdilatron_c.so")
@@ -146,6 +173,8 @@ def main():
     ap.add_argument("--longnet-len", type=int, default=262144)
     ap.add_argument("--out", default="bench-results.md")
     ap.add_argument("--backward", action="store_true", help="also time the backward passes")
+    ap.add_argument("--torch-op", action="store_true",
+                    help="also time forward + backward through the PyTorch op (python/dilatron) on LongNet")
     args = ap.parse_args()
 
     device = torch.cuda.get_device_name()
@@ -226,6 +255,8 @@ def main():
             errs = ", ".join(f"{n} {rel_l2(g, w):.2e}" for n, g, w in zip("qkv", (dq, dk, dv), want))
             row(config, bwd_ms, "autograd through torch gather-SDPA-scatter-merge", bwd_base, f" rel err d{errs}",
                 "backward")
+        if args.torch_op:
+            torch_op_row(args, row, config, (q, k, v), segments, dilations, causal)
 
     with open(args.out, "w") as f:
         f.write("\n".join(rows) + "\n")

@@ -55,6 +55,33 @@ __device__ __forceinline__ float warp_sum(float x) {
   return x;
 }
 
+// One query row of a ring_attend launch with at least one visible key: its head, kv head and shard slot,
+// and its keys, key j at position key_base + j * key_step of a.k / a.v.
+struct QueryRow {
+  i64 b, h, kv_head, slot, visible, key_base, key_step;
+};
+
+// Calls f(QueryRow) for every query row of the launch that sees a key, one warp per row.
+template <int THREADS, class F>
+__device__ __forceinline__ void for_each_query_row(const args::RingAttendArgs& a, F f) {
+  const i64 h = a.head_begin + blockIdx.y, b = blockIdx.z;
+  const bool local = a.key_count < 0;
+  // Received parts hold one kv head at stride 0; the shard's kv head follows the query head.
+  const i64 kv_head = index::kv_head(h, a.heads, a.kv_heads);
+  const i64 before = index::selected_before(a.q_begin, a.w, a.offset, a.r);
+  const i64 queries = index::selected_in(a.q_begin, a.q_end, a.w, a.offset, a.r).count;
+  for (i64 i = first_warp<THREADS>(); i < queries; i += warp_stride<THREADS>()) {
+    const i64 row = index::nth_selected(before + i, a.w, a.offset, a.r);
+    const index::RowRun keys = local ? index::segment_keys(row, a.w, a.offset, a.r, a.rows_begin, a.rows_begin + a.rows)
+                                     : index::RowRun{a.key_first, a.key_count};
+    const i64 visible = index::visible_keys(row, keys.first, keys.count, a.r, a.causal != 0);
+    // Nothing to fold: the accumulator keeps what it has.
+    if (visible > 0) {
+      f(QueryRow{b, h, kv_head, row - a.rows_begin, visible, local ? keys.first - a.rows_begin : 0, local ? a.r : 1});
+    }
+  }
+}
+
 }  // namespace ring_detail
 
 template <class T, int HEAD_DIM, int THREADS>
@@ -80,20 +107,8 @@ __global__ void __launch_bounds__(THREADS) ring_attend(args::RingAttendArgs a) {
   typedef long long i64;
   constexpr int kPerLane = (HEAD_DIM + 31) / 32;
   const int lane = threadIdx.x % 32;
-  const i64 h = a.head_begin + blockIdx.y, b = blockIdx.z;
-  const bool local = a.key_count < 0;
-  // Received parts hold one kv head at stride 0; the shard's kv head follows the query head.
-  const i64 kv_head = index::kv_head(h, a.heads, a.kv_heads);
-  const i64 before = index::selected_before(a.q_begin, a.w, a.offset, a.r);
-  const i64 queries = index::selected_in(a.q_begin, a.q_end, a.w, a.offset, a.r).count;
-  for (i64 i = ring_detail::first_warp<THREADS>(); i < queries; i += ring_detail::warp_stride<THREADS>()) {
-    const i64 row = index::nth_selected(before + i, a.w, a.offset, a.r), slot = row - a.rows_begin;
-    const index::RowRun keys = local ? index::segment_keys(row, a.w, a.offset, a.r, a.rows_begin, a.rows_begin + a.rows)
-                                     : index::RowRun{a.key_first, a.key_count};
-    const i64 visible = index::visible_keys(row, keys.first, keys.count, a.r, a.causal != 0);
-    if (visible == 0) continue;  // nothing to fold: the accumulator keeps what it has
-    const i64 key_base = local ? keys.first - a.rows_begin : 0, key_step = local ? a.r : 1;
-
+  ring_detail::for_each_query_row<THREADS>(a, [&](const ring_detail::QueryRow& query) {
+    const i64 b = query.b, h = query.h, kv_head = query.kv_head, slot = query.slot;
     float q[kPerLane], o[kPerLane];
     const T* q_row = ring_detail::at<const T>(a.q, b, slot, h);
 #pragma unroll
@@ -103,8 +118,8 @@ __global__ void __launch_bounds__(THREADS) ring_attend(args::RingAttendArgs a) {
       o[c] = 0.f;
     }
     float max_score = -__int_as_float(0x7f800000), sum = 0.f;
-    for (i64 j = 0; j < visible; ++j) {
-      const i64 position = key_base + j * key_step;
+    for (i64 j = 0; j < query.visible; ++j) {
+      const i64 position = query.key_base + j * query.key_step;
       const T* k_row = ring_detail::at<const T>(a.k, b, position, kv_head);
       const T* v_row = ring_detail::at<const T>(a.v, b, position, kv_head);
       float dot = 0.f;
@@ -140,7 +155,7 @@ __global__ void __launch_bounds__(THREADS) ring_attend(args::RingAttendArgs a) {
     }
     __syncwarp();  // every lane has read the old LSE before lane 0 replaces it
     if (lane == 0) a.lse_acc[lse_index] = merged;
-  }
+  });
 }
 
 template <class T, int HEAD_DIM, int THREADS>
@@ -149,18 +164,8 @@ __global__ void __launch_bounds__(THREADS) ring_attend_backward(args::RingAttend
   constexpr int kPerLane = (HEAD_DIM + 31) / 32;
   const args::RingAttendArgs& a = g.attend;
   const int lane = threadIdx.x % 32;
-  const i64 h = a.head_begin + blockIdx.y, b = blockIdx.z;
-  const bool local = a.key_count < 0;
-  const i64 kv_head = index::kv_head(h, a.heads, a.kv_heads);
-  const i64 before = index::selected_before(a.q_begin, a.w, a.offset, a.r);
-  const i64 queries = index::selected_in(a.q_begin, a.q_end, a.w, a.offset, a.r).count;
-  for (i64 i = ring_detail::first_warp<THREADS>(); i < queries; i += ring_detail::warp_stride<THREADS>()) {
-    const i64 row = index::nth_selected(before + i, a.w, a.offset, a.r), slot = row - a.rows_begin;
-    const index::RowRun keys = local ? index::segment_keys(row, a.w, a.offset, a.r, a.rows_begin, a.rows_begin + a.rows)
-                                     : index::RowRun{a.key_first, a.key_count};
-    const i64 visible = index::visible_keys(row, keys.first, keys.count, a.r, a.causal != 0);
-    if (visible == 0) continue;
-    const i64 key_base = local ? keys.first - a.rows_begin : 0, key_step = local ? a.r : 1;
+  ring_detail::for_each_query_row<THREADS>(a, [&](const ring_detail::QueryRow& query) {
+    const i64 b = query.b, h = query.h, kv_head = query.kv_head, slot = query.slot;
     const i64 stat = (b * a.heads + h) * a.rows + slot;
     const float lse_log2 = a.lse_acc[stat] * 1.4426950408889634f, delta = g.delta[stat];
 
@@ -174,8 +179,8 @@ __global__ void __launch_bounds__(THREADS) ring_attend_backward(args::RingAttend
       dout[c] = d < HEAD_DIM ? to_float(dout_row[d]) * g.out_scale : 0.f;
       dq[c] = 0.f;
     }
-    for (i64 j = 0; j < visible; ++j) {
-      const i64 position = key_base + j * key_step;
+    for (i64 j = 0; j < query.visible; ++j) {
+      const i64 position = query.key_base + j * query.key_step;
       const T* k_row = ring_detail::at<const T>(a.k, b, position, kv_head);
       const T* v_row = ring_detail::at<const T>(a.v, b, position, kv_head);
       float key[kPerLane], dot = 0.f, dp = 0.f;
@@ -205,7 +210,7 @@ __global__ void __launch_bounds__(THREADS) ring_attend_backward(args::RingAttend
       const int d = lane + 32 * c;
       if (d < HEAD_DIM) acc[d] += dq[c];
     }
-  }
+  });
 }
 
 }  // namespace dilatron

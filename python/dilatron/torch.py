@@ -1,0 +1,278 @@
+"""Dilated attention as a differentiable PyTorch op.
+
+    out = dilated_attention(q, k, v, segments=[2048, 4096], dilations=[1, 2])
+
+q [B, N, H, D], k and v [B, N, Hkv, D] (H a multiple of Hkv), one dtype. CUDA tensors run Dilatron's
+GPU kernels on torch.cuda.current_stream() without copies (float16 or bfloat16, head dim 64, 96 or 128
+for the backward); CPU tensors run the float64 host reference, forward and backward, in any of float64,
+float32, float16 and bfloat16. The semantics are docs/SEMANTICS.md's.
+
+Where the installed PyTorch has torch.library.custom_op (2.4 and later), the forward and backward are
+registered as the custom ops dilatron::forward and dilatron::backward with fake implementations, so
+torch.compile traces through them; autograd is the torch.autograd.Function around them either way.
+"""
+import ctypes
+import functools
+import math
+import threading
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from . import _library as lib
+from ._library import InvalidArgument
+
+__all__ = ["dilated_attention", "DilatedAttention", "MultiheadDilatedAttention", "preset", "list_presets",
+           "custom_op_registered"]
+
+_DTYPES = {torch.float32: lib.F32, torch.float16: lib.F16, torch.bfloat16: lib.BF16, torch.float64: lib.F64}
+
+# Published configurations: name -> (segments, dilations, mode, what it is).
+_PRESETS = {
+    "longnet": ([2048, 4096, 8192, 16384, 32768], [1, 2, 4, 6, 12], "longnet",
+                "LongNet's base model (Ding et al. 2023, section 4.1): five branches, torchscale's head offsets"),
+    "longnet-head-groups": ([2048, 4096, 8192, 16384, 32768], [1, 2, 4, 6, 12], "head_groups",
+                            "the same branches with heads split into one group per branch, as "
+                            "dilated-attention-pytorch runs them"),
+}
+
+
+def list_presets():
+    """{name: description} of the configurations preset() knows."""
+    return {name: p[3] for name, p in _PRESETS.items()}
+
+
+def preset(name):
+    """The keyword arguments of a published configuration: dilated_attention(q, k, v, **preset("longnet"))."""
+    if name not in _PRESETS:
+        raise ValueError(f"unknown preset {name!r}: expected one of {', '.join(sorted(_PRESETS))}")
+    segments, dilations, mode, _ = _PRESETS[name]
+    return {"segments": list(segments), "dilations": list(dilations), "mode": mode}
+
+
+# --- calls into the library ------------------------------------------------------------------------
+
+_handles_lock = threading.Lock()
+_handles = {}
+
+
+def _attention(config):
+    """One library handle per configuration, kept for the process (the library caches plans on it)."""
+    with _handles_lock:
+        handle = _handles.get(config)
+        if handle is None:
+            segments, dilations, mode, causal, scale = config
+            handle = _handles[config] = lib.Attention(segments, dilations, mode, causal, scale)
+        return handle
+
+
+def _tensor(t: Tensor):
+    if t.dtype not in _DTYPES:
+        raise InvalidArgument(f"dtype {t.dtype} is not supported: expected float16, bfloat16, float32 or float64")
+    shape = list(t.shape) + [1] * (4 - t.dim())
+    strides = list(t.stride()) + [1] * (4 - t.dim())
+    return lib.Tensor(t.data_ptr(), _DTYPES[t.dtype], (ctypes.c_int64 * 4)(*shape), (ctypes.c_int64 * 4)(*strides))
+
+
+def _call(fn, *tensors, stream=None):
+    views = [_tensor(t) for t in tensors]
+    pointers = [ctypes.byref(v) for v in views]
+    if stream is not None:
+        pointers.append(ctypes.c_void_p(stream))
+    lib.check(fn(*pointers))
+
+
+def _stream(t: Tensor):
+    return torch.cuda.current_stream(t.device).cuda_stream
+
+
+def _forward_impl(q, k, v, segments, dilations, mode, causal, scale):
+    a = _attention((tuple(segments), tuple(dilations), mode, causal, scale))
+    out = torch.empty_like(q, memory_format=torch.contiguous_format)
+    lse = torch.empty((q.shape[0], q.shape[2], q.shape[1]), dtype=torch.float32, device=q.device)
+    library = lib.library()
+    if q.is_cuda:
+        with torch.cuda.device(q.device):
+            _call(functools.partial(library.dilatron_forward, a.handle), q, k, v, out, lse, stream=_stream(q))
+    else:
+        _call(functools.partial(library.dilatron_reference_forward, a.handle), q, k, v, out, lse)
+    return out, lse
+
+
+def _backward_impl(q, k, v, out, lse, dout, segments, dilations, mode, causal, scale):
+    a = _attention((tuple(segments), tuple(dilations), mode, causal, scale))
+    dq = torch.empty_like(q, memory_format=torch.contiguous_format)
+    dk = torch.empty_like(k, memory_format=torch.contiguous_format)
+    dv = torch.empty_like(v, memory_format=torch.contiguous_format)
+    library = lib.library()
+    if q.is_cuda:
+        with torch.cuda.device(q.device):
+            _call(functools.partial(library.dilatron_backward, a.handle), q, k, v, out, lse, dout, dq, dk, dv,
+                  stream=_stream(q))
+    else:  # the reference recomputes O and LSE itself
+        _call(functools.partial(library.dilatron_reference_backward, a.handle), q, k, v, dout, dq, dk, dv)
+    return dq, dk, dv
+
+
+# --- the custom ops, where this PyTorch has them ---------------------------------------------------
+
+custom_op_registered = hasattr(torch.library, "custom_op") and hasattr(torch.library, "register_fake")
+
+if custom_op_registered:
+    @torch.library.custom_op("dilatron::forward", mutates_args=())
+    def _forward_op(q: Tensor, k: Tensor, v: Tensor, segments: List[int], dilations: List[int], mode: str,
+                    causal: bool, scale: float) -> Tuple[Tensor, Tensor]:
+        return _forward_impl(q, k, v, segments, dilations, mode, causal, scale)
+
+    @_forward_op.register_fake
+    def _(q, k, v, segments, dilations, mode, causal, scale):
+        return (torch.empty_like(q, memory_format=torch.contiguous_format),
+                q.new_empty((q.shape[0], q.shape[2], q.shape[1]), dtype=torch.float32))
+
+    @torch.library.custom_op("dilatron::backward", mutates_args=())
+    def _backward_op(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, dout: Tensor, segments: List[int],
+                     dilations: List[int], mode: str, causal: bool, scale: float) -> Tuple[Tensor, Tensor, Tensor]:
+        return _backward_impl(q, k, v, out, lse, dout, segments, dilations, mode, causal, scale)
+
+    @_backward_op.register_fake
+    def _(q, k, v, out, lse, dout, segments, dilations, mode, causal, scale):
+        return tuple(torch.empty_like(t, memory_format=torch.contiguous_format) for t in (q, k, v))
+
+    _forward, _backward = _forward_op, _backward_op
+else:
+    _forward, _backward = _forward_impl, _backward_impl
+
+
+class _DilatedAttentionFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, segments, dilations, mode, causal, scale):
+        out, lse = _forward(q, k, v, segments, dilations, mode, causal, scale)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.config = (segments, dilations, mode, causal, scale)
+        ctx.mark_non_differentiable(lse)
+        return out, lse
+
+    @staticmethod
+    def backward(ctx, dout, _dlse):
+        q, k, v, out, lse = ctx.saved_tensors
+        # Gradients may arrive expanded or transposed; the kernels read rows with a unit inner stride.
+        dq, dk, dv = _backward(q, k, v, out, lse, dout.contiguous(), *ctx.config)
+        return dq, dk, dv, None, None, None, None, None
+
+
+# --- the public op -----------------------------------------------------------------------------------
+
+def _check(q, k, v, segments, dilations, mode, scale):
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 4:
+            raise InvalidArgument(f"{name} has shape {tuple(t.shape)}: expected 4 dims [B, N, heads, D]")
+    if k.shape != v.shape:
+        raise InvalidArgument(f"k {tuple(k.shape)} and v {tuple(v.shape)} must have one shape [B, N, Hkv, D]")
+    if q.shape[0] != k.shape[0] or q.shape[1] != k.shape[1] or q.shape[3] != k.shape[3]:
+        raise InvalidArgument(f"q {tuple(q.shape)} and k {tuple(k.shape)} must share B, N and D")
+    if k.shape[2] == 0 or q.shape[2] % k.shape[2] != 0:
+        raise InvalidArgument(f"q has {q.shape[2]} heads, k and v {k.shape[2]}: q's heads must be a multiple")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise InvalidArgument(f"q, k and v must share a dtype: {q.dtype}, {k.dtype}, {v.dtype}")
+    if not (q.device == k.device == v.device):
+        raise InvalidArgument(f"q, k and v must be on one device: {q.device}, {k.device}, {v.device}")
+    if q.device.type not in ("cpu", "cuda"):
+        raise InvalidArgument(f"device {q.device} is not supported: CPU tensors run the host reference, CUDA the GPU")
+    if q.is_cuda:
+        for name, t in (("q", q), ("k", k), ("v", v)):
+            if t.stride(-1) != 1:
+                raise InvalidArgument(f"{name} has stride {t.stride(-1)} in its last dim: the GPU kernels read "
+                                      f"rows with unit stride (call .contiguous())")
+    if mode not in ("longnet", "head_groups"):
+        raise InvalidArgument(f"mode {mode!r}: expected 'longnet' or 'head_groups'")
+    if len(segments) != len(dilations) or not segments:
+        raise InvalidArgument(f"segments {list(segments)} and dilations {list(dilations)} must be non-empty and "
+                              f"of one length")
+    if scale is not None and not (scale > 0 and math.isfinite(scale)):
+        raise InvalidArgument(f"scale {scale}: expected a positive finite number, or None for 1/sqrt(D)")
+
+
+def dilated_attention(q: Tensor, k: Tensor, v: Tensor, segments: Sequence[int], dilations: Sequence[int],
+                      mode: str = "longnet", causal: bool = False, scale: Optional[float] = None,
+                      return_lse: bool = False):
+    """Dilated attention of q [B, N, H, D] over k, v [B, N, Hkv, D]: O [B, N, H, D], and with return_lse
+    also the float32 log-sum-exp [B, H, N] (not differentiable). Differentiable in q, k and v.
+
+    segments and dilations: one (w, r) per branch. mode: "longnet" (every head in every branch, merged
+    by LSE) or "head_groups" (heads split into one group per branch, averaged). causal: a row attends
+    to itself and earlier rows. scale: 1/sqrt(D) when None.
+    Raises dilatron.InvalidArgument (a ValueError) for inputs the library refuses, with its message.
+    """
+    segments = [int(w) for w in segments]
+    dilations = [int(r) for r in dilations]
+    _check(q, k, v, segments, dilations, mode, scale)
+    out, lse = _DilatedAttentionFunction.apply(q, k, v, segments, dilations, mode, bool(causal),
+                                               float(scale) if scale is not None else 0.0)
+    return (out, lse) if return_lse else out
+
+
+class DilatedAttention(nn.Module):
+    """dilated_attention with its configuration fixed: forward(q, k, v, is_causal=None) on [B, N, H, D]
+    tensors; is_causal overrides the constructor's causal for one call."""
+
+    def __init__(self, segments: Sequence[int], dilations: Sequence[int], mode: str = "longnet",
+                 causal: bool = False, scale: Optional[float] = None):
+        super().__init__()
+        self.segments = [int(w) for w in segments]
+        self.dilations = [int(r) for r in dilations]
+        self.mode, self.causal, self.scale = mode, bool(causal), scale
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, is_causal: Optional[bool] = None) -> Tensor:
+        causal = self.causal if is_causal is None else is_causal
+        return dilated_attention(q, k, v, self.segments, self.dilations, self.mode, causal, self.scale)
+
+    def extra_repr(self):
+        return f"segments={self.segments}, dilations={self.dilations}, mode={self.mode!r}, causal={self.causal}"
+
+
+class MultiheadDilatedAttention(nn.Module):
+    """Multi-head dilated attention with projections, batch first: query, key, value [B, N, embed_dim]
+    -> (out [B, N, embed_dim], None), the shape nn.MultiheadAttention(batch_first=True) and the
+    dilated-attention-pytorch family return (no attention weights exist to return).
+
+    kv_heads < num_heads gives grouped-query attention (k and v projected to kv_heads heads).
+    layer_norm: a LayerNorm before the output projection (MAGNETO's sub-LN, as LongNet uses).
+    key and value default to query (self-attention).
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, segments: Sequence[int], dilations: Sequence[int],
+                 mode: str = "longnet", causal: bool = False, kv_heads: Optional[int] = None, bias: bool = True,
+                 layer_norm: bool = False, layer_norm_eps: float = 1e-5, device=None, dtype=None):
+        super().__init__()
+        kv_heads = num_heads if kv_heads is None else kv_heads
+        if embed_dim % num_heads != 0:
+            raise ValueError(f"embed_dim {embed_dim} is not a multiple of num_heads {num_heads}")
+        if kv_heads < 1 or num_heads % kv_heads != 0:
+            raise ValueError(f"num_heads {num_heads} is not a multiple of kv_heads {kv_heads}")
+        self.embed_dim, self.num_heads, self.kv_heads = embed_dim, num_heads, kv_heads
+        self.head_dim = embed_dim // num_heads
+        factory = {"device": device, "dtype": dtype}
+        self.q_proj = nn.Linear(embed_dim, embed_dim, bias=bias, **factory)
+        self.k_proj = nn.Linear(embed_dim, kv_heads * self.head_dim, bias=bias, **factory)
+        self.v_proj = nn.Linear(embed_dim, kv_heads * self.head_dim, bias=bias, **factory)
+        self.norm = nn.LayerNorm(embed_dim, eps=layer_norm_eps, **factory) if layer_norm else None
+        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias, **factory)
+        self.attention = DilatedAttention(segments, dilations, mode, causal)
+
+    def forward(self, query: Tensor, key: Optional[Tensor] = None, value: Optional[Tensor] = None,
+                is_causal: Optional[bool] = None):
+        key = query if key is None else key
+        value = key if value is None else value
+        if query.dim() != 3 or query.shape[-1] != self.embed_dim:
+            raise InvalidArgument(f"query has shape {tuple(query.shape)}: expected [B, N, {self.embed_dim}]")
+        b, n, _ = query.shape
+        q = self.q_proj(query).view(b, n, self.num_heads, self.head_dim)
+        k = self.k_proj(key).view(b, key.shape[1], self.kv_heads, self.head_dim)
+        v = self.v_proj(value).view(b, value.shape[1], self.kv_heads, self.head_dim)
+        x = self.attention(q, k, v, is_causal).reshape(b, n, self.embed_dim)
+        if self.norm is not None:
+            x = self.norm(x)
+        return self.out_proj(x), None
