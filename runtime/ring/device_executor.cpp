@@ -98,12 +98,16 @@ StepMessages prepare(const RingPlan& plan, const RankPlan& mine, int step, Devic
   return m;
 }
 
+// Where step `step` received `block`.
+const std::byte* received(const StepMessages& m, int step, int block) {
+  const auto it = std::find_if(m.received.begin(), m.received.end(), [&](const auto& r) { return r.first == block; });
+  if (it == m.received.end()) throw Error(fmt::format("step {}: block {} is computed but was not received", step, block));
+  return it->second;
+}
+
 void attend_received(const RingPlan& plan, const RankPlan& mine, int step, const StepMessages& m, DeviceRank& rank) {
   for (const Compute& c : mine.computes) {
-    if (c.step != step) continue;
-    const auto it = std::find_if(m.received.begin(), m.received.end(), [&](const auto& r) { return r.first == c.block; });
-    if (it == m.received.end()) throw Error(fmt::format("step {}: block {} is computed but was not received", step, c.block));
-    rank.attend_block(plan.blocks[std::size_t(c.block)], it->second);
+    if (c.step == step) rank.attend_block(plan.blocks[std::size_t(c.block)], received(m, step, c.block));
   }
 }
 
@@ -210,14 +214,11 @@ void device_ring_backward(const RingPlan& plan, Communicator& comm, const Tensor
   rank.begin_backward(dout);
   rank.gradients_local();
   for (int step = 1; step <= plan.steps; ++step) {
-    const StepMessages& forward = steps[std::size_t(step) - 1];
     std::byte* at = static_cast<std::byte*>(returns.get());
     std::vector<Message> sends, receives;
     for (const Transfer& from : in_step(mine.receives, step)) {  // a block received is a block computed
       const Block& block = plan.blocks[std::size_t(from.block)];
-      const auto it = std::find_if(forward.received.begin(), forward.received.end(),
-                                   [&](const auto& r) { return r.first == from.block; });
-      rank.gradients_block(block, it->second, at);
+      rank.gradients_block(block, received(steps[std::size_t(step) - 1], step, from.block), at);
       sends.push_back({from.peer, {at, std::size_t(rank.gradient_bytes(block))}});
       at += rank.gradient_bytes(block);
     }
