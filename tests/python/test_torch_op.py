@@ -292,13 +292,26 @@ class Gpu(unittest.TestCase):
                     self.run_case(dtype, causal)
 
     def test_runs_on_a_non_default_stream(self):
+        # The side stream is kept busy before its inputs are written: an op queued anywhere but the
+        # current stream would read them unwritten.
+        source = torch.randn(1, 256, 2, 64, dtype=torch.float16, device="cuda")
+        want = dt.dilated_attention(source, source, source, [64, 256], [1, 4])
         stream = torch.cuda.Stream()
-        q = torch.randn(1, 256, 2, 64, dtype=torch.float16, device="cuda")
-        want = dt.dilated_attention(q, q, q, [64, 256], [1, 4])
+        stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
-            got = dt.dilated_attention(q, q, q, [64, 256], [1, 4])
-        stream.synchronize()
+            q = torch.zeros_like(source)
+            torch.cuda._sleep(100_000_000)
+            q.copy_(source)
+            leaf = q.clone().requires_grad_()
+            got = dt.dilated_attention(leaf, q, q, [64, 256], [1, 4])
+            (grad,) = torch.autograd.grad(got, [leaf], torch.ones_like(got))
+        torch.cuda.current_stream().wait_stream(stream)
         self.assertTrue(torch.equal(got, want))
+        reference = source.clone().requires_grad_()
+        (want_grad,) = torch.autograd.grad(dt.dilated_attention(reference, source, source, [64, 256], [1, 4]),
+                                           [reference], torch.ones_like(want))
+        # dQ sums key tiles with atomics, so the order (and the last bit) may differ between runs.
+        torch.testing.assert_close(grad, want_grad, rtol=2e-3, atol=2e-3)
 
     def test_non_contiguous_rows_are_refused(self):
         q = torch.randn(1, 64, 2, 128, dtype=torch.float16, device="cuda")[..., ::2]
