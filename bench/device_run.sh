@@ -1,30 +1,45 @@
 #!/usr/bin/env bash
-# One call on a GPU machine: the GPU tests, the PyTorch op's tests, the CLI on the GPU, the PyTorch
-# comparison (default tiles, backward and the op), then a tune of the LongNet configuration and the forward pass timed with and without it. Logs go
-# under $OUT (default bench-out/). Build on the development machine and carry build/:
+# On a GPU machine, in parts that each fit one device call (logs under $OUT, default bench-out/):
+#   tests  the GPU tests, the PyTorch op's tests, the demo
+#   bench  `dilatron bench` and the PyTorch comparison (forward, backward and the op; default tiles)
+#   tune   a tune of the LongNet configuration, then its forward pass with and without the winners
+#   all    the three in order (the default)
+# Build on the development machine and carry build/:
 #   cmake -S . -B build -G Ninja -DDILATRON_PORTABLE=ON && cmake --build build
 # (DILATRON_PORTABLE links libstdc++ statically, so the binaries do not depend on the GPU machine's).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+part=${1:-all}
+case $part in tests|bench|tune|all) ;; *) echo "usage: $0 [tests|bench|tune|all]" >&2; exit 2 ;; esac
 OUT=${OUT:-bench-out}
 mkdir -p "$OUT"
-export DILATRON_CACHE_DIR=$(mktemp -d)/cache DILATRON_CLI=$PWD/build/bin/dilatron
+# One kernel cache for all parts, so a later part on a still-warm machine reuses what an earlier compiled.
+export DILATRON_CACHE_DIR=${DILATRON_CACHE_DIR:-$PWD/build/device-cache} DILATRON_CLI=$PWD/build/bin/dilatron
+LONGNET=(--segments 2048,4096,8192,16384,32768 --dilations 1,2,4,6,12 --seq-len 262144 --heads 16)
 status=0
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
   build/bin/dilatron info
 } 2>&1 | tee "$OUT/info.log"
-build/bin/test_gpu --gtest_brief=1 2>&1 | tee "$OUT/gpu_tests.log" || status=1
-(cd tests/python && DILATRON_LIBRARY=$PWD/../../build/lib/libdilatron_c.so python3 -m unittest -v test_torch_op) 2>&1 |
-  tee "$OUT/torch_op_tests.log" || status=1
-build/bin/dilatron demo 2>&1 | tee "$OUT/demo.log" || status=1
-LONGNET=(--segments 2048,4096,8192,16384,32768 --dilations 1,2,4,6,12 --seq-len 262144 --heads 16)
-build/bin/dilatron bench "${LONGNET[@]}" 2>&1 | tee "$OUT/cli_bench.log" || status=1
-python3 bench/compare_torch.py --backward --torch-op --out "$OUT/results.md" 2>&1 | tee "$OUT/bench.log" || status=1
-# Tuning: every candidate of the five kernels, then default and tuned forward passes back to back.
-build/bin/dilatron tune "${LONGNET[@]}" 2>&1 | tee "$OUT/tune.log" || status=1
-for tiles in default tuned; do
-  [ $tiles = default ] && export DILATRON_AUTOTUNE=0 || unset DILATRON_AUTOTUNE
-  build/bin/dilatron bench "${LONGNET[@]}" 2>&1 | tee "$OUT/bench_$tiles.log" || status=1
-done
+
+if [[ $part == tests || $part == all ]]; then
+  build/bin/test_gpu --gtest_brief=1 2>&1 | tee "$OUT/gpu_tests.log" || status=1
+  (cd tests/python && DILATRON_LIBRARY=$PWD/../../build/lib/libdilatron_c.so python3 -m unittest -v test_torch_op) 2>&1 |
+    tee "$OUT/torch_op_tests.log" || status=1
+  build/bin/dilatron demo 2>&1 | tee "$OUT/demo.log" || status=1
+fi
+if [[ $part == bench || $part == all ]]; then
+  # Default tiles, whatever a tune of an earlier run left in the cache.
+  DILATRON_AUTOTUNE=0 build/bin/dilatron bench "${LONGNET[@]}" 2>&1 | tee "$OUT/cli_bench.log" || status=1
+  DILATRON_AUTOTUNE=0 python3 bench/compare_torch.py --backward --torch-op --out "$OUT/results.md" 2>&1 |
+    tee "$OUT/bench.log" || status=1
+fi
+if [[ $part == tune || $part == all ]]; then
+  # Every candidate of the five kernels, then default and tuned forward passes back to back.
+  build/bin/dilatron tune "${LONGNET[@]}" 2>&1 | tee "$OUT/tune.log" || status=1
+  for tiles in default tuned; do
+    [ $tiles = default ] && export DILATRON_AUTOTUNE=0 || unset DILATRON_AUTOTUNE
+    build/bin/dilatron bench "${LONGNET[@]}" 2>&1 | tee "$OUT/bench_$tiles.log" || status=1
+  done
+fi
 exit $status
