@@ -20,19 +20,15 @@ inline double load_element(const void* base, DType dtype, std::int64_t index) {
   return 0.0;
 }
 
-// Rounds through float: the double-to-float-to-half path may differ from direct rounding by one ulp in
+// 16-bit dtypes round through float: the double-to-float-to-half path may differ from direct rounding by one ulp in
 // rare ties, far below any tolerance the project uses.
 inline void store_element(void* base, DType dtype, std::int64_t index, double value) {
-  if (dtype == DType::f64) {
-    static_cast<double*>(base)[index] = value;
-    return;
-  }
   const float f = static_cast<float>(value);
   switch (dtype) {
+    case DType::f64: static_cast<double*>(base)[index] = value; return;
     case DType::f32: static_cast<float*>(base)[index] = f; return;
     case DType::f16: static_cast<std::uint16_t*>(base)[index] = float_to_half_bits(f); return;
     case DType::bf16: static_cast<std::uint16_t*>(base)[index] = float_to_bf16_bits(f); return;
-    case DType::f64: return;  // stored above, without rounding
   }
 }
 

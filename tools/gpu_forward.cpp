@@ -82,9 +82,6 @@ void gpu_ring_forward(const Config& config, int ranks, const TensorView& q, cons
                       const TensorView& out, const TensorView* lse, const HostGradients* gradients) {
   const CUcontext context = driver::current_context();
   const DType dtype = device_dtype(q.dtype);
-  const auto whole = [&](const std::unique_ptr<DeviceBuffer>& b, const Shape4& shape) {
-    return TensorView::contiguous(b->get(), dtype, shape);
-  };
   const auto q_d = upload(q), k_d = upload(k), v_d = upload(v);
   const auto out_d = std::make_unique<DeviceBuffer>(std::size_t(out.numel()) * dtype_size(dtype));
   const std::int64_t seq_len = q.shape[1];
@@ -101,17 +98,19 @@ void gpu_ring_forward(const Config& config, int ranks, const TensorView& q, cons
     return [&](std::int64_t rank) {
       const ring::ContextScope scope(context);  // rank threads start with no current context
       const ring::RowRange rows = ring::shard(seq_len, ranks, int(rank));
-      const auto shard = [&](const TensorView& t) { return ring::rows_of(t, rows, 1); };
+      // This rank's rows of a whole device tensor.
+      const auto shard = [&](const std::unique_ptr<DeviceBuffer>& b, const Shape4& shape) {
+        return ring::rows_of(TensorView::contiguous(b->get(), dtype, shape), rows, 1);
+      };
+      const TensorView qs = shard(q_d, q.shape), ks = shard(k_d, k.shape), vs = shard(v_d, v.shape);
       const TensorView lse_shard =
           lse ? ring::rows_of(TensorView::contiguous(lse_d->get(), DType::f32, lse->shape), rows, 2) : TensorView{};
       ring::LocalCommunicator& comm = *comms[std::size_t(rank)];
       RingDilatedAttention attention(config, comm);
-      attention.forward(seq_len, shard(whole(q_d, q.shape)), shard(whole(k_d, k.shape)), shard(whole(v_d, v.shape)),
-                        shard(whole(out_d, out.shape)), lse ? &lse_shard : nullptr, comm.stream());
+      attention.forward(seq_len, qs, ks, vs, shard(out_d, out.shape), lse ? &lse_shard : nullptr, comm.stream());
       if (gradients) {
-        attention.backward(seq_len, shard(whole(q_d, q.shape)), shard(whole(k_d, k.shape)), shard(whole(v_d, v.shape)),
-                           shard(whole(dout_d, q.shape)), shard(whole(dq_d, q.shape)), shard(whole(dk_d, k.shape)),
-                           shard(whole(dv_d, k.shape)), comm.stream());
+        attention.backward(seq_len, qs, ks, vs, shard(dout_d, q.shape), shard(dq_d, q.shape), shard(dk_d, k.shape),
+                           shard(dv_d, k.shape), comm.stream());
       }
     };
   });

@@ -5,8 +5,6 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <cmath>
-#include <memory>
 #include <vector>
 
 #include "runtime/device_buffer.hpp"
@@ -75,6 +73,13 @@ std::int64_t step_bytes(const RingPlan& plan, const RankPlan& mine, int step) {
   for (const auto* list : {&mine.sends, &mine.receives}) {
     for (const Transfer& t : *list) bytes += t.step == step ? plan.blocks[std::size_t(t.block)].bytes : 0;
   }
+  return bytes;
+}
+
+// The most any one step sends and receives (at least 1).
+std::int64_t max_step_bytes(const RingPlan& plan, const RankPlan& mine) {
+  std::int64_t bytes = 1;
+  for (int step = 1; step <= plan.steps; ++step) bytes = std::max(bytes, step_bytes(plan, mine, step));
   return bytes;
 }
 
@@ -161,8 +166,7 @@ void device_ring_forward(const RingPlan& plan, Communicator& comm, const TensorV
   DeviceRank rank(plan, comm.rank(), q, k, v, stream);
   // Double buffering: step s packs into and receives into arena s % 2, each as large as the most one
   // step moves, so step s + 1's transfer never writes what step s's kernels still read.
-  std::int64_t arena_bytes = 1;
-  for (int step = 1; step <= plan.steps; ++step) arena_bytes = std::max(arena_bytes, step_bytes(plan, mine, step));
+  const std::int64_t arena_bytes = max_step_bytes(plan, mine);
   const DeviceBuffer arenas[2] = {DeviceBuffer(std::size_t(arena_bytes)), DeviceBuffer(std::size_t(arena_bytes))};
   auto arena = [&](int step) { return static_cast<std::byte*>(arenas[step % 2].get()); };
   const Drain drain{stream};  // declared after the arenas: destroyed first
@@ -194,17 +198,10 @@ void device_ring_backward(const RingPlan& plan, Communicator& comm, const Tensor
   for (int step = 1; step <= plan.steps; ++step) {
     step_offset[std::size_t(step) + 1] = step_offset[std::size_t(step)] + step_bytes(plan, mine, step);
   }
-  // The return leg: per step, the partials sent back, then those coming back, in block order.
-  std::int64_t return_bytes = 1;
-  for (int step = 1; step <= plan.steps; ++step) {
-    std::int64_t bytes = 0;
-    for (const auto* list : {&mine.sends, &mine.receives}) {
-      for (const Transfer& t : in_step(*list, step)) bytes += rank.gradient_bytes(plan.blocks[std::size_t(t.block)]);
-    }
-    return_bytes = std::max(return_bytes, bytes);
-  }
+  // The return leg of a step moves the step's blocks back as fp32 partials: the partials sent back, then
+  // those coming back, in block order.
   const DeviceBuffer kept{std::size_t(std::max<std::int64_t>(1, step_offset.back()))};
-  const DeviceBuffer returns{std::size_t(return_bytes)};
+  const DeviceBuffer returns{std::size_t(max_step_bytes(plan, mine)) / dtype_size(plan.shape.dtype) * sizeof(float)};
   const Drain drain{stream};
   rank.clear();
   const std::vector<StepMessages> steps = blocking_steps(plan, mine, comm, rank, stream, [&](int step) {

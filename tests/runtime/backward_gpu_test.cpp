@@ -59,9 +59,7 @@ TEST_F(GpuBackward, LongNetScheduleWithGqa) {
   c.config.dilations = {1, 2, 4, 6, 12};
   for (bool causal : {false, true}) {
     c.config.causal = causal;
-    c.q = random_tensor(c.B * c.N * c.H * c.D, c.dtype, 1.0, rng);
-    c.k = random_tensor(c.B * c.N * c.Hkv * c.D, c.dtype, 1.0, rng);
-    c.v = random_tensor(c.B * c.N * c.Hkv * c.D, c.dtype, 1.0, rng);
+    fill_inputs(c, rng);
     std::vector<std::byte> dout = random_tensor(c.B * c.N * c.H * c.D, c.dtype, 1.0, rng);
     SCOPED_TRACE(causal);
     expect_close(run_gpu(c, dout), reference_gradients(c, dout), c.dtype);

@@ -42,9 +42,7 @@ TEST(CApi, ReferenceThroughTheAbiMatchesTheDenseDefinition) {
   c.config.segments = {8, 29};
   c.config.dilations = {1, 3};
   c.config.causal = true;
-  c.q = random_tensor(c.N * c.H * c.D, c.dtype, 1.0, rng);
-  c.k = random_tensor(c.N * c.Hkv * c.D, c.dtype, 1.0, rng);
-  c.v = random_tensor(c.N * c.Hkv * c.D, c.dtype, 1.0, rng);
+  fill_inputs(c, rng);
   dilatron_attention* a = nullptr;
   ASSERT_EQ(dilatron_create(c.config.segments.data(), c.config.dilations.data(), 2, DILATRON_LONGNET, 1, 0.0, &a),
             DILATRON_OK);
@@ -100,9 +98,7 @@ TEST(CApi, ReferenceBackwardThroughTheAbiEqualsFiniteDifferences) {
   c.B = 1, c.N = 13, c.H = 2, c.Hkv = 1, c.D = 4;
   c.config.segments = {4, 13};
   c.config.dilations = {1, 3};
-  c.q = random_tensor(c.N * c.H * c.D, c.dtype, 1.0, rng);
-  c.k = random_tensor(c.N * c.Hkv * c.D, c.dtype, 1.0, rng);
-  c.v = random_tensor(c.N * c.Hkv * c.D, c.dtype, 1.0, rng);
+  fill_inputs(c, rng);
   std::vector<std::byte> g = random_tensor(c.N * c.H * c.D, c.dtype, 1.0, rng);
   dilatron_attention* a = nullptr;
   ASSERT_EQ(dilatron_create(c.config.segments.data(), c.config.dilations.data(), 2, DILATRON_LONGNET, 0, 0.0, &a),

@@ -76,9 +76,7 @@ TEST_F(GpuForward, LongNetScheduleWithoutAnLseTensor) {
   c.B = 1, c.N = 4096 + 77, c.H = 8, c.Hkv = 4, c.D = 128;
   c.config.segments = {512, 1024, 2048, 4096};
   c.config.dilations = {1, 2, 6, 12};
-  c.q = random_tensor(c.N * c.H * c.D, c.dtype, 1.0, rng);
-  c.k = random_tensor(c.N * c.Hkv * c.D, c.dtype, 1.0, rng);
-  c.v = random_tensor(c.N * c.Hkv * c.D, c.dtype, 1.0, rng);
+  fill_inputs(c, rng);
   const GpuResult got = run_gpu(c, false);
   expect_close(got, reference(c), c.dtype, false);
   // Four branches merge in fp32 and round once: no worse than one bf16 rounding of the result.
@@ -116,9 +114,7 @@ TEST_F(GpuForward, ConcurrentCallsFromTwoThreadsOnTheirOwnStreams) {
     c.config = config;
     c.dtype = DType::bf16;
     c.B = 1, c.N = 2048 + 40, c.H = 8, c.Hkv = 4, c.D = 64;  // a partial last segment in both branches
-    c.q = random_tensor(c.N * c.H * c.D, c.dtype, 1.0, rng);
-    c.k = random_tensor(c.N * c.Hkv * c.D, c.dtype, 1.0, rng);
-    c.v = random_tensor(c.N * c.Hkv * c.D, c.dtype, 1.0, rng);
+    fill_inputs(c, rng);
   }
   const CUcontext context = driver::current_context();
   std::vector<std::unique_ptr<DeviceCase>> inputs;

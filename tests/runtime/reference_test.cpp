@@ -62,9 +62,7 @@ TEST(Reference, LongNetPaperConfigurationOnALongerSequence) {
   c.config.segments = {16, 48, 96, 200};  // r = 6 does not divide 16; the last segments are partial
   c.config.dilations = {1, 2, 6, 12};
   c.config.causal = true;
-  c.q = random_tensor(c.N * c.H * c.D, c.dtype, 1.0, rng);
-  c.k = random_tensor(c.N * c.Hkv * c.D, c.dtype, 1.0, rng);
-  c.v = random_tensor(c.N * c.Hkv * c.D, c.dtype, 1.0, rng);
+  fill_inputs(c, rng);
   const Output got = run_reference(c);
   const DenseResult want = dense_attention(c.config, c.dense());
   EXPECT_LE(relative_error(widen(got.out), want.out), 1e-5);
@@ -77,9 +75,7 @@ TEST(Reference, RowsNoBranchSelectsAreZeroWithMinusInfinityLse) {
   c.N = 12, c.H = 1, c.D = 4;
   c.config.segments = {6};
   c.config.dilations = {4};  // head 0 has offset 0: rows 0, 4 and 6, 10 only
-  c.q = random_tensor(c.N * c.D, c.dtype, 1.0, rng);
-  c.k = random_tensor(c.N * c.D, c.dtype, 1.0, rng);
-  c.v = random_tensor(c.N * c.D, c.dtype, 1.0, rng);
+  fill_inputs(c, rng);
   const Output got = run_reference(c);
   for (std::int64_t n = 0; n < c.N; ++n) {
     const bool selected = n == 0 || n == 4 || n == 6 || n == 10;
@@ -104,9 +100,7 @@ TEST(Reference, WritesThroughStridedViewsAndOtherOutputDtypes) {
   c.B = 2, c.N = 19, c.H = 4, c.Hkv = 2, c.D = 6;
   c.config.segments = {5, 19};
   c.config.dilations = {2, 3};
-  c.q = random_tensor(c.B * c.N * c.H * c.D, c.dtype, 1.0, rng);
-  c.k = random_tensor(c.B * c.N * c.Hkv * c.D, c.dtype, 1.0, rng);
-  c.v = random_tensor(c.B * c.N * c.Hkv * c.D, c.dtype, 1.0, rng);
+  fill_inputs(c, rng);
   const DenseResult want = dense_attention(c.config, c.dense());
 
   // out in fp16 inside a wider [B,N,2H,D] buffer: odd head slots are untouched.
@@ -138,9 +132,7 @@ TEST(Reference, Float64InputsAndOutputsAreNotRounded) {
   c.config.segments = {6, 23};
   c.config.dilations = {1, 3};
   c.config.causal = true;
-  c.q = random_tensor(c.B * c.N * c.H * c.D, c.dtype, 1.0, rng);
-  c.k = random_tensor(c.B * c.N * c.Hkv * c.D, c.dtype, 1.0, rng);
-  c.v = random_tensor(c.B * c.N * c.Hkv * c.D, c.dtype, 1.0, rng);
+  fill_inputs(c, rng);
   const DenseResult want = dense_attention(c.config, c.dense());
   std::vector<double> out(want.out.size());
   reference_forward(c.config, c.q_view(), c.k_view(), c.v_view(), TensorView::contiguous(out.data(), DType::f64, c.q_shape()));

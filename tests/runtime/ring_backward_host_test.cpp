@@ -65,9 +65,7 @@ TEST(RingBackwardHost, LongNetScheduleOnALongerSequence) {
   c.config.segments = {32, 64, 128, 256, 512};
   c.config.dilations = {1, 2, 4, 6, 12};
   c.config.causal = true;
-  c.q = random_tensor(c.B * c.N * c.H * c.D, c.dtype, 1.0, rng);
-  c.k = random_tensor(c.B * c.N * c.Hkv * c.D, c.dtype, 1.0, rng);
-  c.v = random_tensor(c.B * c.N * c.Hkv * c.D, c.dtype, 1.0, rng);
+  fill_inputs(c, rng);
   const std::vector<std::byte> dout = random_tensor(c.B * c.N * c.H * c.D, DType::f32, 1.0, rng);
   const Gradients want = gradients(c, dout, 0);
   for (int ranks : {2, 5, 8}) {

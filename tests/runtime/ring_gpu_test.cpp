@@ -179,9 +179,7 @@ RandomCase make_case(Config config, std::int64_t B, std::int64_t N, std::int64_t
   RandomCase c;
   c.config = std::move(config);
   c.B = B, c.N = N, c.H = H, c.Hkv = Hkv, c.D = D, c.dtype = dtype;
-  c.q = random_tensor(B * N * H * D, dtype, 1.5, rng);
-  c.k = random_tensor(B * N * Hkv * D, dtype, 1.5, rng);
-  c.v = random_tensor(B * N * Hkv * D, dtype, 1.0, rng);
+  fill_inputs(c, rng, 1.5);
   return c;
 }
 

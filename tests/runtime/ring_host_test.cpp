@@ -70,9 +70,7 @@ TEST(RingHost, LongNetScheduleOnALongerSequence) {
   c.config.dilations = {1, 2, 4, 6, 12};
   for (bool is_causal : {false, true}) {
     c.config.causal = is_causal;
-    c.q = random_tensor(c.B * c.N * c.H * c.D, c.dtype, 1.0, rng);
-    c.k = random_tensor(c.B * c.N * c.Hkv * c.D, c.dtype, 1.0, rng);
-    c.v = random_tensor(c.B * c.N * c.Hkv * c.D, c.dtype, 1.0, rng);
+    fill_inputs(c, rng);
     const DenseResult want = dense_attention(c.config, c.dense());
     for (int ranks : {3, 7}) {
       SCOPED_TRACE(fmt::format("causal {} ranks {}", is_causal, ranks));

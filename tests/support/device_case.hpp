@@ -99,9 +99,7 @@ inline RandomCase gpu_case(std::mt19937_64& rng, int trial, const std::vector<st
   c.config.mode = c.H >= branches && trial % 3 == 1 ? Mode::head_groups : Mode::longnet;
   c.config.causal = trial % 2 == 0 || trial % 7 == 3;
   if (trial % 4 == 3) c.config.scale = 0.05;
-  c.q = random_tensor(c.B * c.N * c.H * c.D, c.dtype, 1.0, rng);
-  c.k = random_tensor(c.B * c.N * c.Hkv * c.D, c.dtype, 1.0, rng);
-  c.v = random_tensor(c.B * c.N * c.Hkv * c.D, c.dtype, 1.0, rng);
+  fill_inputs(c, rng);
   return c;
 }
 

@@ -55,6 +55,13 @@ inline std::vector<std::byte> random_tensor(std::int64_t count, DType dtype, dou
   return raw;
 }
 
+// The case's inputs at its shapes and dtype: q and k from N(0, spread^2), then v from N(0, 1).
+inline void fill_inputs(RandomCase& c, std::mt19937_64& rng, double spread = 1.0) {
+  c.q = random_tensor(c.B * c.N * c.H * c.D, c.dtype, spread, rng);
+  c.k = random_tensor(c.B * c.N * c.Hkv * c.D, c.dtype, spread, rng);
+  c.v = random_tensor(c.B * c.N * c.Hkv * c.D, c.dtype, 1.0, rng);
+}
+
 inline RandomCase random_case(std::mt19937_64& rng) {
   auto uniform = [&](std::int64_t lo, std::int64_t hi) { return std::uniform_int_distribution<std::int64_t>(lo, hi)(rng); };
   auto chance = [&](double p) { return std::bernoulli_distribution(p)(rng); };
@@ -82,9 +89,7 @@ inline RandomCase random_case(std::mt19937_64& rng) {
   static constexpr DType kTypes[] = {DType::f32, DType::f16, DType::bf16};
   c.dtype = kTypes[uniform(0, 2)];
   const double spread = std::uniform_real_distribution<double>(0.5, 3.0)(rng);  // flat to peaky softmax
-  c.q = random_tensor(c.B * c.N * c.H * c.D, c.dtype, spread, rng);
-  c.k = random_tensor(c.B * c.N * c.Hkv * c.D, c.dtype, spread, rng);
-  c.v = random_tensor(c.B * c.N * c.Hkv * c.D, c.dtype, 1.0, rng);
+  fill_inputs(c, rng, spread);
   return c;
 }
 

@@ -44,9 +44,7 @@ RandomCase make_case(std::uint64_t seed, std::int64_t B, std::int64_t N, std::in
   std::mt19937_64 rng(seed);
   RandomCase c;
   c.B = B, c.N = N, c.H = H, c.Hkv = Hkv, c.D = D, c.dtype = dtype, c.config = std::move(config);
-  c.q = random_tensor(B * N * H * D, dtype, 1.5, rng);
-  c.k = random_tensor(B * N * Hkv * D, dtype, 1.5, rng);
-  c.v = random_tensor(B * N * Hkv * D, dtype, 1.0, rng);
+  fill_inputs(c, rng, 1.5);
   return c;
 }
 
