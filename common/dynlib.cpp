@@ -7,7 +7,10 @@ namespace dilatron {
 
 DynamicLibrary::DynamicLibrary(const std::vector<std::string>& candidates) {
   for (const std::string& candidate : candidates) {
-    handle_ = dlopen(candidate.c_str(), RTLD_NOW | RTLD_LOCAL);
+    // RTLD_NODELETE: NVRTC allocates an exception pool when loaded and frees it only at process exit;
+    // unmapping it earlier turns that pool into a leak (LeakSanitizer reports it) and would dangle
+    // anything it still holds.
+    handle_ = dlopen(candidate.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
     if (handle_) {
       // The file the loader actually chose (a soname resolves through the search path), so `dilatron
       // info` shows which NVRTC or driver a run uses.

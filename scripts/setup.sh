@@ -2,7 +2,8 @@
 # Installs what the build needs from Debian packages (only what is missing), then configures build/ and
 # builds the given targets (all of them when none is named). The CUDA toolkit (headers and NVRTC) must
 # already be installed. demo.sh and test.sh configure build/ identically, so running one after the
-# other rebuilds nothing they share.
+# other rebuilds nothing they share. DILATRON_BUILD_DIR and DILATRON_CMAKE_ARGS (space-separated) select
+# another build tree and configuration (scripts/sanitize.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,7 +25,9 @@ if ((${#missing[@]})); then
 fi
 
 if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then export PATH=/usr/local/cuda/bin:$PATH; fi
-cmake -S . -B build -G Ninja -DDILATRON_WERROR=ON >/dev/null
+build=${DILATRON_BUILD_DIR:-build}
+read -r -a extra <<<"${DILATRON_CMAKE_ARGS:-}"
+cmake -S . -B "$build" -G Ninja -DDILATRON_WERROR=ON "${extra[@]}" >/dev/null
 targets=()
 for t in "$@"; do targets+=(--target "$t"); done
-cmake --build build -j "$(nproc)" "${targets[@]}"
+cmake --build "$build" -j "$(nproc)" "${targets[@]}"

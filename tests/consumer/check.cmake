@@ -25,8 +25,14 @@ foreach(f IN LISTS package_files)
   endforeach()
 endforeach()
 
+# A sanitized build's static library needs the sanitizer runtimes at the consumer's link.
+set(sanitize_flags "")
+if(SANITIZE)
+  set(flags "-fsanitize=${SANITIZE}")
+  set(sanitize_flags -DCMAKE_CXX_FLAGS=${flags} -DCMAKE_C_FLAGS=${flags} -DCMAKE_EXE_LINKER_FLAGS=${flags})
+endif()
 step("configure the consumer" ${CMAKE_COMMAND} -S ${CONSUMER} -B ${WORK}/build -G ${GENERATOR}
-     -DCMAKE_PREFIX_PATH=${prefix} -DCMAKE_CXX_COMPILER=${CXX} -DCMAKE_C_COMPILER=${CC})
+     -DCMAKE_PREFIX_PATH=${prefix} -DCMAKE_CXX_COMPILER=${CXX} -DCMAKE_C_COMPILER=${CC} ${sanitize_flags})
 step("build the consumer" ${CMAKE_COMMAND} --build ${WORK}/build)
 step("run the C++ consumer" ${WORK}/build/consumer_cpp)
 step("run the C consumer" ${WORK}/build/consumer_c)
