@@ -4,7 +4,6 @@
 
 #include <fmt/format.h>
 
-#include "common/atomic_file.hpp"
 #include "common/bytes.hpp"
 #include "common/file_io.hpp"
 
@@ -24,7 +23,7 @@ bool take(std::string_view bytes, std::size_t& at, std::string_view& blob) {
 
 }  // namespace
 
-void write_bundle(const std::filesystem::path& file, const Bundle& bundle) {
+void write_bundle(AtomicFile& out, const Bundle& bundle) {
   std::string bytes(kMagic);
   put_le<std::uint64_t>(bytes, bundle.entries.size());
   for (const Entry& entry : bundle.entries) {
@@ -34,9 +33,7 @@ void write_bundle(const std::filesystem::path& file, const Bundle& bundle) {
   }
   put_le<std::uint64_t>(bytes, bundle.tuning.size());
   bytes += bundle.tuning;
-  AtomicFile out(file);
   out.write(bytes.data(), bytes.size());
-  out.commit();
 }
 
 Bundle read_bundle(const std::filesystem::path& file) {

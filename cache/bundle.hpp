@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cache/entry.hpp"
+#include "common/atomic_file.hpp"
 
 namespace dilatron::cache {
 
@@ -19,8 +20,8 @@ struct Bundle {
   std::string tuning;  // JSON text, opaque here; empty when there is none
 };
 
-// Writes atomically.
-void write_bundle(const std::filesystem::path& file, const Bundle& bundle);
+// Writes the bundle into `out`; the caller commits it (after checking the destination before any work).
+void write_bundle(AtomicFile& out, const Bundle& bundle);
 
 // Throws dilatron::Error naming every bad entry (or a truncated or foreign file).
 Bundle read_bundle(const std::filesystem::path& file);

@@ -15,6 +15,7 @@
 #include "cache/kernel_cache.hpp"
 #include "common/parallel.hpp"
 #include "tools/commands.hpp"
+#include "tools/outputs.hpp"
 #include "tools/workload_flags.hpp"
 
 namespace dilatron::cli {
@@ -237,6 +238,7 @@ void add_cache(CLI::App& app) {
       group, "export", "Write every good entry, and the tuning records whose winners they are, into one bundle file", *flags);
   export_cmd->add_option("FILE", *file, "bundle to write")->required();
   export_cmd->callback([=] {
+    Outputs out({}, {{"FILE", *file}});  // the destination is checked, as run's outputs are, before any work
     const auto disk = flags->existing();
     if (!disk) throw Error(fmt::format("no cache at {}: nothing to export", flags->path().string()));
     cache::Bundle bundle;
@@ -252,7 +254,8 @@ void add_cache(CLI::App& app) {
     }
     const std::vector<autotune::TuningRecord> records = read_tuning(disk->dir()).won_by(specs);
     if (!records.empty()) bundle.tuning = autotune::TuningDb(records).dump();
-    cache::write_bundle(*file, bundle);
+    cache::write_bundle(out.file(0), bundle);
+    out.commit();
     fmt::print("exported {} entries and {} tuning records to {}{}\n", bundle.entries.size(), records.size(), *file,
                bad ? fmt::format(" ({} bad entries skipped)", bad) : "");
   });

@@ -12,6 +12,7 @@
 #include <optional>
 #include <string_view>
 
+#include "common/atomic_file.hpp"
 #include "tools/commands.hpp"
 
 namespace {
@@ -60,6 +61,7 @@ std::optional<std::string> unknown_subcommand(const CLI::App& app, int argc, cha
 }  // namespace
 
 int main(int argc, char** argv) {
+  dilatron::remove_temporaries_on_signals();  // Ctrl-C leaves no half-written .tmp files behind
   CLI::App app{fmt::format("dilatron {}: LongNet-style dilated attention, JIT-compiled for NVIDIA GPUs", dilatron::kVersion),
                "dilatron"};
   app.require_subcommand(1);

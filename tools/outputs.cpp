@@ -21,6 +21,10 @@ void check_target(const NamedPath& out) {
   if (std::filesystem::is_directory(out.path, ec)) {
     throw UsageError(fmt::format("{} {} is a directory: give a file name", out.flag, out.path.string()));
   }
+  if (const std::string kind = unwritable_kind(out.path); !kind.empty()) {
+    throw UsageError(fmt::format("{} {} exists and is {}: an output must be a file, a character device or a FIFO",
+                                 out.flag, out.path.string(), kind));
+  }
   const std::filesystem::path dir = out.path.has_parent_path() ? out.path.parent_path() : ".";
   if (!std::filesystem::is_directory(dir, ec)) {
     throw UsageError(fmt::format("{} {}: directory {} does not exist", out.flag, out.path.string(), dir.string()));
@@ -39,14 +43,16 @@ Outputs::Outputs(const std::vector<NamedPath>& inputs, const std::vector<NamedPa
       }
     }
     for (std::size_t j = 0; j < i; ++j) {
-      if (same_file(outputs[i].path, outputs[j].path)) {
+      if (same_file(outputs[i].path, outputs[j].path) && !std::filesystem::is_character_file(outputs[i].path)) {
         throw UsageError(fmt::format("{} and {} name the same file {}: each output needs its own", outputs[j].flag,
                                      outputs[i].flag, outputs[i].path.string()));
       }
     }
   }
   // Creating the temporary files now proves every directory writable before the work starts.
-  for (const NamedPath& out : outputs) files_.push_back(std::make_unique<AtomicFile>(out.path));
+  for (const NamedPath& out : outputs) {
+    files_.push_back(std::make_unique<AtomicFile>(out.path, 0644, AtomicFile::Permissions::keep_existing));
+  }
 }
 
 void Outputs::commit() {
@@ -55,7 +61,9 @@ void Outputs::commit() {
       files_[i]->commit();
     } catch (...) {
       std::error_code ec;
-      for (std::size_t j = 0; j < i; ++j) std::filesystem::remove(files_[j]->target(), ec);  // all or none
+      for (std::size_t j = 0; j < i; ++j) {  // all or none, as far as files go: a device keeps what it was sent
+        if (!files_[j]->in_place()) std::filesystem::remove(files_[j]->target(), ec);
+      }
       throw;
     }
   }

@@ -1,6 +1,8 @@
 // Output files of a command, checked and opened before any work: an output may not be an input or
-// another output (after resolving links), nor a directory, and its directory must exist and be
-// writable. Nothing appears under an output's name until commit(), which publishes all or none.
+// another output (after resolving links), nor a directory, socket or block device, and its directory
+// must exist and be writable. Nothing appears under an output's name until commit(), which publishes all
+// or none; a replaced file keeps its mode (and owner, for root). An existing character device or FIFO
+// is written in place (common/atomic_file.hpp).
 #pragma once
 
 #include <filesystem>

@@ -200,7 +200,11 @@ TEST(DiskCache, MaxBytesFromTheEnvironment) {
 TEST(Bundle, CarriesEntriesAndTheTuningSectionAndStillReadsV1) {
   test::TempDir tmp;
   const Bundle written{{fake_entry(1), fake_entry(2, 5000)}, R"({"format": 1, "records": []})"};
-  write_bundle(tmp / "b", written);
+  {
+    AtomicFile out(tmp / "b");
+    write_bundle(out, written);
+    out.commit();
+  }
   const Bundle read = read_bundle(tmp / "b");
   ASSERT_EQ(read.entries.size(), 2u);
   EXPECT_EQ(read.entries[1].cubin, written.entries[1].cubin);
