@@ -21,42 +21,133 @@ constexpr std::string_view kMagic = "\x93NUMPY";
   throw Error(fmt::format("{}: {}", path.string(), why));
 }
 
-// The value text after 'key': in the header dict, or empty when the key is absent.
-std::string_view dict_value(std::string_view header, std::string_view key) {
-  const std::string quoted = "'" + std::string(key) + "'";
-  std::size_t at = header.find(quoted);
-  if (at == std::string_view::npos) return {};
-  at = header.find(':', at + quoted.size());
-  if (at == std::string_view::npos) return {};
-  std::string_view rest = header.substr(at + 1);
-  rest.remove_prefix(std::min(rest.find_first_not_of(' '), rest.size()));
-  return rest;
-}
-
-std::vector<std::int64_t> parse_shape(const std::filesystem::path& path, std::string_view text) {
-  if (text.empty() || text.front() != '(') fail(path, "header has no shape tuple");
-  const std::size_t close = text.find(')');
-  if (close == std::string_view::npos) fail(path, "header shape tuple is not closed");
+// The header is a Python dict literal; numpy writes exactly the keys descr, fortran_order and shape. It
+// is parsed as one, so text inside a string (a decoy "'descr': '<f4'") is never mistaken for a key.
+struct Header {
+  std::string descr;
+  bool fortran_order = false;
   std::vector<std::int64_t> shape;
-  std::string_view items = text.substr(1, close - 1);
-  while (!items.empty()) {
-    const std::size_t comma = items.find(',');
-    std::string_view item = items.substr(0, comma);
-    item.remove_prefix(std::min(item.find_first_not_of(' '), item.size()));
-    item = item.substr(0, item.find_last_not_of(' ') + 1);
-    if (!item.empty()) {
-      std::int64_t value = 0;
-      for (char c : item) {
-        if (c < '0' || c > '9' || value > (std::int64_t(1) << 40)) fail(path, fmt::format("bad shape entry '{}'", item));
-        value = value * 10 + (c - '0');
+};
+
+class HeaderParser {
+ public:
+  HeaderParser(const std::filesystem::path& path, std::string_view text) : path_(path), text_(text) {}
+
+  Header parse() {
+    Header header;
+    bool seen_descr = false, seen_fortran = false, seen_shape = false;
+    expect('{');
+    while (!take('}')) {
+      const std::string key = string();
+      expect(':');
+      auto once = [&](bool& seen) {
+        if (seen) error(fmt::format("key '{}' appears twice", key));
+        seen = true;
+      };
+      if (key == "descr") {
+        once(seen_descr);
+        header.descr = string();
+      } else if (key == "fortran_order") {
+        once(seen_fortran);
+        header.fortran_order = boolean();
+      } else if (key == "shape") {
+        once(seen_shape);
+        header.shape = tuple();
+      } else {
+        error(fmt::format("unexpected key '{}' (a .npy header holds descr, fortran_order and shape)", key));
       }
-      shape.push_back(value);
+      if (!take(',')) {
+        expect('}');
+        break;
+      }
     }
-    if (comma == std::string_view::npos) break;
-    items.remove_prefix(comma + 1);
+    skip_space();
+    if (at_ != text_.size()) error("text after the header's closing brace");
+    if (!seen_descr) error("header has no descr");
+    if (!seen_fortran) error("header has no fortran_order");
+    if (!seen_shape) error("header has no shape");
+    return header;
   }
-  return shape;
-}
+
+ private:
+  [[noreturn]] void error(const std::string& why) const { fail(path_, "bad header: " + why); }
+
+  void skip_space() {
+    while (at_ < text_.size() && (text_[at_] == ' ' || text_[at_] == '\n' || text_[at_] == '\t')) ++at_;
+  }
+  bool take(char c) {
+    skip_space();
+    if (at_ < text_.size() && text_[at_] == c) {
+      ++at_;
+      return true;
+    }
+    return false;
+  }
+  void expect(char c) {
+    if (!take(c)) error(fmt::format("expected '{}' at byte {}", c, at_));
+  }
+
+  std::string string() {
+    skip_space();
+    if (at_ >= text_.size() || (text_[at_] != '\'' && text_[at_] != '"')) error(fmt::format("expected a string at byte {}", at_));
+    const char quote = text_[at_++];
+    std::string value;
+    while (at_ < text_.size() && text_[at_] != quote) {
+      if (text_[at_] == '\\' && at_ + 1 < text_.size()) ++at_;
+      value += text_[at_++];
+    }
+    if (at_ >= text_.size()) error("a string is not closed");
+    ++at_;
+    return value;
+  }
+
+  bool boolean() {
+    skip_space();
+    for (const auto& [word, value] : {std::pair{std::string_view("True"), true}, std::pair{std::string_view("False"), false}}) {
+      if (text_.substr(at_, word.size()) == word) {
+        at_ += word.size();
+        return value;
+      }
+    }
+    error(fmt::format("expected True or False at byte {}", at_));
+  }
+
+  // "()", "(5,)", "(2, 3)", "(2, 3,)"; "(5)" is the number 5 in Python, not a shape.
+  std::vector<std::int64_t> tuple() {
+    expect('(');
+    std::vector<std::int64_t> items;
+    bool trailing_comma = false;
+    while (!take(')')) {
+      items.push_back(integer());
+      trailing_comma = take(',');
+      if (!trailing_comma) {
+        expect(')');
+        break;
+      }
+    }
+    if (items.size() == 1 && !trailing_comma) error("shape (n) needs a comma to be a tuple: (n,)");
+    return items;
+  }
+
+  std::int64_t integer() {
+    skip_space();
+    const std::size_t begin = at_;
+    std::int64_t value = 0;
+    while (at_ < text_.size() && text_[at_] >= '0' && text_[at_] <= '9') {
+      if (value > (std::int64_t(1) << 40)) break;
+      value = value * 10 + (text_[at_++] - '0');
+    }
+    const std::size_t end = text_.find_first_of(",) ", at_);
+    if (at_ == begin || (at_ < text_.size() && at_ != end)) {
+      error(fmt::format("bad shape entry '{}'", text_.substr(begin, std::min(end, text_.size()) - begin)));
+    }
+    return value;
+  }
+
+  const std::filesystem::path& path_;
+  std::string_view text_;
+  std::size_t at_ = 0;
+};
 
 }  // namespace
 
@@ -67,6 +158,11 @@ std::int64_t Array::numel() const {
 }
 
 Array load(const std::filesystem::path& path) {
+  // What the header claims is checked against the file's size before anything is allocated (and a FIFO
+  // is refused rather than waited on).
+  std::error_code ec;
+  if (std::filesystem::exists(path, ec) && !std::filesystem::is_regular_file(path, ec)) fail(path, "not a regular file");
+  const std::uintmax_t file_bytes = std::filesystem::file_size(path, ec);
   std::ifstream in(path, std::ios::binary);
   if (!in) fail(path, std::string("cannot open: ") + std::strerror(errno));
   char prefix[12] = {};
@@ -78,26 +174,28 @@ Array load(const std::filesystem::path& path) {
   if (len_bytes == 4 && !in.read(prefix + 10, 2)) fail(path, "truncated header");
   std::size_t header_len = 0;
   for (std::size_t i = 0; i < len_bytes; ++i) header_len |= std::size_t(static_cast<unsigned char>(prefix[8 + i])) << (8 * i);
-  std::string header(header_len, '\0');
-  if (!in.read(header.data(), std::streamsize(header_len))) fail(path, "truncated header");
+  constexpr std::size_t kMaxHeader = std::size_t(1) << 20;  // numpy's own are under 100 bytes
+  if (header_len > kMaxHeader) fail(path, fmt::format("header claims {} bytes, more than the {} allowed", header_len, kMaxHeader));
+  if (8 + len_bytes + header_len > file_bytes) {
+    fail(path, fmt::format("truncated header: it claims {} bytes, the file has {} in all", header_len, file_bytes));
+  }
+  std::string header_text(header_len, '\0');
+  if (!in.read(header_text.data(), std::streamsize(header_len))) fail(path, "truncated header");
 
   Array array;
-  const std::string_view descr = dict_value(header, "descr");
-  if (descr.starts_with("'<f4'")) {
+  const Header header = HeaderParser(path, header_text).parse();
+  if (header.descr == "<f4") {
     array.dtype = DType::f32;
-  } else if (descr.starts_with("'<f2'")) {
+  } else if (header.descr == "<f2") {
     array.dtype = DType::f16;
-  } else if (descr.starts_with("'<f8'")) {
+  } else if (header.descr == "<f8") {
     array.dtype = DType::f64;
   } else {
-    const std::string_view shown = descr.substr(0, descr.find_first_of(",}"));
-    fail(path, fmt::format("unsupported dtype {}: expected little-endian float32 '<f4', float16 '<f2' or float64 '<f8'",
-                           shown.empty() ? "(none)" : shown));
+    fail(path, fmt::format("unsupported dtype '{}': expected little-endian float32 '<f4', float16 '<f2' or float64 '<f8'",
+                           header.descr));
   }
-  const std::string_view fortran = dict_value(header, "fortran_order");
-  if (fortran.starts_with("True")) fail(path, "Fortran-order arrays are not supported: save in C order");
-  if (!fortran.starts_with("False")) fail(path, "header has no fortran_order");
-  array.shape = parse_shape(path, dict_value(header, "shape"));
+  if (header.fortran_order) fail(path, "Fortran-order arrays are not supported: save in C order");
+  array.shape = header.shape;
   std::int64_t elements = 1;
   for (std::int64_t d : array.shape) {
     if (__builtin_mul_overflow(elements, d, &elements) || elements > (std::int64_t(1) << 56)) {
@@ -108,8 +206,6 @@ Array load(const std::filesystem::path& path) {
   // Sizes are checked against the file before allocating; the data then goes straight into the array,
   // so large inputs are never held twice.
   const std::size_t expected = std::size_t(array.numel()) * dtype_size(array.dtype);
-  std::error_code ec;
-  const std::uintmax_t file_bytes = std::filesystem::file_size(path, ec);
   const std::size_t data_offset = 8 + len_bytes + header_len;
   const std::size_t actual = ec || file_bytes < data_offset ? 0 : std::size_t(file_bytes - data_offset);
   if (actual != expected) {

@@ -1,5 +1,6 @@
-// .npy files (NumPy format 1.0-3.0): float32 and float16, little-endian, C order. Anything else is a
-// clear error naming the file, never a silent reinterpretation.
+// .npy files (NumPy format 1.0-3.0): float32, float16 and float64, little-endian, C order. The header is
+// parsed as the dict literal it is, and its sizes are checked against the file before anything is
+// allocated. Anything else is a clear error naming the file, never a silent reinterpretation.
 #pragma once
 
 #include <dilatron/tensor.hpp>

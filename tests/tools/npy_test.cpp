@@ -3,6 +3,8 @@
 
 #include <dilatron/error.hpp>
 
+#include <sys/stat.h>
+
 #include <fstream>
 #include <random>
 
@@ -105,6 +107,45 @@ TEST(Npy, RejectsMalformedFiles) {
   const std::string image = npy_image("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), }", f4_2x2);
   write_bytes(dir / "cut.npy", image.substr(0, 20));
   expect_load_error(dir / "cut.npy", "truncated header");
+  // A 12-byte v2 file claiming a 4 GiB header: refused from the file's size, nothing allocated.
+  write_bytes(dir / "claims.npy", std::string("\x93NUMPY\x02\x00\xff\xff\xff\xff", 12));
+  expect_load_error(dir / "claims.npy", "more than the");
+  write_bytes(dir / "claims_small.npy", std::string("\x93NUMPY\x02\x00\x00\x00\x01\x00", 12));
+  expect_load_error(dir / "claims_small.npy", "truncated header: it claims 65536 bytes, the file has 12");
+  ASSERT_EQ(mkfifo((dir / "fifo.npy").c_str(), 0600), 0);
+  expect_load_error(dir / "fifo.npy", "not a regular file");
+}
+
+// The header is a dict literal: a decoy inside a string, a repeated or unknown key, or anything after the
+// closing brace is an error or is ignored as Python would, never a different reading of the data.
+TEST(Npy, ParsesTheHeaderAsADictNotBySearching) {
+  test::TempDir dir;
+  const std::string f4_2x2(16, '\0');
+  // The real descr is big-endian; a search for 'descr' would find the decoy's text first.
+  write_bytes(dir / "decoy.npy", npy_image("{'x': \"'descr': '<f4', 'fortran_order': False\", 'descr': '>f4', "
+                                           "'fortran_order': False, 'shape': (2, 2), }", f4_2x2));
+  expect_load_error(dir / "decoy.npy", "unexpected key 'x'");
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"{'descr': '<f4', 'descr': '>f4', 'fortran_order': False, 'shape': (2, 2), }", "'descr' appears twice"},
+      {"{'fortran_order': True, 'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), }", "appears twice"},
+      {"{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), } junk", "after the header's closing brace"},
+      {"{'descr': '<f4', 'fortran_order': Fals, 'shape': (2, 2), }", "expected True or False"},
+      {"{'descr': '<f4', 'fortran_order': False, 'shape': (4), }", "needs a comma"},
+      {"{'descr': '<f4', 'fortran_order': False, 'shape': (2,, 2), }", "bad shape entry"},
+      {"{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2 }", "expected ')'"},
+      {"{'descr': '<f4', 'fortran_order': False, }", "no shape"},
+      {"{'descr': '<f4, 'fortran_order': False, 'shape': (2, 2), }", "expected '}'"},
+  };
+  for (const auto& [header, needle] : bad) {
+    SCOPED_TRACE(header);
+    write_bytes(dir / "bad.npy", npy_image(header, f4_2x2));
+    expect_load_error(dir / "bad.npy", needle.c_str());
+  }
+  // What numpy itself accepts: any key order, double quotes, no trailing comma, (n,) shapes.
+  write_bytes(dir / "order.npy", npy_image("{\"shape\": (4,), 'fortran_order': False, \"descr\": '<f4'}", f4_2x2));
+  const npy::Array a = npy::load(dir / "order.npy");
+  EXPECT_EQ(a.dtype, DType::f32);
+  EXPECT_EQ(a.shape, (std::vector<std::int64_t>{4}));
 }
 
 TEST(AtomicFileTest, UncommittedWritesLeaveNothing) {
