@@ -27,16 +27,17 @@ void gen(const GenOptions& o) {
     throw UsageError(fmt::format("--kernel '{}' matches none of this configuration's kernels: {}", o.kernel,
                                  fmt::join(labels, "; ")));
   }
+  // Expanded as one unit, so each template appears once (before the first kernel that needs it) and the
+  // whole output compiles as one file, as each kernel's own unit does.
+  std::string units;
   for (const codegen::KernelSpec& spec : chosen) {
     const std::string source = codegen::render(spec).source;
-    fmt::print("// ===== {} =====\n", spec.label());
-    if (o.headers) {
-      fmt::print("{}// embedded templates it includes: {}\n\n", source,
-                 fmt::join(codegen::included_templates(source), ", "));
-    } else {
-      fmt::print("{}\n", codegen::expand_includes(source));
-    }
+    units += fmt::format("// ===== {} =====\n", spec.label());
+    units += o.headers ? fmt::format("{}// embedded templates it includes: {}\n\n", source,
+                                     fmt::join(codegen::included_templates(source), ", "))
+                       : source + "\n";
   }
+  fmt::print("{}", o.headers ? units : codegen::expand_includes(units));
 }
 
 }  // namespace

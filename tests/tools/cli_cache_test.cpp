@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "autotune/required_kernels.hpp"
+#include "codegen/compiler.hpp"
 #include "runtime/tuning_file.hpp"
 #include "runtime/driver.hpp"
 #include "tests/support/cli.hpp"
@@ -262,6 +263,20 @@ TEST(CliGen, PrintsTheWholeSourceNvrtcCompiles) {
   EXPECT_NE(gen.out.find("2048LL, 6LL"), std::string::npos);
   EXPECT_EQ(gen.out.find("clear_output"), std::string::npos) << "--kernel filters";
   EXPECT_NE(run_cli(tmp, "gen --segments 2048 --dilations 6").out.find("clear_output"), std::string::npos);
+
+  // Every kernel of a configuration in one file: each template once, and the file compiles as it is.
+  const CliResult all = run_cli(tmp, "gen --arch sm_80 --segments 64,128 --dilations 1,2 --head-dim 64 --dtype f16");
+  ASSERT_EQ(all.status, 0) << all.err;
+  EXPECT_EQ(all.out.find("#include \"dilatron/"), std::string::npos);
+  const std::string begin_types = "// ----- begin dilatron/types.cuh -----";
+  EXPECT_EQ(all.out.find(begin_types), all.out.rfind(begin_types)) << "each template once";
+  const std::string instantiation = "template __global__ void ";
+  const std::size_t at = all.out.find(instantiation);
+  ASSERT_NE(at, std::string::npos);
+  const std::size_t name_at = at + instantiation.size();
+  const std::string name = all.out.substr(name_at, all.out.find('(', name_at) - name_at);
+  EXPECT_GE(std::count(all.out.begin(), all.out.end(), '\n'), 100);
+  EXPECT_NO_THROW(dilatron::codegen::compile_unit({all.out, name}, "sm_80", "the whole gen output", {}));
 
   const CliResult headers = run_cli(tmp, "gen --segments 2048 --dilations 6 --kernel attention --headers");
   ASSERT_EQ(headers.status, 0) << headers.err;
