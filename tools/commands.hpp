@@ -9,6 +9,7 @@
 #include <dilatron/tensor.hpp>
 
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -48,6 +49,14 @@ CLI::Option* add_gpu_dtype(CLI::App* cmd, DType& dtype);
 // A check for numeric flags that must be > 0, naming the value (CLI11's PositiveNumber quotes the
 // largest double instead).
 CLI::Validator positive();
+// For integer flags: digits only (no "1e18", no "64.5"), from 1 to max, the value quoted as given.
+CLI::Validator positive_integer(std::int64_t max = std::numeric_limits<std::int64_t>::max());
+// For model parameters: a finite number in [low, high].
+CLI::Validator within(double low, double high);
+
+// "2048" as an int64, or a UsageError naming the flag and quoting the text ("not an integer", "out of
+// range").
+std::int64_t parse_integer(const std::string& name, const std::string& text);
 
 // validate_config, reporting a bad flag value as a UsageError.
 void check_config_flags(const Config& config);

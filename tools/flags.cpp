@@ -1,7 +1,10 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <algorithm>
+#include <charconv>
 #include <cmath>
+#include <limits>
 #include <cstdlib>
 #include <utility>
 
@@ -11,10 +14,12 @@
 namespace dilatron::cli {
 namespace {
 
-// The names, and only them (CLI11's CheckedTransformer also takes the enum's integers).
+// The names, and only them (CLI11's CheckedTransformer also takes the enum's integers). A common other
+// spelling (`fp16`, `bfloat16`) is answered with the name meant.
 template <class Enum>
 CLI::Option* add_enum(CLI::App* cmd, const std::string& name, Enum& value,
-                      const std::vector<std::pair<std::string, Enum>>& names, const std::string& help) {
+                      const std::vector<std::pair<std::string, Enum>>& names, const std::string& help,
+                      const std::vector<std::pair<std::string, std::string>>& spellings = {}) {
   std::vector<std::string> keys;
   for (const auto& [key, _] : names) keys.push_back(key);
   auto assign = [&value, names](const std::string& text) {
@@ -22,13 +27,53 @@ CLI::Option* add_enum(CLI::App* cmd, const std::string& name, Enum& value,
       if (key == text) value = e;
     }
   };
+  auto check = [keys, spellings](std::string& text) -> std::string {
+    if (std::find(keys.begin(), keys.end(), text) != keys.end()) return {};
+    for (const auto& [other, meant] : spellings) {
+      if (other == text) return fmt::format("{} not in {{{}}}; did you mean {}?", text, fmt::join(keys, ","), meant);
+    }
+    return fmt::format("{} not in {{{}}}", text, fmt::join(keys, ","));
+  };
   return cmd->add_option_function<std::string>(name, assign, help)
-      ->check(CLI::IsMember(keys).description(""))
+      ->check(CLI::Validator(check, ""))
       ->type_name(fmt::format("{}", fmt::join(keys, "|")))
       ->default_str(std::string(to_string(value)));
 }
 
+// Why `text` is not an int64 as written, or empty when it is one (stored in `value`).
+std::string integer_problem(const std::string& text, std::int64_t& value) {
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (error == std::errc::result_out_of_range) {
+    return fmt::format("'{}' is out of range (at most {})", text, std::numeric_limits<std::int64_t>::max());
+  }
+  if (error != std::errc() || end != text.data() + text.size()) return fmt::format("'{}' is not an integer", text);
+  return {};
+}
+
+// "2048,4096" -> {2048, 4096}; every item an integer as written, none empty. Returns why not, quoting the
+// item as given, or empty.
+std::string int_list_problem(const std::string& text, std::vector<std::int64_t>& values) {
+  if (text.empty()) return "the list is empty; give integers such as 2048,4096";
+  values.clear();
+  for (std::size_t begin = 0;;) {
+    const std::size_t comma = std::min(text.find(',', begin), text.size());
+    const std::string item = text.substr(begin, comma - begin);
+    if (item.empty()) return fmt::format("'{}' has an empty item (a stray comma?)", text);
+    if (std::string problem = integer_problem(item, values.emplace_back()); !problem.empty()) return problem;
+    if (comma == text.size()) return {};
+    begin = comma + 1;
+  }
+}
+
 }  // namespace
+
+std::int64_t parse_integer(const std::string& name, const std::string& text) {
+  std::int64_t value = 0;
+  if (const std::string problem = integer_problem(text, value); !problem.empty()) {
+    throw UsageError(fmt::format("{}: {}", name, problem));
+  }
+  return value;
+}
 
 // CLI11's PositiveNumber quotes the largest double in its message; this one names the value.
 CLI::Validator positive() {
@@ -44,9 +89,44 @@ CLI::Validator positive() {
       "> 0");
 }
 
+CLI::Validator positive_integer(std::int64_t max) {
+  return CLI::Validator(
+      [max](std::string& text) -> std::string {
+        std::int64_t value = 0;
+        const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+        if (error == std::errc() && end == text.data() + text.size() && value >= 1 && value <= max) return {};
+        if (error == std::errc::invalid_argument || end != text.data() + text.size()) {
+          return fmt::format("must be a whole number from 1 to {}, got '{}' (write it out in digits)", max, text);
+        }
+        return fmt::format("must be from 1 to {}, got '{}'", max, text);
+      },
+      "> 0");
+}
+
+CLI::Validator within(double low, double high) {
+  return CLI::Validator(
+      [low, high](std::string& text) -> std::string {
+        char* end = nullptr;
+        const double value = std::strtod(text.c_str(), &end);
+        if (end == text.c_str() || *end != '\0' || !(value >= low && value <= high)) {
+          return fmt::format("must be a number from {:g} to {:g}, got '{}'", low, high, text);
+        }
+        return {};
+      },
+      fmt::format("{:g}..{:g}", low, high));
+}
+
 CLI::Option* add_int_list(CLI::App* cmd, const std::string& name, std::vector<std::int64_t>& values,
                           const std::string& help) {
-  return cmd->add_option(name, values, help)->delimiter(',')->type_name("N,N,...");
+  auto check = [](std::string& text) {
+    std::vector<std::int64_t> ignored;
+    return int_list_problem(text, ignored);
+  };
+  auto assign = [&values](const std::string& text) { int_list_problem(text, values); };
+  return cmd->add_option_function<std::string>(name, assign, help)
+      ->check(CLI::Validator(check, ""))
+      ->type_name("N,N,...")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // a later flag overrides, as for other flags
 }
 
 CLI::Option* add_mode(CLI::App* cmd, Mode& mode) {
@@ -56,7 +136,12 @@ CLI::Option* add_mode(CLI::App* cmd, Mode& mode) {
 
 CLI::Option* add_gpu_dtype(CLI::App* cmd, DType& dtype) {
   return add_enum<DType>(cmd, "--dtype", dtype, {{"bf16", DType::bf16}, {"f16", DType::f16}},
-                         "element type of Q, K, V and O on the GPU");
+                         "element type of Q, K, V and O on the GPU",
+                         {{"fp16", "f16"}, {"float16", "f16"}, {"half", "f16"}, {"bfloat16", "bf16"},
+                          {"fp32", "bf16 or f16 (the GPU kernels take 16-bit types)"},
+                          {"float32", "bf16 or f16 (the GPU kernels take 16-bit types)"},
+                          {"float", "bf16 or f16 (the GPU kernels take 16-bit types)"},
+                          {"f32", "bf16 or f16 (the GPU kernels take 16-bit types)"}});
 }
 
 void check_config_flags(const Config& config) {

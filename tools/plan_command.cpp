@@ -22,8 +22,16 @@ struct PlanOptions {
   ring::Shape shape;
   int ranks = 0;
   LinkModel model;
+  double gpu_memory_gb = 80;
   bool json = false;
 };
+
+double gpu_memory_bytes(const PlanOptions& o) { return o.gpu_memory_gb * 1e9; }
+
+int ranks_over_memory(const PlanOptions& o, const std::vector<RankCost>& costs) {
+  return int(std::count_if(costs.begin(), costs.end(),
+                           [&](const RankCost& c) { return double(c.memory_bytes) > gpu_memory_bytes(o); }));
+}
 
 constexpr const char* kTimeModel =
     "ring: local compute + sum over steps of max(step compute, step transfer), transfers overlapping attention; "
@@ -50,7 +58,7 @@ std::int64_t moved(const std::vector<RankCost>& costs) {
   return bytes;
 }
 
-nlohmann::json to_json(const std::vector<RankCost>& costs) {
+nlohmann::json to_json(const PlanOptions& o, const std::vector<RankCost>& costs) {
   nlohmann::json out = nlohmann::json::array();
   for (const RankCost& c : costs) {
     out.push_back({{"rank", c.rank},
@@ -58,6 +66,7 @@ nlohmann::json to_json(const std::vector<RankCost>& costs) {
                    {"send_bytes", c.send_bytes},
                    {"recv_bytes", c.recv_bytes},
                    {"memory_bytes", c.memory_bytes},
+                   {"fits_gpu_memory", double(c.memory_bytes) <= gpu_memory_bytes(o)},
                    {"steps", c.steps},
                    {"flops", c.flops},
                    {"predicted_ms", c.predicted_ms}});
@@ -80,17 +89,20 @@ void print_text(const PlanOptions& o, const ring::RingPlan& plan, const std::vec
              fmt::join(o.config.segments, ","), fmt::join(o.config.dilations, ","), o.config.causal ? ", causal" : "");
   fmt::print("{} exchange step(s) after the local step 0, {} block(s) of segments spanning ranks\n\n", plan.steps,
              plan.blocks.size());
-  fmt::print("{:>5} {:>12} {:>11} {:>11} {:>11} {:>5} {:>9} {:>10} | {:>11} {:>11} {:>10}\n", "rank", "rows", "sent",
-             "received", "memory", "steps", "TFLOP", "ms", "AG received", "AG memory", "AG ms");
+  // A memory figure above --gpu-memory-gb is marked '!'; times in fixed width whatever the model's figures.
+  auto memory = [&](std::int64_t bytes) {
+    return size_text(double(bytes)) + (double(bytes) > gpu_memory_bytes(o) ? "!" : " ");
+  };
+  fmt::print("{:>5} {:>12} {:>11} {:>11} {:>12} {:>5} {:>9} {:>10} | {:>11} {:>12} {:>10}\n", "rank", "rows", "sent",
+             "received", "memory ", "steps", "TFLOP", "ms", "AG received", "AG memory ", "AG ms");
   for (std::size_t p = 0; p < ring.size(); ++p) {
     const RankCost &r = ring[p], &g = gather[p];
-    fmt::print("{:>5} {:>12} {:>11} {:>11} {:>11} {:>5} {:>9.3f} {:>10.3f} | {:>11} {:>11} {:>10.3f}\n", r.rank, r.rows,
-               size_text(double(r.send_bytes)), size_text(double(r.recv_bytes)), size_text(double(r.memory_bytes)),
-               r.steps, r.flops / 1e12, r.predicted_ms, size_text(double(g.recv_bytes)), size_text(double(g.memory_bytes)),
-               g.predicted_ms);
+    fmt::print("{:>5} {:>12} {:>11} {:>11} {:>12} {:>5} {:>9.3g} {:>10.4g} | {:>11} {:>12} {:>10.4g}\n", r.rank, r.rows,
+               size_text(double(r.send_bytes)), size_text(double(r.recv_bytes)), memory(r.memory_bytes), r.steps,
+               r.flops / 1e12, r.predicted_ms, size_text(double(g.recv_bytes)), memory(g.memory_bytes), g.predicted_ms);
   }
   const std::int64_t ring_bytes = moved(ring), gather_bytes = moved(gather);
-  fmt::print("\ntotal: the ring moves {} and is predicted at {:.3f} ms; an all-gather (AG) of K/V moves {} in {:.3f} ms; ",
+  fmt::print("\ntotal: the ring moves {} and is predicted at {:.4g} ms; an all-gather (AG) of K/V moves {} in {:.4g} ms; ",
              size_text(double(ring_bytes)), slowest(ring), size_text(double(gather_bytes)), slowest(gather));
   if (gather_bytes == 0) {
     fmt::print("nothing moves on one rank\n");
@@ -100,8 +112,12 @@ void print_text(const PlanOptions& o, const ring::RingPlan& plan, const std::vec
     fmt::print("bytes moved, ring / all-gather = {:.3g} (the all-gather moves {:.3g}x more)\n",
                double(ring_bytes) / double(gather_bytes), double(gather_bytes) / double(ring_bytes));
   }
-  fmt::print("model: {} TFLOP/s per GPU, {} GPUs per node, NVLink {} GB/s, network {} GB/s per GPU and direction; {}\n",
-             o.model.tflops, o.model.gpus_per_node, o.model.nvlink_gbs, o.model.network_gbs, kTimeModel);
+  fmt::print("model: {:.4g} TFLOP/s per GPU, {} GPUs per node, NVLink {:.4g} GB/s, network {:.4g} GB/s per GPU and "
+             "direction; {}\n", o.model.tflops, o.model.gpus_per_node, o.model.nvlink_gbs, o.model.network_gbs, kTimeModel);
+  if (const int over = ranks_over_memory(o, ring)) {
+    fmt::print("warning: {} rank(s) of the ring need more than the {:.4g} GB of one GPU (--gpu-memory-gb), marked '!': "
+               "use more ranks or a smaller shape\n", over, o.gpu_memory_gb);
+  }
 }
 
 void plan_command(const PlanOptions& o) {
@@ -116,10 +132,12 @@ void plan_command(const PlanOptions& o) {
                  {"kv_heads", o.shape.kv_heads}, {"head_dim", o.shape.head_dim}, {"dtype", to_string(o.shape.dtype)}}},
       {"config", {{"segments", o.config.segments}, {"dilations", o.config.dilations},
                   {"mode", to_string(o.config.mode)}, {"causal", o.config.causal}}},
-      {"per_rank", to_json(ring)},
+      {"per_rank", to_json(o, ring)},
+      {"gpu_memory_bytes", gpu_memory_bytes(o)},
+      {"ranks_over_gpu_memory", ranks_over_memory(o, ring)},
       {"bytes_moved", moved(ring)},
       {"predicted_ms", slowest(ring)},
-      {"all_gather", {{"per_rank", to_json(gather)}, {"bytes_moved", moved(gather)}, {"predicted_ms", slowest(gather)}}},
+      {"all_gather", {{"per_rank", to_json(o, gather)}, {"bytes_moved", moved(gather)}, {"predicted_ms", slowest(gather)}}},
       {"model", {{"tflops", o.model.tflops}, {"gpus_per_node", o.model.gpus_per_node},
                  {"nvlink_gbs", o.model.nvlink_gbs}, {"network_gbs", o.model.network_gbs}, {"time", kTimeModel}}},
   };
@@ -132,25 +150,28 @@ void add_plan(CLI::App& app) {
   auto o = std::make_shared<PlanOptions>();
   o->shape.kv_heads = 0;
   CLI::App* cmd = app.add_subcommand("plan", "Show the ring schedule over P ranks: bytes, memory and predicted time per rank");
-  cmd->add_option("--ranks", o->ranks, "ranks P (GPUs) sharing the sequence")->required()->check(positive());
-  cmd->add_option("--seq-len", o->shape.seq_len, "sequence length N")->required()->check(positive());
-  cmd->add_option("--heads", o->shape.heads, "query heads H")->required()->check(positive());
-  cmd->add_option("--kv-heads", o->shape.kv_heads, "key/value heads, dividing H (default: H)")->check(positive());
-  cmd->add_option("--head-dim", o->shape.head_dim, "head dimension D")->required()->check(positive());
+  cmd->add_option("--ranks", o->ranks, "ranks P (GPUs) sharing the sequence")->required()->check(positive_integer(std::numeric_limits<int>::max()));
+  cmd->add_option("--seq-len", o->shape.seq_len, "sequence length N")->required()->check(positive_integer());
+  cmd->add_option("--heads", o->shape.heads, "query heads H")->required()->check(positive_integer());
+  cmd->add_option("--kv-heads", o->shape.kv_heads, "key/value heads, dividing H (default: H)")->check(positive_integer());
+  cmd->add_option("--head-dim", o->shape.head_dim, "head dimension D (at most 512, as the ring's kernels)")->required()->check(positive_integer(512));
   add_gpu_dtype(cmd, o->shape.dtype);
-  cmd->add_option("--batch", o->shape.batch, "batch size B")->capture_default_str()->check(positive());
+  cmd->add_option("--batch", o->shape.batch, "batch size B")->capture_default_str()->check(positive_integer());
   add_int_list(cmd, "--segments", o->config.segments, "segment length per branch, e.g. 2048,4096")->required();
   add_int_list(cmd, "--dilations", o->config.dilations, "dilation rate per branch, e.g. 1,2")->required();
   cmd->add_flag("--causal", o->config.causal, "causal masking");
   add_mode(cmd, o->config.mode);
   cmd->add_option("--tflops", o->model.tflops, "model: sustained attention TFLOP/s per GPU")
-      ->capture_default_str()->check(positive());
+      ->capture_default_str()->check(within(1e-9, 1e9));
   cmd->add_option("--gpus-per-node", o->model.gpus_per_node, "model: GPUs per node (ranks r and q share a node when r / G == q / G)")
-      ->capture_default_str()->check(positive());
+      ->capture_default_str()->check(positive_integer(1 << 20));
   cmd->add_option("--nvlink-gbs", o->model.nvlink_gbs, "model: GB/s per GPU and direction within a node")
-      ->capture_default_str()->check(positive());
+      ->capture_default_str()->check(within(1e-9, 1e9));
   cmd->add_option("--network-gbs", o->model.network_gbs, "model: GB/s per GPU and direction across nodes")
-      ->capture_default_str()->check(positive());
+      ->capture_default_str()->check(within(1e-9, 1e9));
+  cmd->add_option("--gpu-memory-gb", o->gpu_memory_gb, "memory of one GPU in GB (1e9 bytes): ranks needing more are flagged")
+      ->capture_default_str()
+      ->check(within(1e-3, 1e9));
   cmd->add_flag("--json", o->json, "machine-readable output");
   cmd->callback([o] {
     PlanOptions options = *o;

@@ -36,9 +36,13 @@ void check_backward_flags(const RunOptions& o) {
     if (any_file) throw UsageError("--dout, --dq, --dk and --dv go with --backward");
     return;
   }
+  std::vector<std::string> missing;
   for (const auto& [flag, path] : {std::pair{"--dout", &o.dout}, std::pair{"--dq", &o.dq}, std::pair{"--dk", &o.dk},
                                    std::pair{"--dv", &o.dv}}) {
-    if (path->empty()) throw UsageError(fmt::format("--backward needs {} (and --dout, --dq, --dk, --dv)", flag));
+    if (path->empty()) missing.push_back(flag);
+  }
+  if (!missing.empty()) {
+    throw UsageError(fmt::format("--backward needs --dout, --dq, --dk and --dv; missing: {}", fmt::join(missing, ", ")));
   }
 }
 
@@ -134,7 +138,7 @@ void run(RunOptions o) {
 void add_run(CLI::App& app) {
   auto o = std::make_shared<RunOptions>();
   CLI::App* cmd = app.add_subcommand(
-      "run", "Run dilated attention forward (and with --backward its gradients) on .npy tensors (float32/float16, C order)");
+      "run", "Run dilated attention forward (and with --backward its gradients) on .npy tensors (float32, float16 or float64, C order)");
   cmd->add_option("--q", o->q, "queries [B,N,H,D]")->required()->check(CLI::ExistingFile);
   cmd->add_option("--k", o->k, "keys [B,N,Hkv,D], Hkv dividing H")->required()->check(CLI::ExistingFile);
   cmd->add_option("--v", o->v, "values [B,N,Hkv,D]")->required()->check(CLI::ExistingFile);
@@ -151,7 +155,7 @@ void add_run(CLI::App& app) {
                   "split the sequence across P ranks exchanging only the dilated rows spanning segments need "
                   "(--device cpu: P threads of this process; --device cuda: P ranks on this GPU)")
       ->capture_default_str()
-      ->check(positive());
+      ->check(positive_integer(std::numeric_limits<int>::max()));
   cmd->add_option("--out", o->out, "output O [B,N,H,D] in Q's dtype (a new file; never an input)")->required();
   cmd->add_option("--lse", o->lse, "also write the log-sum-exp, float32 [B,H,N]");
   cmd->add_flag("--backward", o->backward,

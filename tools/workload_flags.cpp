@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <limits>
 
 #include "runtime/driver.hpp"
 #include "runtime/problem.hpp"
@@ -37,6 +38,25 @@ std::string resolve_arch(const WorkloadFlags& f) {
   return arch;
 }
 
+// A JSON number that is an integer as written ("64", not "64.0", "64.9" or "1e300") within [1, max];
+// errors quote the value as the file gives it.
+std::int64_t json_integer(const nlohmann::json& value, const std::string& what, std::int64_t max) {
+  if (!value.is_number_integer()) throw Error(fmt::format("{} = {}: not an integer", what, value.dump()));
+  if (value.is_number_unsigned() ? value.get<std::uint64_t>() > std::uint64_t(max) : value.get<std::int64_t>() > max) {
+    throw Error(fmt::format("{} = {}: out of range (at most {})", what, value.dump(), max));
+  }
+  return value.get<std::int64_t>();  // below 1: validate_config names it
+}
+
+std::vector<std::int64_t> json_integers(const nlohmann::json& value, const std::string& what) {
+  if (!value.is_array()) throw Error(fmt::format("{} = {}: expected a list of integers", what, value.dump()));
+  std::vector<std::int64_t> out;
+  for (std::size_t i = 0; i < value.size(); ++i) {
+    out.push_back(json_integer(value[i], fmt::format("{}[{}]", what, i), std::numeric_limits<std::int64_t>::max()));
+  }
+  return out;
+}
+
 autotune::Workload from_json(const nlohmann::json& j, const std::string& where, const std::string& arch) {
   try {
     if (!j.is_object()) throw Error("expected an object such as {\"segments\": [2048], \"dilations\": [1]}");
@@ -47,11 +67,11 @@ autotune::Workload from_json(const nlohmann::json& j, const std::string& where, 
       }
     }
     autotune::Workload w;
-    w.config.segments = j.at("segments").get<std::vector<std::int64_t>>();
-    w.config.dilations = j.at("dilations").get<std::vector<std::int64_t>>();
+    w.config.segments = json_integers(j.at("segments"), "segments");
+    w.config.dilations = json_integers(j.at("dilations"), "dilations");
     w.config.mode = parse_mode(j.value("mode", "longnet"));
     w.config.causal = j.value("causal", false);
-    w.head_dim = j.value("head_dim", 128);
+    if (j.contains("head_dim")) w.head_dim = int(json_integer(j["head_dim"], "head_dim", std::numeric_limits<int>::max()));
     w.dtype = parse_dtype(j.value("dtype", "bf16"));
     w.arch = arch;
     validate_config(w.config);
@@ -90,14 +110,16 @@ void add_workload_flags(CLI::App* cmd, WorkloadFlags& f, ArchFlag arch_flag, boo
   f.arch_flag = arch_flag;
   add_int_list(cmd, "--segments", f.segments, "segment length per branch, e.g. 2048,4096");
   add_int_list(cmd, "--dilations", f.dilations, "dilation rate per branch, e.g. 1,2");
-  cmd->add_option("--head-dim", f.head_dim, "head dimension D (the GPU kernels take 64, 96, 128 or 256)")->capture_default_str();
+  cmd->add_option("--head-dim", f.head_dim, "head dimension D (the GPU kernels take 64, 96, 128 or 256)")
+      ->capture_default_str()
+      ->check(positive_integer(std::numeric_limits<int>::max()));
   add_gpu_dtype(cmd, f.dtype);
   cmd->add_flag("--causal", f.causal, "causal masking");
   add_mode(cmd, f.mode);
   if (arch_flag != ArchFlag::none && ranks_flag) {
     cmd->add_option("--ranks", f.ranks, "with P > 1, also the kernels of the ring across P ranks")
         ->capture_default_str()
-        ->check(positive());
+        ->check(positive_integer(std::numeric_limits<int>::max()));
     cmd->add_flag("--backward", f.backward, "also the backward pass's kernels (head dims 64, 96 and 128)");
   }
   cmd->add_option("--config", f.config_file,
