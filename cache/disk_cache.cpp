@@ -16,6 +16,7 @@
 #include <utility>
 
 #include "common/atomic_file.hpp"
+#include "common/env.hpp"
 #include "common/file_io.hpp"
 #include "common/log.hpp"
 
@@ -24,6 +25,8 @@ namespace {
 
 constexpr std::string_view kSuffix = ".kernel";
 constexpr std::string_view kLockSuffix = ".lock";
+// A temporary entry file untouched for this long has no live writer (an entry is written in seconds).
+constexpr std::chrono::hours kAbandonedAfter{1};
 
 void make_private_directory(const std::filesystem::path& dir) {
   std::error_code ec;
@@ -75,16 +78,10 @@ void remove_if_stale(const std::filesystem::path& path) {
 }  // namespace
 
 std::uint64_t max_bytes_from_environment() {
-  const char* text = std::getenv("DILATRON_CACHE_MAX_BYTES");
-  if (!text || !*text) return std::uint64_t(4) << 30;
-  char* end = nullptr;
-  const unsigned long long value = std::strtoull(text, &end, 10);
-  const std::string_view suffix = end;
-  const int shift = suffix.empty() ? 0 : suffix == "K" ? 10 : suffix == "M" ? 20 : suffix == "G" ? 30 : -1;
-  if (end == text || shift < 0) {
-    throw Error(fmt::format("DILATRON_CACHE_MAX_BYTES='{}': expected a byte count such as 1073741824 or 1G", text));
-  }
-  return std::uint64_t(value) << shift;
+  const std::string_view text = env::text("DILATRON_CACHE_MAX_BYTES");
+  if (text.empty()) return std::uint64_t(4) << 30;
+  // Up to 1 EiB: a cap beyond any disk, and far from wrapping.
+  return env::parse_count("DILATRON_CACHE_MAX_BYTES", text, 0, std::uint64_t(1) << 60, true);
 }
 
 DiskCache::DiskCache(std::filesystem::path dir, std::uint64_t max_bytes) : dir_(std::move(dir)), max_bytes_(max_bytes) {
@@ -201,11 +198,14 @@ std::size_t DiskCache::clear() {
   std::error_code ec;
   for (const auto& item : std::filesystem::directory_iterator(dir_, ec)) {
     const std::string name = item.path().filename().string();
-    const bool temp = name.starts_with('.') && name.find(std::string(kSuffix) + ".tmp.") != std::string::npos;
     if (item.is_regular_file() && !name.starts_with('.') && name.ends_with(kLockSuffix)) {
       remove_if_stale(item.path());
       continue;
     }
+    // A temporary file belongs to a writer that may still be running (a concurrent warm): only one left
+    // long ago by a killed process is litter.
+    const bool temp = is_temporary_name(name);
+    if (temp && std::filesystem::file_time_type::clock::now() - item.last_write_time(ec) < kAbandonedAfter) continue;
     if (!item.is_regular_file() || !(is_entry_file(item.path()) || temp)) continue;
     if (std::filesystem::remove(item.path(), ec) && !temp) ++removed;
   }

@@ -75,8 +75,8 @@ class DiskCache {
   };
   // Every entry file, decoded and checked.
   std::vector<Listed> scan() const;
-  // Removes every entry (and stray temp files and lock files no process holds); returns how many
-  // entries.
+  // Removes every entry (and lock files no process holds, and temp files abandoned over an hour ago;
+  // younger ones may belong to a writer still at work); returns how many entries.
   std::size_t clear();
 
  private:

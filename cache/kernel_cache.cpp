@@ -10,6 +10,7 @@
 
 #include "cache/cache_dir.hpp"
 #include "codegen/compiler.hpp"
+#include "common/env.hpp"
 #include "common/log.hpp"
 
 namespace dilatron::cache {
@@ -18,13 +19,10 @@ CacheOptions CacheOptions::from_environment(const std::filesystem::path& dir_ove
   CacheOptions o;
   o.dir = dir_override.empty() ? default_cache_dir() : dir_override;
   o.max_bytes = max_bytes_from_environment();
-  const char* disable = std::getenv("DILATRON_DISABLE_JIT");
-  o.jit = !(disable && std::string_view(disable) == "1");
+  o.jit = !env::parse_switch("DILATRON_DISABLE_JIT", env::text("DILATRON_DISABLE_JIT"));
   o.compile_jobs = std::max(1u, std::thread::hardware_concurrency());
-  if (const char* jobs = std::getenv("DILATRON_COMPILE_JOBS"); jobs && *jobs) {
-    const int n = std::atoi(jobs);
-    if (n < 1) throw Error(fmt::format("DILATRON_COMPILE_JOBS='{}': expected a positive integer", jobs));
-    o.compile_jobs = unsigned(n);
+  if (const std::string_view jobs = env::text("DILATRON_COMPILE_JOBS"); !jobs.empty()) {
+    o.compile_jobs = unsigned(env::parse_count("DILATRON_COMPILE_JOBS", jobs, 1, 1024));
   }
   o.jit_options = codegen::jit_options();
   return o;
@@ -92,7 +90,14 @@ Lookup KernelCache::fetch(const codegen::KernelSpec& spec, const std::string& ke
   const codegen::CompiledKernel compiled = codegen::compile(spec, options_.jit_options);
   ++compiles_;
   auto entry = std::make_shared<const Entry>(make_entry(spec, material, compiled));
-  std::vector<std::string> evicted = disk_.store(*entry);
+  // The kernel is good whether or not the disk keeps it (a full disk, a concurrent `cache clear`): the
+  // run goes on with it from memory, and a later process compiles it again.
+  std::vector<std::string> evicted;
+  try {
+    evicted = disk_.store(*entry);
+  } catch (const Error& e) {
+    log::write(log::Level::warn, "kernel {} is used from memory but not cached: {}", spec.label(), e.what());
+  }
   return {std::move(entry), Source::compiled, loaded.problem, std::move(evicted)};
 }
 

@@ -5,6 +5,8 @@
 #include <fmt/format.h>
 
 #include <cstdlib>
+
+#include "common/env.hpp"
 #include <string_view>
 
 namespace dilatron::codegen {
@@ -12,10 +14,7 @@ namespace {
 
 bool flag(const std::function<const char*(const char*)>& getenv, const char* name) {
   const char* value = getenv(name);
-  const std::string_view text = value ? value : "";
-  if (text.empty() || text == "0") return false;
-  if (text == "1") return true;
-  throw Error(fmt::format("{}='{}': expected 1 (on) or 0 (off)", name, text));
+  return env::parse_switch(name, value ? value : "");
 }
 
 }  // namespace

@@ -191,10 +191,41 @@ TEST(DiskCache, MaxBytesFromTheEnvironment) {
   EXPECT_EQ(max_bytes_from_environment(), 3u << 20);
   ::setenv("DILATRON_CACHE_MAX_BYTES", "12345", 1);
   EXPECT_EQ(max_bytes_from_environment(), 12345u);
-  ::setenv("DILATRON_CACHE_MAX_BYTES", "lots", 1);
-  EXPECT_THROW(max_bytes_from_environment(), Error);
+  ::setenv("DILATRON_CACHE_MAX_BYTES", "0", 1);
+  EXPECT_EQ(max_bytes_from_environment(), 0u);
+  // Never a wrapped or sign-flipped number: each is an error naming the variable and quoting the value.
+  for (const char* bad : {"lots", "17179869184G", "-1", "99999999999999999999", "1T", "1 G", " 5", "1e9", "+5", "5K5",
+                          "1152921504606846977"}) {
+    SCOPED_TRACE(bad);
+    ::setenv("DILATRON_CACHE_MAX_BYTES", bad, 1);
+    try {
+      max_bytes_from_environment();
+      ADD_FAILURE() << "accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(std::string("DILATRON_CACHE_MAX_BYTES='") + bad + "'"), std::string::npos)
+          << e.what();
+    }
+  }
+  ::setenv("DILATRON_CACHE_MAX_BYTES", "1073741824G", 1);
+  EXPECT_EQ(max_bytes_from_environment(), std::uint64_t(1) << 60) << "the largest cap";
   ::unsetenv("DILATRON_CACHE_MAX_BYTES");
   EXPECT_EQ(max_bytes_from_environment(), std::uint64_t(4) << 30);
+}
+
+// A concurrent writer's temporary file is not litter: clear leaves it, so that writer's rename succeeds.
+TEST(DiskCache, ClearLeavesInFlightTemporaryFilesAlone) {
+  test::TempDir tmp;
+  DiskCache disk(tmp / "c");
+  disk.store(fake_entry(1));
+  const auto in_flight = tmp / "c" / ".0123.kernel.tmp.AbCdEf";
+  const auto abandoned = tmp / "c" / ".4567.kernel.tmp.GhIjKl";
+  std::ofstream(in_flight) << "half";
+  std::ofstream(abandoned) << "half";
+  std::filesystem::last_write_time(abandoned, std::filesystem::file_time_type::clock::now() - std::chrono::hours(2));
+  EXPECT_EQ(disk.clear(), 1u);
+  EXPECT_TRUE(std::filesystem::exists(in_flight));
+  EXPECT_FALSE(std::filesystem::exists(abandoned));
+  EXPECT_TRUE(disk.scan().empty());
 }
 
 TEST(Bundle, CarriesEntriesAndTheTuningSectionAndStillReadsV1) {

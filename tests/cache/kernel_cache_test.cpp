@@ -100,6 +100,23 @@ TEST(KernelCache, DisabledJitTurnsAMissIntoAnErrorNamingTheKernel) {
   EXPECT_EQ(frozen.get(spec).source, Source::disk) << "a failed lookup is retried, and now hits";
 }
 
+// A store that fails after the compile (here the entry's name is taken by a directory, as a concurrent
+// `cache clear` or a full disk would make it fail) costs the cache, not the caller's run.
+TEST(KernelCache, AFailedStoreServesTheCompiledKernelFromMemory) {
+  test::TempDir tmp;
+  const codegen::KernelSpec spec = merge_spec(64);
+  KernelCache cache(options(tmp.path()));
+  {
+    KernelCache probe(options(tmp / "probe"));
+    const Lookup compiled = probe.get(spec);
+    std::filesystem::create_directory(tmp.path() / (compiled.entry->key() + ".kernel"));
+  }
+  const Lookup got = cache.get(spec);
+  EXPECT_EQ(got.source, Source::compiled);
+  EXPECT_FALSE(got.entry->cubin.empty());
+  EXPECT_EQ(cache.get(spec).source, Source::memory);
+}
+
 TEST(KernelCache, OptionsFromTheEnvironment) {
   test::TempDir tmp;
   ::setenv("DILATRON_DISABLE_JIT", "1", 1);
@@ -108,8 +125,19 @@ TEST(KernelCache, OptionsFromTheEnvironment) {
   EXPECT_FALSE(o.jit);
   EXPECT_EQ(o.compile_jobs, 3u);
   EXPECT_EQ(o.dir, tmp.path());
-  ::setenv("DILATRON_COMPILE_JOBS", "zero", 1);
-  EXPECT_THROW(CacheOptions::from_environment(tmp.path()), Error);
+  for (const char* bad : {"zero", "2abc", "0", "-3", "99999999999999999999", "1025"}) {
+    SCOPED_TRACE(bad);
+    ::setenv("DILATRON_COMPILE_JOBS", bad, 1);
+    EXPECT_THROW(CacheOptions::from_environment(tmp.path()), Error);
+  }
+  ::unsetenv("DILATRON_COMPILE_JOBS");
+  for (const char* bad : {"yes", "true", "2", " 1"}) {
+    SCOPED_TRACE(bad);
+    ::setenv("DILATRON_DISABLE_JIT", bad, 1);
+    EXPECT_THROW(CacheOptions::from_environment(tmp.path()), Error);
+  }
+  ::setenv("DILATRON_DISABLE_JIT", "0", 1);
+  EXPECT_TRUE(CacheOptions::from_environment(tmp.path()).jit);
   ::unsetenv("DILATRON_DISABLE_JIT");
   ::unsetenv("DILATRON_COMPILE_JOBS");
   EXPECT_TRUE(CacheOptions::from_environment(tmp.path()).jit);

@@ -1,0 +1,21 @@
+// Settings from environment variables, parsed strictly: a value that is not exactly what the variable
+// takes is an error naming the variable and quoting the value, never a silent default or a wrapped number.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+namespace dilatron::env {
+
+// The variable's text; empty when it is unset.
+std::string_view text(const char* name);
+
+// Decimal digits only (no sign, space or exponent), optionally followed by K, M or G (powers of 1024)
+// when `suffixes`; the result must lie in [min, max]. Throws dilatron::Error.
+std::uint64_t parse_count(const char* name, std::string_view value, std::uint64_t min, std::uint64_t max,
+                          bool suffixes = false);
+
+// "" or "0": false, "1": true; anything else throws dilatron::Error.
+bool parse_switch(const char* name, std::string_view value);
+
+}  // namespace dilatron::env
