@@ -7,6 +7,8 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 
 #include "autotune/candidates.hpp"
 #include "codegen/compiler.hpp"
@@ -31,18 +33,39 @@ json to_json(const TuningRecord& r) {
           {"date", r.date},     {"candidates", std::move(candidates)}};
 }
 
+std::string quoted(const json& value) { return value.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+// An integer as written ("4294967297" is not format 1, "64.0" is not 64), within Int's range.
+template <class Int>
+Int integer(const json& object, const char* key) {
+  const json& value = object.at(key);
+  if (!value.is_number_integer()) throw Error(fmt::format("\"{}\": {} is not an integer", key, quoted(value)));
+  const bool fits = value.is_number_unsigned()
+                        ? value.get<std::uint64_t>() <= std::uint64_t(std::numeric_limits<Int>::max())
+                        : value.get<std::int64_t>() >= std::int64_t(std::numeric_limits<Int>::min()) &&
+                              value.get<std::int64_t>() <= std::int64_t(std::numeric_limits<Int>::max());
+  if (!fits) throw Error(fmt::format("\"{}\": {} is out of range", key, quoted(value)));
+  return Int(value.get<std::int64_t>());
+}
+
+std::optional<double> median(const json& candidate) {
+  const json& value = candidate.at("median_us");
+  if (value.is_null()) return std::nullopt;
+  if (!value.is_number() || !std::isfinite(value.get<double>()) || value.get<double>() < 0) {
+    throw Error(fmt::format("\"median_us\": {} is not a time in microseconds", quoted(value)));
+  }
+  return value.get<double>();
+}
+
 TuningRecord from_json(const json& j) {
   TuningRecord r;
-  r.key = {j.at("device").get<std::string>(),    j.at("arch").get<std::string>(),   j.at("driver").get<int>(),
+  r.key = {j.at("device").get<std::string>(),    j.at("arch").get<std::string>(),   integer<int>(j, "driver"),
            j.at("nvrtc").get<std::string>(),     j.at("library").get<std::string>(), j.at("templates").get<std::string>(),
-           j.at("spec").get<std::string>(),      j.at("seq_len_bucket").get<std::int64_t>()};
+           j.at("spec").get<std::string>(),      integer<std::int64_t>(j, "seq_len_bucket")};
   r.winner = parse_tiles(j.at("winner").get<std::string>());
   r.date = j.at("date").get<std::string>();
   for (const json& c : j.at("candidates")) {
-    const json& median = c.at("median_us");
-    r.candidates.push_back({parse_tiles(c.at("tiles").get<std::string>()),
-                            median.is_null() ? std::nullopt : std::optional<double>(median.get<double>()),
-                            c.value("error", std::string())});
+    r.candidates.push_back({parse_tiles(c.at("tiles").get<std::string>()), median(c), c.value("error", std::string())});
   }
   const auto winner = std::find_if(r.candidates.begin(), r.candidates.end(),
                                    [&](const CandidateTiming& c) { return c.tiles == r.winner && c.median_us; });
@@ -98,7 +121,7 @@ TuningDb TuningDb::parse(std::string_view text) {
   try {
     const json j = json::parse(text);
     if (!j.is_object()) throw Error("expected a JSON object with \"format\" and \"records\"");
-    if (const int format = j.at("format").get<int>(); format != kTuningFormat) {
+    if (const int format = integer<int>(j, "format"); format != kTuningFormat) {
       throw Error(fmt::format("format {}, but this build reads format {}", format, kTuningFormat));
     }
     const json& records = j.at("records");

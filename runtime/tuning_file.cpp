@@ -4,7 +4,12 @@
 
 #include <fmt/format.h>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <string_view>
 
@@ -40,10 +45,28 @@ TuningDb read_tuning(const std::filesystem::path& cache_dir) {
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) return {};
   try {
-    return TuningDb::parse(read_file(path));
+    // Its records pick the kernels that run: trusted only as far as the kernels themselves are, in a
+    // directory only this user can write, and in a file only this user can write.
+    cache::DiskCache::open_existing(cache_dir);
+    struct stat st {};
+    if (stat(path.c_str(), &st) != 0) throw Error(std::strerror(errno));
+    if (st.st_uid != geteuid()) throw Error(fmt::format("belongs to uid {}, not to you (uid {})", st.st_uid, geteuid()));
+    if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+      throw Error(fmt::format("is writable by group or others (mode {:03o})", st.st_mode & 0777));
+    }
+    return TuningDb::parse(read_file(path, kMaxTuningBytes));
   } catch (const Error& e) {
-    throw Error(fmt::format("tuning database {}: {}", path.string(), e.what()));
+    throw Error(fmt::format("tuning database {}: {} (`dilatron cache clear --tuning` removes it; tune again to rebuild "
+                            "it)",
+                            path.string(), e.what()));
   }
+}
+
+bool remove_tuning(const std::filesystem::path& cache_dir) {
+  const cache::DiskCache disk(cache_dir);
+  const cache::DiskCache::KeyLock lock = disk.lock("tuning");
+  std::error_code ec;
+  return std::filesystem::remove(tuning_path(cache_dir), ec);
 }
 
 TuningDb store_tuning(const std::filesystem::path& cache_dir, const std::vector<TuningRecord>& records) {
@@ -53,7 +76,7 @@ TuningDb store_tuning(const std::filesystem::path& cache_dir, const std::vector<
   try {
     db = read_tuning(cache_dir);
   } catch (const Error& e) {
-    throw Error(fmt::format("{}; nothing was written: move the file away or repair it, then tune again", e.what()));
+    throw Error(fmt::format("{}; nothing was written", e.what()));
   }
   for (const TuningRecord& record : records) db.merge(record);
   const std::string text = db.dump();

@@ -4,6 +4,7 @@
 // joins the two sides: autotune/'s records in cache/'s directory, under cache/'s lock.
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <memory>
 #include <vector>
@@ -14,9 +15,16 @@ namespace dilatron {
 
 std::filesystem::path tuning_path(const std::filesystem::path& cache_dir);
 
+// A database larger than this is refused before it is read (a real one holds a few hundred records).
+inline constexpr std::uint64_t kMaxTuningBytes = std::uint64_t(16) << 20;
+
 // The database in `cache_dir`, empty when the file does not exist. Throws dilatron::Error naming the
-// file when it cannot be read or parsed.
+// file and how to repair it when it cannot be read or parsed, is too large, or could have been written
+// by someone else (the directory's checks of the kernel cache, and the file's owner and mode).
 autotune::TuningDb read_tuning(const std::filesystem::path& cache_dir);
+
+// `cache clear --tuning`: removes the database under its lock; false when there was none.
+bool remove_tuning(const std::filesystem::path& cache_dir);
 
 // Reads the file again under its lock, folds `records` in (autotune::TuningDb::merge) and publishes the result,
 // which it returns. Creates the directory like the kernel cache does. Refuses (throws, writing

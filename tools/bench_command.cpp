@@ -14,6 +14,7 @@
 #include "runtime/kernel_bench.hpp"
 #include "runtime/problem.hpp"
 #include "tools/commands.hpp"
+#include "tools/text.hpp"
 #include "tools/workload_flags.hpp"
 
 namespace dilatron::cli {
@@ -106,7 +107,7 @@ void bench(const BenchOptions& o) {
                      {"memory_bytes", m.memory_bytes},
                      {"host_us", m.host_us}});
     }
-    fmt::print("{}\n", out.dump(2));
+    fmt::print("{}\n", json_text(out));
     return;
   }
   fmt::print("B={} N={} H={} Hkv={} D={} {} on {} ({} timed runs, median, L2 flushed)\n", o.batch, o.seq_len, o.heads,

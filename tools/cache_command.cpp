@@ -15,6 +15,7 @@
 #include "cache/kernel_cache.hpp"
 #include "common/parallel.hpp"
 #include "tools/commands.hpp"
+#include "tools/text.hpp"
 #include "tools/outputs.hpp"
 #include "tools/workload_flags.hpp"
 
@@ -40,12 +41,24 @@ CLI::App* subcommand(CLI::App* parent, const char* name, const char* help, Cache
   return cmd;
 }
 
+// The tuning database, or none after a warning naming the file and its repair: a damaged database costs
+// the tuned tiles, never the command.
+autotune::TuningDb tuning_or_warn(const std::filesystem::path& dir, const char* going_on) {
+  try {
+    return read_tuning(dir);
+  } catch (const Error& e) {
+    fmt::print(stderr, "dilatron warning: {}; {}\n", printable(e.what()), going_on);
+    return {};
+  }
+}
+
 void warm(const WorkloadFlags& wf, const CacheFlags& cf, unsigned jobs) {
   std::vector<autotune::Workload> configs = workloads(wf);
   cache::CacheOptions options = cache::CacheOptions::from_environment(cf.dir);
   // The tuned winners too, for whichever GPU and length they were tuned: the target machine's runs
   // will ask for them.
-  const auto tuning = std::make_shared<const autotune::TuningDb>(read_tuning(options.dir));
+  const auto tuning = std::make_shared<const autotune::TuningDb>(
+      tuning_or_warn(options.dir, "warming the heuristic tiles only"));
   for (autotune::Workload& w : configs) w.warm_winners = tuning;
   const std::vector<codegen::KernelSpec> specs = kernels_of(configs);
   if (jobs) options.compile_jobs = jobs;
@@ -135,18 +148,19 @@ void ls(const CacheFlags& cf) {
   if (cf.json) {
     nlohmann::json out = nlohmann::json::array();
     for (const auto& l : listed) out.push_back(describe(l));
-    fmt::print("{}\n", out.dump(2));
+    fmt::print("{}\n", json_text(out));
     return;
   }
   fmt::print("{:<12} {:>5} {:>6} {:>7} {:>9} {:>8}  {}\n", "key", "regs", "spill", "smem", "compile", "bytes", "kernel");
   for (const auto& l : listed) {
     if (!l.entry) {
-      fmt::print("{:<12} BAD: {}\n", l.path.filename().string().substr(0, 12), l.problem);
+      fmt::print("{:<12} BAD: {}\n", printable(l.path.filename().string().substr(0, 12)), printable(l.problem));
       continue;
     }
     const cache::EntryMeta& m = l.entry->meta;
     fmt::print("{:<12} {:>5} {:>6} {:>7} {:>7.0f}ms {:>8}  {}{}\n", m.key.substr(0, 12), m.registers, m.spill_bytes,
-               m.shared_bytes, m.compile_ms, l.bytes, m.kernel, cache::usable_here(m.material) ? "" : "  (other build)");
+               m.shared_bytes, m.compile_ms, l.bytes, printable(m.kernel),
+               cache::usable_here(m.material) ? "" : "  (other build)");
   }
   fmt::print("{} entries in {}\n", listed.size(), where(cf, disk));
 }
@@ -168,15 +182,14 @@ void stats(const CacheFlags& cf) {
   }
   const std::uint64_t cap = cache::max_bytes_from_environment();
   if (cf.json) {
-    fmt::print("{}\n", nlohmann::json{{"directory", cf.path().string()},
+    fmt::print("{}\n", json_text(nlohmann::json{{"directory", cf.path().string()},
                                       {"exists", disk.has_value()},
                                       {"entries", listed.size()},
                                       {"bad", bad},
                                       {"other_builds", foreign},
                                       {"bytes", bytes},
                                       {"max_bytes", cap},
-                                      {"by_arch", by_arch}}
-                           .dump(2));
+                                      {"by_arch", by_arch}}));
     return;
   }
   fmt::print("directory   {}\n", where(cf, disk));
@@ -193,12 +206,22 @@ void verify(const CacheFlags& cf) {
   for (const auto& l : listed) {
     if (!l.entry) bad.push_back(fmt::format("{}: {}", l.path.string(), l.problem));
   }
-  for (const std::string& b : bad) fmt::print(stderr, "bad entry {}\n", b);
-  if (!bad.empty()) {
-    throw Error(fmt::format("{} of {} entries in {} are bad (the next warm or run replaces them)", bad.size(),
-                            listed.size(), cf.path().string()));
+  for (const std::string& b : bad) fmt::print(stderr, "bad entry {}\n", printable(b));
+  std::string tuning = "no tuning database";
+  try {
+    if (disk && std::filesystem::exists(tuning_path(disk->dir()))) {
+      tuning = fmt::format("a tuning database of {} records", read_tuning(disk->dir()).records().size());
+    }
+  } catch (const Error& e) {
+    fmt::print(stderr, "bad {}\n", printable(e.what()));
+    if (bad.empty()) throw Error(fmt::format("the tuning database in {} is bad", cf.path().string()));
+    tuning = "a bad tuning database";
   }
-  fmt::print("{} entries in {} verified\n", listed.size(), where(cf, disk));
+  if (!bad.empty()) {
+    throw Error(fmt::format("{} of {} entries in {} are bad (the next warm or run replaces them){}", bad.size(),
+                            listed.size(), cf.path().string(), tuning == "a bad tuning database" ? ", and so is " + tuning : ""));
+  }
+  fmt::print("{} entries and {} in {} verified\n", listed.size(), tuning, where(cf, disk));
 }
 
 }  // namespace
@@ -228,9 +251,22 @@ void add_cache(CLI::App& app) {
   subcommand(group, "verify", "Check every entry; exit non-zero naming bad ones", *flags)->callback([=] {
     verify(*flags);
   });
-  subcommand(group, "clear", "Remove every cached kernel", *flags)->callback([=] {
+  auto with_tuning = std::make_shared<bool>(false);
+  CLI::App* clear_cmd = subcommand(group, "clear", "Remove every cached kernel (and with --tuning the tuning database)", *flags);
+  clear_cmd->add_flag("--tuning", *with_tuning, "also remove the tuning database (tuning.json), e.g. a damaged one");
+  clear_cmd->callback([=] {
     auto disk = flags->existing();
     fmt::print("removed {} entries from {}\n", disk ? disk->clear() : 0, where(*flags, disk));
+    if (!disk) return;
+    if (*with_tuning) {
+      if (remove_tuning(disk->dir())) fmt::print("removed the tuning database {}\n", tuning_path(disk->dir()).string());
+      return;
+    }
+    try {
+      read_tuning(disk->dir());
+    } catch (const Error& e) {
+      fmt::print(stderr, "dilatron warning: {}\n", printable(e.what()));
+    }
   });
 
   auto file = std::make_shared<std::string>();
@@ -252,7 +288,8 @@ void add_cache(CLI::App& app) {
       specs.push_back(listed.entry->meta.material.spec);
       bundle.entries.push_back(std::move(*listed.entry));
     }
-    const std::vector<autotune::TuningRecord> records = read_tuning(disk->dir()).won_by(specs);
+    const std::vector<autotune::TuningRecord> records =
+        tuning_or_warn(disk->dir(), "exporting the kernels without tuning records").won_by(specs);
     if (!records.empty()) bundle.tuning = autotune::TuningDb(records).dump();
     cache::write_bundle(out.file(0), bundle);
     out.commit();
@@ -271,14 +308,31 @@ void add_cache(CLI::App& app) {
       throw Error(fmt::format("{}: bad tuning section, nothing imported: {}", *file, e.what()));
     }
     cache::DiskCache disk = flags->create();
+    // All or nothing as far as it can be known in advance: a target database that cannot take the
+    // records stops the import before any entry is installed.
+    if (!tuning.records().empty()) {
+      try {
+        read_tuning(disk.dir());
+      } catch (const Error& e) {
+        throw Error(fmt::format("{}; nothing imported", e.what()));
+      }
+    }
     std::size_t foreign = 0;
+    std::set<std::string> evicted;
     for (const cache::Entry& entry : bundle.entries) {
-      disk.store(entry);
+      for (std::string& key : disk.store(entry)) evicted.insert(std::move(key));
+      evicted.erase(entry.key());  // stored again after an earlier eviction
       foreign += !cache::usable_here(entry.meta.material);
     }
     if (!tuning.records().empty()) store_tuning(disk.dir(), tuning.records());
-    fmt::print("imported {} entries and {} tuning records into {}{}\n", bundle.entries.size(), tuning.records().size(),
+    std::size_t kept = 0;
+    for (const cache::Entry& entry : bundle.entries) kept += !evicted.count(entry.key());
+    fmt::print("imported {} entries and {} tuning records into {}{}{}\n", kept, tuning.records().size(),
                disk.dir().string(),
+               kept < bundle.entries.size()
+                   ? fmt::format(" ({} more evicted again by the size cap of {} bytes, DILATRON_CACHE_MAX_BYTES)",
+                                 bundle.entries.size() - kept, disk.max_bytes())
+                   : "",
                foreign ? fmt::format(" ({} built by another library or NVRTC build: this build will not use them)", foreign)
                        : "");
   });

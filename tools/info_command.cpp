@@ -11,6 +11,7 @@
 #include "runtime/driver.hpp"
 #include "runtime/ring/nccl.hpp"
 #include "tools/commands.hpp"
+#include "tools/text.hpp"
 
 namespace dilatron::cli {
 namespace {
@@ -64,7 +65,7 @@ void info(bool json) {
         {"cache_dir", cache_dir},
         {"cache_problem", cache_problem},
         {"tuning", {{"file", tuning_file}, {"records", tuning_records}, {"problem", tuning_problem}}}};
-    fmt::print("{}\n", out.dump(2));
+    fmt::print("{}\n", json_text(out));
     return;
   }
   fmt::print("dilatron   {}\n", kVersion);
@@ -91,7 +92,7 @@ void info(bool json) {
   fmt::print("cache dir  {}\n", cache_problem.empty() ? cache_dir : cache_problem);
   if (cache_problem.empty()) {
     fmt::print("tuning     {}\n", tuning_problem.empty() ? fmt::format("{} records in {}", tuning_records, tuning_file)
-                                                         : tuning_problem);
+                                                         : printable(tuning_problem));
   }
 }
 

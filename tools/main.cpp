@@ -14,6 +14,7 @@
 
 #include "common/atomic_file.hpp"
 #include "tools/commands.hpp"
+#include "tools/text.hpp"
 
 namespace {
 
@@ -78,10 +79,10 @@ int main(int argc, char** argv) {
 
   const bool json = std::any_of(argv + 1, argv + argc, [](const char* a) { return std::string_view(a) == "--json"; });
   auto fail = [&](int status, const char* kind, const std::string& message) {
-    fmt::print(stderr, "dilatron: error: {}\n", message);
+    fmt::print(stderr, "dilatron: error: {}\n", dilatron::cli::printable(message, true));
     if (json) {
       const nlohmann::json error = {{"error", {{"kind", kind}, {"message", message}, {"exit_status", status}}}};
-      fmt::print("{}\n", error.dump(2));
+      fmt::print("{}\n", dilatron::cli::json_text(error));
     }
     return status;
   };

@@ -12,6 +12,7 @@
 
 #include "runtime/ring/plan.hpp"
 #include "tools/commands.hpp"
+#include "tools/text.hpp"
 #include "tools/ring_model.hpp"
 
 namespace dilatron::cli {
@@ -141,7 +142,7 @@ void plan_command(const PlanOptions& o) {
       {"model", {{"tflops", o.model.tflops}, {"gpus_per_node", o.model.gpus_per_node},
                  {"nvlink_gbs", o.model.nvlink_gbs}, {"network_gbs", o.model.network_gbs}, {"time", kTimeModel}}},
   };
-  fmt::print("{}\n", out.dump(2));
+  fmt::print("{}\n", json_text(out));
 }
 
 }  // namespace

@@ -17,6 +17,7 @@
 #include "runtime/driver.hpp"
 #include "runtime/tuning.hpp"
 #include "tools/commands.hpp"
+#include "tools/text.hpp"
 #include "tools/progress.hpp"
 #include "tools/workload_flags.hpp"
 
@@ -227,7 +228,7 @@ void tune(const TuneOptions& o) {
     if (target) out["device"] = target->device, out["driver"] = target->driver, out["iters"] = o.timing.iters;
     for (const Tuned& t : done) out["kernels"].push_back(to_json(t));
     if (!without_winner.empty()) out["without_winner"] = without_winner;
-    fmt::print("{}\n", out.dump(2));
+    fmt::print("{}\n", json_text(out));
   } else if (o.dry_run) {
     fmt::print("\ndry run: nothing timed or stored ({} for {})\n", count(done.size()), flags.arch);
   } else {

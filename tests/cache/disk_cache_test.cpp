@@ -242,8 +242,15 @@ TEST(Bundle, CarriesEntriesAndTheTuningSectionAndStillReadsV1) {
   EXPECT_EQ(read.entries[0].meta.key, written.entries[0].meta.key);
   EXPECT_EQ(read.tuning, written.tuning);
 
+  // A v2 bundle (before the tuning checksum): the same entries and tuning.
+  std::string v2 = test::slurp(tmp / "b");
+  v2.resize(v2.size() - 8);
+  v2.replace(0, 25, "DILATRON-CACHE-BUNDLE v2\n");
+  write_raw(tmp / "v2", v2);
+  EXPECT_EQ(read_bundle(tmp / "v2").tuning, written.tuning);
+
   // A v1 bundle (before tuning sections): the same entries, no tuning.
-  std::string v1 = test::slurp(tmp / "b");
+  std::string v1 = v2;
   v1.resize(v1.size() - written.tuning.size() - 8);
   v1.replace(0, 25, "DILATRON-CACHE-BUNDLE v1\n");
   write_raw(tmp / "v1", v1);
@@ -251,8 +258,20 @@ TEST(Bundle, CarriesEntriesAndTheTuningSectionAndStillReadsV1) {
   EXPECT_EQ(old.entries.size(), 2u);
   EXPECT_TRUE(old.tuning.empty());
 
-  // Cut inside the tuning section, or with bytes after it: refused whole.
+  // Any flipped bit in the tuning section fails its checksum: refused whole.
   const std::string full = test::slurp(tmp / "b");
+  for (std::size_t bit = 0; bit < written.tuning.size() * 8; bit += 7) {
+    std::string flipped = full;
+    flipped[full.size() - 8 - written.tuning.size() + bit / 8] ^= char(1 << (bit % 8));
+    write_raw(tmp / "flipped", flipped);
+    EXPECT_THROW(read_bundle(tmp / "flipped"), Error) << "bit " << bit;
+  }
+  // Not a regular file, or larger than a bundle may be: refused before reading.
+  EXPECT_THROW(read_bundle("/dev/zero"), Error);
+  ASSERT_EQ(mkfifo((tmp / "fifo").c_str(), 0600), 0);
+  EXPECT_THROW(read_bundle(tmp / "fifo"), Error) << "a FIFO is refused, not waited on";
+
+  // Cut inside the tuning section, or with bytes after it: refused whole.
   write_raw(tmp / "cut", full.substr(0, full.size() - 3));
   EXPECT_THROW(read_bundle(tmp / "cut"), Error);
   write_raw(tmp / "long", full + "x");

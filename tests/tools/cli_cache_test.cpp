@@ -179,6 +179,20 @@ TEST(CliCache, AutotuneRecordsTravelWithTheKernelsTheyChoose) {
   EXPECT_EQ(fleet.records()[0].winner, (dilatron::codegen::Tiles{64, 64, 4, 2}));
   const CliResult info = run_cli(tmp, "info --json", "DILATRON_CACHE_DIR='" + (tmp / "fleet").string() + "'");
   EXPECT_EQ(nlohmann::json::parse(info.out)["tuning"]["records"], 1) << info.out;
+  // A target whose own database is damaged takes nothing, not even the kernels.
+  std::filesystem::create_directory(tmp / "damaged");
+  std::filesystem::permissions(tmp / "damaged", std::filesystem::perms::owner_all);
+  std::ofstream(tmp / "damaged" / "tuning.json") << "{ not json";
+  const CliResult blocked = run_cli(tmp, "cache import '" + bundle + "'" + in(tmp, "damaged"));
+  EXPECT_EQ(blocked.status, 1);
+  EXPECT_NE(blocked.err.find("nothing imported"), std::string::npos) << blocked.err;
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(tmp / "damaged"), {}), 1) << "only tuning.json";
+  // Under a cap too small for them, the summary counts what stayed.
+  const CliResult tiny = run_cli(tmp, "cache import '" + bundle + "'" + in(tmp, "tiny"), "DILATRON_CACHE_MAX_BYTES=1");
+  ASSERT_EQ(tiny.status, 0) << tiny.err;
+  EXPECT_NE(tiny.out.find("imported 1 entries and 1 tuning records"), std::string::npos) << tiny.out;
+  EXPECT_NE(tiny.out.find("3 more evicted again by the size cap"), std::string::npos) << tiny.out;
+
   const CliResult frozen = run_cli(tmp, "cache warm " + kConfig + in(tmp, "fleet"), "DILATRON_DISABLE_JIT=1");
   EXPECT_EQ(frozen.status, 0) << frozen.err;
   EXPECT_NE(frozen.out.find("4 hits"), std::string::npos) << "the fleet needs no compiler: " << frozen.out;
@@ -191,7 +205,7 @@ TEST(CliCache, AutotuneRecordsTravelWithTheKernelsTheyChoose) {
   std::ofstream(tmp / "bad-tuning.bundle", std::ios::binary) << bytes;
   const CliResult refused = run_cli(tmp, "cache import '" + (tmp / "bad-tuning.bundle").string() + "'" + in(tmp, "third"));
   EXPECT_NE(refused.status, 0);
-  EXPECT_NE(refused.err.find("bad tuning section, nothing imported"), std::string::npos) << refused.err;
+  EXPECT_NE(refused.err.find("tuning section: checksum mismatch"), std::string::npos) << refused.err;
   EXPECT_FALSE(std::filesystem::exists(tmp / "third"));
 }
 
