@@ -82,6 +82,28 @@ std::string size_text(double bytes) {
   return unit == 0 ? fmt::format("{:.0f} B", bytes) : fmt::format("{:.1f} {}", bytes, kUnits[unit]);
 }
 
+// The table's rows: every rank of a small plan; of a large one the first and last few, and the ranks
+// with the most memory and the longest predicted time, in rank order.
+std::vector<std::size_t> shown_ranks(const std::vector<RankCost>& ring) {
+  constexpr std::size_t kEnds = 8;
+  std::vector<std::size_t> rows;
+  if (ring.size() <= 4 * kEnds) {
+    for (std::size_t p = 0; p < ring.size(); ++p) rows.push_back(p);
+    return rows;
+  }
+  for (std::size_t p = 0; p < kEnds; ++p) rows.insert(rows.end(), {p, ring.size() - 1 - p});
+  auto most = [&](auto field) {
+    return std::size_t(std::max_element(ring.begin(), ring.end(), [&](const RankCost& a, const RankCost& b) {
+                         return field(a) < field(b);
+                       }) - ring.begin());
+  };
+  rows.push_back(most([](const RankCost& c) { return double(c.memory_bytes); }));
+  rows.push_back(most([](const RankCost& c) { return c.predicted_ms; }));
+  std::sort(rows.begin(), rows.end());
+  rows.erase(std::unique(rows.begin(), rows.end()), rows.end());
+  return rows;
+}
+
 void print_text(const PlanOptions& o, const ring::RingPlan& plan, const std::vector<RankCost>& ring,
                 const std::vector<RankCost>& gather) {
   const ring::Shape& s = plan.shape;
@@ -96,12 +118,16 @@ void print_text(const PlanOptions& o, const ring::RingPlan& plan, const std::vec
   };
   fmt::print("{:>5} {:>12} {:>11} {:>11} {:>12} {:>5} {:>9} {:>10} | {:>11} {:>12} {:>10}\n", "rank", "rows", "sent",
              "received", "memory ", "steps", "TFLOP", "ms", "AG received", "AG memory ", "AG ms");
-  for (std::size_t p = 0; p < ring.size(); ++p) {
+  std::size_t shown = 0;
+  for (const std::size_t p : shown_ranks(ring)) {
+    if (p > shown) fmt::print("{:>5} ({} ranks not shown; --json lists every rank)\n", "...", p - shown);
     const RankCost &r = ring[p], &g = gather[p];
     fmt::print("{:>5} {:>12} {:>11} {:>11} {:>12} {:>5} {:>9.3g} {:>10.4g} | {:>11} {:>12} {:>10.4g}\n", r.rank, r.rows,
                size_text(double(r.send_bytes)), size_text(double(r.recv_bytes)), memory(r.memory_bytes), r.steps,
                r.flops / 1e12, r.predicted_ms, size_text(double(g.recv_bytes)), memory(g.memory_bytes), g.predicted_ms);
+    shown = p + 1;
   }
+  if (shown < ring.size()) fmt::print("{:>5} ({} ranks not shown; --json lists every rank)\n", "...", ring.size() - shown);
   const std::int64_t ring_bytes = moved(ring), gather_bytes = moved(gather);
   fmt::print("\ntotal: the ring moves {} and is predicted at {:.4g} ms; an all-gather (AG) of K/V moves {} in {:.4g} ms; ",
              size_text(double(ring_bytes)), slowest(ring), size_text(double(gather_bytes)), slowest(gather));
@@ -123,7 +149,7 @@ void print_text(const PlanOptions& o, const ring::RingPlan& plan, const std::vec
 
 void plan_command(const PlanOptions& o) {
   const ring::RingPlan plan = build(o);
-  const std::vector<RankCost> ring = ring_costs(plan, o.model), gather = all_gather_costs(plan, o.model);
+  const std::vector<RankCost> ring = ring_costs(plan, o.model), gather = all_gather_costs(plan, o.model, ring);
   if (!o.json) return print_text(o, plan, ring, gather);
   const nlohmann::json out = {
       {"ranks", plan.ranks},

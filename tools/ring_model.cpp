@@ -1,7 +1,6 @@
 #include "tools/ring_model.hpp"
 
 #include <algorithm>
-#include <set>
 
 #include "templates/dilatron/index.cuh"
 
@@ -80,39 +79,47 @@ std::vector<RankCost> ring_costs(const RingPlan& plan, const LinkModel& model) {
   for (const ring::RankPlan& rp : plan.per_rank) {
     const RankPairs pairs = rank_pairs(plan, rp.rank);
     std::vector<double> send_ms(pairs.per_step.size(), 0.0), recv_ms(pairs.per_step.size(), 0.0);
-    std::set<int> active;
+    std::vector<bool> active(pairs.per_step.size(), false);
     for (const ring::Transfer& t : rp.sends) {
       send_ms[std::size_t(t.step)] += transfer_ms(plan.blocks[std::size_t(t.block)].bytes, link_gbs(rp.rank, t.peer, model));
-      active.insert(t.step);
+      active[std::size_t(t.step)] = true;
     }
     for (const ring::Transfer& t : rp.receives) {
       recv_ms[std::size_t(t.step)] += transfer_ms(plan.blocks[std::size_t(t.block)].bytes, link_gbs(rp.rank, t.peer, model));
-      active.insert(t.step);
+      active[std::size_t(t.step)] = true;
     }
     double all_pairs = pairs.local, ms = compute_ms(flops_per_pair(plan) * pairs.local, model);
     for (std::size_t t = 1; t < pairs.per_step.size(); ++t) {
       all_pairs += pairs.per_step[t];
       ms += std::max(compute_ms(flops_per_pair(plan) * pairs.per_step[t], model), std::max(send_ms[t], recv_ms[t]));
     }
-    out.push_back({rp.rank, rp.rows.size(), rp.send_bytes, rp.recv_bytes, rp.memory_bytes, int(active.size()),
+    out.push_back({rp.rank, rp.rows.size(), rp.send_bytes, rp.recv_bytes, rp.memory_bytes,
+                   int(std::count(active.begin(), active.end(), true)),
                    flops_per_pair(plan) * all_pairs, ms});
   }
   return out;
 }
 
-std::vector<RankCost> all_gather_costs(const RingPlan& plan, const LinkModel& model) {
+std::vector<RankCost> all_gather_costs(const RingPlan& plan, const LinkModel& model, const std::vector<RankCost>& ring) {
   const ring::Shape& s = plan.shape;
   const i64 elem = i64(dtype_size(s.dtype)), kv_row = s.kv_heads * s.head_dim * 2 * elem * s.batch;
-  const std::vector<RankCost> ring = ring_costs(plan, model);
+  // Per node: its ranks and rows, so that each rank's sums over its peers (on its node at NVLink speed,
+  // elsewhere at network speed) take constant time: the plan of a million ranks stays linear.
+  const int nodes = (plan.ranks + model.gpus_per_node - 1) / model.gpus_per_node;
+  std::vector<i64> node_rows(std::size_t(nodes), 0), node_ranks(std::size_t(nodes), 0);
+  for (const ring::RankPlan& rp : plan.per_rank) {
+    node_rows[std::size_t(rp.rank / model.gpus_per_node)] += rp.rows.size();
+    node_ranks[std::size_t(rp.rank / model.gpus_per_node)] += 1;
+  }
   std::vector<RankCost> out;
   for (const ring::RankPlan& rp : plan.per_rank) {
     const i64 rows = rp.rows.size();
-    double send_ms = 0, recv_ms = 0;
-    for (const ring::RankPlan& peer : plan.per_rank) {
-      if (peer.rank == rp.rank) continue;
-      send_ms += transfer_ms(rows * kv_row, link_gbs(rp.rank, peer.rank, model));
-      recv_ms += transfer_ms(peer.rows.size() * kv_row, link_gbs(rp.rank, peer.rank, model));
-    }
+    const std::size_t node = std::size_t(rp.rank / model.gpus_per_node);
+    const i64 near_peers = node_ranks[node] - 1, far_peers = plan.ranks - node_ranks[node];
+    const i64 near_rows = node_rows[node] - rows, far_rows = s.seq_len - node_rows[node];
+    const double send_ms = double(near_peers) * transfer_ms(rows * kv_row, model.nvlink_gbs) +
+                           double(far_peers) * transfer_ms(rows * kv_row, model.network_gbs);
+    const double recv_ms = transfer_ms(near_rows * kv_row, model.nvlink_gbs) + transfer_ms(far_rows * kv_row, model.network_gbs);
     const i64 memory = s.batch * (rows * s.heads * s.head_dim * elem * 2 + rows * s.heads * 4) + s.seq_len * kv_row;
     const double flops = ring[std::size_t(rp.rank)].flops;
     out.push_back({rp.rank, rows, rows * (plan.ranks - 1) * kv_row, (s.seq_len - rows) * kv_row, memory, plan.ranks - 1,

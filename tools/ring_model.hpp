@@ -45,7 +45,8 @@ std::vector<RankCost> ring_costs(const ring::RingPlan& plan, const LinkModel& mo
 
 // Every rank receives the other ranks' K and V whole and holds full K/V, its Q and O shards and LSE
 // (no fp32 accumulator: with every key present, the rank's attention runs as on one device). A ring
-// all-gather takes ranks - 1 steps; the attention FLOPs equal the ring's.
-std::vector<RankCost> all_gather_costs(const ring::RingPlan& plan, const LinkModel& model);
+// all-gather takes ranks - 1 steps; the attention FLOPs equal the ring's (`ring`, from ring_costs).
+std::vector<RankCost> all_gather_costs(const ring::RingPlan& plan, const LinkModel& model,
+                                       const std::vector<RankCost>& ring);
 
 }  // namespace dilatron::cli

@@ -186,76 +186,68 @@ void check(const RingPlan& plan) {
   if (plan.per_rank.size() != std::size_t(plan.ranks)) {
     fail(fmt::format("{} rank plans for {} ranks", plan.per_rank.size(), plan.ranks));
   }
-  // (step, block, from, to) of every message, as the sender and as the receiver post it.
-  using Key = std::tuple<int, int, int, int>;
-  std::vector<Key> sent, received;
+  auto by_step = [](const auto& a, const auto& b) { return std::pair(a.step, a.block) < std::pair(b.step, b.block); };
+  // Whether `peer` posts the other end of rank p's transfer x: its list is in (step, block) order, so a
+  // binary search finds it, and the whole check stays linear in the messages (a million ranks plan).
+  auto matched = [&](const Transfer& x, int p, bool send) {
+    const std::vector<Transfer>& theirs = send ? plan.per_rank[std::size_t(x.peer)].receives
+                                               : plan.per_rank[std::size_t(x.peer)].sends;
+    const auto [first, last] = std::equal_range(theirs.begin(), theirs.end(), x, by_step);
+    return std::count_if(first, last, [&](const Transfer& t) { return t.peer == p; }) == 1;
+  };
   for (int p = 0; p < plan.ranks; ++p) {
     const RankPlan& rp = plan.per_rank[std::size_t(p)];
     if (rp.rank != p) fail(fmt::format("per_rank[{}] is the plan of rank {}", p, rp.rank));
-    auto check_transfer = [&](const Transfer& x, bool send, int previous_step) {
-      const std::string where =
-          fmt::format("step {}: rank {} {} {} ", x.step, p, send ? "sends" : "receives", describe(plan, x.block));
-      const char* towards = send ? "to" : "from";
-      if (x.step < 1 || x.step > plan.steps) fail(where + fmt::format("outside steps 1..{}", plan.steps));
-      if (x.step < previous_step) fail(where + fmt::format("after step {}: transfers must be in step order", previous_step));
-      if (x.block < 0 || std::size_t(x.block) >= plan.blocks.size()) fail(where + "that does not exist");
-      if (x.peer < 0 || x.peer >= plan.ranks) fail(where + fmt::format("{} rank {}, which does not exist", towards, x.peer));
-      if (x.peer == p) fail(where + fmt::format("{} itself", towards));
-    };
-    int previous = 0;
-    for (const Transfer& s : rp.sends) {
-      check_transfer(s, true, previous);
-      previous = s.step;
-      if (plan.blocks[std::size_t(s.block)].owner != p) {
-        fail(fmt::format("step {}: rank {} sends {}, which it does not hold", s.step, p, describe(plan, s.block)));
+    for (const bool send : {true, false}) {
+      const std::vector<Transfer>& mine = send ? rp.sends : rp.receives;
+      for (std::size_t i = 0; i < mine.size(); ++i) {
+        const Transfer& x = mine[i];
+        // The message is formatted only for a failure: a plan of a million ranks checks millions of these.
+        const auto where = [&] {
+          return fmt::format("step {}: rank {} {} {} ", x.step, p, send ? "sends" : "receives", describe(plan, x.block));
+        };
+        const char* towards = send ? "to" : "from";
+        if (x.step < 1 || x.step > plan.steps) fail(where() + fmt::format("outside steps 1..{}", plan.steps));
+        if (i > 0 && by_step(x, mine[i - 1])) fail(where() + fmt::format("after step {}: transfers must be in step order", mine[i - 1].step));
+        if (x.block < 0 || std::size_t(x.block) >= plan.blocks.size()) fail(where() + "that does not exist");
+        if (x.peer < 0 || x.peer >= plan.ranks) fail(where() + fmt::format("{} rank {}, which does not exist", towards, x.peer));
+        if (x.peer == p) fail(where() + fmt::format("{} itself", towards));
+        if (i > 0 && !by_step(mine[i - 1], x) && mine[i - 1].peer == x.peer) {
+          fail(fmt::format("step {}: rank {} posts the {} of {} {} rank {} twice", x.step, p, send ? "send" : "receive",
+                           describe(plan, x.block), towards, x.peer));
+        }
+        if (send && plan.blocks[std::size_t(x.block)].owner != p) {
+          fail(fmt::format("step {}: rank {} sends {}, which it does not hold", x.step, p, describe(plan, x.block)));
+        }
       }
-      sent.emplace_back(s.step, s.block, p, s.peer);
     }
-    previous = 0;
-    for (const Transfer& r : rp.receives) {
-      check_transfer(r, false, previous);
-      previous = r.step;
-      received.emplace_back(r.step, r.block, r.peer, p);
-    }
-    // Every received block is attended once, in the step it arrives; nothing else is.
-    std::vector<std::pair<int, int>> arrived, computed;
-    for (const Transfer& r : rp.receives) arrived.emplace_back(r.step, r.block);
-    for (const Compute& c : rp.computes) computed.emplace_back(c.step, c.block);
-    std::sort(arrived.begin(), arrived.end());
-    std::sort(computed.begin(), computed.end());
-    if (const auto dup = std::adjacent_find(computed.begin(), computed.end()); dup != computed.end()) {
-      fail(fmt::format("step {}: rank {} computes {} twice", dup->first, p, describe(plan, dup->second)));
-    }
-    std::vector<std::pair<int, int>> missing, extra;
-    std::set_difference(arrived.begin(), arrived.end(), computed.begin(), computed.end(), std::back_inserter(missing));
-    std::set_difference(computed.begin(), computed.end(), arrived.begin(), arrived.end(), std::back_inserter(extra));
-    if (!missing.empty()) {
-      fail(fmt::format("step {}: rank {} receives {} but never computes it in that step", missing[0].first, p,
-                       describe(plan, missing[0].second)));
-    }
-    if (!extra.empty()) {
-      fail(fmt::format("step {}: rank {} computes {}, which it does not receive in that step", extra[0].first, p,
-                       describe(plan, extra[0].second)));
+    // Every received block is attended once, in the step it arrives; nothing else is. Both lists are in
+    // (step, block) order, so they must agree element by element.
+    for (std::size_t i = 0; i < std::max(rp.receives.size(), rp.computes.size()); ++i) {
+      if (i < rp.computes.size() && i > 0 && !by_step(rp.computes[i - 1], rp.computes[i])) {
+        fail(fmt::format("step {}: rank {} computes {} twice", rp.computes[i].step, p, describe(plan, rp.computes[i].block)));
+      }
+      if (i >= rp.computes.size() || (i < rp.receives.size() && by_step(rp.receives[i], rp.computes[i]))) {
+        fail(fmt::format("step {}: rank {} receives {} but never computes it in that step", rp.receives[i].step, p,
+                         describe(plan, rp.receives[i].block)));
+      }
+      if (i >= rp.receives.size() || by_step(rp.computes[i], rp.receives[i])) {
+        fail(fmt::format("step {}: rank {} computes {}, which it does not receive in that step", rp.computes[i].step, p,
+                         describe(plan, rp.computes[i].block)));
+      }
     }
   }
-  std::sort(sent.begin(), sent.end());
-  std::sort(received.begin(), received.end());
-  for (const std::vector<Key>* side : {&sent, &received}) {
-    const bool sends = side == &sent;
-    const std::vector<Key>& other = sends ? received : sent;
-    for (std::size_t k = 0; k < side->size(); ++k) {
-      const auto [step, block, from, to] = (*side)[k];
-      if (k > 0 && (*side)[k - 1] == (*side)[k]) {
-        fail(fmt::format("step {}: rank {} posts the {} of {} {} rank {} twice", step, sends ? from : to,
-                         sends ? "send" : "receive", describe(plan, block), sends ? "to" : "from", sends ? to : from));
+  // Then, every rank's lists being sound, both ends of every message (sends first, as a deadlock is
+  // easiest to read from the sender's side).
+  for (const bool send : {true, false}) {
+    for (int p = 0; p < plan.ranks; ++p) {
+      for (const Transfer& x : send ? plan.per_rank[std::size_t(p)].sends : plan.per_rank[std::size_t(p)].receives) {
+        if (matched(x, p, send)) continue;
+        fail(send ? fmt::format("step {}: rank {} sends {} to rank {}, which posts no matching receive (a deadlock at "
+                                "run time)", x.step, p, describe(plan, x.block), x.peer)
+                  : fmt::format("step {}: rank {} waits for {} from rank {}, which posts no matching send (a deadlock "
+                                "at run time)", x.step, p, describe(plan, x.block), x.peer));
       }
-      if (std::binary_search(other.begin(), other.end(), (*side)[k])) continue;
-      if (sends) {
-        fail(fmt::format("step {}: rank {} sends {} to rank {}, which posts no matching receive (a deadlock at run time)",
-                         step, from, describe(plan, block), to));
-      }
-      fail(fmt::format("step {}: rank {} waits for {} from rank {}, which posts no matching send (a deadlock at run time)",
-                       step, to, describe(plan, block), from));
     }
   }
 }
