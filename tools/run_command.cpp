@@ -102,14 +102,17 @@ void run(RunOptions o) {
     const HostGradients gradients{dout, dq, dk, dv};
     o.ranks > 1 ? gpu_ring_forward(o.config, o.ranks, q, k, v, out, lse_arg, o.backward ? &gradients : nullptr)
                 : gpu_forward(o.config, q, k, v, out, lse_arg, o.backward ? &gradients : nullptr);
-  } else if (o.ranks > 1) {
-    ring_reference_forward(o.config, o.ranks, q, k, v, out, lse_arg);
-    if (o.backward) ring_reference_backward(o.config, o.ranks, q, k, v, dout, dq, dk, dv);
   } else {
-    ProgressLine progress("run", !o.quiet);
-    reference_forward(o.config, q, k, v, out, lse_arg, 0,
-                      [&](std::int64_t done, std::int64_t total) { progress.update(done, total); });
-    if (o.backward) reference_backward(o.config, q, k, v, dout, dq, dk, dv);
+    ProgressLine progress(o.backward ? "run (forward)" : "run", !o.quiet);
+    const RingProgress report = [&](std::int64_t done, std::int64_t total) { progress.update(done, total); };
+    o.ranks > 1 ? ring_reference_forward(o.config, o.ranks, q, k, v, out, lse_arg, report)
+                : reference_forward(o.config, q, k, v, out, lse_arg, 0, report);
+    if (o.backward) {
+      ProgressLine gradients("run (backward)", !o.quiet);
+      const RingProgress report_gradients = [&](std::int64_t done, std::int64_t total) { gradients.update(done, total); };
+      o.ranks > 1 ? ring_reference_backward(o.config, o.ranks, q, k, v, dout, dq, dk, dv, report_gradients)
+                  : reference_backward(o.config, q, k, v, dout, dq, dk, dv);
+    }
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
@@ -153,7 +156,7 @@ void add_run(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--ranks", o->ranks,
                   "split the sequence across P ranks exchanging only the dilated rows spanning segments need "
-                  "(--device cpu: P threads of this process; --device cuda: P ranks on this GPU)")
+                  "(--device cpu: P ranks of this process stepped together on its threads; --device cuda: P ranks on this GPU)")
       ->capture_default_str()
       ->check(positive_integer(std::numeric_limits<int>::max()));
   cmd->add_option("--out", o->out, "output O [B,N,H,D] in Q's dtype (a new file; never an input)")->required();

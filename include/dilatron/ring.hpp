@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -96,17 +97,20 @@ class RingDilatedAttention {
   std::unique_ptr<Impl> impl_;
 };
 
-// The whole ring on one machine: splits full host tensors [B,N,...] into `ranks` shards, runs every
-// rank as a thread over an in-process transport, and writes out (and lse [B,H,N,1]) whole. Equal to
-// reference_forward() up to rounding. `timeout_seconds` bounds every wait for a peer (0: from
-// DILATRON_RING_TIMEOUT_S, default 300).
+// Called as an in-process ring advances: ring steps done so far, of all there are.
+using RingProgress = std::function<void(std::int64_t done, std::int64_t total)>;
+
+// The whole ring on one machine: splits full host tensors [B,N,...] into `ranks` shards and runs every
+// rank's plan, all ranks stepped together on a pool of the machine's threads (however many ranks), and
+// writes out (and lse [B,H,N,1]) whole. Equal to reference_forward() up to rounding.
 void ring_reference_forward(const Config& config, int ranks, const TensorView& q, const TensorView& k,
                             const TensorView& v, const TensorView& out, const TensorView* lse = nullptr,
-                            double timeout_seconds = 0);
+                            const RingProgress& progress = {});
 
-// ring_reference_forward's backward: the gradients of whole host tensors, every rank a thread.
+// ring_reference_forward's backward: the gradients of whole host tensors (travelling dK and dV in
+// float64 for float64 inputs, float32 otherwise).
 void ring_reference_backward(const Config& config, int ranks, const TensorView& q, const TensorView& k,
                              const TensorView& v, const TensorView& dout, const TensorView& dq, const TensorView& dk,
-                             const TensorView& dv, double timeout_seconds = 0);
+                             const TensorView& dv, const RingProgress& progress = {});
 
 }  // namespace dilatron

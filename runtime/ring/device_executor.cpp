@@ -111,8 +111,8 @@ const std::byte* received(const StepMessages& m, int step, int block) {
 }
 
 void attend_received(const RingPlan& plan, const RankPlan& mine, int step, const StepMessages& m, DeviceRank& rank) {
-  for (const Compute& c : mine.computes) {
-    if (c.step == step) rank.attend_block(plan.blocks[std::size_t(c.block)], received(m, step, c.block));
+  for (const Compute& c : in_step(mine.computes, step)) {
+    rank.attend_block(plan.blocks[std::size_t(c.block)], received(m, step, c.block));
   }
 }
 
@@ -219,7 +219,7 @@ void device_ring_backward(const RingPlan& plan, Communicator& comm, const Tensor
       sends.push_back({from.peer, {at, std::size_t(rank.gradient_bytes(block))}});
       at += rank.gradient_bytes(block);
     }
-    const std::vector<Transfer> lent = in_step(mine.sends, step);
+    const std::span<const Transfer> lent = in_step(mine.sends, step);
     for (const Transfer& to : lent) {
       receives.push_back({to.peer, {at, std::size_t(rank.gradient_bytes(plan.blocks[std::size_t(to.block)]))}});
       at += receives.back().data.size();

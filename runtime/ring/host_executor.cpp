@@ -7,11 +7,15 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <memory>
+#include <span>
 #include <vector>
 
 #include "common/dtype.hpp"
+#include "common/parallel.hpp"
 #include "runtime/host_attention.hpp"
 #include "runtime/problem.hpp"
+#include "runtime/ring/partition.hpp"
 #include "templates/dilatron/index.cuh"
 
 namespace dilatron::ring {
@@ -96,7 +100,7 @@ class RankExecutor {
   }
 
   // This rank's queries of the block's segment attend to the block's rows.
-  void attend_block(const Block& block, const std::vector<std::byte>& bytes) {
+  void attend_block(const Block& block, std::span<const std::byte> bytes) {
     for_each_block_part(block, bytes, [&](const Block::Part& part, std::int64_t b, const std::vector<std::int64_t>& queries,
                                           const std::vector<std::int64_t>& key_rows) {
       for (std::int64_t h = 0; h < s_.heads; ++h) {
@@ -106,8 +110,8 @@ class RankExecutor {
   }
 
   // The gradients of attend_block: dQ of this rank's queries here, and the block's dK and dV, which go
-  // back to its owner as float32 in the block's layout (each row: dK, then dV).
-  std::vector<std::byte> gradients_block(const Block& block, const std::vector<std::byte>& bytes) {
+  // back to its owner in the block's layout (each row: dK, then dV), as gradient_dtype() values.
+  std::vector<std::byte> gradients_block(const Block& block, std::span<const std::byte> bytes) {
     std::vector<std::byte> partial(gradient_bytes(block));
     std::int64_t element = 0;
     for_each_block_part(block, bytes, [&](const Block::Part& part, std::int64_t b, const std::vector<std::int64_t>& queries,
@@ -124,28 +128,34 @@ class RankExecutor {
       }
       for (std::int64_t j = 0; j < part.rows; ++j, element += 2 * s_.head_dim) {
         for (std::int64_t d = 0; d < s_.head_dim; ++d) {
-          store_element(partial.data(), DType::f32, element + d, block_dk_[std::size_t(j * s_.head_dim + d)]);
-          store_element(partial.data(), DType::f32, element + s_.head_dim + d, block_dv_[std::size_t(j * s_.head_dim + d)]);
+          store_element(partial.data(), gradient_dtype(), element + d, block_dk_[std::size_t(j * s_.head_dim + d)]);
+          store_element(partial.data(), gradient_dtype(), element + s_.head_dim + d,
+                        block_dv_[std::size_t(j * s_.head_dim + d)]);
         }
       }
     });
     return partial;
   }
 
-  // The owner's side: a member's float32 dK and dV of one of this rank's blocks, added to its own.
-  void add_block_gradients(const Block& block, const std::vector<std::byte>& partial) {
+  // The owner's side: a member's dK and dV of one of this rank's blocks, added to its own.
+  void add_block_gradients(const Block& block, std::span<const std::byte> partial) {
     walk(block, [&](std::int64_t b, std::int64_t kvh, std::int64_t row, std::size_t element) {
       const std::size_t kv = std::size_t(b * s_.kv_heads + kvh), at = std::size_t((row - rows_.begin) * s_.head_dim);
       for (std::int64_t d = 0; d < s_.head_dim; ++d) {
-        dk_[kv][at + std::size_t(d)] += load_element(partial.data(), DType::f32, std::int64_t(element) + d);
-        dv_[kv][at + std::size_t(d)] += load_element(partial.data(), DType::f32, std::int64_t(element) + s_.head_dim + d);
+        dk_[kv][at + std::size_t(d)] += load_element(partial.data(), gradient_dtype(), std::int64_t(element) + d);
+        dv_[kv][at + std::size_t(d)] +=
+            load_element(partial.data(), gradient_dtype(), std::int64_t(element) + s_.head_dim + d);
       }
     });
   }
 
   std::size_t gradient_bytes(const Block& block) const {
-    return std::size_t(block.bytes) / dtype_size(s_.dtype) * sizeof(float);
+    return std::size_t(block.bytes) / dtype_size(s_.dtype) * dtype_size(gradient_dtype());
   }
+
+  // What travelling dK and dV are carried in: float32 for 16-bit and float32 inputs (as on the GPU),
+  // float64 for float64 inputs, so that a float64 ring is exact to rounding like one rank.
+  DType gradient_dtype() const { return s_.dtype == DType::f64 ? DType::f64 : DType::f32; }
 
   // After the forward pass: dO (scaled as O was), delta = dO . O and the final LSE of every local row,
   // and zeroed gradients.
@@ -223,7 +233,7 @@ class RankExecutor {
   // For every part of the block and batch element, in layout order: decodes the part's rows into keys_
   // and values_, then calls f(part, b, this rank's query rows of the segment, the part's key rows).
   template <class F>
-  void for_each_block_part(const Block& block, const std::vector<std::byte>& bytes, F&& f) {
+  void for_each_block_part(const Block& block, std::span<const std::byte> bytes, F&& f) {
     const std::int64_t w = plan_.config.segments[std::size_t(block.branch)];
     const std::int64_t r = plan_.config.dilations[std::size_t(block.branch)];
     const RowRange mine{std::max(block.segment * w, rows_.begin), std::min((block.segment + 1) * w, rows_.end)};
@@ -345,25 +355,128 @@ void forward_steps(const RingPlan& plan, Communicator& comm, RankExecutor& rank,
     std::map<int, std::vector<std::byte>> received;
     std::vector<std::vector<std::byte>> sent;
     std::vector<Message> sends, receives;
-    for (const Transfer& t : mine.sends) {
-      if (t.step == step) sent.push_back(rank.pack(plan.blocks[std::size_t(t.block)]));
-    }
+    for (const Transfer& t : in_step(mine.sends, step)) sent.push_back(rank.pack(plan.blocks[std::size_t(t.block)]));
     std::size_t next = 0;
-    for (const Transfer& t : mine.sends) {
-      if (t.step == step) sends.push_back({t.peer, sent[next++]});
-    }
-    for (const Transfer& t : mine.receives) {
-      if (t.step != step) continue;
+    for (const Transfer& t : in_step(mine.sends, step)) sends.push_back({t.peer, sent[next++]});
+    for (const Transfer& t : in_step(mine.receives, step)) {
       auto& buffer = received[t.block] = std::vector<std::byte>(std::size_t(plan.blocks[std::size_t(t.block)].bytes));
       receives.push_back({t.peer, buffer});
     }
     comm.exchange(step, sends, receives);
-    for (const Compute& c : mine.computes) {
-      if (c.step == step) rank.attend_block(plan.blocks[std::size_t(c.block)], received.at(c.block));
+    for (const Compute& c : in_step(mine.computes, step)) {
+      rank.attend_block(plan.blocks[std::size_t(c.block)], received.at(c.block));
     }
     if (keep) keep->merge(received);
   }
 }
+
+// Every rank of a plan in this process, stepped together: step t of all ranks runs before step t + 1 of
+// any, so the ranks need no threads of their own and no transport, and a pool of `threads` serves any
+// number of them. What a block's owner sends in a step is packed once and read by its receiver; nothing
+// outlives its step.
+class Lockstep {
+ public:
+  Lockstep(const RingPlan& plan, const WholeTensors& t, unsigned threads, const RingProgress& progress)
+      : plan_(plan), threads_(threads), progress_(progress), bytes_(plan.blocks.size()) {
+    for (int p = 0; p < plan.ranks; ++p) {
+      const RowRange rows = plan.per_rank[std::size_t(p)].rows;
+      shards_.push_back({rows_of(t.q, rows, 1), rows_of(t.k, rows, 1), rows_of(t.v, rows, 1)});
+    }
+    for (int p = 0; p < plan.ranks; ++p) {
+      const Shards& s = shards_[std::size_t(p)];
+      ranks_.push_back(std::make_unique<RankExecutor>(plan, p, s.q, s.k, s.v));
+    }
+  }
+
+  void forward(int passes) {
+    each_rank([&](int, RankExecutor& rank) { rank.attend_local(); });
+    report(1, passes);
+    for (int step = 1; step <= plan_.steps; ++step) {
+      pack(step);
+      each_rank([&](int p, RankExecutor& rank) {
+        for (const Compute& c : in_step(plan_.per_rank[std::size_t(p)].computes, step)) {
+          rank.attend_block(plan_.blocks[std::size_t(c.block)], bytes_[std::size_t(c.block)]);
+        }
+      });
+      release(step);
+      report(step + 1, passes);
+    }
+  }
+
+  void write(const TensorView& out, const TensorView* lse) {
+    each_rank([&](int p, RankExecutor& rank) {
+      const RowRange rows = plan_.per_rank[std::size_t(p)].rows;
+      const TensorView lse_shard = lse ? rows_of(*lse, rows, 2) : TensorView{};
+      rank.write(rows_of(out, rows, 1), lse ? &lse_shard : nullptr);
+    });
+  }
+
+  // After forward(2): the blocks of each step packed again (the owners' K and V have not changed), their
+  // gradients at the receivers, then added at the owners.
+  void backward(const WholeGradients& g) {
+    each_rank([&](int p, RankExecutor& rank) {
+      rank.begin_backward(rows_of(g.dout, plan_.per_rank[std::size_t(p)].rows, 1));
+      rank.gradients_local();
+    });
+    report(plan_.steps + 2, 2);
+    for (int step = 1; step <= plan_.steps; ++step) {
+      pack(step);
+      each_rank([&](int p, RankExecutor& rank) {
+        for (const Transfer& from : in_step(plan_.per_rank[std::size_t(p)].receives, step)) {
+          const Block& block = plan_.blocks[std::size_t(from.block)];
+          bytes_[std::size_t(from.block)] = rank.gradients_block(block, bytes_[std::size_t(from.block)]);
+        }
+      });
+      each_rank([&](int p, RankExecutor& rank) {
+        for (const Transfer& to : in_step(plan_.per_rank[std::size_t(p)].sends, step)) {
+          rank.add_block_gradients(plan_.blocks[std::size_t(to.block)], bytes_[std::size_t(to.block)]);
+        }
+      });
+      release(step);
+      report(plan_.steps + 2 + step, 2);
+    }
+    each_rank([&](int p, RankExecutor& rank) {
+      const RowRange rows = plan_.per_rank[std::size_t(p)].rows;
+      rank.write_gradients(rows_of(g.dq, rows, 1), rows_of(g.dk, rows, 1), rows_of(g.dv, rows, 1));
+    });
+  }
+
+ private:
+  struct Shards {
+    TensorView q, k, v;
+  };
+
+  template <class F>
+  void each_rank(F&& f) {
+    parallel_for(plan_.ranks, threads_, [&] { return [&](std::int64_t p) { f(int(p), *ranks_[std::size_t(p)]); }; });
+  }
+
+  // The blocks sent in `step`, each packed by its owner.
+  void pack(int step) {
+    each_rank([&](int p, RankExecutor& rank) {
+      for (const Transfer& t : in_step(plan_.per_rank[std::size_t(p)].sends, step)) {
+        bytes_[std::size_t(t.block)] = rank.pack(plan_.blocks[std::size_t(t.block)]);
+      }
+    });
+  }
+
+  void release(int step) {
+    for (const RankPlan& rp : plan_.per_rank) {
+      for (const Transfer& t : in_step(rp.sends, step)) std::vector<std::byte>().swap(bytes_[std::size_t(t.block)]);
+    }
+  }
+
+  void report(int done, int passes) {
+    if (progress_) progress_(done, std::int64_t(passes) * (plan_.steps + 1));
+  }
+
+  const RingPlan& plan_;
+  unsigned threads_;
+  const RingProgress& progress_;
+  std::vector<Shards> shards_;
+  std::vector<std::unique_ptr<RankExecutor>> ranks_;
+  std::vector<std::vector<std::byte>> bytes_;  // by block: packed K/V, then (backward) its dK/dV
+};
 
 }  // namespace
 
@@ -397,13 +510,27 @@ void host_ring_backward(const RingPlan& plan, Communicator& comm, const TensorVi
     }
     std::size_t next = 0;
     for (const Transfer& from : in_step(mine.receives, step)) sends.push_back({from.peer, partials[next++]});
-    const std::vector<Transfer> lent = in_step(mine.sends, step);
+    const std::span<const Transfer> lent = in_step(mine.sends, step);
     for (const Transfer& to : lent) returned.emplace_back(rank.gradient_bytes(plan.blocks[std::size_t(to.block)]));
     for (std::size_t i = 0; i < lent.size(); ++i) receives.push_back({lent[i].peer, returned[i]});
     comm.exchange(plan.steps + step, sends, receives);
     for (std::size_t i = 0; i < lent.size(); ++i) rank.add_block_gradients(plan.blocks[std::size_t(lent[i].block)], returned[i]);
   }
   rank.write_gradients(dq, dk, dv);
+}
+
+void lockstep_ring_forward(const RingPlan& plan, const WholeTensors& t, const TensorView& out, const TensorView* lse,
+                           unsigned threads, const RingProgress& progress) {
+  Lockstep ring(plan, t, threads, progress);
+  ring.forward(1);
+  ring.write(out, lse);
+}
+
+void lockstep_ring_backward(const RingPlan& plan, const WholeTensors& t, const WholeGradients& g, unsigned threads,
+                            const RingProgress& progress) {
+  Lockstep ring(plan, t, threads, progress);
+  ring.forward(2);
+  ring.backward(g);
 }
 
 }  // namespace dilatron::ring

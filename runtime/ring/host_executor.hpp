@@ -3,7 +3,11 @@
 // transport does.
 #pragma once
 
+#include <dilatron/ring.hpp>
 #include <dilatron/tensor.hpp>
+
+#include <cstdint>
+#include <functional>
 
 #include "runtime/ring/communicator.hpp"
 #include "runtime/ring/plan.hpp"
@@ -18,10 +22,26 @@ void host_ring_forward(const RingPlan& plan, Communicator& comm, const TensorVie
 
 // The gradients on this rank's shards (dout, dq: [B, rows, H, D]; dk, dv: [B, rows, Hkv, D]; any dtype
 // each): the forward pass again, then the same blocks attended against the final statistics, with the
-// blocks' dK and dV sent back to their owners in float32 and added there. Equals reference_backward up
-// to that float32 transfer.
+// blocks' dK and dV sent back to their owners and added there, in float32 (float64 for float64 inputs,
+// so that a float64 ring equals reference_backward to rounding).
 void host_ring_backward(const RingPlan& plan, Communicator& comm, const TensorView& q, const TensorView& k,
                         const TensorView& v, const TensorView& dout, const TensorView& dq, const TensorView& dk,
                         const TensorView& dv);
+
+// Whole tensors [B, N, ...] of a ring run in one process.
+struct WholeTensors {
+  TensorView q, k, v;
+};
+struct WholeGradients {
+  TensorView dout, dq, dk, dv;
+};
+
+// Every rank of `plan` in this process on whole host tensors, stepped together by a pool of `threads`
+// (0: every hardware thread) whatever the number of ranks; the same arithmetic, block for block, as
+// host_ring_forward/backward over a transport. Inputs were validated by the caller.
+void lockstep_ring_forward(const RingPlan& plan, const WholeTensors& t, const TensorView& out, const TensorView* lse,
+                           unsigned threads = 0, const RingProgress& progress = {});
+void lockstep_ring_backward(const RingPlan& plan, const WholeTensors& t, const WholeGradients& g, unsigned threads = 0,
+                            const RingProgress& progress = {});
 
 }  // namespace dilatron::ring

@@ -252,13 +252,4 @@ void check(const RingPlan& plan) {
   }
 }
 
-std::vector<Transfer> in_step(const std::vector<Transfer>& transfers, int step) {
-  std::vector<Transfer> out;
-  for (const Transfer& t : transfers) {
-    if (t.step == step) out.push_back(t);
-  }
-  std::sort(out.begin(), out.end(), [](const Transfer& a, const Transfer& b) { return a.block < b.block; });
-  return out;
-}
-
 }  // namespace dilatron::ring

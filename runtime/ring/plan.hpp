@@ -15,7 +15,9 @@
 #include <dilatron/config.hpp>
 #include <dilatron/tensor.hpp>
 
+#include <algorithm>
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "runtime/ring/partition.hpp"
@@ -89,8 +91,14 @@ RingPlan make_ring_plan(const Config& config, const Shape& shape, int ranks);
 // deadlock at run time).
 void check(const RingPlan& plan);
 
-// The transfers of one step, in block order: both ends of a pair list the same blocks in the same order
-// (the backward's return leg pairs its messages this way).
-std::vector<Transfer> in_step(const std::vector<Transfer>& transfers, int step);
+// The transfers (or computes) of one step, in block order: a rank's lists are in (step, block) order, so
+// this is a binary search, and both ends of a pair list the same blocks in the same order (the
+// backward's return leg pairs its messages this way).
+template <class Item>
+std::span<const Item> in_step(const std::vector<Item>& items, int step) {
+  const auto first = std::lower_bound(items.begin(), items.end(), step, [](const Item& x, int s) { return x.step < s; });
+  const auto last = std::upper_bound(first, items.end(), step, [](int s, const Item& x) { return s < x.step; });
+  return {first, last};
+}
 
 }  // namespace dilatron::ring

@@ -105,45 +105,24 @@ std::unique_ptr<ring::Communicator> ring::nccl_communicator_from_launcher(const 
 
 namespace {
 
-// Runs `rank_work(attention, rows)` for every rank of a ring over whole host tensors, each rank a thread.
-template <class RankWork>
-void in_process_ring(const Config& config, int ranks, const Problem& p, DType dtype, double timeout_seconds,
-                     RankWork&& rank_work) {
-  // Planning first names a bad rank count before any thread starts.
-  ring::make_ring_plan(config, {p.batch, p.seq_len, p.heads, p.kv_heads, p.head_dim, dtype}, ranks);
-  const auto timeout = timeout_seconds > 0 ? std::chrono::milliseconds(std::int64_t(timeout_seconds * 1000))
-                                           : ring::ring_timeout();
-  ring::HostGroup group(ranks, timeout);
-  parallel_for(ranks, unsigned(ranks), [&] {
-    return [&](std::int64_t rank) {
-      std::unique_ptr<ring::Communicator> comm = group.rank(int(rank));
-      RingDilatedAttention attention(config, *comm);
-      rank_work(attention, ring::shard(p.seq_len, ranks, int(rank)));
-    };
-  });
+ring::RingPlan whole_plan(const Config& config, int ranks, const Problem& p, DType dtype) {
+  return ring::make_ring_plan(config, {p.batch, p.seq_len, p.heads, p.kv_heads, p.head_dim, dtype}, ranks);
 }
 
 }  // namespace
 
 void ring_reference_forward(const Config& config, int ranks, const TensorView& q, const TensorView& k,
                             const TensorView& v, const TensorView& out, const TensorView* lse,
-                            double timeout_seconds) {
+                            const RingProgress& progress) {
   const Problem p = validate(config, q, k, v, out, lse);
-  in_process_ring(config, ranks, p, q.dtype, timeout_seconds, [&](RingDilatedAttention& attention, ring::RowRange rows) {
-    const TensorView lse_shard = lse ? ring::rows_of(*lse, rows, 2) : TensorView{};
-    attention.reference_forward(p.seq_len, ring::rows_of(q, rows, 1), ring::rows_of(k, rows, 1), ring::rows_of(v, rows, 1),
-                                ring::rows_of(out, rows, 1), lse ? &lse_shard : nullptr);
-  });
+  ring::lockstep_ring_forward(whole_plan(config, ranks, p, q.dtype), {q, k, v}, out, lse, 0, progress);
 }
 
 void ring_reference_backward(const Config& config, int ranks, const TensorView& q, const TensorView& k,
                              const TensorView& v, const TensorView& dout, const TensorView& dq, const TensorView& dk,
-                             const TensorView& dv, double timeout_seconds) {
+                             const TensorView& dv, const RingProgress& progress) {
   const Problem p = validate_backward(config, q, k, v, dout, dq, dk, dv);
-  in_process_ring(config, ranks, p, q.dtype, timeout_seconds, [&](RingDilatedAttention& attention, ring::RowRange rows) {
-    const auto shard = [&](const TensorView& t) { return ring::rows_of(t, rows, 1); };
-    attention.reference_backward(p.seq_len, shard(q), shard(k), shard(v), shard(dout), shard(dq), shard(dk), shard(dv));
-  });
+  ring::lockstep_ring_backward(whole_plan(config, ranks, p, q.dtype), {q, k, v}, {dout, dq, dk, dv}, 0, progress);
 }
 
 }  // namespace dilatron

@@ -28,7 +28,7 @@ Gradients gradients(RandomCase& c, const std::vector<std::byte>& dout, int ranks
                        view(dv, c.kv_shape()), 2);
   } else {
     ring_reference_backward(c.config, ranks, c.q_view(), c.k_view(), c.v_view(), g, view(dq, c.q_shape()),
-                            view(dk, c.kv_shape()), view(dv, c.kv_shape()), 20);
+                            view(dk, c.kv_shape()), view(dv, c.kv_shape()));
   }
   return {{dq.begin(), dq.end()}, {dk.begin(), dk.end()}, {dv.begin(), dv.end()}};
 }
