@@ -54,6 +54,7 @@ dilatron_status dilatron_create(const int64_t* segments, const int64_t* dilation
                                 int32_t causal, double scale, dilatron_attention** out) {
   return guarded([&] {
     if (!out || (branches > 0 && (!segments || !dilations))) throw dilatron::Error("dilatron_create: NULL argument");
+    if (branches < 1) throw dilatron::Error("dilatron_create: branches = " + std::to_string(branches) + ": need at least one");
     if (mode != DILATRON_LONGNET && mode != DILATRON_HEAD_GROUPS) {
       throw dilatron::Error("dilatron_create: unknown mode code " + std::to_string(mode));
     }
@@ -62,7 +63,8 @@ dilatron_status dilatron_create(const int64_t* segments, const int64_t* dilation
     config.dilations.assign(dilations, dilations + std::max(branches, 0));
     config.mode = mode == DILATRON_LONGNET ? dilatron::Mode::longnet : dilatron::Mode::head_groups;
     config.causal = causal != 0;
-    if (scale > 0) config.scale = scale;
+    // Only 0 means the default: a NaN, infinite or negative scale is a caller's bug, named, never replaced.
+    if (scale != 0) config.scale = scale;
     *out = new dilatron_attention{dilatron::DilatedAttention(std::move(config))};
   });
 }

@@ -37,7 +37,8 @@ typedef struct dilatron_attention dilatron_attention;
 /* One rank's end of the ring's transport (NCCL): the sequence split across ranks, one GPU each. */
 typedef struct dilatron_ring dilatron_ring;
 
-/* scale <= 0 selects 1/sqrt(D). */
+/* scale 0 selects 1/sqrt(D); any other scale must be finite and > 0 (NaN, infinities and negative values
+   return DILATRON_ERROR_INVALID). branches >= 1; every segment and dilation >= 1. */
 DILATRON_API dilatron_status dilatron_create(const int64_t* segments, const int64_t* dilations, int32_t branches, int32_t mode,
                                 int32_t causal, double scale, dilatron_attention** out);
 /* lse may be NULL; stream is a CUstream (NULL: the default stream). Calls on one attention from several

@@ -14,7 +14,7 @@ torch.compile traces through them; autograd is the torch.autograd.Function aroun
 import ctypes
 import functools
 import math
-import threading
+import operator
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -53,18 +53,13 @@ def preset(name):
 
 # --- calls into the library ------------------------------------------------------------------------
 
-_handles_lock = threading.Lock()
-_handles = {}
-
-
+@functools.lru_cache(maxsize=64)
 def _attention(config):
-    """One library handle per configuration, kept for the process (the library caches plans on it)."""
-    with _handles_lock:
-        handle = _handles.get(config)
-        if handle is None:
-            segments, dilations, mode, causal, scale = config
-            handle = _handles[config] = lib.Attention(segments, dilations, mode, causal, scale)
-        return handle
+    """One library handle per configuration (the library caches plans on it), the 64 most recently used
+    kept: a model uses a few, and a caller sweeping scales must not grow the process without bound. An
+    evicted handle lives on in any call still using it."""
+    segments, dilations, mode, causal, scale = config
+    return lib.Attention(segments, dilations, mode, causal, scale)
 
 
 def _tensor(t: Tensor):
@@ -156,12 +151,34 @@ class _DilatedAttentionFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout, _dlse):
         q, k, v, out, lse = ctx.saved_tensors
+        # Differentiable once: building a graph of the gradients (create_graph=True, gradgradcheck) is an
+        # error here, never gradients that silently have no derivative.
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (dout, q, k, v)):
+            raise RuntimeError("dilatron.torch.dilated_attention is differentiable once: its gradients have no "
+                               "derivative (create_graph=True, double backward and gradgradcheck are not supported)")
         # Gradients may arrive expanded or transposed; the kernels read rows with a unit inner stride.
         dq, dk, dv = _backward(q, k, v, out, lse, dout.contiguous(), *ctx.config)
         return dq, dk, dv, None, None, None, None, None
 
 
 # --- the public op -----------------------------------------------------------------------------------
+
+def _int64_list(name, values):
+    """Integers as given (ints, numpy integers), each a C int64: 2**64 + 4 is an error, never 4, and 64.5
+    or True are not integers."""
+    out = []
+    for i, x in enumerate(values):
+        if isinstance(x, bool):
+            raise InvalidArgument(f"{name}[{i}] = {x!r}: expected an integer")
+        try:
+            value = operator.index(x)
+        except TypeError:
+            raise InvalidArgument(f"{name}[{i}] = {x!r}: expected an integer") from None
+        if not -2**63 <= value < 2**63:
+            raise InvalidArgument(f"{name}[{i}] = {value}: out of range for a 64-bit integer")
+        out.append(value)
+    return out
+
 
 def _check(q, k, v, segments, dilations, mode, scale):
     for name, t in (("q", q), ("k", k), ("v", v)):
@@ -206,8 +223,8 @@ def dilated_attention(q: Tensor, k: Tensor, v: Tensor, segments: Sequence[int], 
     to itself and earlier rows. scale: 1/sqrt(D) when None.
     Raises dilatron.InvalidArgument (a ValueError) for inputs the library refuses, with its message.
     """
-    segments = [int(w) for w in segments]
-    dilations = [int(r) for r in dilations]
+    segments = _int64_list("segments", segments)
+    dilations = _int64_list("dilations", dilations)
     _check(q, k, v, segments, dilations, mode, scale)
     out, lse = _DilatedAttentionFunction.apply(q, k, v, segments, dilations, mode, bool(causal),
                                                float(scale) if scale is not None else 0.0)
@@ -221,8 +238,8 @@ class DilatedAttention(nn.Module):
     def __init__(self, segments: Sequence[int], dilations: Sequence[int], mode: str = "longnet",
                  causal: bool = False, scale: Optional[float] = None):
         super().__init__()
-        self.segments = [int(w) for w in segments]
-        self.dilations = [int(r) for r in dilations]
+        self.segments = _int64_list("segments", segments)
+        self.dilations = _int64_list("dilations", dilations)
         self.mode, self.causal, self.scale = mode, bool(causal), scale
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, is_causal: Optional[bool] = None) -> Tensor:

@@ -151,6 +151,20 @@ class Backward(unittest.TestCase):
                 for name, a, b in zip("qkv", got, want):
                     torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=f"d{name}")
 
+    def test_a_second_derivative_is_an_error_not_a_silent_zero(self):
+        q, k, v = (t.requires_grad_() for t in random_inputs((1, 8, 2, 1, 4), seed=8))
+        out = dt.dilated_attention(q, k, v, [4, 8], [1, 2])
+        with self.assertRaisesRegex(RuntimeError, "differentiable once"):
+            torch.autograd.grad(out.square().sum(), q, create_graph=True)
+        out = dt.dilated_attention(q, k, v, [4, 8], [1, 2])
+        with self.assertRaisesRegex(RuntimeError, "differentiable once"):
+            torch.autograd.grad(out, q, torch.ones_like(out), create_graph=True)
+        (dq,) = torch.autograd.grad(dt.dilated_attention(q, k, v, [4, 8], [1, 2]).sum(), q)
+        self.assertIsNone(dq.grad_fn)  # first derivatives as before
+        with self.assertRaisesRegex(RuntimeError, "differentiable once"):
+            torch.autograd.gradgradcheck(lambda q: dt.dilated_attention(q, k.detach(), v.detach(), [4, 8], [1, 2]),
+                                         (q,))
+
     def test_expanded_upstream_gradient(self):
         # out.sum().backward() hands the op an expanded (stride 0) gradient.
         q, k, v = (t.requires_grad_() for t in random_inputs((1, 8, 2, 1, 4), seed=7))
@@ -230,6 +244,20 @@ class BadInputs(unittest.TestCase):
         self.expect("mode 'dense'", q, k, v, [8], [1], mode="dense")
         with self.assertRaisesRegex(TypeError, "torch.Tensor"):
             dt.dilated_attention(q.numpy(), k, v, [8], [1])
+
+    def test_lengths_are_integers_as_given(self):
+        q, k, v = self.q, self.k, self.v
+        self.expect(r"segments\[0\] = 18446744073709551620: out of range", q, k, v, [2**64 + 4], [1])
+        self.expect(r"dilations\[1\] = -9223372036854775809: out of range", q, k, v, [8, 8], [1, -2**63 - 1])
+        self.expect(r"segments\[0\] = 8.5: expected an integer", q, k, v, [8.5], [1])
+        self.expect(r"dilations\[0\] = True: expected an integer", q, k, v, [8], [True])
+        with self.assertRaisesRegex(dilatron.InvalidArgument, "out of range"):
+            dt.DilatedAttention([2**64 + 8], [1])
+
+    def test_library_handles_stay_bounded(self):
+        for i in range(100):
+            dt.dilated_attention(self.q, self.k, self.v, [8], [1], scale=1.0 + i / 128)
+        self.assertLessEqual(dt._attention.cache_info().currsize, 64)
 
     def test_library_messages_surface(self):
         with self.assertRaises(dilatron.InvalidArgument) as e:

@@ -3,6 +3,8 @@
 
 #include <dilatron/c_api.h>
 
+#include <cmath>
+#include <limits>
 #include <random>
 #include <string>
 #include <thread>
@@ -33,6 +35,35 @@ TEST(CApi, BadConfigurationsReturnInvalidWithAMessage) {
   std::thread([&] { other_thread = dilatron_last_error(); }).join();
   EXPECT_EQ(other_thread, "") << "messages are per thread";
   EXPECT_EQ(std::string(dilatron_version()), "0.1.0");
+}
+
+TEST(CApi, OnlyAZeroScaleMeansTheDefault) {
+  const std::int64_t w[] = {8}, r[] = {1};
+  const double inf = std::numeric_limits<double>::infinity();
+  for (const double scale : {std::nan(""), -inf, inf, -0.5, -1e-300}) {
+    SCOPED_TRACE(scale);
+    dilatron_attention* a = nullptr;
+    EXPECT_EQ(dilatron_create(w, r, 1, DILATRON_LONGNET, 0, scale, &a), DILATRON_ERROR_INVALID);
+    EXPECT_EQ(a, nullptr);
+    EXPECT_NE(std::string(dilatron_last_error()).find("scale"), std::string::npos) << dilatron_last_error();
+  }
+  for (const double scale : {0.0, 0.125}) {
+    dilatron_attention* a = nullptr;
+    ASSERT_EQ(dilatron_create(w, r, 1, DILATRON_LONGNET, 0, scale, &a), DILATRON_OK) << dilatron_last_error();
+    dilatron_destroy(a);
+  }
+}
+
+TEST(CApi, BranchCountsAndValuesBelowOneAreRefused) {
+  const std::int64_t w[] = {8, 16}, r[] = {1, -4};
+  dilatron_attention* a = nullptr;
+  for (const std::int32_t branches : {0, -1}) {
+    EXPECT_EQ(dilatron_create(w, r, branches, DILATRON_LONGNET, 0, 0.0, &a), DILATRON_ERROR_INVALID);
+    EXPECT_NE(std::string(dilatron_last_error()).find("branches"), std::string::npos) << dilatron_last_error();
+  }
+  EXPECT_EQ(dilatron_create(w, r, 2, DILATRON_LONGNET, 0, 0.0, &a), DILATRON_ERROR_INVALID);
+  EXPECT_NE(std::string(dilatron_last_error()).find("dilations[1] = -4"), std::string::npos) << dilatron_last_error();
+  EXPECT_EQ(a, nullptr);
 }
 
 TEST(CApi, ReferenceThroughTheAbiMatchesTheDenseDefinition) {
