@@ -7,12 +7,22 @@
 namespace dilatron {
 namespace {
 
-constexpr double kNegInf = -std::numeric_limits<double>::infinity();
+using Wide = long double;  // scores and LSEs past double's range: q, k near 1e160, scale near 1e308
+constexpr Wide kNegInf = -std::numeric_limits<Wide>::infinity();
 
-// log(exp(a) + exp(b)) without overflow, and exact when either side is -inf.
-double merge_lse(double a, double b) {
-  const double hi = std::max(a, b), lo = std::min(a, b);
+// log(exp(a) + exp(b)) without overflow, exact when either side is -inf, and NaN when either is NaN
+// (a NaN score poisons its row's LSE as it does its O; -inf stays the mark of "no key selected").
+Wide merge_lse(Wide a, Wide b) {
+  if (std::isnan(a) || std::isnan(b)) return std::numeric_limits<Wide>::quiet_NaN();
+  const Wide hi = std::max(a, b), lo = std::min(a, b);
   return hi == kNegInf ? kNegInf : hi + std::log1p(std::exp(lo - hi));
+}
+
+// A wide value as a double: beyond double's range is +-inf (a conversion out of range is undefined).
+double narrow(Wide x) {
+  if (x > Wide(std::numeric_limits<double>::max())) return std::numeric_limits<double>::infinity();
+  if (x < -Wide(std::numeric_limits<double>::max())) return -std::numeric_limits<double>::infinity();
+  return double(x);
 }
 
 }  // namespace
@@ -27,6 +37,42 @@ void Accumulator::reset() {
   std::fill(lse_.begin(), lse_.end(), kNegInf);
 }
 
+double Accumulator::lse(std::int64_t slot) const { return narrow(lse_[std::size_t(slot)]); }
+
+template <class Real>
+void Accumulator::fold_row(const double* q, std::span<const double> keys, std::span<const double> values,
+                           std::size_t visible, double scale, std::size_t slot) {
+  const std::size_t dim = std::size_t(dim_);
+  std::vector<Real>& scores = scores_for<Real>();
+  scores.resize(visible);
+  Real max_score = -std::numeric_limits<Real>::infinity();
+  for (std::size_t j = 0; j < visible; ++j) {
+    Real dot = 0;
+    for (std::size_t d = 0; d < dim; ++d) dot += Real(q[d]) * Real(keys[j * dim + d]);
+    scores[j] = dot * Real(scale);
+    max_score = std::max(max_score, scores[j]);  // a NaN score is skipped here and poisons the sum below
+  }
+  Real sum = 0;
+  std::fill(row_.begin(), row_.end(), 0.0);
+  for (std::size_t j = 0; j < visible; ++j) {
+    const Real weight = std::exp(scores[j] - max_score);
+    sum += weight;
+    for (std::size_t d = 0; d < dim; ++d) row_[d] += double(weight) * values[j * dim + d];
+  }
+  // Fold this partial (row_ / sum, lse) into the slot.
+  const Wide lse = Wide(max_score) + std::log(Wide(sum)), before = lse_[slot], merged = merge_lse(before, lse);
+  const double keep = before == kNegInf ? 0.0 : double(std::exp(before - merged));
+  const double take = double(std::exp(lse - merged) / Wide(sum));
+  double* acc = &acc_[slot * dim];
+  for (std::size_t d = 0; d < dim; ++d) acc[d] = acc[d] * keep + row_[d] * take;
+  lse_[slot] = merged;
+}
+
+template <>
+std::vector<double>& Accumulator::scores_for<double>() { return scores_; }
+template <>
+std::vector<long double>& Accumulator::scores_for<long double>() { return wide_scores_; }
+
 std::int64_t Accumulator::attend(std::span<const double> queries, std::span<const std::int64_t> q_rows,
                                  std::span<const std::int64_t> slots, std::span<const double> keys,
                                  std::span<const double> values, std::span<const std::int64_t> k_rows, double scale,
@@ -40,28 +86,16 @@ std::int64_t Accumulator::attend(std::span<const double> queries, std::span<cons
     if (visible == 0) continue;
     pairs += std::int64_t(visible);
     const double* q = &queries[i * dim];
-    scores_.resize(visible);
-    double max_score = kNegInf;
-    for (std::size_t j = 0; j < visible; ++j) {
+    // Scores in double; a row where one overflows (or is NaN) is done again in the wider type, where
+    // finite inputs give finite scores and the softmax of the math.
+    bool finite = true;
+    for (std::size_t j = 0; j < visible && finite; ++j) {
       double dot = 0;
       for (std::size_t d = 0; d < dim; ++d) dot += q[d] * keys[j * dim + d];
-      scores_[j] = dot * scale;
-      max_score = std::max(max_score, scores_[j]);
+      finite = std::isfinite(dot * scale);
     }
-    double sum = 0;
-    std::fill(row_.begin(), row_.end(), 0.0);
-    for (std::size_t j = 0; j < visible; ++j) {
-      const double weight = std::exp(scores_[j] - max_score);
-      sum += weight;
-      for (std::size_t d = 0; d < dim; ++d) row_[d] += weight * values[j * dim + d];
-    }
-    // Fold this partial (row_ / sum, lse) into the slot.
-    const std::size_t slot = std::size_t(slots[i]);
-    const double lse = max_score + std::log(sum), before = lse_[slot], merged = merge_lse(before, lse);
-    const double keep = before == kNegInf ? 0.0 : std::exp(before - merged), take = std::exp(lse - merged) / sum;
-    double* acc = &acc_[slot * dim];
-    for (std::size_t d = 0; d < dim; ++d) acc[d] = acc[d] * keep + row_[d] * take;
-    lse_[slot] = merged;
+    finite ? fold_row<double>(q, keys, values, visible, scale, std::size_t(slots[i]))
+           : fold_row<Wide>(q, keys, values, visible, scale, std::size_t(slots[i]));
   }
   return pairs;
 }

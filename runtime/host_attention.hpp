@@ -24,11 +24,19 @@ class Accumulator {
                       std::span<const double> values, std::span<const std::int64_t> k_rows, double scale, bool causal);
 
   const double* out(std::int64_t slot) const { return &acc_[std::size_t(slot * dim_)]; }
-  double lse(std::int64_t slot) const { return lse_[std::size_t(slot)]; }
+  // NaN when a NaN entered the slot's scores; +inf when the true LSE lies beyond double's range.
+  double lse(std::int64_t slot) const;
 
  private:
+  template <class Real>
+  void fold_row(const double* q, std::span<const double> keys, std::span<const double> values, std::size_t visible,
+                double scale, std::size_t slot);
+  template <class Real>
+  std::vector<Real>& scores_for();
+
   std::int64_t dim_;
-  std::vector<double> acc_, lse_, scores_, row_;
+  std::vector<double> acc_, scores_, row_;
+  std::vector<long double> lse_, wide_scores_;  // LSEs kept wide: a partial's may exceed double's range
 };
 
 // The gradients of attention against final statistics (docs/SEMANTICS.md, "Gradients"). Query i:

@@ -150,9 +150,8 @@ struct MergeWeights {
   float lse, keep, take;
 };
 __device__ __forceinline__ MergeWeights merge_weights(float previous, float lse, float sum) {
-  const float hi = fmaxf(previous, lse), lo = fminf(previous, lse);
-  if (hi == negative_infinity()) return {hi, 0.f, 0.f};
-  const float merged = hi + log1pf(expf(lo - hi));
+  const float merged = merge_lse(previous, lse);  // NaN in, NaN weights out
+  if (merged == negative_infinity()) return {merged, 0.f, 0.f};
   return {merged, expf(previous - merged), expf(lse - merged) / sum};
 }
 
@@ -349,10 +348,11 @@ __global__ void __launch_bounds__(WARPS * 32) attention_forward(args::AttentionA
         const float sum = quad_sum(row_sum[f][r]);
         const long long qi = tile.q_first + warp * kWarpRows + f * 16 + group + 8 * r;
         const bool valid = qi < tile.count;
-        const float lse = sum > 0.f ? (row_max[f][r] * a.scale_log2 + log2f(sum)) * kLn2 : negative_infinity();
+        // sum is 0 for a row that saw no key, NaN for one that saw a NaN score (then so is its LSE).
+        const float lse = sum == 0.f ? negative_infinity() : (row_max[f][r] * a.scale_log2 + log2f(sum)) * kLn2;
         const long long row = tile.first_row + qi * R;
         float* lse_slot = valid ? a.lse + (b * a.heads + h) * a.seq_len + row : nullptr;
-        MergeWeights m{lse, 0.f, sum > 0.f ? kOutScale / sum : 0.f};
+        MergeWeights m{lse, 0.f, sum == 0.f ? 0.f : kOutScale / sum};
         if (EPILOGUE == args::kMergeAccumulator) {
           m = merge_weights(valid ? *lse_slot : negative_infinity(), lse, sum);
           __syncwarp();  // every lane of the quad has read the old LSE before lane t == 0 replaces it

@@ -50,9 +50,8 @@ __global__ void __launch_bounds__(THREADS) merge_partials(args::MergeArgs a) {
        row += merge_detail::row_stride<THREADS>()) {
     const merge_detail::WarpRow r = merge_detail::warp_row(a, row);
     const float lse_a = a.lse[r.lse_index], lse_b = a.other_lse[r.lse_index];
-    const float hi = fmaxf(lse_a, lse_b), lo = fminf(lse_a, lse_b);
-    const bool empty = hi == -__int_as_float(0x7f800000);
-    const float merged = empty ? hi : hi + log1pf(expf(lo - hi));
+    const float merged = merge_lse(lse_a, lse_b);
+    const bool empty = merged == -__int_as_float(0x7f800000);
     const float weight_a = empty ? 0.f : expf(lse_a - merged), weight_b = empty ? 0.f : expf(lse_b - merged);
     T* out = merge_detail::row_pointer<T>(a.out, r);
     const T* other = merge_detail::row_pointer<T>(a.other_out, r);

@@ -144,8 +144,7 @@ __global__ void __launch_bounds__(THREADS) ring_attend(args::RingAttendArgs a) {
     const float lse = (max_score + log2f(sum)) * 0.6931471805599453f;  // back to the natural log
     const i64 lse_index = (b * a.heads + h) * a.rows + slot;
     const float previous = a.lse_acc[lse_index];
-    const float hi = fmaxf(previous, lse), lo = fminf(previous, lse);
-    const float merged = hi + log1pf(expf(lo - hi));  // hi is finite: this partial saw a key
+    const float merged = merge_lse(previous, lse);  // this partial saw a key: -inf only from previous
     const float keep = expf(previous - merged), take = expf(lse - merged) / sum;  // keep = 0 from -inf
     float* acc = a.o_acc + ((b * a.rows + slot) * a.heads + h) * HEAD_DIM;
 #pragma unroll

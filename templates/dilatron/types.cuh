@@ -38,4 +38,13 @@ __device__ __forceinline__ bf16 from_float<bf16>(float x) {
   return h;
 }
 
+// log(e^a + e^b) of two partial LSEs without overflow: -inf when both are (no key seen), NaN when either
+// is (a NaN score poisons its row's LSE as it does its O, as in the host reference). fmaxf alone would
+// drop the NaN and report the row as empty.
+__device__ __forceinline__ float merge_lse(float a, float b) {
+  if (a != a || b != b) return __int_as_float(0x7fffffff);
+  const float hi = fmaxf(a, b), lo = fminf(a, b);
+  return hi == __int_as_float(0xff800000) ? hi : hi + log1pf(expf(lo - hi));
+}
+
 }  // namespace dilatron

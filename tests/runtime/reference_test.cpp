@@ -4,7 +4,9 @@
 #include <dilatron/error.hpp>
 #include <dilatron/reference.hpp>
 
+#include <cmath>
 #include <cstring>
+#include <optional>
 #include <mutex>
 #include <random>
 
@@ -186,4 +188,72 @@ TEST(Reference, ReportsProgressInAttendedPairsUpToTheTotal) {
     EXPECT_EQ(total, want_total);
     EXPECT_EQ(max_done, want_total) << "the last report is the whole";
   }
+}
+
+namespace {
+
+// One head, float64: q, k, v of [1, N, 1, D] from row-major values; returns O [N*D] and LSE [N].
+struct Small {
+  std::vector<double> out, lse;
+};
+Small small_forward(const Config& config, std::int64_t n, std::int64_t d, std::vector<double> q, std::vector<double> k,
+                    std::vector<double> v) {
+  Small r{std::vector<double>(std::size_t(n * d)), std::vector<double>(std::size_t(n))};
+  std::vector<float> lse(static_cast<std::size_t>(n));
+  const auto view = [&](std::vector<double>& x) { return TensorView::contiguous(x.data(), DType::f64, {1, n, 1, d}); };
+  const TensorView lse_view = TensorView::contiguous(lse.data(), DType::f32, {1, 1, n, 1});
+  reference_forward(config, view(q), view(k), view(v), view(r.out), &lse_view);
+  r.lse.assign(lse.begin(), lse.end());
+  return r;
+}
+
+Config one_branch(std::int64_t w, std::optional<double> scale = {}) {
+  Config c;
+  c.segments = {w};
+  c.dilations = {1};
+  c.scale = scale;
+  return c;
+}
+
+}  // namespace
+
+// docs/SEMANTICS.md, "Non-finite and extreme values": a NaN reaches the O and the LSE of exactly the rows
+// whose selection includes it; -inf stays the mark of "no key selected".
+TEST(Reference, ANanKeyPoisonsTheOAndLseOfTheRowsThatSelectIt) {
+  std::vector<double> q(16), k(16), v(16);
+  for (std::size_t i = 0; i < 16; ++i) q[i] = 0.1 * double(i % 5), k[i] = 0.2 * double(i % 3), v[i] = double(i);
+  k[5 * 2] = std::nan("");  // key row 5, segment [4, 8)
+  const Small r = small_forward(one_branch(4), 8, 2, q, k, v);
+  for (std::size_t n = 0; n < 8; ++n) {
+    SCOPED_TRACE(n);
+    const bool poisoned = n >= 4;
+    EXPECT_EQ(std::isnan(r.lse[n]), poisoned);
+    EXPECT_EQ(std::isnan(r.out[2 * n]) && std::isnan(r.out[2 * n + 1]), poisoned);
+    if (!poisoned) {
+      EXPECT_TRUE(std::isfinite(r.lse[n]) && std::isfinite(r.out[2 * n]));
+    }
+  }
+}
+
+// Scores beyond double's range (q, k near 1e160; a scale near 1e308) still give the softmax of the math:
+// the row is redone in a wider type, and an LSE beyond double's range is +inf, not NaN.
+TEST(Reference, ScoresBeyondDoubleRangeGiveTheSoftmaxOfTheMath) {
+  // Equal keys: uniform weights, O the mean of V, whatever the size of the scores.
+  const Small equal = small_forward(one_branch(3), 3, 1, {1e160, 1e160, 1e160}, {1e160, 1e160, 1e160}, {1, 2, 6});
+  for (std::size_t n = 0; n < 3; ++n) {
+    EXPECT_NEAR(equal.out[n], 3.0, 1e-12) << n;
+    EXPECT_EQ(equal.lse[n], INFINITY) << "1e320 + log 3 is beyond float";
+  }
+  // Distinct keys under scale 1e308: every score differs by more than 1e300, so the largest key's value
+  // takes all the weight (and with a negative query, the smallest key's).
+  const Small sharp = small_forward(one_branch(3, 1e308), 3, 1, {1, -1, 2}, {1, 3, 2}, {10, 30, 20});
+  EXPECT_EQ(sharp.out[0], 30.0);
+  EXPECT_EQ(sharp.out[1], 10.0);
+  EXPECT_EQ(sharp.out[2], 30.0);
+  EXPECT_EQ(sharp.lse[0], INFINITY) << "3e308 is beyond the float32 LSE";
+  EXPECT_EQ(sharp.lse[2], INFINITY);
+  // Two keys tie at the top with opposite huge terms: cancellation inside the dot product stays exact.
+  const Small tie = small_forward(one_branch(2), 2, 2, {1e160, 1e160, 0, 0}, {1e160, -1e160, -1e160, 1e160}, {4, 0, 8, 0});
+  EXPECT_NEAR(tie.out[0], 6.0, 1e-12) << "scores 0 and 0: the mean of 4 and 8";
+  EXPECT_NEAR(tie.lse[0], std::log(2.0), 1e-7);
 }
