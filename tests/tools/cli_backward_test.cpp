@@ -7,6 +7,7 @@
 #include "common/atomic_file.hpp"
 #include "common/dtype.hpp"
 #include "tests/support/cli.hpp"
+#include "tests/support/npy_files.hpp"
 #include "tests/support/finite_differences.hpp"
 #include "tests/support/random_case.hpp"
 #include "tools/npy.hpp"
@@ -18,16 +19,7 @@ namespace {
 
 void write_npy(const std::filesystem::path& path, const std::vector<std::int64_t>& shape, const std::vector<std::byte>& data,
                DType dtype = DType::f32) {
-  AtomicFile file(path);
-  npy::write(file, dtype, shape, data.data());
-  file.commit();
-}
-
-std::vector<double> values(const std::filesystem::path& path) {
-  const npy::Array a = npy::load(path);
-  std::vector<double> out(std::size_t(a.numel()));
-  for (std::size_t i = 0; i < out.size(); ++i) out[i] = load_element(a.data.data(), a.dtype, std::int64_t(i));
-  return out;
+  save_npy(path, dtype, shape, data.data());
 }
 
 std::string flags_of(const RandomCase& c) {
@@ -69,9 +61,9 @@ TEST(CliBackward, GradientsEqualFiniteDifferencesOfTheDefinition) {
     const Dense x = c.dense();
     std::vector<double> g(std::size_t(c.B * c.N * c.H * c.D));
     for (std::size_t i = 0; i < g.size(); ++i) g[i] = load_element(dout.data(), DType::f32, std::int64_t(i));
-    EXPECT_LE(relative_error(values(dir / "dq.npy"), finite_differences(c.config, x, &Dense::q, g), kFiniteDifferenceFloor), 1e-4);
-    EXPECT_LE(relative_error(values(dir / "dk.npy"), finite_differences(c.config, x, &Dense::k, g), kFiniteDifferenceFloor), 1e-4);
-    EXPECT_LE(relative_error(values(dir / "dv.npy"), finite_differences(c.config, x, &Dense::v, g), kFiniteDifferenceFloor), 1e-4);
+    EXPECT_LE(relative_error(npy_values(dir / "dq.npy"), finite_differences(c.config, x, &Dense::q, g), kFiniteDifferenceFloor), 1e-4);
+    EXPECT_LE(relative_error(npy_values(dir / "dk.npy"), finite_differences(c.config, x, &Dense::k, g), kFiniteDifferenceFloor), 1e-4);
+    EXPECT_LE(relative_error(npy_values(dir / "dv.npy"), finite_differences(c.config, x, &Dense::v, g), kFiniteDifferenceFloor), 1e-4);
   }
 }
 

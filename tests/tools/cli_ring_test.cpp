@@ -4,34 +4,20 @@
 
 #include <random>
 
-#include "common/atomic_file.hpp"
 #include "tests/support/cli.hpp"
+#include "tests/support/npy_files.hpp"
 #include "tests/support/random_case.hpp"
-#include "tools/npy.hpp"
 
 using namespace dilatron;
 using namespace dilatron::test;
 
 namespace {
 
-void save(const std::filesystem::path& path, DType dtype, std::vector<std::int64_t> shape, const void* data) {
-  AtomicFile file(path);
-  npy::write(file, dtype, shape, data);
-  file.commit();
-}
-
-std::vector<double> values(const std::filesystem::path& path) {
-  const npy::Array a = npy::load(path);
-  std::vector<double> out(std::size_t(a.numel()));
-  for (std::size_t i = 0; i < out.size(); ++i) out[i] = load_element(a.data.data(), a.dtype, std::int64_t(i));
-  return out;
-}
-
 // q, k, v, dO of [1, n, 2, 8] in dtype; returns the run command without --ranks and outputs.
 std::string inputs(const TempDir& dir, std::int64_t n, DType dtype, const std::string& segments, double spread) {
   std::mt19937_64 rng{std::uint64_t(n)};
   for (const char* name : {"q", "k", "v", "do"}) {
-    save(dir / (std::string(name) + ".npy"), dtype, {1, n, 2, 8},
+    save_npy(dir / (std::string(name) + ".npy"), dtype, {1, n, 2, 8},
          random_tensor(n * 16, dtype, std::string(name) == "do" ? spread : 1.0, rng).data());
   }
   return fmt::format("run --q {0}/q.npy --k {0}/k.npy --v {0}/v.npy --segments {1} --dilations 1,2 --backward "
@@ -57,7 +43,7 @@ TEST(CliRing, Float64RanksEqualOneRankTo1e12) {
       const CliResult r = run_cli(dir, run + fmt::format(" --ranks {} -q", ranks) + outputs(dir, "p"));
       ASSERT_EQ(r.status, 0) << r.err;
       for (const char* name : {"o", "dq", "dk", "dv"}) {
-        const std::vector<double> got = values(dir / fmt::format("{}p.npy", name)), want = values(dir / fmt::format("{}1.npy", name));
+        const std::vector<double> got = npy_values(dir / fmt::format("{}p.npy", name)), want = npy_values(dir / fmt::format("{}1.npy", name));
         for (double x : got) ASSERT_TRUE(std::isfinite(x)) << name;
         EXPECT_LE(relative_error(got, want), 1e-12) << name;
       }
@@ -72,7 +58,7 @@ TEST(CliRing, ManyRanksRunOnTheMachinesThreads) {
   const CliResult r = run_cli(dir, run + " --ranks 600 -q" + outputs(dir, "p"));
   ASSERT_EQ(r.status, 0) << r.err;
   for (const char* name : {"o", "dq", "dk", "dv"}) {
-    EXPECT_LE(relative_error(values(dir / fmt::format("{}p.npy", name)), values(dir / fmt::format("{}1.npy", name))), 1e-5)
+    EXPECT_LE(relative_error(npy_values(dir / fmt::format("{}p.npy", name)), npy_values(dir / fmt::format("{}1.npy", name))), 1e-5)
         << name;
   }
 }

@@ -10,6 +10,7 @@
 #include "common/atomic_file.hpp"
 #include "runtime/driver.hpp"
 #include "tests/support/cli.hpp"
+#include "tests/support/npy_files.hpp"
 #include "tests/support/random_case.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "tools/npy.hpp"
@@ -19,17 +20,11 @@ using namespace dilatron::test;
 
 namespace {
 
-void save(const std::filesystem::path& path, DType dtype, std::vector<std::int64_t> shape, const void* data) {
-  AtomicFile file(path);
-  npy::write(file, dtype, shape, data);
-  file.commit();
-}
-
 // Writes q, k, v of the case into dir and returns the flags naming them and the config.
 std::string write_inputs(const TempDir& dir, RandomCase& c) {
-  save(dir / "q.npy", c.dtype, {c.B, c.N, c.H, c.D}, c.q.data());
-  save(dir / "k.npy", c.dtype, {c.B, c.N, c.Hkv, c.D}, c.k.data());
-  save(dir / "v.npy", c.dtype, {c.B, c.N, c.Hkv, c.D}, c.v.data());
+  save_npy(dir / "q.npy", c.dtype, {c.B, c.N, c.H, c.D}, c.q.data());
+  save_npy(dir / "k.npy", c.dtype, {c.B, c.N, c.Hkv, c.D}, c.k.data());
+  save_npy(dir / "v.npy", c.dtype, {c.B, c.N, c.Hkv, c.D}, c.v.data());
   std::string args = fmt::format("run --q '{}' --k '{}' --v '{}' --segments {} --dilations {} --mode {}",
                                  (dir / "q.npy").string(), (dir / "k.npy").string(), (dir / "v.npy").string(),
                                  fmt::join(c.config.segments, ","), fmt::join(c.config.dilations, ","),
@@ -59,12 +54,6 @@ Config make_config(std::vector<std::int64_t> w, std::vector<std::int64_t> r, Mod
   return c;
 }
 
-std::vector<double> decode(const npy::Array& a) {
-  std::vector<double> out(std::size_t(a.numel()));
-  for (std::size_t i = 0; i < out.size(); ++i) out[i] = load_element(a.data.data(), a.dtype, std::int64_t(i));
-  return out;
-}
-
 }  // namespace
 
 TEST(CliRun, AgreesWithTheDenseDefinition) {
@@ -89,9 +78,9 @@ TEST(CliRun, AgreesWithTheDenseDefinition) {
     ASSERT_EQ(lse.dtype, DType::f32);
     ASSERT_EQ(lse.shape, (std::vector<std::int64_t>{c.B, c.H, c.N}));
     const DenseResult want = dense_attention(c.config, c.dense());
-    EXPECT_LE(relative_error(decode(lse), want.lse, 1.0), 1e-5);
+    EXPECT_LE(relative_error(npy_values(lse), want.lse, 1.0), 1e-5);
     if (c.dtype == DType::f32) {
-      EXPECT_LE(relative_error(decode(o), want.out), 1e-5);
+      EXPECT_LE(relative_error(npy_values(o), want.out), 1e-5);
     } else {
       // float16 O: every element is the float64 answer rounded to float16, within one unit in the last place.
       for (std::size_t i = 0; i < want.out.size(); ++i) {
@@ -108,9 +97,9 @@ TEST(CliRun, BadInputsFailWithOneLineAndWriteNothing) {
   RandomCase c = make_case(9, 1, 16, 4, 2, 4, DType::f32, make_config({8}, {2}, Mode::longnet, false));
   write_inputs(dir, c);
   const auto q = (dir / "q.npy").string();
-  save(dir / "k3.npy", DType::f32, {1, 16, 3, 4}, c.q.data());
-  save(dir / "k_short.npy", DType::f32, {1, 15, 2, 4}, c.k.data());
-  save(dir / "empty.npy", DType::f32, {1, 0, 2, 4}, c.k.data());
+  save_npy(dir / "k3.npy", DType::f32, {1, 16, 3, 4}, c.q.data());
+  save_npy(dir / "k_short.npy", DType::f32, {1, 15, 2, 4}, c.k.data());
+  save_npy(dir / "empty.npy", DType::f32, {1, 0, 2, 4}, c.k.data());
   std::ofstream(dir / "corrupt.npy") << "\x93NUMPY garbage";
   const std::string base = fmt::format("run --q '{}' --out '{}' --lse '{}'", q, (dir / "o.npy").string(),
                                        (dir / "lse.npy").string());
@@ -302,8 +291,8 @@ TEST(CliRun, RanksSplitTheSequenceAndAgreeWithOneRank) {
     SCOPED_TRACE(ranks);
     const CliResult r = run(fmt::format(" --ranks {}", ranks), "on.npy", "ln.npy");
     ASSERT_EQ(r.status, 0) << r.err;
-    EXPECT_LE(relative_error(decode(npy::load(dir / "on.npy")), decode(npy::load(dir / "o1.npy"))), 1e-6);
-    EXPECT_LE(relative_error(decode(npy::load(dir / "ln.npy")), decode(npy::load(dir / "l1.npy")), 1.0), 1e-6);
+    EXPECT_LE(relative_error(npy_values(npy::load(dir / "on.npy")), npy_values(npy::load(dir / "o1.npy"))), 1e-6);
+    EXPECT_LE(relative_error(npy_values(npy::load(dir / "ln.npy")), npy_values(npy::load(dir / "l1.npy")), 1.0), 1e-6);
   }
   for (const auto& [extra, needle] : std::vector<std::pair<std::string, std::string>>{
            {" --ranks 0", "--ranks"}, {" --ranks 46", "--ranks 46 exceeds the 45 rows"}}) {
