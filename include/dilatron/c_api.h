@@ -51,9 +51,9 @@ DILATRON_API dilatron_status dilatron_forward(dilatron_attention* attention, con
 DILATRON_API dilatron_status dilatron_reference_forward(const dilatron_attention* attention, const dilatron_tensor* q,
                                            const dilatron_tensor* k, const dilatron_tensor* v,
                                            const dilatron_tensor* out, const dilatron_tensor* lse);
-/* The same on host memory with the sequence split across `ranks` ranks (threads of this process, each
- * holding N/ranks rows and exchanging only the dilated rows spanning segments need): equal to
- * dilatron_reference_forward up to rounding. */
+/* The same on host memory with the sequence split across `ranks` ranks (in this process, stepped
+ * together on its threads, each holding N/ranks rows and exchanging only the dilated rows spanning
+ * segments need): equal to dilatron_reference_forward up to rounding. */
 DILATRON_API dilatron_status dilatron_ring_reference_forward(const dilatron_attention* attention, int32_t ranks,
                                                 const dilatron_tensor* q, const dilatron_tensor* k,
                                                 const dilatron_tensor* v, const dilatron_tensor* out,

@@ -1,24 +1,20 @@
 // RingDilatedAttention and the in-process ring: plans cached per shape, the Host executor on host
 // memory and the device executor on device memory, every rank's failure passed to its peers through
-// Communicator::abort.
+// Communicator::abort; ring_reference_forward/backward step all ranks of one plan together.
 #include <dilatron/error.hpp>
 #include <dilatron/ring.hpp>
 
 #include <fmt/format.h>
 
-#include <chrono>
 #include <map>
 #include <mutex>
 #include <tuple>
 
-#include "common/parallel.hpp"
 #include "runtime/problem.hpp"
 #include "runtime/ring/device_executor.hpp"
-#include "runtime/ring/host_communicator.hpp"
 #include "runtime/ring/host_executor.hpp"
 #include "runtime/ring/nccl_bootstrap.hpp"
 #include "runtime/ring/plan.hpp"
-#include "runtime/ring/timeout.hpp"
 
 namespace dilatron {
 
