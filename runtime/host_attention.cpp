@@ -40,21 +40,13 @@ void Accumulator::reset() {
 double Accumulator::lse(std::int64_t slot) const { return narrow(lse_[std::size_t(slot)]); }
 
 template <class Real>
-void Accumulator::fold_row(const double* q, std::span<const double> keys, std::span<const double> values,
-                           std::size_t visible, double scale, std::size_t slot) {
+void Accumulator::fold_row(const std::vector<Real>& scores, std::span<const double> values, std::size_t slot) {
   const std::size_t dim = std::size_t(dim_);
-  std::vector<Real>& scores = scores_for<Real>();
-  scores.resize(visible);
   Real max_score = -std::numeric_limits<Real>::infinity();
-  for (std::size_t j = 0; j < visible; ++j) {
-    Real dot = 0;
-    for (std::size_t d = 0; d < dim; ++d) dot += Real(q[d]) * Real(keys[j * dim + d]);
-    scores[j] = dot * Real(scale);
-    max_score = std::max(max_score, scores[j]);  // a NaN score is skipped here and poisons the sum below
-  }
+  for (const Real score : scores) max_score = std::max(max_score, score);  // skips a NaN: the sum gets it
   Real sum = 0;
   std::fill(row_.begin(), row_.end(), 0.0);
-  for (std::size_t j = 0; j < visible; ++j) {
+  for (std::size_t j = 0; j < scores.size(); ++j) {
     const Real weight = std::exp(scores[j] - max_score);
     sum += weight;
     for (std::size_t d = 0; d < dim; ++d) row_[d] += double(weight) * values[j * dim + d];
@@ -67,11 +59,6 @@ void Accumulator::fold_row(const double* q, std::span<const double> keys, std::s
   for (std::size_t d = 0; d < dim; ++d) acc[d] = acc[d] * keep + row_[d] * take;
   lse_[slot] = merged;
 }
-
-template <>
-std::vector<double>& Accumulator::scores_for<double>() { return scores_; }
-template <>
-std::vector<long double>& Accumulator::scores_for<long double>() { return wide_scores_; }
 
 std::int64_t Accumulator::attend(std::span<const double> queries, std::span<const std::int64_t> q_rows,
                                  std::span<const std::int64_t> slots, std::span<const double> keys,
@@ -86,16 +73,27 @@ std::int64_t Accumulator::attend(std::span<const double> queries, std::span<cons
     if (visible == 0) continue;
     pairs += std::int64_t(visible);
     const double* q = &queries[i * dim];
-    // Scores in double; a row where one overflows (or is NaN) is done again in the wider type, where
+    // Scores in double; a row where one overflows (or is NaN) is scored again in the wider type, where
     // finite inputs give finite scores and the softmax of the math.
+    scores_.resize(visible);
     bool finite = true;
-    for (std::size_t j = 0; j < visible && finite; ++j) {
+    for (std::size_t j = 0; j < visible; ++j) {
       double dot = 0;
       for (std::size_t d = 0; d < dim; ++d) dot += q[d] * keys[j * dim + d];
-      finite = std::isfinite(dot * scale);
+      scores_[j] = dot * scale;
+      finite = finite && std::isfinite(scores_[j]);
     }
-    finite ? fold_row<double>(q, keys, values, visible, scale, std::size_t(slots[i]))
-           : fold_row<Wide>(q, keys, values, visible, scale, std::size_t(slots[i]));
+    if (finite) {
+      fold_row(scores_, values, std::size_t(slots[i]));
+      continue;
+    }
+    wide_scores_.resize(visible);
+    for (std::size_t j = 0; j < visible; ++j) {
+      Wide dot = 0;
+      for (std::size_t d = 0; d < dim; ++d) dot += Wide(q[d]) * Wide(keys[j * dim + d]);
+      wide_scores_[j] = dot * Wide(scale);
+    }
+    fold_row(wide_scores_, values, std::size_t(slots[i]));
   }
   return pairs;
 }

@@ -28,11 +28,9 @@ class Accumulator {
   double lse(std::int64_t slot) const;
 
  private:
+  // Folds one query row, given its scores against the visible keys, into the slot.
   template <class Real>
-  void fold_row(const double* q, std::span<const double> keys, std::span<const double> values, std::size_t visible,
-                double scale, std::size_t slot);
-  template <class Real>
-  std::vector<Real>& scores_for();
+  void fold_row(const std::vector<Real>& scores, std::span<const double> values, std::size_t slot);
 
   std::int64_t dim_;
   std::vector<double> acc_, scores_, row_;
