@@ -52,9 +52,12 @@ void Accumulator::fold_row(const std::vector<Real>& scores, std::span<const doub
     for (std::size_t d = 0; d < dim; ++d) row_[d] += double(weight) * values[j * dim + d];
   }
   // Fold this partial (row_ / sum, lse) into the slot.
+  // The weights of the old and the new part depend only on their LSEs' difference: 1/(1 + e^-d) and
+  // 1/(1 + e^d), exact halves for a tie even where hi + log 2 rounds back to hi (LSEs near 1e300).
   const Wide lse = Wide(max_score) + std::log(Wide(sum)), before = lse_[slot], merged = merge_lse(before, lse);
-  const double keep = before == kNegInf ? 0.0 : double(std::exp(before - merged));
-  const double take = double(std::exp(lse - merged) / Wide(sum));
+  const Wide d = lse - before;  // +inf when nothing was there yet: keep 0, take all
+  const double keep = before == kNegInf ? 0.0 : double(1 / (1 + std::exp(d)));
+  const double take = double(1 / (1 + std::exp(-d)) / Wide(sum));
   double* acc = &acc_[slot * dim];
   for (std::size_t d = 0; d < dim; ++d) acc[d] = acc[d] * keep + row_[d] * take;
   lse_[slot] = merged;

@@ -124,10 +124,10 @@ void add_bench(CLI::App& app) {
   auto o = std::make_shared<BenchOptions>();
   CLI::App* cmd = app.add_subcommand("bench", "Time the GPU forward pass against a baseline measured in the same run");
   add_workload_flags(cmd, o->workload, ArchFlag::none);
-  cmd->add_option("--batch", o->batch, "batch size B")->capture_default_str()->check(positive_integer());
-  cmd->add_option("--seq-len", o->seq_len, "sequence length N")->capture_default_str()->check(positive_integer());
-  cmd->add_option("--heads", o->heads, "query heads H")->capture_default_str()->check(positive_integer());
-  cmd->add_option("--kv-heads", o->kv_heads, "key/value heads, dividing H (default: H)")->check(positive_integer());
+  cmd->add_option("--batch", o->batch, "batch size B")->capture_default_str()->transform(positive_integer());
+  cmd->add_option("--seq-len", o->seq_len, "sequence length N")->capture_default_str()->transform(positive_integer());
+  cmd->add_option("--heads", o->heads, "query heads H")->capture_default_str()->transform(positive_integer());
+  cmd->add_option("--kv-heads", o->kv_heads, "key/value heads, dividing H (default: H)")->transform(positive_integer());
   cmd->add_option("--iters", o->iters, "timed runs (median reported)")->capture_default_str()->check(CLI::Range(1, 10000));
   cmd->add_option("--warmup", o->warmup, "untimed runs first")->capture_default_str()->check(CLI::Range(1, 1000));
   cmd->add_option("--dense-limit", o->dense_limit, "largest N for the dense baseline")->capture_default_str();

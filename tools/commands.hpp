@@ -49,7 +49,8 @@ CLI::Option* add_gpu_dtype(CLI::App* cmd, DType& dtype);
 // A check for numeric flags that must be > 0, naming the value (CLI11's PositiveNumber quotes the
 // largest double instead).
 CLI::Validator positive();
-// For integer flags: digits only (no "1e18", no "64.5"), from 1 to max, the value quoted as given.
+// For integer flags, as ->transform(): digits only (no "1e18", no "64.5"), from 1 to max, the value quoted
+// as given; it hands CLI11 the number in plain decimal ("010" is 10, not octal 8).
 CLI::Validator positive_integer(std::int64_t max = std::numeric_limits<std::int64_t>::max());
 // For model parameters: a finite number in [low, high].
 CLI::Validator within(double low, double high);

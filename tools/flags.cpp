@@ -94,7 +94,10 @@ CLI::Validator positive_integer(std::int64_t max) {
       [max](std::string& text) -> std::string {
         std::int64_t value = 0;
         const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
-        if (error == std::errc() && end == text.data() + text.size() && value >= 1 && value <= max) return {};
+        if (error == std::errc() && end == text.data() + text.size() && value >= 1 && value <= max) {
+          text = std::to_string(value);  // as read here: CLI11 would take "010" as octal 8
+          return {};
+        }
         if (error == std::errc::invalid_argument || end != text.data() + text.size()) {
           return fmt::format("must be a whole number from 1 to {}, got '{}' (write it out in digits)", max, text);
         }

@@ -177,13 +177,13 @@ void add_plan(CLI::App& app) {
   auto o = std::make_shared<PlanOptions>();
   o->shape.kv_heads = 0;
   CLI::App* cmd = app.add_subcommand("plan", "Show the ring schedule over P ranks: bytes, memory and predicted time per rank");
-  cmd->add_option("--ranks", o->ranks, "ranks P (GPUs) sharing the sequence")->required()->check(positive_integer(std::numeric_limits<int>::max()));
-  cmd->add_option("--seq-len", o->shape.seq_len, "sequence length N")->required()->check(positive_integer());
-  cmd->add_option("--heads", o->shape.heads, "query heads H")->required()->check(positive_integer());
-  cmd->add_option("--kv-heads", o->shape.kv_heads, "key/value heads, dividing H (default: H)")->check(positive_integer());
-  cmd->add_option("--head-dim", o->shape.head_dim, "head dimension D (at most 512, as the ring's kernels)")->required()->check(positive_integer(512));
+  cmd->add_option("--ranks", o->ranks, "ranks P (GPUs) sharing the sequence")->required()->transform(positive_integer(std::numeric_limits<int>::max()));
+  cmd->add_option("--seq-len", o->shape.seq_len, "sequence length N")->required()->transform(positive_integer());
+  cmd->add_option("--heads", o->shape.heads, "query heads H")->required()->transform(positive_integer());
+  cmd->add_option("--kv-heads", o->shape.kv_heads, "key/value heads, dividing H (default: H)")->transform(positive_integer());
+  cmd->add_option("--head-dim", o->shape.head_dim, "head dimension D (at most 512, as the ring's kernels)")->required()->transform(positive_integer(512));
   add_gpu_dtype(cmd, o->shape.dtype);
-  cmd->add_option("--batch", o->shape.batch, "batch size B")->capture_default_str()->check(positive_integer());
+  cmd->add_option("--batch", o->shape.batch, "batch size B")->capture_default_str()->transform(positive_integer());
   add_int_list(cmd, "--segments", o->config.segments, "segment length per branch, e.g. 2048,4096")->required();
   add_int_list(cmd, "--dilations", o->config.dilations, "dilation rate per branch, e.g. 1,2")->required();
   cmd->add_flag("--causal", o->config.causal, "causal masking");
@@ -191,7 +191,7 @@ void add_plan(CLI::App& app) {
   cmd->add_option("--tflops", o->model.tflops, "model: sustained attention TFLOP/s per GPU")
       ->capture_default_str()->check(within(1e-9, 1e9));
   cmd->add_option("--gpus-per-node", o->model.gpus_per_node, "model: GPUs per node (ranks r and q share a node when r / G == q / G)")
-      ->capture_default_str()->check(positive_integer(1 << 20));
+      ->capture_default_str()->transform(positive_integer(1 << 20));
   cmd->add_option("--nvlink-gbs", o->model.nvlink_gbs, "model: GB/s per GPU and direction within a node")
       ->capture_default_str()->check(within(1e-9, 1e9));
   cmd->add_option("--network-gbs", o->model.network_gbs, "model: GB/s per GPU and direction across nodes")

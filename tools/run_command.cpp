@@ -158,7 +158,7 @@ void add_run(CLI::App& app) {
                   "split the sequence across P ranks exchanging only the dilated rows spanning segments need "
                   "(--device cpu: P ranks of this process stepped together on its threads; --device cuda: P ranks on this GPU)")
       ->capture_default_str()
-      ->check(positive_integer(std::numeric_limits<int>::max()));
+      ->transform(positive_integer(std::numeric_limits<int>::max()));
   cmd->add_option("--out", o->out, "output O [B,N,H,D] in Q's dtype (a new file; never an input)")->required();
   cmd->add_option("--lse", o->lse, "also write the log-sum-exp, float32 [B,H,N]");
   cmd->add_flag("--backward", o->backward,

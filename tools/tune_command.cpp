@@ -253,10 +253,10 @@ void add_tune(CLI::App& app) {
   add_workload_flags(cmd, o->workload, ArchFlag::local_gpu, false);
   cmd->add_option("--seq-len", o->seq_len, "sequence length N to time at (tuned per power-of-two bucket of N)")
       ->capture_default_str()
-      ->check(positive_integer());
-  cmd->add_option("--batch", o->batch, "batch size B")->capture_default_str()->check(positive_integer());
-  cmd->add_option("--heads", o->heads, "query heads H")->capture_default_str()->check(positive_integer());
-  cmd->add_option("--kv-heads", o->kv_heads, "key/value heads, dividing H (default: H)")->check(positive_integer());
+      ->transform(positive_integer());
+  cmd->add_option("--batch", o->batch, "batch size B")->capture_default_str()->transform(positive_integer());
+  cmd->add_option("--heads", o->heads, "query heads H")->capture_default_str()->transform(positive_integer());
+  cmd->add_option("--kv-heads", o->kv_heads, "key/value heads, dividing H (default: H)")->transform(positive_integer());
   cmd->add_option("--tiles", o->tiles,
                   "only these candidates, BLOCK_MxBLOCK_NxWARPSxSTAGES, e.g. 128x64x4x3,64x64x4x2 (their timings are "
                   "added to what the database holds; default: the whole space)")

@@ -112,14 +112,14 @@ void add_workload_flags(CLI::App* cmd, WorkloadFlags& f, ArchFlag arch_flag, boo
   add_int_list(cmd, "--dilations", f.dilations, "dilation rate per branch, e.g. 1,2");
   cmd->add_option("--head-dim", f.head_dim, "head dimension D (the GPU kernels take 64, 96, 128 or 256)")
       ->capture_default_str()
-      ->check(positive_integer(std::numeric_limits<int>::max()));
+      ->transform(positive_integer(std::numeric_limits<int>::max()));
   add_gpu_dtype(cmd, f.dtype);
   cmd->add_flag("--causal", f.causal, "causal masking");
   add_mode(cmd, f.mode);
   if (arch_flag != ArchFlag::none && ranks_flag) {
     cmd->add_option("--ranks", f.ranks, "with P > 1, also the kernels of the ring across P ranks")
         ->capture_default_str()
-        ->check(positive_integer(std::numeric_limits<int>::max()));
+        ->transform(positive_integer(std::numeric_limits<int>::max()));
     cmd->add_flag("--backward", f.backward, "also the backward pass's kernels (head dims 64, 96 and 128)");
   }
   cmd->add_option("--config", f.config_file,

@@ -256,4 +256,14 @@ TEST(Reference, ScoresBeyondDoubleRangeGiveTheSoftmaxOfTheMath) {
   const Small tie = small_forward(one_branch(2), 2, 2, {1e160, 1e160, 0, 0}, {1e160, -1e160, -1e160, 1e160}, {4, 0, 8, 0});
   EXPECT_NEAR(tie.out[0], 6.0, 1e-12) << "scores 0 and 0: the mean of 4 and 8";
   EXPECT_NEAR(tie.lse[0], std::log(2.0), 1e-7);
+  // Two longnet branches whose partials tie at an LSE near 1e300 (one key, V = 5, seen by both): each
+  // weighs one half, as at scale 1; adding log 2 to 1e300 would round away and count both whole.
+  for (const double scale : {1.0, 1e300, 1e308}) {
+    Config two;
+    two.segments = {1, 2};
+    two.dilations = {1, 2};
+    two.scale = scale;
+    const Small r = small_forward(two, 2, 1, {1, 1}, {1, -1}, {5, 7});
+    EXPECT_DOUBLE_EQ(r.out[0], 5.0) << "scale " << scale;
+  }
 }

@@ -123,6 +123,9 @@ TEST(CliMessages, PlanModelFlagsAreBoundedAndRanksThatDoNotFitAreFlagged) {
   EXPECT_EQ(roomy.at("ranks_over_gpu_memory"), 0);
   const nlohmann::json small = nlohmann::json::parse(run_cli(dir, kPlan + "--segments 64 --dilations 1 --json").out);
   EXPECT_EQ(small.at("ranks_over_gpu_memory"), 0);
+  const nlohmann::json decimal = nlohmann::json::parse(
+      run_cli(dir, "plan --ranks 2 --seq-len 1024 --heads 010 --head-dim 64 --segments 64 --dilations 1 --json").out);
+  EXPECT_EQ(decimal.at("shape").at("heads"), 10) << "digits are decimal, never octal";
   EXPECT_TRUE(small.at("per_rank").at(0).at("fits_gpu_memory").get<bool>());
 }
 
