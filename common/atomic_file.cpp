@@ -28,17 +28,16 @@ struct TempSlot {
 };
 std::array<TempSlot, 64> temp_slots;
 
-int register_temp(const std::string& path) {
-  if (path.size() >= sizeof(TempSlot::path)) return -1;
-  for (std::size_t i = 0; i < temp_slots.size(); ++i) {
+void register_temp(const std::string& path) {
+  if (path.size() >= sizeof(TempSlot::path)) return;
+  for (TempSlot& slot : temp_slots) {
     int expected = 0;
-    if (temp_slots[i].state.compare_exchange_strong(expected, 1)) {
-      std::memcpy(temp_slots[i].path, path.c_str(), path.size() + 1);
-      temp_slots[i].state.store(2);
-      return int(i);
+    if (slot.state.compare_exchange_strong(expected, 1)) {
+      std::memcpy(slot.path, path.c_str(), path.size() + 1);
+      slot.state.store(2);
+      return;
     }
   }
-  return -1;
 }
 
 void unregister_temp(const std::string& path) {

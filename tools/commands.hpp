@@ -55,9 +55,6 @@ CLI::Validator positive_integer(std::int64_t max = std::numeric_limits<std::int6
 // For model parameters: a finite number in [low, high].
 CLI::Validator within(double low, double high);
 
-// "2048" as an int64, or a UsageError naming the flag and quoting the text ("not an integer", "out of
-// range").
-std::int64_t parse_integer(const std::string& name, const std::string& text);
 
 // validate_config, reporting a bad flag value as a UsageError.
 void check_config_flags(const Config& config);

@@ -67,14 +67,6 @@ std::string int_list_problem(const std::string& text, std::vector<std::int64_t>&
 
 }  // namespace
 
-std::int64_t parse_integer(const std::string& name, const std::string& text) {
-  std::int64_t value = 0;
-  if (const std::string problem = integer_problem(text, value); !problem.empty()) {
-    throw UsageError(fmt::format("{}: {}", name, problem));
-  }
-  return value;
-}
-
 // CLI11's PositiveNumber quotes the largest double in its message; this one names the value.
 CLI::Validator positive() {
   return CLI::Validator(
