@@ -128,9 +128,11 @@ void add_bench(CLI::App& app) {
   cmd->add_option("--seq-len", o->seq_len, "sequence length N")->capture_default_str()->transform(positive_integer());
   cmd->add_option("--heads", o->heads, "query heads H")->capture_default_str()->transform(positive_integer());
   cmd->add_option("--kv-heads", o->kv_heads, "key/value heads, dividing H (default: H)")->transform(positive_integer());
-  cmd->add_option("--iters", o->iters, "timed runs (median reported)")->capture_default_str()->check(CLI::Range(1, 10000));
-  cmd->add_option("--warmup", o->warmup, "untimed runs first")->capture_default_str()->check(CLI::Range(1, 1000));
-  cmd->add_option("--dense-limit", o->dense_limit, "largest N for the dense baseline")->capture_default_str();
+  cmd->add_option("--iters", o->iters, "timed runs (median reported)")->capture_default_str()->transform(integer_in(1, 10000));
+  cmd->add_option("--warmup", o->warmup, "untimed runs first")->capture_default_str()->transform(integer_in(1, 1000));
+  cmd->add_option("--dense-limit", o->dense_limit, "largest N for the dense baseline (0: none)")
+      ->capture_default_str()
+      ->transform(integer_in(0, std::int64_t(1) << 40));
   cmd->add_flag("--json", o->json, "machine-readable output");
   cmd->callback([o] { bench(*o); });
 }

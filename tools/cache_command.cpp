@@ -239,7 +239,7 @@ void add_cache(CLI::App& app) {
                                   *flags);
   add_workload_flags(warm_cmd, *wf, ArchFlag::local_gpu);
   warm_cmd->add_option("--jobs", *jobs, "parallel compilations (default: $DILATRON_COMPILE_JOBS, else hardware threads)")
-      ->check(CLI::Range(1u, 256u));
+      ->transform(integer_in(1, 256));
   warm_cmd->callback([=] { warm(*wf, *flags, *jobs); });
 
   CLI::App* ls_cmd = subcommand(group, "ls", "List cached kernels with their ptxas report", *flags);

@@ -45,13 +45,16 @@ CLI::Option* add_int_list(CLI::App* cmd, const std::string& name, std::vector<st
 CLI::Option* add_mode(CLI::App* cmd, Mode& mode);
 // "--dtype bf16|f16": the 16-bit types the GPU kernels take.
 CLI::Option* add_gpu_dtype(CLI::App* cmd, DType& dtype);
+// As --dtype takes it (for a value from a file): throws dilatron::Error saying why not.
+DType parse_gpu_dtype(const std::string& text);
 
 // A check for numeric flags that must be > 0, naming the value (CLI11's PositiveNumber quotes the
 // largest double instead).
 CLI::Validator positive();
-// For integer flags, as ->transform(): digits only (no "1e18", no "64.5"), from 1 to max, the value quoted
-// as given; it hands CLI11 the number in plain decimal ("010" is 10, not octal 8).
-CLI::Validator positive_integer(std::int64_t max = std::numeric_limits<std::int64_t>::max());
+// For integer flags, as ->transform(): digits only (no "1e18", no "64.5"), from low to high, the value
+// quoted as given; it hands CLI11 the number in plain decimal ("010" is 10, not octal 8).
+CLI::Validator integer_in(std::int64_t low, std::int64_t high);
+CLI::Validator positive_integer(std::int64_t max = std::numeric_limits<std::int64_t>::max());  // integer_in(1, max)
 // For model parameters: a finite number in [low, high].
 CLI::Validator within(double low, double high);
 

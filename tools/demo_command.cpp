@@ -133,13 +133,15 @@ void add_demo(CLI::App& app) {
   cmd->add_option("--seq-len", options->seq_len,
                   "sequence length N; the branches have segments N/8, N/4, N/2, N and dilations 1, 2, 4, 8")
       ->capture_default_str()
-      ->check(CLI::Range(std::int64_t(8), std::int64_t(1) << 20));
-  cmd->add_option("--heads", options->heads, "query heads H")->capture_default_str()->check(CLI::Range(1, 256));
+      ->transform(integer_in(8, std::int64_t(1) << 20));
+  cmd->add_option("--heads", options->heads, "query heads H")->capture_default_str()->transform(integer_in(1, 256));
   cmd->add_option("--kv-heads", options->kv_heads, "key/value heads (divides H)")->capture_default_str()
-      ->check(CLI::Range(1, 256));
-  cmd->add_option("--head-dim", options->head_dim, "head dimension D")->capture_default_str()->check(CLI::Range(1, 512));
+      ->transform(integer_in(1, 256));
+  cmd->add_option("--head-dim", options->head_dim, "head dimension D")->capture_default_str()->transform(positive_integer(512));
   cmd->add_flag("--causal", options->causal, "causal masking");
-  cmd->add_option("--seed", options->seed, "random seed")->capture_default_str();
+  cmd->add_option("--seed", options->seed, "random seed")
+      ->capture_default_str()
+      ->transform(integer_in(0, std::numeric_limits<std::int64_t>::max()));
   cmd->add_flag("--quiet,-q", options->quiet, "no progress line");
   cmd->callback([options] { demo(*options); });
 }

@@ -14,12 +14,26 @@
 namespace dilatron::cli {
 namespace {
 
-// The names, and only them (CLI11's CheckedTransformer also takes the enum's integers). A common other
-// spelling (`fp16`, `bfloat16`) is answered with the name meant.
 template <class Enum>
-CLI::Option* add_enum(CLI::App* cmd, const std::string& name, Enum& value,
-                      const std::vector<std::pair<std::string, Enum>>& names, const std::string& help,
-                      const std::vector<std::pair<std::string, std::string>>& spellings = {}) {
+using Names = std::vector<std::pair<std::string, Enum>>;
+using Spellings = std::vector<std::pair<std::string, std::string>>;  // a common other spelling -> the name meant
+
+// Why `text` is none of the names, or empty when it is one.
+template <class Enum>
+std::string name_problem(const std::string& text, const Names<Enum>& names, const Spellings& spellings) {
+  std::vector<std::string> keys;
+  for (const auto& [key, _] : names) keys.push_back(key);
+  if (std::find(keys.begin(), keys.end(), text) != keys.end()) return {};
+  for (const auto& [other, meant] : spellings) {
+    if (other == text) return fmt::format("{} not in {{{}}}; did you mean {}?", text, fmt::join(keys, ","), meant);
+  }
+  return fmt::format("{} not in {{{}}}", text, fmt::join(keys, ","));
+}
+
+// The names, and only them (CLI11's CheckedTransformer also takes the enum's integers).
+template <class Enum>
+CLI::Option* add_enum(CLI::App* cmd, const std::string& name, Enum& value, const Names<Enum>& names,
+                      const std::string& help, const Spellings& spellings = {}) {
   std::vector<std::string> keys;
   for (const auto& [key, _] : names) keys.push_back(key);
   auto assign = [&value, names](const std::string& text) {
@@ -27,18 +41,19 @@ CLI::Option* add_enum(CLI::App* cmd, const std::string& name, Enum& value,
       if (key == text) value = e;
     }
   };
-  auto check = [keys, spellings](std::string& text) -> std::string {
-    if (std::find(keys.begin(), keys.end(), text) != keys.end()) return {};
-    for (const auto& [other, meant] : spellings) {
-      if (other == text) return fmt::format("{} not in {{{}}}; did you mean {}?", text, fmt::join(keys, ","), meant);
-    }
-    return fmt::format("{} not in {{{}}}", text, fmt::join(keys, ","));
-  };
+  auto check = [names, spellings](std::string& text) { return name_problem(text, names, spellings); };
   return cmd->add_option_function<std::string>(name, assign, help)
       ->check(CLI::Validator(check, ""))
       ->type_name(fmt::format("{}", fmt::join(keys, "|")))
       ->default_str(std::string(to_string(value)));
 }
+
+const Names<DType> kGpuDtypes = {{"bf16", DType::bf16}, {"f16", DType::f16}};
+const Spellings kGpuDtypeSpellings = {{"fp16", "f16"}, {"float16", "f16"}, {"half", "f16"}, {"bfloat16", "bf16"},
+                                      {"fp32", "bf16 or f16 (the GPU kernels take 16-bit types)"},
+                                      {"float32", "bf16 or f16 (the GPU kernels take 16-bit types)"},
+                                      {"float", "bf16 or f16 (the GPU kernels take 16-bit types)"},
+                                      {"f32", "bf16 or f16 (the GPU kernels take 16-bit types)"}};
 
 // Why `text` is not an int64 as written, or empty when it is one (stored in `value`).
 std::string integer_problem(const std::string& text, std::int64_t& value) {
@@ -81,22 +96,24 @@ CLI::Validator positive() {
       "> 0");
 }
 
-CLI::Validator positive_integer(std::int64_t max) {
+CLI::Validator integer_in(std::int64_t low, std::int64_t high) {
   return CLI::Validator(
-      [max](std::string& text) -> std::string {
+      [low, high](std::string& text) -> std::string {
         std::int64_t value = 0;
         const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
-        if (error == std::errc() && end == text.data() + text.size() && value >= 1 && value <= max) {
+        if (error == std::errc() && end == text.data() + text.size() && value >= low && value <= high) {
           text = std::to_string(value);  // as read here: CLI11 would take "010" as octal 8
           return {};
         }
         if (error == std::errc::invalid_argument || end != text.data() + text.size()) {
-          return fmt::format("must be a whole number from 1 to {}, got '{}' (write it out in digits)", max, text);
+          return fmt::format("must be a whole number from {} to {}, got '{}' (write it out in digits)", low, high, text);
         }
-        return fmt::format("must be from 1 to {}, got '{}'", max, text);
+        return fmt::format("must be from {} to {}, got '{}'", low, high, text);
       },
-      "> 0");
+      high == std::numeric_limits<std::int64_t>::max() ? fmt::format(">= {}", low) : fmt::format("{}..{}", low, high));
 }
+
+CLI::Validator positive_integer(std::int64_t max) { return integer_in(1, max); }
 
 CLI::Validator within(double low, double high) {
   return CLI::Validator(
@@ -130,13 +147,15 @@ CLI::Option* add_mode(CLI::App* cmd, Mode& mode) {
 }
 
 CLI::Option* add_gpu_dtype(CLI::App* cmd, DType& dtype) {
-  return add_enum<DType>(cmd, "--dtype", dtype, {{"bf16", DType::bf16}, {"f16", DType::f16}},
-                         "element type of Q, K, V and O on the GPU",
-                         {{"fp16", "f16"}, {"float16", "f16"}, {"half", "f16"}, {"bfloat16", "bf16"},
-                          {"fp32", "bf16 or f16 (the GPU kernels take 16-bit types)"},
-                          {"float32", "bf16 or f16 (the GPU kernels take 16-bit types)"},
-                          {"float", "bf16 or f16 (the GPU kernels take 16-bit types)"},
-                          {"f32", "bf16 or f16 (the GPU kernels take 16-bit types)"}});
+  return add_enum<DType>(cmd, "--dtype", dtype, kGpuDtypes, "element type of Q, K, V and O on the GPU",
+                         kGpuDtypeSpellings);
+}
+
+DType parse_gpu_dtype(const std::string& text) {
+  if (const std::string problem = name_problem(text, kGpuDtypes, kGpuDtypeSpellings); !problem.empty()) {
+    throw Error("dtype " + problem);
+  }
+  return std::find_if(kGpuDtypes.begin(), kGpuDtypes.end(), [&](const auto& n) { return n.first == text; })->second;
 }
 
 void check_config_flags(const Config& config) {

@@ -13,6 +13,7 @@
 #include <string_view>
 
 #include "common/atomic_file.hpp"
+#include "common/log.hpp"
 #include "tools/commands.hpp"
 #include "tools/text.hpp"
 
@@ -63,6 +64,7 @@ std::optional<std::string> unknown_subcommand(const CLI::App& app, int argc, cha
 
 int main(int argc, char** argv) {
   dilatron::remove_temporaries_on_signals();  // Ctrl-C leaves no half-written .tmp files behind
+  dilatron::log::level();                     // a bad DILATRON_LOG is said at once, whatever the command
   CLI::App app{fmt::format("dilatron {}: LongNet-style dilated attention, JIT-compiled for NVIDIA GPUs", dilatron::kVersion),
                "dilatron"};
   app.require_subcommand(1);

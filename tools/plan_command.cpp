@@ -18,6 +18,9 @@
 namespace dilatron::cli {
 namespace {
 
+// Far beyond any machine, and it keeps the plan's O(P) figures (two per rank) within a few GB.
+constexpr int kMaxRanks = 1 << 24;
+
 struct PlanOptions {
   Config config;
   ring::Shape shape;
@@ -38,10 +41,10 @@ constexpr const char* kTimeModel =
     "ring: local compute + sum over steps of max(step compute, step transfer), transfers overlapping attention; "
     "all-gather: transfer, then compute; the slowest rank counts";
 
-ring::RingPlan build(const PlanOptions& o) {
+ring::Schedule build(const PlanOptions& o) {
   check_config_flags(o.config);
   try {
-    return ring::make_ring_plan(o.config, o.shape, o.ranks);
+    return ring::make_schedule(o.config, o.shape, o.ranks);
   } catch (const Error& e) {
     throw UsageError(e.what());  // every input came from a flag
   }
@@ -59,20 +62,25 @@ std::int64_t moved(const std::vector<RankCost>& costs) {
   return bytes;
 }
 
-nlohmann::json to_json(const PlanOptions& o, const std::vector<RankCost>& costs) {
-  nlohmann::json out = nlohmann::json::array();
-  for (const RankCost& c : costs) {
-    out.push_back({{"rank", c.rank},
-                   {"rows", c.rows},
-                   {"send_bytes", c.send_bytes},
-                   {"recv_bytes", c.recv_bytes},
-                   {"memory_bytes", c.memory_bytes},
-                   {"fits_gpu_memory", double(c.memory_bytes) <= gpu_memory_bytes(o)},
-                   {"steps", c.steps},
-                   {"flops", c.flops},
-                   {"predicted_ms", c.predicted_ms}});
+// One rank per line, printed as it goes: a million ranks never become one document in memory (and
+// fmt's shortest round-trip doubles are valid JSON numbers).
+void print_json_ranks(const PlanOptions& o, const std::vector<RankCost>& costs, std::string_view indent) {
+  fmt::print("[");
+  for (std::size_t p = 0; p < costs.size(); ++p) {
+    const RankCost& c = costs[p];
+    fmt::print("{}\n{}  {{\"rank\":{},\"rows\":{},\"send_bytes\":{},\"recv_bytes\":{},\"memory_bytes\":{},"
+               "\"fits_gpu_memory\":{},\"steps\":{},\"flops\":{},\"predicted_ms\":{}}}",
+               p == 0 ? "" : ",", indent, c.rank, c.rows, c.send_bytes, c.recv_bytes, c.memory_bytes,
+               double(c.memory_bytes) <= gpu_memory_bytes(o), c.steps, c.flops, c.predicted_ms);
   }
-  return out;
+  fmt::print("\n{}]", indent);
+}
+
+// An object's text (indented by two) without its closing line, for more members to follow.
+std::string open_object(const nlohmann::json& members) {
+  std::string text = json_text(members, 2);
+  text.resize(text.size() - 2);  // "\n}"
+  return text;
 }
 
 std::string size_text(double bytes) {
@@ -104,14 +112,14 @@ std::vector<std::size_t> shown_ranks(const std::vector<RankCost>& ring) {
   return rows;
 }
 
-void print_text(const PlanOptions& o, const ring::RingPlan& plan, const std::vector<RankCost>& ring,
+void print_text(const PlanOptions& o, const ring::Schedule& plan, const std::vector<RankCost>& ring,
                 const std::vector<RankCost>& gather) {
   const ring::Shape& s = plan.shape;
   fmt::print("ring plan: N={} over {} ranks, B={} H={} Hkv={} D={} {}, {} mode, segments {} dilations {}{}\n", s.seq_len,
              plan.ranks, s.batch, s.heads, s.kv_heads, s.head_dim, to_string(s.dtype), to_string(o.config.mode),
              fmt::join(o.config.segments, ","), fmt::join(o.config.dilations, ","), o.config.causal ? ", causal" : "");
   fmt::print("{} exchange step(s) after the local step 0, {} block(s) of segments spanning ranks\n\n", plan.steps,
-             plan.blocks.size());
+             plan.block_count);
   // A memory figure above --gpu-memory-gb is marked '!'; times in fixed width whatever the model's figures.
   auto memory = [&](std::int64_t bytes) {
     return size_text(double(bytes)) + (double(bytes) > gpu_memory_bytes(o) ? "!" : " ");
@@ -147,28 +155,50 @@ void print_text(const PlanOptions& o, const ring::RingPlan& plan, const std::vec
   }
 }
 
-void plan_command(const PlanOptions& o) {
-  const ring::RingPlan plan = build(o);
-  const std::vector<RankCost> ring = ring_costs(plan, o.model), gather = all_gather_costs(plan, o.model, ring);
-  if (!o.json) return print_text(o, plan, ring, gather);
-  const nlohmann::json out = {
+void print_json(const PlanOptions& o, const ring::Schedule& plan, const std::vector<RankCost>& ring,
+                const std::vector<RankCost>& gather) {
+  const nlohmann::json head = {
       {"ranks", plan.ranks},
       {"steps", plan.steps},
-      {"blocks", plan.blocks.size()},
+      {"blocks", plan.block_count},
       {"shape", {{"batch", o.shape.batch}, {"seq_len", o.shape.seq_len}, {"heads", o.shape.heads},
                  {"kv_heads", o.shape.kv_heads}, {"head_dim", o.shape.head_dim}, {"dtype", to_string(o.shape.dtype)}}},
       {"config", {{"segments", o.config.segments}, {"dilations", o.config.dilations},
                   {"mode", to_string(o.config.mode)}, {"causal", o.config.causal}}},
-      {"per_rank", to_json(o, ring)},
       {"gpu_memory_bytes", gpu_memory_bytes(o)},
       {"ranks_over_gpu_memory", ranks_over_memory(o, ring)},
       {"bytes_moved", moved(ring)},
       {"predicted_ms", slowest(ring)},
-      {"all_gather", {{"per_rank", to_json(o, gather)}, {"bytes_moved", moved(gather)}, {"predicted_ms", slowest(gather)}}},
       {"model", {{"tflops", o.model.tflops}, {"gpus_per_node", o.model.gpus_per_node},
                  {"nvlink_gbs", o.model.nvlink_gbs}, {"network_gbs", o.model.network_gbs}, {"time", kTimeModel}}},
   };
-  fmt::print("{}\n", json_text(out));
+  fmt::print("{},\n  \"per_rank\": ", open_object(head));
+  print_json_ranks(o, ring, "  ");
+  fmt::print(",\n  \"all_gather\": {{\n    \"bytes_moved\": {},\n    \"predicted_ms\": {},\n    \"per_rank\": ",
+             moved(gather), json_text(slowest(gather), -1));
+  print_json_ranks(o, gather, "    ");
+  fmt::print("\n  }}\n}}\n");
+}
+
+// The costs walk every message, g(g - 1) in a group of g ranks: a schedule with more than this many is
+// refused before any work (a billion take about a minute on two cores).
+constexpr double kMaxMessages = 1e9;
+
+void check_size(const ring::Schedule& plan) {
+  double messages = 0;
+  int largest = 0;
+  for (const ring::Group& g : plan.groups) messages += double(g.size) * double(g.size - 1), largest = std::max(largest, g.size);
+  if (messages <= kMaxMessages) return;
+  throw UsageError(fmt::format("plan: segments spanning up to {} ranks make {:.3g} messages; at most {:.0e} are costed: "
+                               "use fewer ranks or shorter segments", largest, messages, kMaxMessages));
+}
+
+void plan_command(const PlanOptions& o) {
+  const ring::Schedule plan = build(o);
+  check_size(plan);
+  const std::vector<RankCost> ring = ring_costs(plan, o.model), gather = all_gather_costs(plan, o.model, ring);
+  if (o.json) return print_json(o, plan, ring, gather);
+  print_text(o, plan, ring, gather);
 }
 
 }  // namespace
@@ -177,7 +207,7 @@ void add_plan(CLI::App& app) {
   auto o = std::make_shared<PlanOptions>();
   o->shape.kv_heads = 0;
   CLI::App* cmd = app.add_subcommand("plan", "Show the ring schedule over P ranks: bytes, memory and predicted time per rank");
-  cmd->add_option("--ranks", o->ranks, "ranks P (GPUs) sharing the sequence")->required()->transform(positive_integer(std::numeric_limits<int>::max()));
+  cmd->add_option("--ranks", o->ranks, "ranks P (GPUs) sharing the sequence, at most 2^24")->required()->transform(positive_integer(kMaxRanks));
   cmd->add_option("--seq-len", o->shape.seq_len, "sequence length N")->required()->transform(positive_integer());
   cmd->add_option("--heads", o->shape.heads, "query heads H")->required()->transform(positive_integer());
   cmd->add_option("--kv-heads", o->shape.kv_heads, "key/value heads, dividing H (default: H)")->transform(positive_integer());

@@ -1,6 +1,8 @@
 #include "tools/ring_model.hpp"
 
 #include <algorithm>
+#include <limits>
+#include <thread>
 
 #include "templates/dilatron/index.cuh"
 
@@ -8,7 +10,6 @@ namespace dilatron::cli {
 namespace {
 
 using i64 = std::int64_t;
-using ring::RingPlan;
 
 double pairs_among(i64 rows, bool causal) {
   const double n = double(rows);
@@ -22,18 +23,12 @@ i64 selected_between(i64 seg_begin, i64 from, i64 to, i64 o, i64 r) {
 
 // Pairs among the selected rows of `rows`, segment by segment: a piece of a segment at each end and
 // whole segments between, so a billion-row shard costs three terms.
-double local_pairs(ring::RowRange rows, i64 w, i64 o, i64 r, bool causal) {
+double pairs_within(ring::RowRange rows, i64 w, i64 o, i64 r, bool causal) {
   const i64 first = rows.begin / w, last = (rows.end - 1) / w;
   if (first == last) return pairs_among(selected_between(first * w, rows.begin, rows.end, o, r), causal);
   return pairs_among(selected_between(first * w, rows.begin, (first + 1) * w, o, r), causal) +
          double(last - first - 1) * pairs_among(index::selected_count(w, o, r), causal) +
          pairs_among(selected_between(last * w, last * w, rows.end, o, r), causal);
-}
-
-i64 head_offset(const RingPlan& plan, i64 h, int branch) {
-  const int mode = plan.config.mode == Mode::longnet ? index::kLongnet : index::kHeadGroups;
-  return index::branch_offset(mode, h, plan.shape.heads, branch, i64(plan.config.branches()),
-                              plan.config.dilations[std::size_t(branch)]);
 }
 
 double link_gbs(int a, int b, const LinkModel& m) {
@@ -42,88 +37,88 @@ double link_gbs(int a, int b, const LinkModel& m) {
 double transfer_ms(i64 bytes, double gbs) { return double(bytes) / (gbs * 1e6); }
 double compute_ms(double flops, const LinkModel& m) { return flops / (m.tflops * 1e9); }
 
-double flops_per_pair(const RingPlan& plan) { return 4.0 * double(plan.shape.head_dim) * double(plan.shape.batch); }
+double flops_per_pair(const ring::Schedule& s) { return 4.0 * double(s.shape.head_dim) * double(s.shape.batch); }
 
 }  // namespace
 
-RankPairs rank_pairs(const RingPlan& plan, int rank) {
-  const ring::RankPlan& rp = plan.per_rank[std::size_t(rank)];
-  const ring::Shape& s = plan.shape;
-  RankPairs out{0, std::vector<double>(std::size_t(plan.steps) + 1, 0.0)};
-  for (i64 h = 0; h < s.heads; ++h) {
-    for (int i = 0; i < int(plan.config.branches()); ++i) {
-      const i64 o = head_offset(plan, h, i);
-      if (o >= 0) out.local += local_pairs(rp.rows, plan.config.segments[std::size_t(i)], o, plan.config.dilations[std::size_t(i)], plan.config.causal);
-    }
-  }
-  // A received block holds rows before this rank's when causal (the plan sends no others), so each of
-  // its keys is visible to each query of the same (kv head, offset).
-  for (const ring::Compute& x : rp.computes) {
-    const ring::Block& b = plan.blocks[std::size_t(x.block)];
-    const i64 w = plan.config.segments[std::size_t(b.branch)], r = plan.config.dilations[std::size_t(b.branch)];
-    const i64 seg_begin = index::segment_begin(b.segment, w), seg_end = index::segment_end(b.segment, w, s.seq_len);
-    const i64 from = std::max(rp.rows.begin, seg_begin), to = std::min(rp.rows.end, seg_end);
-    for (i64 h = 0; h < s.heads; ++h) {
-      const i64 o = head_offset(plan, h, b.branch), kv = index::kv_head(h, s.heads, s.kv_heads);
-      const auto part = std::find_if(b.parts.begin(), b.parts.end(),
-                                     [&](const ring::Block::Part& p) { return p.kv_head == kv && p.offset == o; });
-      if (o < 0 || part == b.parts.end()) continue;
-      out.per_step[std::size_t(x.step)] += double(selected_between(seg_begin, from, to, o, r)) * double(part->rows);
+double local_pairs(const ring::Schedule& s, ring::RowRange rows) {
+  double out = 0;
+  for (std::size_t i = 0; i < s.config.branches(); ++i) {
+    for (const ring::OffsetReaders& o : s.readers[i]) {
+      out += double(o.query_heads) * pairs_within(rows, s.config.segments[i], o.offset, s.config.dilations[i], s.config.causal);
     }
   }
   return out;
 }
 
-std::vector<RankCost> ring_costs(const RingPlan& plan, const LinkModel& model) {
-  std::vector<RankCost> out;
-  for (const ring::RankPlan& rp : plan.per_rank) {
-    const RankPairs pairs = rank_pairs(plan, rp.rank);
-    std::vector<double> send_ms(pairs.per_step.size(), 0.0), recv_ms(pairs.per_step.size(), 0.0);
-    std::vector<bool> active(pairs.per_step.size(), false);
-    for (const ring::Transfer& t : rp.sends) {
-      send_ms[std::size_t(t.step)] += transfer_ms(plan.blocks[std::size_t(t.block)].bytes, link_gbs(rp.rank, t.peer, model));
-      active[std::size_t(t.step)] = true;
+RankCost ring_cost(const ring::Schedule& s, const ring::RankPlan& rp, const LinkModel& model) {
+  const double local = local_pairs(s, rp.rows);
+  double pairs = local, ms = compute_ms(flops_per_pair(s) * local, model);
+  int steps = 0;
+  // Step by step through the three lists, each in step order: attention on the blocks received, and
+  // the transfers each way. Steps the rank takes no part in cost nothing.
+  std::size_t c = 0, out = 0, in = 0;
+  while (c < rp.computes.size() || out < rp.sends.size() || in < rp.receives.size()) {
+    int step = std::numeric_limits<int>::max();
+    if (c < rp.computes.size()) step = std::min(step, rp.computes[c].step);
+    if (out < rp.sends.size()) step = std::min(step, rp.sends[out].step);
+    if (in < rp.receives.size()) step = std::min(step, rp.receives[in].step);
+    double attention = 0, send_ms = 0, recv_ms = 0;
+    for (; c < rp.computes.size() && rp.computes[c].step == step; ++c) attention += rp.computes[c].pairs;
+    for (; out < rp.sends.size() && rp.sends[out].step == step; ++out) {
+      send_ms += transfer_ms(rp.sends[out].bytes, link_gbs(rp.rank, rp.sends[out].peer, model));
     }
-    for (const ring::Transfer& t : rp.receives) {
-      recv_ms[std::size_t(t.step)] += transfer_ms(plan.blocks[std::size_t(t.block)].bytes, link_gbs(rp.rank, t.peer, model));
-      active[std::size_t(t.step)] = true;
+    for (; in < rp.receives.size() && rp.receives[in].step == step; ++in) {
+      recv_ms += transfer_ms(rp.receives[in].bytes, link_gbs(rp.rank, rp.receives[in].peer, model));
     }
-    double all_pairs = pairs.local, ms = compute_ms(flops_per_pair(plan) * pairs.local, model);
-    for (std::size_t t = 1; t < pairs.per_step.size(); ++t) {
-      all_pairs += pairs.per_step[t];
-      ms += std::max(compute_ms(flops_per_pair(plan) * pairs.per_step[t], model), std::max(send_ms[t], recv_ms[t]));
-    }
-    out.push_back({rp.rank, rp.rows.size(), rp.send_bytes, rp.recv_bytes, rp.memory_bytes,
-                   int(std::count(active.begin(), active.end(), true)),
-                   flops_per_pair(plan) * all_pairs, ms});
+    pairs += attention;
+    ms += std::max(compute_ms(flops_per_pair(s) * attention, model), std::max(send_ms, recv_ms));
+    ++steps;
   }
+  return {rp.rank, rp.rows.size(), rp.send_bytes, rp.recv_bytes, rp.memory_bytes, steps, flops_per_pair(s) * pairs, ms};
+}
+
+std::vector<RankCost> ring_costs(const ring::Schedule& s, const LinkModel& model) {
+  // Ranks in contiguous slices, one per core, each walked in order by its own planner.
+  std::vector<RankCost> out(std::size_t(s.ranks));
+  const int slices = int(std::clamp<i64>(std::thread::hardware_concurrency(), 1, std::max(1, s.ranks / 4096)));
+  auto cost_slice = [&](int k) {
+    ring::RankPlanner planner(s);
+    for (int p = int(i64(s.ranks) * k / slices); p < int(i64(s.ranks) * (k + 1) / slices); ++p) {
+      out[std::size_t(p)] = ring_cost(s, planner.plan(p), model);
+    }
+  };
+  std::vector<std::jthread> threads;
+  for (int k = 1; k < slices; ++k) threads.emplace_back(cost_slice, k);
+  cost_slice(0);
   return out;
 }
 
-std::vector<RankCost> all_gather_costs(const RingPlan& plan, const LinkModel& model, const std::vector<RankCost>& ring) {
+std::vector<RankCost> all_gather_costs(const ring::Schedule& plan, const LinkModel& model,
+                                       const std::vector<RankCost>& ring) {
   const ring::Shape& s = plan.shape;
   const i64 elem = i64(dtype_size(s.dtype)), kv_row = s.kv_heads * s.head_dim * 2 * elem * s.batch;
   // Per node: its ranks and rows, so that each rank's sums over its peers (on its node at NVLink speed,
   // elsewhere at network speed) take constant time: the plan of a million ranks stays linear.
   const int nodes = (plan.ranks + model.gpus_per_node - 1) / model.gpus_per_node;
   std::vector<i64> node_rows(std::size_t(nodes), 0), node_ranks(std::size_t(nodes), 0);
-  for (const ring::RankPlan& rp : plan.per_rank) {
-    node_rows[std::size_t(rp.rank / model.gpus_per_node)] += rp.rows.size();
-    node_ranks[std::size_t(rp.rank / model.gpus_per_node)] += 1;
+  for (const RankCost& c : ring) {
+    node_rows[std::size_t(c.rank / model.gpus_per_node)] += c.rows;
+    node_ranks[std::size_t(c.rank / model.gpus_per_node)] += 1;
   }
   std::vector<RankCost> out;
-  for (const ring::RankPlan& rp : plan.per_rank) {
-    const i64 rows = rp.rows.size();
-    const std::size_t node = std::size_t(rp.rank / model.gpus_per_node);
+  out.reserve(ring.size());
+  for (const RankCost& c : ring) {
+    const i64 rows = c.rows;
+    const std::size_t node = std::size_t(c.rank / model.gpus_per_node);
     const i64 near_peers = node_ranks[node] - 1, far_peers = plan.ranks - node_ranks[node];
     const i64 near_rows = node_rows[node] - rows, far_rows = s.seq_len - node_rows[node];
     const double send_ms = double(near_peers) * transfer_ms(rows * kv_row, model.nvlink_gbs) +
                            double(far_peers) * transfer_ms(rows * kv_row, model.network_gbs);
     const double recv_ms = transfer_ms(near_rows * kv_row, model.nvlink_gbs) + transfer_ms(far_rows * kv_row, model.network_gbs);
     const i64 memory = s.batch * (rows * s.heads * s.head_dim * elem * 2 + rows * s.heads * 4) + s.seq_len * kv_row;
-    const double flops = ring[std::size_t(rp.rank)].flops;
-    out.push_back({rp.rank, rows, rows * (plan.ranks - 1) * kv_row, (s.seq_len - rows) * kv_row, memory, plan.ranks - 1,
-                   flops, std::max(send_ms, recv_ms) + compute_ms(flops, model)});
+    out.push_back({c.rank, rows, rows * (plan.ranks - 1) * kv_row, (s.seq_len - rows) * kv_row, memory, plan.ranks - 1,
+                   c.flops, std::max(send_ms, recv_ms) + compute_ms(c.flops, model)});
   }
   return out;
 }

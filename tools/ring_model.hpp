@@ -26,13 +26,9 @@ struct LinkModel {
   double network_gbs = 50;   // per GPU, per direction, across nodes
 };
 
-// Attended query-key pairs of one rank for one batch element: among its own rows (step 0), then with
-// the blocks it receives in each step (index = step). Doubles: a single rank can attend more than 2^63.
-struct RankPairs {
-  double local = 0;
-  std::vector<double> per_step;
-};
-RankPairs rank_pairs(const ring::RingPlan& plan, int rank);
+// Attended query-key pairs per batch element among the rows of one rank (step 0). A double: a single
+// rank can attend more than 2^63. Those with received blocks are the plan's (ring::Compute::pairs).
+double local_pairs(const ring::Schedule& schedule, ring::RowRange rows);
 
 struct RankCost {
   int rank = 0;
@@ -41,12 +37,15 @@ struct RankCost {
   double flops = 0, predicted_ms = 0;
 };
 
-std::vector<RankCost> ring_costs(const ring::RingPlan& plan, const LinkModel& model);
+RankCost ring_cost(const ring::Schedule& schedule, const ring::RankPlan& rank, const LinkModel& model);
+
+// Every rank's, in rank order; one rank plan at a time, so memory stays O(P) at any P.
+std::vector<RankCost> ring_costs(const ring::Schedule& schedule, const LinkModel& model);
 
 // Every rank receives the other ranks' K and V whole and holds full K/V, its Q and O shards and LSE
 // (no fp32 accumulator: with every key present, the rank's attention runs as on one device). A ring
 // all-gather takes ranks - 1 steps; the attention FLOPs equal the ring's (`ring`, from ring_costs).
-std::vector<RankCost> all_gather_costs(const ring::RingPlan& plan, const LinkModel& model,
+std::vector<RankCost> all_gather_costs(const ring::Schedule& schedule, const LinkModel& model,
                                        const std::vector<RankCost>& ring);
 
 }  // namespace dilatron::cli

@@ -264,10 +264,10 @@ void add_tune(CLI::App& app) {
       ->type_name("MxNxWxS,...");
   cmd->add_option("--iters", o->timing.iters, "timed runs per candidate (the median counts)")
       ->capture_default_str()
-      ->check(CLI::Range(20, 10000));
-  cmd->add_option("--warmup", o->timing.warmup, "untimed runs per candidate first")->capture_default_str()->check(CLI::Range(1, 1000));
+      ->transform(integer_in(20, 10000));
+  cmd->add_option("--warmup", o->timing.warmup, "untimed runs per candidate first")->capture_default_str()->transform(integer_in(1, 1000));
   cmd->add_option("--jobs", o->jobs, "parallel compilations (default: $DILATRON_COMPILE_JOBS, else hardware threads)")
-      ->check(CLI::Range(1u, 256u));
+      ->transform(integer_in(1, 256));
   cmd->add_option("--cache-dir", o->cache_dir,
                   "cache directory holding kernels and tuning.json (default: $DILATRON_CACHE_DIR, else "
                   "$XDG_CACHE_HOME/dilatron, else ~/.cache/dilatron)");

@@ -72,7 +72,7 @@ autotune::Workload from_json(const nlohmann::json& j, const std::string& where, 
     w.config.mode = parse_mode(j.value("mode", "longnet"));
     w.config.causal = j.value("causal", false);
     if (j.contains("head_dim")) w.head_dim = int(json_integer(j["head_dim"], "head_dim", std::numeric_limits<int>::max()));
-    w.dtype = parse_dtype(j.value("dtype", "bf16"));
+    w.dtype = parse_gpu_dtype(j.value("dtype", "bf16"));
     w.arch = arch;
     validate_config(w.config);
     autotune::required_kernels(w);

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <iterator>
+#include <limits>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -43,28 +44,40 @@ void validate(const Config& config, const Shape& s, int ranks) {
   }
 }
 
-struct KvOffset {
-  i64 kv_head, offset;
-  auto operator<=>(const KvOffset&) const = default;
-};
-
-// The (kv head, offset) pairs the query heads of one branch read; sorted, distinct.
-std::vector<KvOffset> needed_pairs(const Config& config, const Shape& s, int branch) {
-  const int mode = config.mode == Mode::longnet ? index::kLongnet : index::kHeadGroups;
-  std::vector<KvOffset> out;
-  for (i64 h = 0; h < s.heads; ++h) {
-    const i64 offset = index::branch_offset(mode, h, s.heads, branch, i64(config.branches()), config.dilations[branch]);
-    if (offset >= 0) out.push_back({index::kv_head(h, s.heads, s.kv_heads), offset});
+// The (kv head, offset) pairs the query heads of one branch read, sorted and distinct, and who reads each
+// offset.
+void add_readers(Schedule& s, int branch) {
+  const int mode = s.config.mode == Mode::longnet ? index::kLongnet : index::kHeadGroups;
+  std::vector<KvOffset> pairs;
+  std::vector<i64> offsets;  // of every query head taking part
+  for (i64 h = 0; h < s.shape.heads; ++h) {
+    const i64 offset = index::branch_offset(mode, h, s.shape.heads, branch, i64(s.config.branches()),
+                                            s.config.dilations[std::size_t(branch)]);
+    if (offset < 0) continue;
+    pairs.push_back({index::kv_head(h, s.shape.heads, s.shape.kv_heads), offset});
+    offsets.push_back(offset);
   }
-  std::sort(out.begin(), out.end());
-  out.erase(std::unique(out.begin(), out.end()), out.end());
-  return out;
+  std::sort(pairs.begin(), pairs.end());
+  pairs.erase(std::unique(pairs.begin(), pairs.end()), pairs.end());
+  std::sort(offsets.begin(), offsets.end());
+  std::vector<OffsetReaders> readers;
+  for (const i64 o : offsets) {
+    if (readers.empty() || readers.back().offset != o) readers.push_back({o, 0, 0});
+    ++readers.back().query_heads;
+  }
+  for (OffsetReaders& x : readers) {
+    x.kv_heads = std::count_if(pairs.begin(), pairs.end(), [&](const KvOffset& p) { return p.offset == x.offset; });
+  }
+  s.pairs.push_back(std::move(pairs));
+  s.readers.push_back(std::move(readers));
 }
+
+i64 selected_before(i64 seg_begin, i64 row, i64 offset, i64 r) { return index::selected_count(row - seg_begin, offset, r); }
 
 // Selected rows of `offset` within [rows.begin, rows.end), a piece of the segment starting at seg_begin.
 Block::Part selected_part(i64 seg_begin, RowRange rows, KvOffset p, i64 r) {
-  const i64 before = index::selected_count(rows.begin - seg_begin, p.offset, r);
-  const i64 count = index::selected_count(rows.end - seg_begin, p.offset, r) - before;
+  const i64 before = selected_before(seg_begin, rows.begin, p.offset, r);
+  const i64 count = selected_before(seg_begin, rows.end, p.offset, r) - before;
   return {p.kv_head, p.offset, seg_begin + p.offset + before * r, count};
 }
 
@@ -80,82 +93,179 @@ std::vector<i64> spanning_segments(i64 n, int ranks, i64 w) {
   return out;
 }
 
-// Whether some query row `receiver` holds of the segment can attend a key of `sent`: a part is useful
-// to the query heads reading its (kv head, offset), and those select the rows of the same offset.
-bool receiver_attends(const Block& sent, RowRange receiver, i64 seg_begin, i64 r) {
-  return std::any_of(sent.parts.begin(), sent.parts.end(), [&](const Block::Part& p) {
-    return selected_part(seg_begin, receiver, {p.kv_head, p.offset}, r).rows > 0;
-  });
+RowRange segment_rows(const Schedule& s, const Group& g) {
+  const i64 w = s.config.segments[std::size_t(g.branch)];
+  return {index::segment_begin(g.segment, w), index::segment_end(g.segment, w, s.shape.seq_len)};
 }
 
-// Members of one spanning segment: ranks first .. first + size - 1, their blocks consecutive from
-// first_block (position i of the group is rank first + i, block first_block + i).
-struct Group {
-  int first_block, first_rank, size;
-};
+i64 row_bytes(const Shape& s) { return s.batch * 2 * s.head_dim * i64(dtype_size(s.dtype)); }
 
-Group add_group(RingPlan& plan, int branch, i64 segment, const std::vector<KvOffset>& pairs) {
-  const i64 n = plan.shape.seq_len, w = plan.config.segments[branch], r = plan.config.dilations[branch];
-  const RowRange seg{index::segment_begin(segment, w), index::segment_end(segment, w, n)};
-  const int first = owner(seg.begin, n, plan.ranks), last = owner(seg.end - 1, n, plan.ranks);
-  const i64 row_bytes = plan.shape.batch * 2 * plan.shape.head_dim * i64(dtype_size(plan.shape.dtype));
-  const Group group{int(plan.blocks.size()), first, last - first + 1};
-  for (int m = first; m <= last; ++m) {
-    const RowRange held = shard(n, plan.ranks, m);
-    Block b{branch, segment, m, {std::max(held.begin, seg.begin), std::min(held.end, seg.end)}, {}, 0};
-    for (const KvOffset& p : pairs) {
-      const Block::Part part = selected_part(seg.begin, b.rows_held, p, r);
-      if (part.rows == 0) continue;
-      b.parts.push_back(part);
-      b.bytes += part.rows * row_bytes;
+constexpr auto by_step = [](const auto& a, const auto& b) { return std::pair(a.step, a.block) < std::pair(b.step, b.block); };
+
+}  // namespace
+
+Schedule make_schedule(const Config& config, const Shape& shape, int ranks) {
+  validate(config, shape, ranks);
+  Schedule s{config, shape, ranks, 0, 0, {}, {}, {}};
+  for (int i = 0; i < int(config.branches()); ++i) {
+    add_readers(s, i);
+    for (const i64 segment : spanning_segments(shape.seq_len, ranks, config.segments[std::size_t(i)])) {
+      Group g{i, segment, 0, 0, s.block_count};
+      const RowRange seg = segment_rows(s, g);
+      g.first_rank = owner(seg.begin, shape.seq_len, ranks);
+      g.size = owner(seg.end - 1, shape.seq_len, ranks) - g.first_rank + 1;
+      if (s.block_count > std::numeric_limits<int>::max() - g.size) {
+        throw Error(fmt::format("ring plan: more than {} blocks over {} ranks", std::numeric_limits<int>::max(), ranks));
+      }
+      s.block_count += g.size;
+      s.steps = std::max(s.steps, g.size - 1);
+      s.groups.push_back(g);
     }
-    plan.blocks.push_back(std::move(b));
   }
-  return group;
+  return s;
 }
 
-// Steps 1..g-1: position i sends to (i + t) mod g. With causal masking only later positions can use a
-// block; empty blocks and blocks no query of the receiver attends stay home.
-void schedule(RingPlan& plan, const Group& g) {
-  const Block& any = plan.blocks[g.first_block];
-  const i64 seg_begin = index::segment_begin(any.segment, plan.config.segments[any.branch]);
-  const i64 r = plan.config.dilations[any.branch];
+RankPlanner::RankPlanner(const Schedule& schedule)
+    : schedule_(schedule), members_(schedule.config.branches()), branch_begin_{0} {
+  for (int branch = 0; branch < int(schedule.config.branches()); ++branch) {
+    int end = branch_begin_.back();
+    while (end < int(schedule.groups.size()) && schedule.groups[std::size_t(end)].branch == branch) ++end;
+    cursor_.push_back(branch_begin_.back());
+    branch_begin_.push_back(end);
+  }
+}
+
+const RankPlanner::Members& RankPlanner::members(int group) {
+  const Group& g = schedule_.groups[std::size_t(group)];
+  Members& out = members_[std::size_t(g.branch)];
+  if (out.group == group) return out;
+  const Shape& s = schedule_.shape;
+  const RowRange seg = segment_rows(schedule_, g);
+  const i64 r = schedule_.config.dilations[std::size_t(g.branch)];
+  out.group = group;
+  out.held.clear();
+  out.bytes.clear();
+  out.selected.clear();
+  for (int m = 0; m < g.size; ++m) {
+    const RowRange rows = shard(s.seq_len, schedule_.ranks, g.first_rank + m);
+    const RowRange held{std::max(rows.begin, seg.begin), std::min(rows.end, seg.end)};
+    i64 bytes = 0;
+    for (const OffsetReaders& o : schedule_.readers[std::size_t(g.branch)]) {
+      const i64 selected = selected_before(seg.begin, held.end, o.offset, r) - selected_before(seg.begin, held.begin, o.offset, r);
+      out.selected.push_back(selected);
+      bytes += selected * o.kv_heads * row_bytes(s);
+    }
+    out.held.push_back(held);
+    out.bytes.push_back(bytes);
+  }
+  return out;
+}
+
+Block RankPlanner::block(int index) {
+  if (index < 0 || index >= schedule_.block_count) throw Error(fmt::format("ring plan: no block {}", index));
+  const auto after = std::upper_bound(schedule_.groups.begin(), schedule_.groups.end(), index,
+                                      [](int b, const Group& g) { return b < g.first_block; });
+  const Group& g = *std::prev(after);
+  const Members& m = members(int(std::prev(after) - schedule_.groups.begin()));
+  const std::size_t i = std::size_t(index - g.first_block);
+  const RowRange seg = segment_rows(schedule_, g);
+  Block b{g.branch, g.segment, g.first_rank + int(i), m.held[i], {}, m.bytes[i]};
+  for (const KvOffset& p : schedule_.pairs[std::size_t(g.branch)]) {
+    const Block::Part part = selected_part(seg.begin, m.held[i], p, schedule_.config.dilations[std::size_t(g.branch)]);
+    if (part.rows > 0) b.parts.push_back(part);
+  }
+  return b;
+}
+
+int RankPlanner::first_group_holding(int branch, int rank) {
+  // A branch's groups are in segment order, so their first and last ranks both ascend.
+  const auto begin = schedule_.groups.begin(), end = begin + branch_begin_[std::size_t(branch) + 1];
+  auto before = [rank](const Group& g) { return g.first_rank + g.size - 1 < rank; };
+  int& at = cursor_[std::size_t(branch)];
+  if (rank < last_rank_) at = int(std::partition_point(begin + branch_begin_[std::size_t(branch)], end, before) - begin);
+  while (begin + at != end && before(begin[at])) ++at;
+  return at;
+}
+
+// Steps 1..g-1 of one group: position i sends to (i + t) mod g. A block travels only where some query of
+// the receiver reads one of its (kv head, offset) parts; with causal masking only to later positions.
+void RankPlanner::add_messages(int group, int rank) {
+  const Group& g = schedule_.groups[std::size_t(group)];
+  const Members& m = members(group);
+  const std::vector<OffsetReaders>& o = schedule_.readers[std::size_t(g.branch)];
+  const std::size_t offsets = o.size();
+  const bool causal = schedule_.config.causal;
+  auto attends = [&](int sent, int receiver) {
+    for (std::size_t k = 0; k < offsets; ++k) {
+      if (m.selected[std::size_t(sent) * offsets + k] > 0 && m.selected[std::size_t(receiver) * offsets + k] > 0) return true;
+    }
+    return false;
+  };
+  // Every key of a received block is visible to every query of the same offset: causal sends go forward.
+  auto pairs = [&](int sent, int receiver) {
+    double n = 0;
+    for (std::size_t k = 0; k < offsets; ++k) {
+      n += double(o[k].query_heads) * double(m.selected[std::size_t(sent) * offsets + k]) *
+           double(m.selected[std::size_t(receiver) * offsets + k]);
+    }
+    return n;
+  };
+  const int i = rank - g.first_rank;
   for (int t = 1; t < g.size; ++t) {
-    for (int i = 0; i < g.size; ++i) {
-      const int j = (i + t) % g.size;
-      if (plan.config.causal && j < i) continue;
-      const int block = g.first_block + i;
-      const Block& sent = plan.blocks[block];
-      if (sent.bytes == 0 || !receiver_attends(sent, plan.blocks[g.first_block + j].rows_held, seg_begin, r)) continue;
-      const int from = g.first_rank + i, to = g.first_rank + j;
-      plan.per_rank[from].sends.push_back({t, to, block});
-      plan.per_rank[to].receives.push_back({t, from, block});
-      plan.per_rank[to].computes.push_back({t, block});
+    const int to = (i + t) % g.size, from = (i - t + g.size) % g.size;
+    if ((!causal || to > i) && attends(i, to)) {
+      plan_.sends.push_back({t, g.first_rank + to, g.first_block + i, m.bytes[std::size_t(i)]});
+      plan_.send_bytes += m.bytes[std::size_t(i)];
+    }
+    if ((!causal || from < i) && attends(from, i)) {
+      plan_.receives.push_back({t, g.first_rank + from, g.first_block + from, m.bytes[std::size_t(from)]});
+      plan_.computes.push_back({t, g.first_block + from, pairs(from, i)});
+      plan_.recv_bytes += m.bytes[std::size_t(from)];
     }
   }
-  plan.steps = std::max(plan.steps, g.size - 1);
 }
 
-void finish_rank(RingPlan& plan, RankPlan& rp) {
-  // One order on both ends of every pair of ranks: messages between two ranks in one step match in
-  // the order they are posted (NCCL), so sender and receiver both sort by (step, block).
-  auto by_step = [](const auto& a, const auto& b) { return std::pair(a.step, a.block) < std::pair(b.step, b.block); };
-  std::sort(rp.sends.begin(), rp.sends.end(), by_step);
-  std::sort(rp.receives.begin(), rp.receives.end(), by_step);
-  std::sort(rp.computes.begin(), rp.computes.end(), by_step);
-  std::vector<i64> per_step(std::size_t(plan.steps) + 1, 0);
-  for (const Transfer& s : rp.sends) rp.send_bytes += plan.blocks[s.block].bytes;
-  for (const Transfer& r : rp.receives) {
-    rp.recv_bytes += plan.blocks[r.block].bytes;
-    per_step[std::size_t(r.step)] += plan.blocks[r.block].bytes;
+const RankPlan& RankPlanner::plan(int rank) {
+  const Schedule& s = schedule_;
+  if (rank < 0 || rank >= s.ranks) throw Error(fmt::format("ring plan: no rank {} of {}", rank, s.ranks));
+  RankPlan& rp = plan_;
+  rp.rank = rank;
+  rp.rows = shard(s.shape.seq_len, s.ranks, rank);
+  rp.sends.clear();
+  rp.receives.clear();
+  rp.computes.clear();
+  rp.send_bytes = rp.recv_bytes = 0;
+  // One order on both ends of every pair of ranks: messages between two ranks in one step match in the
+  // order they are posted (NCCL), so sender and receiver both keep (step, block) order. A group's
+  // messages come in step order; merging each group's into the rest keeps the whole in order.
+  auto merge = [](auto& list, std::size_t from) { std::inplace_merge(list.begin(), list.begin() + std::ptrdiff_t(from), list.end(), by_step); };
+  for (int branch = 0; branch < int(s.config.branches()); ++branch) {
+    for (int g = first_group_holding(branch, rank);
+         g < branch_begin_[std::size_t(branch) + 1] && s.groups[std::size_t(g)].first_rank <= rank; ++g) {
+      const std::size_t sends = rp.sends.size(), receives = rp.receives.size(), computes = rp.computes.size();
+      add_messages(g, rank);
+      merge(rp.sends, sends);
+      merge(rp.receives, receives);
+      merge(rp.computes, computes);
+    }
   }
-  const Shape& s = plan.shape;
-  const i64 rows = rp.rows.size(), elem = i64(dtype_size(s.dtype));
-  const i64 shards = rows * s.head_dim * elem * (2 * s.heads + 2 * s.kv_heads);  // Q, O; K, V
-  const i64 lse = rows * s.heads * 4;
-  const i64 accumulator = rows * s.heads * s.head_dim * 4 + rows * s.heads * 4;
-  rp.memory_bytes = s.batch * (shards + lse + accumulator) + 2 * *std::max_element(per_step.begin(), per_step.end());
+  last_rank_ = rank;
+  i64 most_in_a_step = 0, in_step = 0;
+  for (std::size_t k = 0; k < rp.receives.size(); ++k) {
+    if (k > 0 && rp.receives[k].step != rp.receives[k - 1].step) in_step = 0;
+    in_step += rp.receives[k].bytes;
+    most_in_a_step = std::max(most_in_a_step, in_step);
+  }
+  const Shape& sh = s.shape;
+  const i64 rows = rp.rows.size(), elem = i64(dtype_size(sh.dtype));
+  const i64 shards = rows * sh.head_dim * elem * (2 * sh.heads + 2 * sh.kv_heads);  // Q, O; K, V
+  const i64 lse = rows * sh.heads * 4;
+  const i64 accumulator = rows * sh.heads * sh.head_dim * 4 + rows * sh.heads * 4;
+  rp.memory_bytes = sh.batch * (shards + lse + accumulator) + 2 * most_in_a_step;
+  return rp;
 }
+
+namespace {
 
 std::string describe(const RingPlan& plan, int block) {
   if (block < 0 || std::size_t(block) >= plan.blocks.size()) return fmt::format("block {} (no such block)", block);
@@ -167,16 +277,10 @@ std::string describe(const RingPlan& plan, int block) {
 }  // namespace
 
 RingPlan make_ring_plan(const Config& config, const Shape& shape, int ranks) {
-  validate(config, shape, ranks);
-  RingPlan plan{config, shape, ranks, 0, {}, {}};
-  for (int p = 0; p < ranks; ++p) plan.per_rank.push_back({p, shard(shape.seq_len, ranks, p), {}, {}, {}, 0, 0, 0});
-  for (int i = 0; i < int(config.branches()); ++i) {
-    const std::vector<KvOffset> pairs = needed_pairs(config, shape, i);
-    for (const i64 segment : spanning_segments(shape.seq_len, ranks, config.segments[i])) {
-      schedule(plan, add_group(plan, i, segment, pairs));
-    }
-  }
-  for (RankPlan& rp : plan.per_rank) finish_rank(plan, rp);
+  RingPlan plan{make_schedule(config, shape, ranks), {}, {}};
+  RankPlanner planner(plan);
+  for (int b = 0; b < plan.block_count; ++b) plan.blocks.push_back(planner.block(b));
+  for (int p = 0; p < ranks; ++p) plan.per_rank.push_back(planner.plan(p));
   check(plan);
   return plan;
 }
@@ -186,7 +290,6 @@ void check(const RingPlan& plan) {
   if (plan.per_rank.size() != std::size_t(plan.ranks)) {
     fail(fmt::format("{} rank plans for {} ranks", plan.per_rank.size(), plan.ranks));
   }
-  auto by_step = [](const auto& a, const auto& b) { return std::pair(a.step, a.block) < std::pair(b.step, b.block); };
   // Whether `peer` posts the other end of rank p's transfer x: its list is in (step, block) order, so a
   // binary search finds it, and the whole check stays linear in the messages (a million ranks plan).
   auto matched = [&](const Transfer& x, int p, bool send) {
@@ -210,6 +313,7 @@ void check(const RingPlan& plan) {
         if (x.step < 1 || x.step > plan.steps) fail(where() + fmt::format("outside steps 1..{}", plan.steps));
         if (i > 0 && by_step(x, mine[i - 1])) fail(where() + fmt::format("after step {}: transfers must be in step order", mine[i - 1].step));
         if (x.block < 0 || std::size_t(x.block) >= plan.blocks.size()) fail(where() + "that does not exist");
+        if (x.bytes != plan.blocks[std::size_t(x.block)].bytes) fail(where() + fmt::format("as {} bytes", x.bytes));
         if (x.peer < 0 || x.peer >= plan.ranks) fail(where() + fmt::format("{} rank {}, which does not exist", towards, x.peer));
         if (x.peer == p) fail(where() + fmt::format("{} itself", towards));
         if (i > 0 && !by_step(mine[i - 1], x) && mine[i - 1].peer == x.peer) {

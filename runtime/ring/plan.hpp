@@ -53,12 +53,14 @@ struct Transfer {
   int step = 0;  // >= 1
   int peer = 0;
   int block = 0;  // index into RingPlan::blocks
+  std::int64_t bytes = 0;  // the block's packed size
 };
 
 // Attention of this rank's queries (of the block's branch and segment) to a block received in `step`.
 struct Compute {
   int step = 0;
   int block = 0;
+  double pairs = 0;  // query-key pairs it attends per batch element (the work, for the cost model)
 };
 
 struct RankPlan {
@@ -72,11 +74,76 @@ struct RankPlan {
   std::int64_t memory_bytes = 0;
 };
 
-struct RingPlan {
+// One spanning segment of one branch: its members are ranks first_rank .. first_rank + size - 1, and
+// member i holds block first_block + i.
+struct Group {
+  int branch = 0;
+  std::int64_t segment = 0;
+  int first_rank = 0, size = 0, first_block = 0;
+};
+
+// A (kv head, offset) pair some query head of a branch reads.
+struct KvOffset {
+  std::int64_t kv_head = 0, offset = 0;
+  auto operator<=>(const KvOffset&) const = default;
+};
+
+// The query and kv heads of a branch that read one offset: counts depend on the offset alone, the kv
+// heads reading it multiply a block's bytes and the query heads the pairs attended.
+struct OffsetReaders {
+  std::int64_t offset = 0, query_heads = 0, kv_heads = 0;
+};
+
+// The schedule in O(P) space: the spanning segments of every branch, found from the P - 1 rank
+// boundaries. Blocks and each rank's messages derive from it on demand (RankPlanner), so a plan of a
+// million ranks is described without ever holding its tens of millions of messages.
+struct Schedule {
   Config config;
   Shape shape;
   int ranks = 1;
-  int steps = 0;  // exchange steps after step 0 (0 when every segment is local)
+  int steps = 0;        // exchange steps after step 0 (0 when every segment is local)
+  int block_count = 0;
+  std::vector<Group> groups;                  // by branch, then segment
+  std::vector<std::vector<KvOffset>> pairs;         // per branch: what its query heads read; sorted, distinct
+  std::vector<std::vector<OffsetReaders>> readers;  // per branch, by offset
+};
+
+// Throws dilatron::Error for a bad config or shape, ranks < 1, ranks > seq_len, or more than 2^31 - 1
+// blocks.
+Schedule make_schedule(const Config& config, const Shape& shape, int ranks);
+
+// Derives blocks and rank plans from a schedule (which must outlive it). Neighbouring ranks share their
+// groups, so the planner keeps the members' figures of the last group of each branch and walks the
+// groups forward: visiting the ranks in increasing order costs O(messages), however large the groups.
+class RankPlanner {
+ public:
+  explicit RankPlanner(const Schedule& schedule);
+  // The plan of `rank`, valid until the next call (its lists' storage is reused).
+  const RankPlan& plan(int rank);
+  Block block(int index);
+
+ private:
+  struct Members {
+    int group = -1;
+    std::vector<RowRange> held;          // each member's rows of the segment
+    std::vector<std::int64_t> bytes;     // each member's packed block size
+    std::vector<std::int64_t> selected;  // member m's selected rows of the branch's offset k: [m * offsets + k]
+  };
+  const Members& members(int group);
+  int first_group_holding(int branch, int rank);
+  void add_messages(int group, int rank);
+
+  const Schedule& schedule_;
+  std::vector<Members> members_;   // per branch
+  std::vector<int> branch_begin_;  // per branch, and one past the last: where its groups start
+  std::vector<int> cursor_;        // per branch: no group before it holds the last rank asked for
+  int last_rank_ = 0;
+  RankPlan plan_;
+};
+
+// The schedule with every block and rank plan materialized: what an executor runs (P is the number of
+// devices, so this is the work itself).
+struct RingPlan : Schedule {
   std::vector<Block> blocks;
   std::vector<RankPlan> per_rank;  // indexed by rank
 };

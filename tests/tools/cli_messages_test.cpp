@@ -47,6 +47,13 @@ TEST(CliMessages, ListsAndIntegersAreParsedStrictlyAndQuotedAsGiven) {
        "got '4294967298'", 2},
       {"bench --segments 64 --dilations 1 --heads 1e3", "got '1e3'", 2},
       {"cache warm --arch sm_80 --segments 64 --dilations 1 --head-dim 64.0", "got '64.0'", 2},
+      // Counts with a range say it, and quote the value as given.
+      {"bench --segments 64 --dilations 1 --iters 1.5", "--iters: must be a whole number from 1 to 10000, got '1.5'", 2},
+      {"bench --segments 64 --dilations 1 --dense-limit -1", "--dense-limit: must be from 0 to", 2},
+      {"tune --arch sm_80 --dry-run --segments 64 --dilations 1 --iters 5", "--iters: must be from 20 to 10000, got '5'", 2},
+      {"cache warm --arch sm_80 --segments 64 --dilations 1 --jobs 0", "--jobs: must be from 1 to 256, got '0'", 2},
+      {"demo --heads 1e2", "--heads: must be a whole number from 1 to 256, got '1e2'", 2},
+      {"demo --seed -1", "--seed: must be from 0 to", 2},
   });
 }
 
@@ -77,7 +84,7 @@ TEST(CliMessages, HelpAndBackwardMessagesSayItOnce) {
       << r.err;
 }
 
-TEST(CliMessages, ConfigFileNumbersAreIntegersAsWritten) {
+TEST(CliMessages, ConfigFileValuesAreTakenAsWritten) {
   TempDir dir;
   const std::vector<std::pair<std::string, std::string>> cases = {
       {R"({"segments": [64], "dilations": [1], "head_dim": 4294967360})", "head_dim = 4294967360: out of range"},
@@ -86,6 +93,9 @@ TEST(CliMessages, ConfigFileNumbersAreIntegersAsWritten) {
       {R"({"segments": [1e300], "dilations": [1]})", "segments[0] = 1e+300: not an integer"},
       {R"({"segments": [64], "dilations": [18446744073709551615]})", "dilations[0] = 18446744073709551615: out of range"},
       {R"({"segments": 64, "dilations": [1]})", "segments = 64: expected a list"},
+      // The element type as --dtype takes it: no silent aliases, no f32 for the GPU kernels.
+      {R"({"segments": [64], "dilations": [1], "dtype": "fp16"})", "dtype fp16 not in {bf16,f16}; did you mean f16?"},
+      {R"({"segments": [64], "dilations": [1], "dtype": "f32"})", "dtype f32 not in {bf16,f16}; did you mean bf16 or f16"},
   };
   for (const auto& [text, needle] : cases) {
     SCOPED_TRACE(text);
@@ -93,6 +103,19 @@ TEST(CliMessages, ConfigFileNumbersAreIntegersAsWritten) {
     const CliResult r = run_cli(dir, "gen --config " + (dir / "c.json").string());
     EXPECT_EQ(r.status, 1) << "a file's contents are the work's input: " << r.err;
     EXPECT_NE(r.err.find(needle), std::string::npos) << r.err;
+  }
+}
+
+TEST(CliMessages, AMisspeltLogLevelIsWarnedAbout) {
+  TempDir dir;
+  const std::string plan = kPlan + "--segments 64 --dilations 1";
+  const CliResult bad = run_cli(dir, plan, "DILATRON_LOG=verbose");
+  EXPECT_EQ(bad.status, 0) << bad.err;
+  EXPECT_EQ(bad.err, "dilatron warning: DILATRON_LOG=verbose: expected warn, info or debug; using warn\n");
+  for (const char* level : {"warn", "info", "debug", ""}) {
+    const CliResult good = run_cli(dir, plan, std::string("DILATRON_LOG=") + level);
+    EXPECT_EQ(good.status, 0);
+    EXPECT_EQ(good.err, "") << level;
   }
 }
 

@@ -37,6 +37,13 @@ nlohmann::json run_json(const TempDir& dir, const std::string& args) {
   return nlohmann::json::parse(r.out);
 }
 
+// The pairs a rank attends: among its own rows, then with each block it receives.
+double attended(const ring::Schedule& s, const ring::RankPlan& rp) {
+  double pairs = local_pairs(s, rp.rows);
+  for (const ring::Compute& c : rp.computes) pairs += c.pairs;
+  return pairs;
+}
+
 }  // namespace
 
 // Every attended pair is counted once across the ranks: locally or with exactly one received block.
@@ -46,16 +53,49 @@ TEST(RingModel, FlopsOfAllRanksAddUpToTheSingleDeviceCount) {
     const RingCase a = random_ring_case(rng, 300, 12);
     const ring::RingPlan plan = ring::make_ring_plan(a.config, a.shape, a.ranks);
     double pairs = 0;
-    for (int p = 0; p < a.ranks; ++p) {
-      const RankPairs rp = rank_pairs(plan, p);
-      pairs += rp.local;
-      for (const double x : rp.per_step) pairs += x;
-    }
+    for (const ring::RankPlan& rp : plan.per_rank) pairs += attended(plan, rp);
     ASSERT_EQ(pairs, double(attended_pairs(a.config, a.shape.seq_len, a.shape.heads))) << flags_of(a);
     double flops = 0;
     for (const RankCost& c : ring_costs(plan, {})) flops += c.flops;
     ASSERT_EQ(flops, 4.0 * double(a.shape.head_dim * a.shape.batch) * pairs) << flags_of(a);
   }
+}
+
+// A million ranks of 1024 rows (a billion tokens): the costs come one rank plan at a time from the schedule.
+// With w = 3072 every segment is exactly three ranks, so each rank sends its rows to two peers and
+// receives two blocks; a second branch of w = 5000 makes groups of every alignment, and still every
+// pair is counted once and every byte sent is received.
+TEST(RingModel, AMillionRanksCostWhatTheirSchedulesSay) {
+  const int ranks = 3 * 333334;  // a whole number of three-rank segments
+  const i64 n = i64(ranks) * 1024;
+  Config aligned;
+  aligned.segments = {3072};
+  aligned.dilations = {1};
+  const ring::Shape shape{1, n, 2, 1, 64, DType::bf16};
+  const ring::Schedule one = ring::make_schedule(aligned, shape, ranks);
+  EXPECT_EQ(one.steps, 2);
+  const std::vector<RankCost> costs = ring_costs(one, {});
+  ASSERT_EQ(costs.size(), std::size_t(ranks));
+  const i64 block = 1024 * 2 * 64 * 2;  // rows x (K, V) x D x bf16, one kv head
+  for (const RankCost& c : costs) {
+    ASSERT_EQ(c.send_bytes, 2 * block) << "rank " << c.rank;
+    ASSERT_EQ(c.recv_bytes, 2 * block) << "rank " << c.rank;
+    ASSERT_EQ(c.steps, 2) << "rank " << c.rank;
+    // Two heads each attend all 3072 x 3072 pairs of the segment, a third of them per rank.
+    ASSERT_EQ(c.flops, 4.0 * 64 * 2 * 1024 * 3072) << "rank " << c.rank;
+  }
+
+  Config mixed = aligned;
+  mixed.segments.push_back(5000);
+  mixed.dilations.push_back(4);
+  mixed.causal = true;
+  const ring::Schedule two = ring::make_schedule(mixed, shape, ranks);
+  double flops = 0;
+  i64 sent = 0, received = 0;
+  for (const RankCost& c : ring_costs(two, {})) flops += c.flops, sent += c.send_bytes, received += c.recv_bytes;
+  EXPECT_EQ(flops, 4.0 * 64 * double(attended_pairs(mixed, n, 2)));
+  EXPECT_EQ(sent, received);
+  EXPECT_GT(sent, 0);
 }
 
 TEST(CliPlan, JsonPerRankFiguresAreThePlans) {
@@ -78,10 +118,7 @@ TEST(CliPlan, JsonPerRankFiguresAreThePlans) {
       EXPECT_EQ(r.at("send_bytes"), rp.send_bytes);
       EXPECT_EQ(r.at("recv_bytes"), rp.recv_bytes);
       EXPECT_EQ(r.at("memory_bytes"), rp.memory_bytes);
-      const RankPairs pairs = rank_pairs(plan, rp.rank);
-      double attended = pairs.local;
-      for (const double x : pairs.per_step) attended += x;
-      EXPECT_EQ(r.at("flops").get<double>(), 4.0 * double(a.shape.head_dim * a.shape.batch) * attended);
+      EXPECT_EQ(r.at("flops").get<double>(), 4.0 * double(a.shape.head_dim * a.shape.batch) * attended(plan, rp));
       moved += rp.send_bytes;
       slowest = std::max(slowest, r.at("predicted_ms").get<double>());
       const nlohmann::json& g = j.at("all_gather").at("per_rank").at(std::size_t(rp.rank));
@@ -176,6 +213,10 @@ TEST(CliPlan, BadFlagsExitTwoWithOneLine) {
       {"plan " + shape + " --segments 4 --dilations 1", "--ranks"},
       {"plan --ranks 2 --seq-len 10 --heads 2 --head-dim 8 --segments 4,4,4 --dilations 1,2,3 --mode head_groups",
        "2 heads, 3 branches"},
+      {"plan --ranks 16777217 --seq-len 99999999 --heads 1 --head-dim 8 --segments 4 --dilations 1", "--ranks"},
+      // One segment over a million ranks: a trillion messages, refused before any is costed.
+      {"plan --ranks 1000000 --seq-len 1000000 --heads 1 --head-dim 8 --segments 1000000 --dilations 1",
+       "segments spanning up to 1000000 ranks"},
   };
   for (const auto& [args, needle] : cases) {
     const CliResult r = run_cli(dir, args);
