@@ -26,42 +26,54 @@ unsigned checked_grid(long long blocks, long long limit, const char* what, const
 
 }  // namespace
 
-Launch prepare_launch(const codegen::KernelSpec& spec, const cache::Entry& entry, const Problem& problem) {
-  Launch l{spec, LoadedKernels::global().kernel(entry), {1, 1, 1}, unsigned(spec.tiles.warps * 32),
-           unsigned(spec.shared_bytes()), 0};
-  if (l.shared_bytes > 48 * 1024) allow_dynamic_shared(l.kernel, int(l.shared_bytes));
+LaunchGrid launch_grid(const codegen::KernelSpec& spec, const Problem& problem) {
+  LaunchGrid g{{1, 1, 1}, unsigned(spec.tiles.warps * 32), unsigned(spec.shared_bytes()), 0};
   if (codegen::is_tiled_attention(spec.op)) {
     // Forward CTAs own query tiles of block_m rows, backward ones key tiles of block_n.
     const int rows = codegen::is_attention(spec.op) ? spec.tiles.block_m : spec.tiles.block_n;
     const long long tiles = index::query_tile_count(problem.seq_len, spec.branches[0].w, spec.branches[0].r, rows);
     long long heads = problem.heads;
     if (spec.mode == Mode::head_groups) {
-      l.head_begin = index::head_group_begin(spec.group, problem.heads, spec.groups);
-      heads = index::head_group_begin(spec.group + 1, problem.heads, spec.groups) - l.head_begin;
+      g.head_begin = index::head_group_begin(spec.group, problem.heads, spec.groups);
+      heads = index::head_group_begin(spec.group + 1, problem.heads, spec.groups) - g.head_begin;
     }
-    l.grid[0] = checked_grid(tiles, std::numeric_limits<int>::max(), "tiles", spec);
-    l.grid[1] = checked_grid(heads, 65535, "heads", spec);
-    l.grid[2] = checked_grid(problem.batch, 65535, "batch elements", spec);
+    g.grid[0] = checked_grid(tiles, std::numeric_limits<int>::max(), "tiles", spec);
+    g.grid[1] = checked_grid(heads, 65535, "heads", spec);
+    g.grid[2] = checked_grid(problem.batch, 65535, "batch elements", spec);
   } else {  // clear_output, finish_output, gradient_prepare: warps stride over (b, n, h) rows
     const long long rows = problem.batch * problem.seq_len * problem.heads;
-    l.grid[0] = unsigned(std::min(index::ceil_div(rows, spec.tiles.warps), kMaxRowBlocks));
+    g.grid[0] = unsigned(std::min(index::ceil_div(rows, spec.tiles.warps), kMaxRowBlocks));
   }
+  return g;
+}
+
+Launch prepare_launch(const codegen::KernelSpec& spec, const cache::Entry& entry, const Problem& problem) {
+  const LaunchGrid g = launch_grid(spec, problem);
+  Launch l{spec, LoadedKernels::global().kernel(entry), {g.grid[0], g.grid[1], g.grid[2]}, g.threads, g.shared_bytes,
+           g.head_begin};
+  if (l.shared_bytes > 48 * 1024) allow_dynamic_shared(l.kernel, int(l.shared_bytes));
   return l;
 }
 
-void enqueue(const Launch& l, const Problem& p, const LaunchTensors& t, CUstream stream) {
+ForwardParams forward_params(long long head_begin, const Problem& p, const LaunchTensors& t) {
   // The accumulator as a contiguous [B, N, H, D] float32 tensor.
   const args::Tensor4 acc{t.accumulator, {p.seq_len * p.heads * p.head_dim, p.heads * p.head_dim, p.head_dim, 1}};
-  args::AttentionArgs attention{tensor4(t.q), tensor4(t.k), tensor4(t.v), tensor4(t.out), t.accumulator, t.lse, p.batch,
-                                p.seq_len, p.heads, p.kv_heads, l.head_begin, float(p.scale * 1.4426950408889634)};
-  const args::Tensor4 cleared = l.spec.dtype == DType::f32 ? acc : tensor4(t.out);
-  args::MergeArgs clear{cleared, cleared, t.lse, t.lse, p.batch, p.seq_len, p.heads};
-  args::FinishArgs finish{tensor4(t.out), {nullptr, {0, 0, 0, 0}}, t.accumulator, t.lse, p.batch, p.seq_len, p.heads, 1.f};
-  enqueue(l,
-          codegen::is_attention(l.spec.op)             ? static_cast<void*>(&attention)
-          : l.spec.op == codegen::Op::finish_output ? static_cast<void*>(&finish)
-                                                    : static_cast<void*>(&clear),
-          stream);
+  return {{tensor4(t.q), tensor4(t.k), tensor4(t.v), tensor4(t.out), t.accumulator, t.lse, p.batch, p.seq_len, p.heads,
+           p.kv_heads, head_begin, float(p.scale * 1.4426950408889634)},
+          {acc, acc, t.lse, t.lse, p.batch, p.seq_len, p.heads},
+          {tensor4(t.out), tensor4(t.out), t.lse, t.lse, p.batch, p.seq_len, p.heads},
+          {tensor4(t.out), {nullptr, {0, 0, 0, 0}}, t.accumulator, t.lse, p.batch, p.seq_len, p.heads, 1.f}};
+}
+
+void* ForwardParams::for_spec(const codegen::KernelSpec& spec) {
+  if (codegen::is_attention(spec.op)) return &attention;
+  if (spec.op == codegen::Op::finish_output) return &finish;
+  return spec.dtype == DType::f32 ? &clear_accumulator : &clear_output;  // clear_output
+}
+
+void enqueue(const Launch& l, const Problem& p, const LaunchTensors& t, CUstream stream) {
+  ForwardParams params = forward_params(l.head_begin, p, t);
+  enqueue(l, params.for_spec(l.spec), stream);
 }
 
 void enqueue(const Launch& l, void* params, CUstream stream) {

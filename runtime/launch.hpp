@@ -35,9 +35,28 @@ inline args::Tensor4 tensor4(const TensorView& t) {
   return {t.data, {t.strides[0], t.strides[1], t.strides[2], t.strides[3]}};
 }
 
-// Loads the entry's kernel into the current context and sizes its grid for `problem`. Throws
+// A launch's shape for `problem`: attention kernels one CTA per query (forward) or key (backward) tile,
+// head and batch element; row kernels a capped grid of warps striding over (b, n, h) rows. Throws
 // dilatron::Error when a grid exceeds the launch limits.
+struct LaunchGrid {
+  unsigned grid[3];
+  unsigned threads;
+  unsigned shared_bytes;
+  long long head_begin;
+};
+LaunchGrid launch_grid(const codegen::KernelSpec& spec, const Problem& problem);
+
+// Loads the entry's kernel into the current context and sizes its grid (launch_grid).
 Launch prepare_launch(const codegen::KernelSpec& spec, const cache::Entry& entry, const Problem& problem);
+
+// The parameter blocks of the forward pass's launches; each launch reads the one its spec names.
+struct ForwardParams {
+  args::AttentionArgs attention;
+  args::MergeArgs clear_accumulator, clear_output;  // clear_output<float> empties the accumulator
+  args::FinishArgs finish;
+  void* for_spec(const codegen::KernelSpec& spec);
+};
+ForwardParams forward_params(long long head_begin, const Problem& problem, const LaunchTensors& tensors);
 
 // Enqueues `launch` on `stream` with the forward pass's arguments.
 void enqueue(const Launch& launch, const Problem& problem, const LaunchTensors& tensors, CUstream stream);

@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 
 # python3-venv: bench/sass_check.py (and its ctest) installs nvdisasm from PyPI into a venv on first use.
 # python3-torch, -numpy, -setuptools, -wheel: the PyTorch op (python/) and its tests under Debian's python3.
+# libboost-context-dev: the emulated device's fibers (emulator/).
 packages=(cmake ninja-build g++ pkg-config libfmt-dev libgtest-dev libgmock-dev libcli11-dev nlohmann-json3-dev
-          libxxhash-dev libbenchmark-dev python3 python3-venv python3-torch python3-numpy python3-setuptools
+          libxxhash-dev libbenchmark-dev libboost-context-dev python3 python3-venv python3-torch python3-numpy python3-setuptools
           python3-wheel)
 missing=()
 for p in "${packages[@]}"; do

@@ -100,8 +100,8 @@ struct TileCopy {
     const long long row_step = stride * kFullStep;
     // Opaque to the optimizer: otherwise it keeps one pointer per copied row alive across the whole key
     // loop (a register pair each), where one pointer and a few adds per tile do.
-    asm volatile("" : "+l"(full));
-    if (Layout::kHalfBlock) asm volatile("" : "+l"(half));
+    ptx::opaque(full);
+    if (Layout::kHalfBlock) ptx::opaque(half);
     const unsigned to = tile + Layout::offset(tid / 8, tid % 8);
 #pragma unroll
     for (int p = 0; p < ROWS / kFullStep; ++p) {
@@ -170,8 +170,7 @@ __global__ void __launch_bounds__(WARPS * 32) attention_forward(args::AttentionA
   static_assert(EPILOGUE == args::kWriteOutput || MODE == index::kLongnet,
                 "only longnet branches accumulate; head_groups rows have one branch");
 
-  extern __shared__ __align__(128) unsigned char shared[];
-  const unsigned q_tile = ptx::shared_address(shared);
+  const unsigned q_tile = ptx::shared_address(ptx::dynamic_shared());
   const unsigned k_ring = q_tile + QLayout::kBytes;
   const unsigned v_ring = k_ring + STAGES * KVLayout::kBytes;
 

@@ -47,24 +47,10 @@ __global__ void __launch_bounds__(THREADS) gradient_prepare(args::GradientPrepar
   }
 }
 
-namespace backward_detail {
-
-__device__ __forceinline__ void red_add(float* address, float value) {
-  asm volatile("red.global.add.f32 [%0], %1;\n" ::"l"(address), "f"(value) : "memory");
-}
-
-// A 16-bit pair into shared memory at a byte address.
-__device__ __forceinline__ void st_shared_32(unsigned address, unsigned value) {
-  asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(address), "r"(value));
-}
-
-}  // namespace backward_detail
-
 template <class T, int HEAD_DIM, int BLOCK_M, int BLOCK_N, int WARPS, int STAGES, bool CAUSAL, long long W,
           long long R, int MODE, int GROUP, int GROUPS>
 __global__ void __launch_bounds__(WARPS * 32, 1) attention_backward(args::AttentionBackwardArgs a) {
   using namespace attention_detail;
-  using namespace backward_detail;
   constexpr int kThreads = WARPS * 32, kDimTiles = HEAD_DIM / 8;
   using KVLayout = TileLayout<BLOCK_N, HEAD_DIM>;
   using QLayout = TileLayout<BLOCK_M, HEAD_DIM>;
@@ -74,7 +60,7 @@ __global__ void __launch_bounds__(WARPS * 32, 1) attention_backward(args::Attent
   constexpr float kOutScale = MODE == index::kHeadGroups ? 1.f / GROUPS : 1.f;
   constexpr float kLog2e = 1.4426950408889634f;
 
-  extern __shared__ __align__(128) unsigned char shared[];
+  unsigned char* const shared = ptx::dynamic_shared();
   const unsigned k_tile = ptx::shared_address(shared);
   const unsigned v_tile = k_tile + KVLayout::kBytes;
   const unsigned ds_tile = v_tile + KVLayout::kBytes;
@@ -219,10 +205,10 @@ __global__ void __launch_bounds__(WARPS * 32, 1) attention_backward(args::Attent
       const unsigned da[4] = {ptx::pack2<T>(dp[0][0], dp[0][1]), ptx::pack2<T>(dp[0][2], dp[0][3]),
                               ptx::pack2<T>(dp[1][0], dp[1][1]), ptx::pack2<T>(dp[1][2], dp[1][3])};
       // dS^T to shared memory for dQ (rows: the warp's keys; columns: the queries), and dK += dS^T Q.
-      st_shared_32(ds_tile + DSLayout::offset(warp * 16 + group, 2 * kk) + 4 * t, da[0]);
-      st_shared_32(ds_tile + DSLayout::offset(warp * 16 + group + 8, 2 * kk) + 4 * t, da[1]);
-      st_shared_32(ds_tile + DSLayout::offset(warp * 16 + group, 2 * kk + 1) + 4 * t, da[2]);
-      st_shared_32(ds_tile + DSLayout::offset(warp * 16 + group + 8, 2 * kk + 1) + 4 * t, da[3]);
+      ptx::st_shared_32(ds_tile + DSLayout::offset(warp * 16 + group, 2 * kk) + 4 * t, da[0]);
+      ptx::st_shared_32(ds_tile + DSLayout::offset(warp * 16 + group + 8, 2 * kk) + 4 * t, da[1]);
+      ptx::st_shared_32(ds_tile + DSLayout::offset(warp * 16 + group, 2 * kk + 1) + 4 * t, da[2]);
+      ptx::st_shared_32(ds_tile + DSLayout::offset(warp * 16 + group + 8, 2 * kk + 1) + 4 * t, da[3]);
 #pragma unroll
       for (int dt = 0; dt < HEAD_DIM / 16; ++dt) {
         unsigned qb[4];
@@ -261,8 +247,8 @@ __global__ void __launch_bounds__(WARPS * 32, 1) attention_backward(args::Attent
 #pragma unroll
           for (int dt = 0; dt < kChunkTiles; ++dt) {
             if (chunk * 64 + dt * 8 >= HEAD_DIM) continue;
-            red_add(out + dt * 8, dq[dt][2 * r]);
-            red_add(out + dt * 8 + 1, dq[dt][2 * r + 1]);
+            ptx::red_add(out + dt * 8, dq[dt][2 * r]);
+            ptx::red_add(out + dt * 8 + 1, dq[dt][2 * r + 1]);
           }
         }
       }
@@ -278,10 +264,10 @@ __global__ void __launch_bounds__(WARPS * 32, 1) attention_backward(args::Attent
     const long long at = ((b * a.seq_len + first_row + ki * R) * a.kv_heads + kvh) * HEAD_DIM + 2 * t;
 #pragma unroll
     for (int dt = 0; dt < kDimTiles; ++dt) {
-      red_add(a.dk_acc + at + dt * 8, dk[dt][2 * r]);
-      red_add(a.dk_acc + at + dt * 8 + 1, dk[dt][2 * r + 1]);
-      red_add(a.dv_acc + at + dt * 8, dv[dt][2 * r] * kOutScale);
-      red_add(a.dv_acc + at + dt * 8 + 1, dv[dt][2 * r + 1] * kOutScale);
+      ptx::red_add(a.dk_acc + at + dt * 8, dk[dt][2 * r]);
+      ptx::red_add(a.dk_acc + at + dt * 8 + 1, dk[dt][2 * r + 1]);
+      ptx::red_add(a.dv_acc + at + dt * 8, dv[dt][2 * r] * kOutScale);
+      ptx::red_add(a.dv_acc + at + dt * 8 + 1, dv[dt][2 * r + 1] * kOutScale);
     }
   }
 }

@@ -1,5 +1,6 @@
 // Element types and conversions for device code. 16-bit types are storage wrappers converted with PTX
-// cvt instructions, so the templates need none of the toolkit's headers at run time.
+// cvt instructions, so the templates need none of the toolkit's headers at run time (on the emulated
+// device, by host functions that round the same way: see ptx.cuh).
 #pragma once
 
 namespace dilatron {
@@ -13,9 +14,13 @@ struct alignas(2) bf16 {
 
 __device__ __forceinline__ float to_float(float x) { return x; }
 __device__ __forceinline__ float to_float(f16 x) {
+#ifdef __CUDA_ARCH__
   float f;
   asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(x.bits));
   return f;
+#else
+  return emulated::half_to_float(x.bits);
+#endif
 }
 __device__ __forceinline__ float to_float(bf16 x) { return __uint_as_float(static_cast<unsigned>(x.bits) << 16); }
 
@@ -28,13 +33,21 @@ __device__ __forceinline__ float from_float<float>(float x) {
 template <>
 __device__ __forceinline__ f16 from_float<f16>(float x) {
   f16 h;
+#ifdef __CUDA_ARCH__
   asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h.bits) : "f"(x));
+#else
+  h.bits = emulated::float_to_16(0, x);
+#endif
   return h;
 }
 template <>
 __device__ __forceinline__ bf16 from_float<bf16>(float x) {
   bf16 h;
+#ifdef __CUDA_ARCH__
   asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h.bits) : "f"(x));  // sm_80 and newer
+#else
+  h.bits = emulated::float_to_16(1, x);
+#endif
   return h;
 }
 
