@@ -7,9 +7,11 @@
 #include <regex>
 #include <sstream>
 
+#include "codegen/host_compile.hpp"
 #include "codegen/jit_dump.hpp"
 #include "codegen/nvrtc.hpp"
 #include "codegen/nvrtc_program.hpp"
+#include "common/env.hpp"
 #include "common/log.hpp"
 
 namespace dilatron::codegen {
@@ -94,6 +96,11 @@ std::string ptxas_check_failure(const PtxasReport& r) {
 }
 
 CompiledKernel compile(const KernelSpec& spec, const JitOptions& jit) {
+  if (env::emulated_device()) {
+    // The emulated device's backend: the same source for the host; its binary is a shared object.
+    HostObject host = compile_for_host(spec);
+    return {kEmulatedEntry, std::move(host.object), {}, host.compile_ms, std::move(host.log)};
+  }
   return compile_unit(render(spec), spec.arch, spec.label(), jit);
 }
 

@@ -38,7 +38,8 @@ std::string options_text(const std::vector<std::string>& options);
 const std::string& nvrtc_version();
 
 // Throws dilatron::Error naming the kernel, with NVRTC's full log, when compilation fails, and when
-// jit.ptxas_check refuses the result.
+// jit.ptxas_check refuses the result. With DILATRON_DEVICE=emulator the host compiler builds a shared
+// object for the emulated device instead (codegen/host_compile.hpp; no ptxas report).
 CompiledKernel compile(const KernelSpec& spec, const JitOptions& jit = jit_options());
 
 // compile() for any translation unit; `label` names it in errors and dump files.

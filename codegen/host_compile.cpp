@@ -71,18 +71,24 @@ struct ScratchDir {
 
 }  // namespace
 
-std::string host_unit(const std::string& source, const std::string& name_expression) {
+std::string host_unit(const std::string& source, const std::string& name_expression, const std::string& label) {
+  std::string quoted;
+  for (const char c : label.empty() ? name_expression : label) {
+    if (c == '"' || c == '\\') quoted += '\\';
+    quoted += c;
+  }
   return expand_includes(fmt::format(
       "#include \"dilatron/host_prelude.cuh\"\n{}\n"
       "namespace {{\ntemplate <class Args>\nvoid dilatron_call(void (*kernel)(Args), const void* args) {{ "
       "kernel(*static_cast<const Args*>(args)); }}\n}}  // namespace\n"
-      "extern \"C\" __attribute__((visibility(\"default\"))) void {}(const void* args) {{ dilatron_call(&{}, args); }}\n",
-      source, kEmulatedEntry, name_expression));
+      "extern \"C\" __attribute__((visibility(\"default\"))) void {}(const void* args) {{ dilatron_call(&{}, args); }}\n"
+      "extern \"C\" __attribute__((visibility(\"default\"))) const char {}[] = \"{}\";\n",
+      source, kEmulatedEntry, name_expression, kEmulatedLabel, quoted));
 }
 
 std::string host_source(const KernelSpec& spec) {
   const RenderedKernel k = render(spec);
-  return host_unit(k.source, k.name_expression);
+  return host_unit(k.source, k.name_expression, spec.label());
 }
 
 std::vector<std::string> host_compile_command() {

@@ -14,6 +14,8 @@ namespace dilatron::codegen {
 inline constexpr const char* kEmulatedEntry = "dilatron_emulated_entry";
 // The object's pointer to the emulator's services (const DilatronEmulatorApi*), set after loading.
 inline constexpr const char* kEmulatedApi = "dilatron_emulator_api";
+// The kernel's label (a C string), which names it in the emulator's reports.
+inline constexpr const char* kEmulatedLabel = "dilatron_emulated_label";
 
 struct HostObject {
   std::vector<char> object;  // the shared object's bytes
@@ -22,8 +24,9 @@ struct HostObject {
 };
 
 // The self-contained translation unit: the prelude, `source` (kernel code, explicitly instantiated,
-// including templates by name) with every template inlined, and the entry calling `name_expression`.
-std::string host_unit(const std::string& source, const std::string& name_expression);
+// including templates by name) with every template inlined, the entry calling `name_expression`, and
+// the label (`name_expression` when empty).
+std::string host_unit(const std::string& source, const std::string& name_expression, const std::string& label = "");
 // host_unit of render(spec).
 std::string host_source(const KernelSpec& spec);
 

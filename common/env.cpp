@@ -47,4 +47,14 @@ bool parse_switch(const char* name, std::string_view value) {
   throw Error(fmt::format("{}='{}': expected 1 (on) or 0 (off)", name, value));
 }
 
+bool emulated_device() {
+  static const bool emulated = [] {
+    const std::string_view value = text("DILATRON_DEVICE");
+    if (value.empty() || value == "gpu") return false;
+    if (value == "emulator") return true;
+    throw Error(fmt::format("DILATRON_DEVICE='{}': expected gpu (the default) or emulator", value));
+  }();
+  return emulated;
+}
+
 }  // namespace dilatron::env

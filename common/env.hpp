@@ -18,4 +18,9 @@ std::uint64_t parse_count(const char* name, std::string_view value, std::uint64_
 // "" or "0": false, "1": true; anything else throws dilatron::Error.
 bool parse_switch(const char* name, std::string_view value);
 
+// DILATRON_DEVICE, read once: "" or "gpu" runs kernels on the GPU through libcuda, "emulator" on the
+// emulated device (docs/EMULATOR.md), which the driver table and the JIT then both use. Anything else
+// throws dilatron::Error.
+bool emulated_device();
+
 }  // namespace dilatron::env

@@ -33,6 +33,7 @@ EmulatedKernel::EmulatedKernel(const std::vector<char>& object, std::string labe
   if (!api || !entry_) throw Error(fmt::format("emulator: {}: the object lacks {} or {}", label_, codegen::kEmulatedApi,
                                                codegen::kEmulatedEntry));
   *api = &api_table();
+  if (const auto* label = static_cast<const char*>(library_->symbol(codegen::kEmulatedLabel))) label_ = label;
 }
 
 EmulatedKernel::~EmulatedKernel() = default;

@@ -16,7 +16,8 @@ namespace dilatron::emulator {
 
 class EmulatedKernel {
  public:
-  // Loads the object's bytes; throws dilatron::Error when they do not load or lack the entry.
+  // Loads the object's bytes; throws dilatron::Error when they do not load or lack the entry. The label
+  // the object carries, if any, replaces `label`.
   EmulatedKernel(const std::vector<char>& object, std::string label);
   ~EmulatedKernel();
   EmulatedKernel(EmulatedKernel&&) noexcept;

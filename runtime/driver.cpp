@@ -2,13 +2,27 @@
 
 #include <dilatron/error.hpp>
 
+#include "common/env.hpp"
+#include "emulator/cuda_driver.hpp"
+
 namespace dilatron::driver {
 namespace {
 
 using Loaded = LoadedTable<Api>;
 
+// The emulated device's answers to the same calls (emulator/cuda_driver.hpp), bound by name as libcuda's are.
+#define DILATRON_BIND_EMULATED(name) result.api.name = &::dilatron::emulator::cuda::name;
+
+Loaded emulated() {
+  Loaded result;
+  result.library = "the emulated device (no GPU: slow, proves correctness only; docs/EMULATOR.md)";
+  DILATRON_DRIVER_CALLS(DILATRON_BIND_EMULATED)
+  return result;
+}
+
 const Loaded& loaded() {
   static const Loaded instance = [] {
+    if (env::emulated_device()) return emulated();
     Loaded result = load_table<Api>({{"libcuda.so.1"}, "the CUDA driver", "GPU work needs an NVIDIA driver and GPU"},
                                     DILATRON_BIND_CALLS(DILATRON_DRIVER_CALLS));
     if (!result.error.empty()) return result;
