@@ -9,7 +9,7 @@ namespace dilatron {
 
 class DeviceBuffer {
  public:
-  explicit DeviceBuffer(std::size_t bytes);
+  explicit DeviceBuffer(std::size_t bytes);  // 0 bytes: no allocation, get() is null
   ~DeviceBuffer();
   DeviceBuffer(const DeviceBuffer&) = delete;
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;

@@ -35,7 +35,8 @@ class Communicator {
   virtual int rank() const = 0;
   virtual int size() const = 0;
   // All of this rank's sends and receives of one step, as one group: returns when every one has
-  // completed. A failed transport or a peer that does not answer within the timeout throws
+  // completed. Several messages between the same two ranks in one step meet in the order both list
+  // them, as NCCL's grouped sends and receives do. A failed transport or a peer that does not answer within the timeout throws
   // dilatron::Error naming the step and the peer; it never hangs.
   virtual void exchange(int step, std::span<const Message> sends, std::span<const Message> receives) = 0;
   // Called when this rank fails, so the peers waiting for it stop now rather than at their timeout.

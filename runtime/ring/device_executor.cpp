@@ -78,7 +78,7 @@ std::int64_t step_bytes(const RingPlan& plan, const RankPlan& mine, int step) {
 
 // The most any one step sends and receives (at least 1).
 std::int64_t max_step_bytes(const RingPlan& plan, const RankPlan& mine) {
-  std::int64_t bytes = 1;
+  std::int64_t bytes = 0;
   for (int step = 1; step <= plan.steps; ++step) bytes = std::max(bytes, step_bytes(plan, mine, step));
   return bytes;
 }
@@ -200,7 +200,7 @@ void device_ring_backward(const RingPlan& plan, Communicator& comm, const Tensor
   }
   // The return leg of a step moves the step's blocks back as fp32 partials: the partials sent back, then
   // those coming back, in block order.
-  const DeviceBuffer kept{std::size_t(std::max<std::int64_t>(1, step_offset.back()))};
+  const DeviceBuffer kept{std::size_t(step_offset.back())};
   const DeviceBuffer returns{std::size_t(max_step_bytes(plan, mine)) / dtype_size(plan.shape.dtype) * sizeof(float)};
   const Drain drain{stream};
   rank.clear();

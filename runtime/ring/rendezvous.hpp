@@ -42,7 +42,7 @@ class Rendezvous {
 
   // One rank's step: posts `sends` and fills `receives`; returns when every one of them is delivered
   // and acknowledged. Throws dilatron::Error, and fails the group so no other rank waits in vain, for
-  // a bad message (a peer out of range or itself, two messages with one peer, sizes that differ), a
+  // a bad message (a peer out of range or itself, sizes that differ), a
   // peer that does not answer within the timeout (the error names the step, the peer and the limit),
   // or a hook that throws. After a failure every waiting and later exchange throws its reason.
   void exchange(int rank, int step, std::span<const Message> sends, std::span<const Message> receives, Token ready,
