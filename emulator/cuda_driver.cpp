@@ -8,13 +8,13 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <vector>
 
 #include "common/log.hpp"
 #include "emulator/emulated_kernel.hpp"
+#include "emulator/memcheck.hpp"
 
 namespace dilatron::emulator::cuda {
 namespace {
@@ -33,10 +33,9 @@ CUresult fail(CUresult code, std::string why) {
   return code;
 }
 
-// Every allocation, so a free or copy of something else is an error rather than a crash.
+// The bytes allocated, against the emulated device's total (the memory itself: emulator/memcheck.hpp).
 struct Allocations {
   std::mutex mutex;
-  std::map<std::uintptr_t, std::size_t> blocks;  // start -> bytes
   std::size_t bytes = 0;
 };
 Allocations& allocations() {
@@ -206,10 +205,8 @@ CUresult cuMemAlloc(CUdeviceptr* pointer, size_t bytes) {
   if (a.bytes + bytes > kMemoryBytes) {
     return fail(CUDA_ERROR_OUT_OF_MEMORY, fmt::format("{} bytes asked, {} of the emulated {} in use", bytes, a.bytes, kMemoryBytes));
   }
-  void* block = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
+  void* block = memcheck::allocate(bytes);
   if (!block) return fail(CUDA_ERROR_OUT_OF_MEMORY, "the host has no memory for it");
-  std::memset(block, 0xff, bytes);  // a NaN in every float type: reading what nobody wrote shows
-  a.blocks[std::uintptr_t(block)] = bytes;
   a.bytes += bytes;
   *pointer = CUdeviceptr(block);
   return CUDA_SUCCESS;
@@ -217,11 +214,11 @@ CUresult cuMemAlloc(CUdeviceptr* pointer, size_t bytes) {
 CUresult cuMemFree(CUdeviceptr pointer) {
   Allocations& a = allocations();
   const std::lock_guard lock(a.mutex);
-  const auto it = a.blocks.find(std::uintptr_t(pointer));
-  if (it == a.blocks.end()) return fail(CUDA_ERROR_INVALID_VALUE, fmt::format("cuMemFree of 0x{:x}, which is not an allocation", pointer));
-  a.bytes -= it->second;
-  a.blocks.erase(it);
-  std::free(reinterpret_cast<void*>(pointer));
+  const std::size_t bytes = memcheck::size_of(reinterpret_cast<void*>(pointer));
+  if (!memcheck::release(reinterpret_cast<void*>(pointer))) {
+    return fail(CUDA_ERROR_INVALID_VALUE, fmt::format("cuMemFree of 0x{:x}, which is not an allocation", pointer));
+  }
+  a.bytes -= bytes;
   return CUDA_SUCCESS;
 }
 CUresult cuMemAllocAsync(CUdeviceptr* pointer, size_t bytes, CUstream) { return cuMemAlloc(pointer, bytes); }

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <exception>
@@ -17,7 +18,9 @@
 #include <thread>
 #include <vector>
 
+#include "emulator/bank_conflicts.hpp"
 #include "emulator/numerics.hpp"
+#include "emulator/racecheck.hpp"
 #include "emulator/warp_ops.hpp"
 
 namespace dilatron::emulator {
@@ -89,7 +92,7 @@ thread_local Thread* current = nullptr;
 class Cta {
  public:
   Cta(const LaunchShape& shape, std::array<unsigned, 3> block, const std::string& label, StackPool& stacks)
-      : label_(label), shared_(shape.shared_bytes + 16, 0xff), stacks_(stacks) {
+      : label_(label), shared_(shape.shared_bytes + 16, 0xff), races_(shape.shared_bytes), stacks_(stacks) {
     const unsigned count = shape.block[0] * shape.block[1] * shape.block[2];
     threads_.resize(count);
     for (unsigned i = 0; i < count; ++i) {
@@ -103,7 +106,12 @@ class Cta {
       ids.shared = shared_.data();
     }
     shared_size_ = shape.shared_bytes;
+    warp_syncs_.assign((count + 31) / 32, 0);
+    if (bank_profiling()) warp_requests_.resize((count + 31) / 32);
   }
+
+  // Bank-conflict counts of the CTA's shared-memory requests (empty unless profiling).
+  const BankProfile& bank_profile() const { return banks_; }
 
   void run(KernelEntry entry, const void* args) {
     for (Thread& t : threads_) {
@@ -138,6 +146,7 @@ class Cta {
     current_cta = nullptr;
     current = nullptr;
     if (error_) std::rethrow_exception(error_);
+    for (WarpRequests& w : warp_requests_) w.flush(banks_);
   }
 
   // --- services for the current thread ---
@@ -156,6 +165,8 @@ class Cta {
       }
     }
     if (waiting == threads_.size()) {
+      ++barriers_;
+      for (WarpRequests& w : warp_requests_) w.flush(banks_);
       for (Thread& t : threads_) {
         if (t.wait == Wait::barrier) t.wait = Wait::ready;
       }
@@ -206,8 +217,18 @@ class Cta {
     return shared_.data() + address;
   }
 
+  void store_shared(u32 address, const void* bytes, unsigned size) {
+    std::uint8_t* to = shared_at(address, size, "stores");
+    check(races_.write(address, size, now(*current)), *current, "stores to (st.shared)");
+    request(SharedOp::st_shared, address, size);
+    if (bytes) std::memcpy(to, bytes, size);
+    else std::memset(to, 0, size);
+  }
+
   void cp_async_16(u32 shared, const void* global, bool valid) {
     std::uint8_t* to = shared_at(shared, 16, "copies (cp.async)");
+    check(races_.write(shared, 16, now(*current)), *current, "copies (cp.async) to");
+    request(SharedOp::cp_async, shared, 16);
     PendingCopy copy{shared, {}};
     if (valid) std::memcpy(copy.bytes.data(), global, 16);
     std::memset(to, 0xff, 16);  // until the wait_group that covers it
@@ -219,10 +240,15 @@ class Cta {
   }
   void cp_async_wait(int pending) {
     while (current->committed.size() > std::size_t(std::max(pending, 0))) {
-      for (const PendingCopy& c : current->committed.front()) std::memcpy(shared_.data() + c.shared, c.bytes.data(), 16);
+      for (const PendingCopy& c : current->committed.front()) {
+        check(races_.write(c.shared, 16, now(*current)), *current, "completes a cp.async (wait_group) to");
+        std::memcpy(shared_.data() + c.shared, c.bytes.data(), 16);
+      }
       current->committed.pop_front();
     }
   }
+
+  const std::string& label() const { return label_; }
 
   [[noreturn]] void fail(const std::string& what) { throw Error(fmt::format("emulator: {}: {}", label_, what)); }
 
@@ -240,6 +266,25 @@ class Cta {
 
   void yield(Thread& me) { me.scheduler = std::move(me.scheduler).resume(); }
 
+  void request(SharedOp op, u32 address, unsigned bytes) {
+    if (warp_requests_.empty()) return;
+    const std::size_t index = std::size_t(current - threads_.data());
+    warp_requests_[index / 32].add(op, int(index % 32), address, bytes);
+  }
+
+  AccessTime now(const Thread& t) const {
+    const int index = int(&t - threads_.data());
+    return {index, barriers_, warp_syncs_[std::size_t(index) / 32]};
+  }
+
+  // racecheck: `me` `does` the word of `race`, which another thread touched with nothing ordering the two.
+  void check(const std::optional<Race>& race, const Thread& me, const char* does) {
+    if (!race) return;
+    fail(fmt::format("racecheck: {} {} shared address {}, which {} {} since the last __syncthreads (no barrier orders "
+                     "the two)", who(me), does, race->address, who(threads_[std::size_t(race->other)]),
+                     race->other_wrote ? "wrote" : "read"));
+  }
+
   Thread* warp_of(const Thread& t) {
     const std::size_t index = std::size_t(&t - threads_.data());
     if (threads_.size() % 32 != 0) fail(fmt::format("warp-collective operations need whole warps; the block has {} threads",
@@ -248,8 +293,10 @@ class Cta {
   }
 
   void complete(Thread* lanes, Collective kind) {
+    if (!warp_requests_.empty()) warp_requests_[std::size_t(lanes - threads_.data()) / 32].flush(banks_);
     switch (kind) {
       case Collective::exchange:
+        if (lanes[0].bytes == 0) ++warp_syncs_[std::size_t(lanes - threads_.data()) / 32];  // __syncwarp
         for (int l = 0; l < 32; ++l) {
           for (int k = 0; k < 32 && lanes[l].bytes > 0; ++k) {
             std::memcpy(static_cast<std::uint8_t*>(lanes[l].result) + std::size_t(k) * lanes[l].bytes, lanes[k].operand,
@@ -272,7 +319,15 @@ class Cta {
           fail(fmt::format("block ({}, {}, {}) warp {}: {}", lanes[0].ids.block[0], lanes[0].ids.block[1],
                            lanes[0].ids.block[2], (lanes - threads_.data()) / 32, e.what()));
         }
-        for (int l = 0; l < 32; ++l) std::memcpy(lanes[l].result, r[std::size_t(l)].data(), 16);
+        if (!warp_requests_.empty()) {
+          std::array<LaneAccess, 32> request;
+          for (int l = 0; l < 32; ++l) request[std::size_t(l)] = {l, addresses[std::size_t(l)], 16};
+          banks_[std::size_t(SharedOp::ldmatrix)].add(count_wavefronts(request));
+        }
+        for (int l = 0; l < 32; ++l) {
+          check(races_.read(addresses[std::size_t(l)], 16, now(lanes[l])), lanes[l], "reads (ldmatrix)");
+          std::memcpy(lanes[l].result, r[std::size_t(l)].data(), 16);
+        }
         break;
       }
       case Collective::mma: {
@@ -309,10 +364,14 @@ class Cta {
   std::string label_;
   std::vector<std::uint8_t> shared_;
   std::size_t shared_size_ = 0;
+  RaceCheck races_;
+  std::uint32_t barriers_ = 0;           // __syncthreads passed
+  std::vector<std::uint32_t> warp_syncs_;  // __syncwarp passed, per warp
   std::vector<Thread> threads_;
+  std::vector<WarpRequests> warp_requests_;  // per warp, when profiling bank conflicts
+  BankProfile banks_{};
   StackPool& stacks_;
   std::exception_ptr error_;
-  friend struct Services;
 };
 
 // --- the table's functions: each acts for the fiber now running on this host thread ---
@@ -324,11 +383,7 @@ struct Services {
     current_cta->collective(Collective::exchange, site, mine, all, bytes);
   }
   static unsigned shared_address(const void* pointer) { return current_cta->shared_address(pointer); }
-  static void store_shared(unsigned address, const void* bytes, unsigned size) {
-    std::uint8_t* to = current_cta->shared_at(address, size, "stores");
-    if (bytes) std::memcpy(to, bytes, size);
-    else std::memset(to, 0, size);
-  }
+  static void store_shared(unsigned address, const void* bytes, unsigned size) { current_cta->store_shared(address, bytes, size); }
   static void cp_async_16(unsigned shared, const void* global, int valid) { current_cta->cp_async_16(shared, global, valid != 0); }
   static void cp_async_commit() { current_cta->cp_async_commit(); }
   static void cp_async_wait(int pending) { current_cta->cp_async_wait(pending); }
@@ -357,6 +412,14 @@ const DilatronEmulatorApi& api_table() {
   return table;
 }
 
+bool describe_running_thread(char* text, std::size_t size) noexcept {
+  if (!current_cta || !current) return false;
+  const DilatronEmulatorThread& i = current->ids;
+  std::snprintf(text, size, "%s: block (%u, %u, %u) thread (%u, %u, %u)", current_cta->label().c_str(), i.block[0],
+                i.block[1], i.block[2], i.thread[0], i.thread[1], i.thread[2]);
+  return true;
+}
+
 void launch(KernelEntry entry, const void* args, const LaunchShape& shape, const LaunchOptions& options) {
   const std::size_t ctas = std::size_t(shape.grid[0]) * shape.grid[1] * shape.grid[2];
   const std::size_t threads = std::size_t(shape.block[0]) * shape.block[1] * shape.block[2];
@@ -377,17 +440,21 @@ void launch(KernelEntry entry, const void* args, const LaunchShape& shape, const
   std::mutex first_mutex;
   auto work = [&] {
     StackPool stacks;
+    BankProfile banks{};
     for (std::size_t i; !failed && (i = next++) < ctas;) {
       const std::array<unsigned, 3> block{unsigned(i % shape.grid[0]), unsigned(i / shape.grid[0] % shape.grid[1]),
                                           unsigned(i / (std::size_t(shape.grid[0]) * shape.grid[1]))};
       try {
-        Cta(shape, block, options.label, stacks).run(entry, args);
+        Cta cta(shape, block, options.label, stacks);
+        cta.run(entry, args);
+        merge(banks, cta.bank_profile());
       } catch (...) {
         const std::lock_guard lock(first_mutex);
         if (!first) first = std::current_exception();
         failed = true;
       }
     }
+    if (bank_profiling() && !failed) record_bank_profile(options.label, banks);
   };
   {
     std::vector<std::jthread> pool;

@@ -31,6 +31,10 @@ using KernelEntry = void (*)(const void* args);
 // The table every emulated object's `dilatron_emulator_api` points to.
 const DilatronEmulatorApi& api_table();
 
+// For memcheck's report from a signal handler: "KERNEL: block (x, y, z) thread (x, y, z)" of the CUDA
+// thread running on this host thread, written into `text`; false outside a launch.
+bool describe_running_thread(char* text, std::size_t size) noexcept;
+
 // Runs the grid to completion. Throws dilatron::Error for a bad shape or the first hazard found.
 void launch(KernelEntry entry, const void* args, const LaunchShape& shape, const LaunchOptions& options = {});
 

@@ -6,6 +6,7 @@
 #include <dilatron/reference.hpp>
 
 #include <cmath>
+#include <cstdio>
 #include <map>
 #include <tuple>
 #include <memory>
@@ -15,6 +16,7 @@
 
 #include "autotune/required_kernels.hpp"
 #include "codegen/host_compile.hpp"
+#include "emulator/bank_conflicts.hpp"
 #include "emulator/emulated_kernel.hpp"
 #include "emulator/numerics.hpp"
 #include "runtime/launch.hpp"
@@ -220,4 +222,34 @@ TEST(EmulatedKernels, ForwardMatchesTheReference) {
     check_forward(c);
     if (HasFatalFailure()) return;
   }
+}
+
+// Every shared-memory request of the forward and backward kernels (cp.async tiles, ldmatrix fragments,
+// st.shared) takes the conflict-free minimum of wavefronts, for each head dimension's tiles. The table
+// printed is bench/NOTES.md's.
+TEST(EmulatedKernels, SharedMemoryRequestsHaveNoBankConflicts) {
+  struct Profiling {
+    Profiling() { set_bank_profiling(true), reset_bank_profiles(); }
+    ~Profiling() { set_bank_profiling(false); }
+  } profiling;
+  for (const int d : {64, 96, 128, 256}) {
+    const Case c{config({64, 128}, {1, 2}, true), d == 96 ? DType::f16 : DType::bf16, 1, 128, 2, 1, d};
+    check_forward(c);
+    if (d != 256) check_backward(c);
+    if (HasFatalFailure()) return;
+  }
+  const auto profiles = bank_profiles();
+  ASSERT_GE(profiles.size(), 8u);
+  std::uint64_t ldmatrix = 0, copies = 0;
+  for (const auto& [kernel, profile] : profiles) {
+    for (std::size_t op = 0; op < profile.size(); ++op) {
+      EXPECT_TRUE(profile[op].conflict_free()) << kernel << " " << kSharedOpNames[op] << ": " << profile[op].wavefronts
+                                               << " wavefronts where " << profile[op].needed << " would do";
+    }
+    ldmatrix += profile[std::size_t(SharedOp::ldmatrix)].requests;
+    copies += profile[std::size_t(SharedOp::cp_async)].requests;
+  }
+  EXPECT_GT(ldmatrix, 0u);
+  EXPECT_GT(copies, 0u);
+  std::printf("%s", bank_profile_table().c_str());
 }

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "codegen/host_compile.hpp"
+#include "emulator/bank_conflicts.hpp"
 #include "emulator/emulated_kernel.hpp"
 #include "tests/support/expect_error.hpp"
 
@@ -41,6 +42,49 @@ __global__ void reverse_and_sum(Args a) {
   float x = s[63 - i];
   for (int m = 16; m > 0; m /= 2) x += __shfl_xor_sync(0xffffffffu, x, m);
   a.out[base + i] = x;
+}
+
+// Warp `writer` stores a 512-byte tile with st.shared (lane j writes the row lane j + 1 reads), which warp
+// 0 then reads with ldmatrix.x4. What orders the two: mode 0 a __syncthreads, mode 1 nothing (writer warp
+// 1), mode 2 a __syncwarp (writer warp 0), mode 3 nothing (writer warp 0), mode 4 a __syncthreads but
+// every lane of warp 1 also stores the first word.
+__global__ void tile_through_shared(Args a) {
+  using namespace dilatron::ptx;
+  const unsigned base = shared_address(dynamic_shared());
+  const int i = threadIdx.x, lane = i % 32, writer = a.mode == 2 || a.mode == 3 ? 0 : 1;
+  if (i / 32 == writer) {
+    for (int w = 0; w < 4; ++w) st_shared_32(base + 16 * ((lane + 1) % 32) + 4 * w, unsigned(i * 4 + w));
+    if (a.mode == 4) st_shared_32(base, 7u);
+  }
+  if (a.mode == 0 || a.mode == 4) __syncthreads();
+  if (a.mode == 2) __syncwarp();
+  if (i / 32 == 0) {
+    unsigned r[4];
+    ldmatrix_x4(base + 16 * lane, r);
+    for (int w = 0; w < 4; ++w) a.out[4 * lane + w] = float(r[w]);
+  }
+}
+
+// One warp copies a 32 x 128-byte tile (rows of eight 16-byte chunks) to shared memory with cp.async and
+// reads it back with ldmatrix.x4, one chunk column at a time. mode 0 keeps chunk c of row r at c (every
+// 8x8 matrix's rows then share four banks); mode 1 stores it at c ^ (r % 8), the usual swizzle.
+__global__ void tile_columns(Args a) {
+  using namespace dilatron::ptx;
+  const unsigned base = shared_address(dynamic_shared());
+  const int lane = threadIdx.x;
+  auto at = [&](int row, int chunk) { return base + 128 * row + 16 * (a.mode == 1 ? chunk ^ (row % 8) : chunk); };
+  for (int j = 0; j < 8; ++j) {
+    const int row = 4 * j + lane / 8, chunk = lane % 8;
+    cp_async_16(at(row, chunk), a.in + 32 * row + 4 * chunk, true);
+  }
+  cp_async_commit();
+  cp_async_wait<0>();
+  __syncwarp();
+  for (int chunk = 0; chunk < 8; ++chunk) {
+    unsigned r[4];
+    ldmatrix_x4(at(lane, chunk), r);
+    for (int m = 0; m < 4; ++m) a.out[128 * chunk + 4 * lane + m] = __uint_as_float(r[m]);
+  }
 }
 
 // Copies 64 floats global -> shared with cp.async, then reads them back; mode 1 reads before waiting.
@@ -107,6 +151,40 @@ TEST(EmulatorLaunch, SeededBugsAreReportedNotHung) {
   EXPECT_NO_THROW(run(0));
 }
 
+// racecheck: a shared word two threads touch with nothing ordering them, one writing, fails the launch
+// naming both threads and the address; __syncthreads, or __syncwarp within a warp, orders them.
+TEST(EmulatorLaunch, SharedMemoryRacesAreReportedWithBothThreads) {
+  const EmulatedKernel k = load("tile_through_shared");
+  Buffers b(128);
+  const auto run = [&](int mode) {
+    const Args args{b.out.data(), b.in.data(), mode};
+    k.launch(&args, {{1, 1, 1}, {64, 1, 1}, 512});
+  };
+  for (const int mode : {0, 2}) {
+    SCOPED_TRACE(mode);
+    std::fill(b.out.begin(), b.out.end(), -1.f);
+    ASSERT_NO_THROW(run(mode));
+    // ldmatrix hands lane l row l / 4's word l % 4 of each matrix: word w of row (l / 4) + 8 m, written by
+    // lane (row + 31) % 32 of the writing warp.
+    const int writer = mode == 2 ? 0 : 32;
+    for (int l = 0; l < 32; ++l) {
+      for (int m = 0; m < 4; ++m) {
+        const int row = l / 4 + 8 * m;
+        EXPECT_EQ(b.out[std::size_t(4 * l + m)], float((writer + (row + 31) % 32) * 4 + l % 4)) << "lane " << l << " matrix " << m;
+      }
+    }
+  }
+  // Warp 0 reads (it runs first) what warp 1 then overwrites, with no barrier between: read, then write.
+  expect_error([&] { run(1); }, {"racecheck", "thread (32, 0, 0) stores to (st.shared) shared address 16",
+                                 "which block (0, 0, 0) thread (1, 0, 0) read since the last __syncthreads"});
+  // Lanes of one warp: lane 31 writes the row lane 0 reads, without a __syncwarp.
+  expect_error([&] { run(3); }, {"racecheck", "thread (0, 0, 0) reads (ldmatrix) shared address 0",
+                                 "which block (0, 0, 0) thread (31, 0, 0) wrote"});
+  // Two writers of one word.
+  expect_error([&] { run(4); }, {"racecheck", "thread (33, 0, 0) stores to (st.shared) shared address 0",
+                                 "thread (32, 0, 0) wrote"});
+}
+
 TEST(EmulatorLaunch, CpAsyncBytesAppearOnlyAtTheirWait) {
   const EmulatedKernel k = load("async_copy");
   Buffers b(64);
@@ -116,6 +194,66 @@ TEST(EmulatorLaunch, CpAsyncBytesAppearOnlyAtTheirWait) {
   args.mode = 1;  // reads before cp.async.wait_group: every value is the 0xff poison, a NaN
   k.launch(&args, {{1, 1, 1}, {64, 1, 1}, 256});
   for (const float x : b.out) EXPECT_TRUE(std::isnan(x));
+}
+
+// The hardware's wavefronts, from the rules in bank_conflicts.hpp.
+TEST(BankConflicts, RequestsTakeTheWavefrontsTheirBanksNeed) {
+  const auto request = [](unsigned stride, unsigned bytes, int lanes = 32) {
+    std::vector<LaneAccess> r;
+    for (int l = 0; l < lanes; ++l) r.push_back({l, stride * unsigned(l), bytes});
+    return count_wavefronts(r);
+  };
+  const auto expect = [](Wavefronts w, unsigned taken, unsigned needed, unsigned worst) {
+    EXPECT_EQ(w.taken, taken);
+    EXPECT_EQ(w.needed, needed);
+    EXPECT_EQ(w.worst_way, worst);
+  };
+  expect(request(4, 4), 1, 1, 1);            // consecutive words: one wavefront
+  expect(request(0, 4), 1, 1, 1);            // one word for every lane: a broadcast
+  expect(request(8, 4), 2, 1, 2);            // stride 2 words: 2-way
+  expect(request(128, 4), 32, 1, 32);        // one bank for every lane
+  expect(request(16, 16), 4, 4, 1);          // 16-byte accesses: four phases of 8 lanes, each conflict-free
+  expect(request(128, 16), 32, 4, 8);        // rows of 128 bytes: each phase's 8 rows share 4 banks
+  expect(request(4, 4, 16), 1, 1, 1);        // half a warp
+  expect(request(128, 16, 8), 8, 1, 8);      // one phase only
+  expect(count_wavefronts({}), 0, 0, 1);
+}
+
+// An unswizzled tile reads with 8-way conflicts, a swizzled one with none; the values are the same.
+TEST(BankConflicts, AnUnswizzledTileShowsEightWayConflictsAndTheSameResult) {
+  const EmulatedKernel k = load("tile_columns");
+  set_bank_profiling(true);
+  std::vector<std::vector<float>> outs;
+  for (const int mode : {0, 1}) {
+    reset_bank_profiles();
+    Buffers b(32 * 32);
+    const Args args{b.out.data(), b.in.data(), mode};
+    k.launch(&args, {{1, 1, 1}, {32, 1, 1}, 32 * 128});
+    // ldmatrix lane l gets word l % 4 of row l / 4 + 8 m of matrix m: chunk c of that row.
+    for (int chunk = 0; chunk < 8; ++chunk) {
+      for (int l = 0; l < 32; ++l) {
+        for (int m = 0; m < 4; ++m) {
+          const int row = l / 4 + 8 * m;
+          ASSERT_EQ(b.out[std::size_t(128 * chunk + 4 * l + m)], b.in[std::size_t(32 * row + 4 * chunk + l % 4)]);
+        }
+      }
+    }
+    outs.push_back(b.out);
+    const BankProfile p = bank_profiles().at("tile_columns");
+    const BankCounts& ld = p[std::size_t(SharedOp::ldmatrix)];
+    const BankCounts& copies = p[std::size_t(SharedOp::cp_async)];
+    EXPECT_EQ(ld.requests, 8u);
+    EXPECT_EQ(ld.needed, 8u * 4);
+    EXPECT_EQ(ld.wavefronts, mode == 0 ? 8u * 32 : 8u * 4) << "mode " << mode;
+    EXPECT_EQ(ld.worst_way, mode == 0 ? 8u : 1u);
+    // Eight lanes copy one whole row: conflict-free either way.
+    EXPECT_EQ(copies.requests, 8u);
+    EXPECT_TRUE(copies.conflict_free()) << copies.wavefronts << " of " << copies.needed;
+    EXPECT_EQ(p[std::size_t(SharedOp::st_shared)].requests, 0u);
+  }
+  set_bank_profiling(false);
+  EXPECT_EQ(outs[0], outs[1]);
+  EXPECT_NE(bank_profile_table().find("tile_columns"), std::string::npos);
 }
 
 TEST(EmulatorLaunch, BadShapesAndBrokenSourcesAreClearErrors) {
