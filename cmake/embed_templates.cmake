@@ -22,7 +22,7 @@ namespace dilatron::codegen {
 namespace {
 ${arrays}}  // namespace
 
-const std::vector<TemplateFile>& template_files() {
+const std::vector<TemplateFile>& embedded_template_files() {
   static const std::vector<TemplateFile> files = {
 ${entries}  };
   return files;

@@ -1,8 +1,16 @@
 #include "codegen/templates.hpp"
 
+#include <dilatron/error.hpp>
+
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <deque>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+
+#include "common/env.hpp"
 
 #define XXH_INLINE_ALL
 #include <xxhash.h>
@@ -47,6 +55,48 @@ void expand(std::string_view source, std::vector<std::string>& seen, std::string
 }
 
 }  // namespace
+
+std::vector<TemplateFile> read_template_dir(const std::filesystem::path& dir) {
+  static std::mutex mutex;
+  static std::deque<std::string> texts;  // never shrinks: the views below point into it
+  namespace fs = std::filesystem;
+  std::vector<std::pair<std::string, std::string>> read;
+  try {
+    if (!fs::is_directory(dir)) throw Error("not a directory");
+    for (const fs::directory_entry& e : fs::recursive_directory_iterator(dir)) {
+      if (!e.is_regular_file() || e.path().extension() != ".cuh") continue;
+      std::ifstream in(e.path(), std::ios::binary);
+      std::ostringstream text;
+      text << in.rdbuf();
+      if (!in) throw Error(fmt::format("cannot read {}", e.path().string()));
+      read.emplace_back(e.path().lexically_relative(dir).generic_string(), text.str());
+    }
+  } catch (const std::exception& e) {
+    throw Error(fmt::format("DILATRON_TEMPLATES_DIR='{}': {}", dir.string(), e.what()));
+  }
+  if (std::none_of(read.begin(), read.end(), [](const auto& f) { return f.first.starts_with("dilatron/"); })) {
+    throw Error(fmt::format("DILATRON_TEMPLATES_DIR='{}' holds no dilatron/*.cuh: point it at a copy of the project's "
+                            "templates/ folder", dir.string()));
+  }
+  std::sort(read.begin(), read.end());
+  const std::lock_guard lock(mutex);
+  std::vector<TemplateFile> files;
+  for (auto& [name, text] : read) {
+    texts.push_back(std::move(name));
+    const std::string_view name_view = texts.back();
+    texts.push_back(std::move(text));
+    files.push_back({name_view, texts.back()});
+  }
+  return files;
+}
+
+const std::vector<TemplateFile>& template_files() {
+  static const std::vector<TemplateFile> files = [] {
+    const std::string_view dir = env::text("DILATRON_TEMPLATES_DIR");
+    return dir.empty() ? embedded_template_files() : read_template_dir(std::string(dir));
+  }();
+  return files;
+}
 
 std::string expand_includes(std::string_view source) {
   std::vector<std::string> seen;

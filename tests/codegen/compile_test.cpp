@@ -1,12 +1,16 @@
 // Every device template instantiates and compiles to CUBIN for sm_80 and sm_90a through NVRTC.
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <set>
 
 #include "autotune/policy.hpp"
 #include "codegen/compiler.hpp"
 #include "codegen/render.hpp"
 #include "codegen/templates.hpp"
+#include "tests/support/temp_dir.hpp"
+
+#include <dilatron/error.hpp>
 
 using namespace dilatron;
 using namespace dilatron::codegen;
@@ -53,6 +57,35 @@ TEST(Templates, AreEmbeddedWithAStableBundleHash) {
   }
   EXPECT_EQ(template_bundle_hash().size(), 16u);
   EXPECT_EQ(template_bundle_hash(), template_bundle_hash());
+}
+
+// DILATRON_TEMPLATES_DIR's reader: a copy of the templates reads back as the embedded set with the same
+// hash; an edit changes the hash; a folder without templates is an error naming it.
+TEST(Templates, ADirectoryCopyReadsBackAndItsEditsChangeTheHash) {
+  test::TempDir dir;
+  for (const TemplateFile& f : embedded_template_files()) {
+    std::filesystem::create_directories((dir / std::string(f.name)).parent_path());
+    std::ofstream(dir / std::string(f.name), std::ios::binary) << f.text;
+  }
+  std::ofstream(dir / "README.txt") << "not a template";
+  const std::vector<TemplateFile> copy = read_template_dir(dir.path());
+  ASSERT_EQ(copy.size(), embedded_template_files().size());
+  for (std::size_t i = 0; i < copy.size(); ++i) {
+    EXPECT_EQ(copy[i].name, embedded_template_files()[i].name);
+    EXPECT_EQ(copy[i].text, embedded_template_files()[i].text);
+  }
+  EXPECT_EQ(bundle_hash(copy), bundle_hash(embedded_template_files()));
+  std::ofstream(dir / "dilatron/pack.cuh", std::ios::app) << "// an edit\n";
+  EXPECT_NE(bundle_hash(read_template_dir(dir.path())), bundle_hash(embedded_template_files()));
+
+  test::TempDir empty;
+  EXPECT_THROW(read_template_dir(dir / "missing"), Error);
+  try {
+    read_template_dir(empty.path());
+    ADD_FAILURE() << "an empty folder was read";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("holds no dilatron/*.cuh"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Render, IsATinyTranslationUnitInstantiatingTheTemplate) {
