@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <limits>
 
@@ -47,7 +48,14 @@ bool parse_switch(const char* name, std::string_view value) {
   throw Error(fmt::format("{}='{}': expected 1 (on) or 0 (off)", name, value));
 }
 
+namespace {
+std::atomic<bool> emulator_selected{false};
+}
+
+void select_emulated_device() { emulator_selected = true; }
+
 bool emulated_device() {
+  if (emulator_selected) return true;
   static const bool emulated = [] {
     const std::string_view value = text("DILATRON_DEVICE");
     if (value.empty() || value == "gpu") return false;

@@ -23,4 +23,8 @@ bool parse_switch(const char* name, std::string_view value);
 // throws dilatron::Error.
 bool emulated_device();
 
+// Makes emulated_device() true for the rest of the process whatever DILATRON_DEVICE says: the CLI's
+// `--device emulator`, called before the first driver call or kernel compile.
+void select_emulated_device();
+
 }  // namespace dilatron::env

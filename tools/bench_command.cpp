@@ -26,6 +26,7 @@ struct BenchOptions {
   int iters = 20, warmup = 5;
   std::int64_t dense_limit = 65536;
   bool json = false;
+  Device device = Device::cuda;
 };
 
 struct Measurement {
@@ -58,12 +59,14 @@ Measurement measure(const std::string& name, const Config& config, const BenchOp
              lv = TensorView::contiguous(lse.get(), DType::f32, {o.batch, o.heads, o.seq_len, 1});
   for (int i = 0; i < o.warmup; ++i) attention.forward(qv, kv, vv, ov, &lv, nullptr);  // JIT and module load land here
   const std::size_t held = free_before - free_memory();
-  constexpr int kHostCalls = 50;  // few enough that the launch queue never blocks the host
+  // Few enough that the launch queue never blocks the host. The emulated device runs each launch before
+  // forward() returns, so there one call says as much.
+  const int host_calls = o.device == Device::emulator ? 1 : 50;
   DILATRON_CU(cuCtxSynchronize());
   const auto host_start = std::chrono::steady_clock::now();
-  for (int i = 0; i < kHostCalls; ++i) attention.forward(qv, kv, vv, ov, &lv, nullptr);
+  for (int i = 0; i < host_calls; ++i) attention.forward(qv, kv, vv, ov, &lv, nullptr);
   const double host_us =
-      std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - host_start).count() / kHostCalls;
+      std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - host_start).count() / host_calls;
   DILATRON_CU(cuCtxSynchronize());
   const double ms = timer.median_ms([&] { attention.forward(qv, kv, vv, ov, &lv, nullptr); }, 0, o.iters);
   const double flops = 4.0 * head_dim * double(o.batch) * double(attended_pairs(config, o.seq_len, o.heads));
@@ -87,6 +90,7 @@ void check_flags(const BenchOptions& o) {
 void bench(const BenchOptions& o) {
   check_flags(o);
   driver::current_context();  // names the missing driver or GPU
+  if (const std::string note = emulated_timing_note(); !note.empty()) fmt::print(stderr, "{}\n", note);
   WorkloadFlags flags = o.workload;
   flags.arch = driver::current_arch();
   const autotune::Workload w = cli::workloads(flags).front();
@@ -105,13 +109,15 @@ void bench(const BenchOptions& o) {
                      {"ms", m.ms},
                      {"tflops", m.tflops},
                      {"memory_bytes", m.memory_bytes},
-                     {"host_us", m.host_us}});
+                     {"host_us", m.host_us},
+                     {"emulated", o.device == Device::emulator}});
     }
     fmt::print("{}\n", json_text(out));
     return;
   }
-  fmt::print("B={} N={} H={} Hkv={} D={} {} on {} ({} timed runs, median, L2 flushed)\n", o.batch, o.seq_len, o.heads,
-             o.kv_heads ? o.kv_heads : o.heads, w.head_dim, to_string(w.dtype), driver::current_arch(), o.iters);
+  fmt::print("B={} N={} H={} Hkv={} D={} {} on {}{} ({} timed runs, median, L2 flushed)\n", o.batch, o.seq_len, o.heads,
+             o.kv_heads ? o.kv_heads : o.heads, w.head_dim, to_string(w.dtype), driver::current_arch(),
+             o.device == Device::emulator ? " emulated (times meaningless)" : "", o.iters);
   for (const Measurement& m : rows) {
     fmt::print("{:<34} {:>9.3f} ms {:>8.1f} TFLOP/s {:>9.1f} MiB {:>6.1f} us host/call  x{:.2f} vs first row\n", m.name,
                m.ms, m.tflops, double(m.memory_bytes) / (1 << 20), m.host_us, rows.front().ms / m.ms);
@@ -133,7 +139,10 @@ void add_bench(CLI::App& app) {
   cmd->add_option("--dense-limit", o->dense_limit, "largest N for the dense baseline (0: none)")
       ->capture_default_str()
       ->transform(integer_in(0, std::int64_t(1) << 40));
-  cmd->add_flag("--json", o->json, "machine-readable output");
+  add_device(cmd, o->device, false,
+             "cuda (this machine's GPU) or emulator (the same kernels on the CPU: checks the bench runs; its times mean "
+             "nothing, so pass small sizes)");
+  cmd->add_flag("--json", o->json, "machine-readable output (each row's \"emulated\" says where it ran)");
   cmd->callback([o] { bench(*o); });
 }
 

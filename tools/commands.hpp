@@ -48,6 +48,17 @@ CLI::Option* add_gpu_dtype(CLI::App* cmd, DType& dtype);
 // As --dtype takes it (for a value from a file): throws dilatron::Error saying why not.
 DType parse_gpu_dtype(const std::string& text);
 
+// Where a command runs its kernels: cpu, the float64 host reference (`run` only); cuda, this machine's GPU;
+// emulator, the emulated device (docs/EMULATOR.md: slow, proves correctness, never speed).
+enum class Device { cpu, cuda, emulator };
+// "--device": `with_cpu` adds cpu to cuda and emulator. Choosing emulator selects the emulated device for
+// the whole process as the flag is parsed, before any driver call or compile.
+CLI::Option* add_device(CLI::App* cmd, Device& device, bool with_cpu, const std::string& help);
+// For summaries: "the GPU" or "the emulated device".
+std::string device_words(Device device);
+// The note bench and tune print before timing on the emulated device (empty on a GPU).
+std::string emulated_timing_note();
+
 // A check for numeric flags that must be > 0, naming the value (CLI11's PositiveNumber quotes the
 // largest double instead).
 CLI::Validator positive();

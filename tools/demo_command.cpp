@@ -26,6 +26,7 @@ struct DemoOptions {
   std::int64_t seq_len = 4096, heads = 8, kv_heads = 2, head_dim = 64;
   bool causal = false, quiet = false;
   std::uint64_t seed = 1;
+  Device device = Device::cuda;
 };
 
 std::vector<std::uint16_t> random_half(std::int64_t count, std::mt19937_64& rng) {
@@ -47,7 +48,8 @@ void demo(const DemoOptions& o) {
   config.causal = o.causal;
   const driver::Status gpu = driver::probe();
   fmt::print("Dilatron demo: a LongNet dilated attention layer on the float64 host reference\n");
-  fmt::print("  (GPU: {})\n\n", gpu.devices.empty() ? gpu.problem : gpu.devices.front().name + ", checked below");
+  fmt::print("  ({}: {})\n\n", o.device == Device::emulator ? "checked on" : "GPU",
+             gpu.devices.empty() ? gpu.problem : gpu.devices.front().name + ", checked below");
 
   std::mt19937_64 rng(o.seed);
   const Shape4 q_shape{1, o.seq_len, o.heads, o.head_dim}, kv_shape{1, o.seq_len, o.kv_heads, o.head_dim};
@@ -117,12 +119,12 @@ void demo(const DemoOptions& o) {
       diff += (got - want) * (got - want);
       norm += want * want;
     }
-    fmt::print("GPU      {} ({}): {:.1f} ms including JIT, transfers and module load; relative error vs the "
+    fmt::print("{} {} ({}): {:.1f} ms including JIT, transfers and module load; relative error vs the "
                "reference {:.2e}\n",
-               gpu.devices.front().name, driver::arch_name(gpu.devices.front().cc_major, gpu.devices.front().cc_minor),
+               o.device == Device::emulator ? "emulated" : "GPU     ", gpu.devices.front().name, driver::arch_name(gpu.devices.front().cc_major, gpu.devices.front().cc_minor),
                gpu_seconds * 1e3, std::sqrt(diff / norm));
   }
-  fmt::print("\nNext: `dilatron run --device cpu|cuda` on your own .npy tensors; `dilatron bench`; `dilatron info`.\n");
+  fmt::print("\nNext: `dilatron run --device cpu|cuda|emulator` on your own .npy tensors; `dilatron bench`; `dilatron info`.\n");
 }
 
 }  // namespace
@@ -142,6 +144,9 @@ void add_demo(CLI::App& app) {
   cmd->add_option("--seed", options->seed, "random seed")
       ->capture_default_str()
       ->transform(integer_in(0, std::numeric_limits<std::int64_t>::max()));
+  add_device(cmd, options->device, false,
+             "where the kernels check the reference: cuda (this machine's GPU, when it has one) or emulator (the same "
+             "kernels on the CPU, slow: try --seq-len 512)");
   cmd->add_flag("--quiet,-q", options->quiet, "no progress line");
   cmd->callback([options] { demo(*options); });
 }

@@ -6,8 +6,10 @@
 #include <cmath>
 #include <limits>
 #include <cstdlib>
+#include <functional>
 #include <utility>
 
+#include "common/env.hpp"
 #include "runtime/problem.hpp"
 #include "tools/commands.hpp"
 
@@ -30,22 +32,25 @@ std::string name_problem(const std::string& text, const Names<Enum>& names, cons
   return fmt::format("{} not in {{{}}}", text, fmt::join(keys, ","));
 }
 
-// The names, and only them (CLI11's CheckedTransformer also takes the enum's integers).
+// The names, and only them (CLI11's CheckedTransformer also takes the enum's integers); `then` sees each
+// value given.
 template <class Enum>
 CLI::Option* add_enum(CLI::App* cmd, const std::string& name, Enum& value, const Names<Enum>& names,
-                      const std::string& help, const Spellings& spellings = {}) {
+                      const std::string& help, const Spellings& spellings = {},
+                      std::function<void(Enum)> then = nullptr) {
   std::vector<std::string> keys;
   for (const auto& [key, _] : names) keys.push_back(key);
-  auto assign = [&value, names](const std::string& text) {
+  auto assign = [&value, names, then](const std::string& text) {
     for (const auto& [key, e] : names) {
       if (key == text) value = e;
     }
+    if (then) then(value);
   };
   auto check = [names, spellings](std::string& text) { return name_problem(text, names, spellings); };
   return cmd->add_option_function<std::string>(name, assign, help)
       ->check(CLI::Validator(check, ""))
       ->type_name(fmt::format("{}", fmt::join(keys, "|")))
-      ->default_str(std::string(to_string(value)));
+      ->default_str(std::find_if(names.begin(), names.end(), [&](const auto& n) { return n.second == value; })->first);
 }
 
 const Names<DType> kGpuDtypes = {{"bf16", DType::bf16}, {"f16", DType::f16}};
@@ -144,6 +149,22 @@ CLI::Option* add_int_list(CLI::App* cmd, const std::string& name, std::vector<st
 CLI::Option* add_mode(CLI::App* cmd, Mode& mode) {
   return add_enum<Mode>(cmd, "--mode", mode, {{"longnet", Mode::longnet}, {"head_groups", Mode::head_groups}},
                         "how branches combine: longnet (LSE-weighted merge) or head_groups (docs/SEMANTICS.md)");
+}
+
+CLI::Option* add_device(CLI::App* cmd, Device& device, bool with_cpu, const std::string& help) {
+  Names<Device> names{{"cuda", Device::cuda}, {"emulator", Device::emulator}};
+  if (with_cpu) names.insert(names.begin(), {"cpu", Device::cpu});
+  return add_enum<Device>(cmd, "--device", device, names, help, {{"gpu", "cuda"}, {"emu", "emulator"}}, [](Device d) {
+    if (d == Device::emulator) env::select_emulated_device();
+  });
+}
+
+std::string device_words(Device device) { return device == Device::emulator ? "the emulated device" : "the GPU"; }
+
+std::string emulated_timing_note() {
+  return env::emulated_device() ? "note: the emulated device runs kernels on this CPU, one fiber per CUDA thread; its "
+                                  "times measure the emulator and say nothing about a GPU's speed"
+                                : "";
 }
 
 CLI::Option* add_gpu_dtype(CLI::App* cmd, DType& dtype) {

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cache/cache_dir.hpp"
+#include "common/env.hpp"
 #include "runtime/tuning_file.hpp"
 #include "codegen/nvrtc.hpp"
 #include "runtime/driver.hpp"
@@ -62,6 +63,7 @@ void info(bool json) {
           {"problem", gpu.problem}}},
         {"nccl", {{"available", ring_ok}, {"version", ring_version}, {"library", ring.library}, {"problem", ring.problem}}},
         {"devices", devices},
+        {"device_in_use", env::emulated_device() ? "emulator" : "gpu"},
         {"cache_dir", cache_dir},
         {"cache_problem", cache_problem},
         {"tuning", {{"file", tuning_file}, {"records", tuning_records}, {"problem", tuning_problem}}}};
@@ -84,6 +86,9 @@ void info(bool json) {
                double(d.memory_bytes) / (1u << 30));
   }
   if (gpu.loaded && !gpu.problem.empty()) fmt::print("GPUs       none: {}\n", gpu.problem);
+  fmt::print("kernels    run on {}\n", env::emulated_device()
+                                          ? "the emulated device (DILATRON_DEVICE=emulator): slow, proves correctness only"
+                                          : "the GPU (DILATRON_DEVICE=emulator runs them on the emulated device)");
   if (ring_ok) {
     fmt::print("NCCL       {} ({})\n", ring_version, ring.library);
   } else {

@@ -21,7 +21,8 @@ namespace dilatron::cli {
 namespace {
 
 struct RunOptions {
-  std::string q, k, v, out, lse, device = "cpu";
+  std::string q, k, v, out, lse;
+  Device device = Device::cpu;
   std::string dout, dq, dk, dv;  // --backward
   Config config;
   double scale = 0;
@@ -67,7 +68,7 @@ void run(RunOptions o) {
     }
   }
   Outputs files(inputs, outputs);
-  if (o.device == "cuda") {
+  if (o.device == Device::cuda) {
     const driver::Status gpu = driver::probe();
     if (gpu.devices.empty()) throw Error("--device cuda: " + gpu.problem, ErrorKind::cuda);
   }
@@ -98,7 +99,7 @@ void run(RunOptions o) {
 
   const auto start = std::chrono::steady_clock::now();
   if (o.ranks > p.seq_len) throw UsageError(fmt::format("--ranks {} exceeds the {} rows of the sequence", o.ranks, p.seq_len));
-  if (o.device == "cuda") {
+  if (o.device != Device::cpu) {
     const HostGradients gradients{dout, dq, dk, dv};
     o.ranks > 1 ? gpu_ring_forward(o.config, o.ranks, q, k, v, out, lse_arg, o.backward ? &gradients : nullptr)
                 : gpu_forward(o.config, q, k, v, out, lse_arg, o.backward ? &gradients : nullptr);
@@ -130,7 +131,8 @@ void run(RunOptions o) {
                fmt::join(qa.shape, ","), to_string(out.dtype), o.lse.empty() ? "" : " and " + o.lse,
                o.backward ? fmt::format(" and the gradients {}, {}, {}", o.dq, o.dk, o.dv) : "",
                o.config.branches(), double(p.batch) * double(attended_pairs(o.config, p.seq_len, p.heads)), seconds,
-               o.device == "cuda" ? (o.ranks > 1 ? fmt::format("the GPU ({} ranks, Local transport)", o.ranks) : "the GPU")
+               o.device != Device::cpu
+                   ? device_words(o.device) + (o.ranks > 1 ? fmt::format(" ({} ranks, Local transport)", o.ranks) : "")
                : o.ranks > 1 ? fmt::format("the CPU (float64 reference, {} ranks)", o.ranks)
                              : "the CPU (float64 reference)");
   }
@@ -150,19 +152,18 @@ void add_run(CLI::App& app) {
   add_mode(cmd, o->config.mode);
   cmd->add_flag("--causal", o->config.causal, "mask keys after the query row");
   CLI::Option* scale = cmd->add_option("--scale", o->scale, "softmax scale (default 1/sqrt(D))");
-  cmd->add_option("--device", o->device,
-                  "where to run: cpu (float64 host reference) or cuda (float32 and float64 inputs run in bfloat16)")
-      ->check(CLI::IsMember({"cpu", "cuda"}))
-      ->capture_default_str();
+  add_device(cmd, o->device, true,
+             "where to run: cpu (float64 host reference), cuda (float32 and float64 inputs run in bfloat16) or emulator "
+             "(cuda's kernels on the emulated device: slow, for checking kernels without a GPU)");
   cmd->add_option("--ranks", o->ranks,
                   "split the sequence across P ranks exchanging only the dilated rows spanning segments need "
-                  "(--device cpu: P ranks of this process stepped together on its threads; --device cuda: P ranks on this GPU)")
+                  "(--device cpu: P ranks of this process stepped together on its threads; cuda or emulator: P ranks on one device)")
       ->capture_default_str()
       ->transform(positive_integer(std::numeric_limits<int>::max()));
   cmd->add_option("--out", o->out, "output O [B,N,H,D] in Q's dtype (a new file; never an input)")->required();
   cmd->add_option("--lse", o->lse, "also write the log-sum-exp, float32 [B,H,N]");
   cmd->add_flag("--backward", o->backward,
-                "also compute the gradients of O for the upstream gradient --dout (cpu: exact in float64; cuda: one rank takes "
+                "also compute the gradients of O for the upstream gradient --dout (cpu: exact in float64; cuda, emulator: one rank takes "
                 "head dim 64, 96 or 128, the GPU ring (--ranks P) any multiple of 8 up to 512)");
   cmd->add_option("--dout", o->dout, "with --backward: dO [B,N,H,D], the gradient flowing into O")->check(CLI::ExistingFile);
   cmd->add_option("--dq", o->dq, "with --backward: write dQ [B,N,H,D] in Q's dtype (a new file)");

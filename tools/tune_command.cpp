@@ -32,6 +32,7 @@ struct TuneOptions {
   unsigned jobs = 0;
   std::string cache_dir;
   bool dry_run = false, json = false;
+  Device device = Device::cuda;
 
   std::int64_t kv() const { return kv_heads ? kv_heads : heads; }
 };
@@ -94,6 +95,7 @@ void require_gpu(const TuneOptions& o) {
                 ErrorKind::cuda);
   }
   driver::current_context();
+  if (const std::string note = emulated_timing_note(); !note.empty()) fmt::print(stderr, "{}\n", note);
   if (!o.workload.arch.empty() && o.workload.arch != driver::current_arch()) {
     throw UsageError(fmt::format("--arch {}: this GPU is {}, and a tune times this GPU (--arch goes with --dry-run)",
                                  o.workload.arch, driver::current_arch()));
@@ -226,6 +228,7 @@ void tune(const TuneOptions& o) {
                           {"database", database},
                           {"kernels", nlohmann::json::array()}};
     if (target) out["device"] = target->device, out["driver"] = target->driver, out["iters"] = o.timing.iters;
+    if (target) out["emulated"] = o.device == Device::emulator;
     for (const Tuned& t : done) out["kernels"].push_back(to_json(t));
     if (!without_winner.empty()) out["without_winner"] = without_winner;
     fmt::print("{}\n", json_text(out));
@@ -271,6 +274,9 @@ void add_tune(CLI::App& app) {
   cmd->add_option("--cache-dir", o->cache_dir,
                   "cache directory holding kernels and tuning.json (default: $DILATRON_CACHE_DIR, else "
                   "$XDG_CACHE_HOME/dilatron, else ~/.cache/dilatron)");
+  add_device(cmd, o->device, false,
+             "cuda (this machine's GPU) or emulator (every candidate runs on the CPU: proves they all compute; the "
+             "winners are stored for the emulated device only, and its times mean nothing)");
   cmd->add_flag("--dry-run", o->dry_run, "list, prune and compile the candidates without timing or storing anything (no GPU needed)");
   cmd->add_flag("--json", o->json, "machine-readable output");
   cmd->callback([o] { tune(*o); });

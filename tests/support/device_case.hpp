@@ -10,11 +10,19 @@
 #include <vector>
 
 #include "common/dtype.hpp"
+#include "common/env.hpp"
 #include "runtime/device_buffer.hpp"
 #include "runtime/driver.hpp"
 #include "tests/support/random_case.hpp"
 
 namespace dilatron::test {
+
+// The GPU tests run on the emulated device too (DILATRON_DEVICE=emulator, docs/EMULATOR.md), where a
+// thread is a fiber on the CPU: there they take the smaller size.
+template <class T>
+T gpu_or_emulated(T on_gpu, T on_emulator) {
+  return env::emulated_device() ? on_emulator : on_gpu;
+}
 
 // Skips the test without a GPU.
 class GpuTest : public ::testing::Test {

@@ -1,5 +1,6 @@
 // `dilatron run --device cuda` (one GPU, and --ranks 3 on it) keeps the cpu contract: same files in, same files out, results within the
-// GPU tolerance of the host reference. Skipped without a GPU.
+// GPU tolerance of the host reference. Skipped without a GPU; on the emulated device (DILATRON_DEVICE=emulator)
+// the commands take `--device emulator` instead.
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
@@ -9,6 +10,7 @@
 #include "autotune/required_kernels.hpp"
 #include "runtime/tuning_file.hpp"
 #include "common/atomic_file.hpp"
+#include "common/env.hpp"
 #include "runtime/driver.hpp"
 #include "runtime/tuning.hpp"
 #include "tests/support/cli.hpp"
@@ -33,6 +35,9 @@ std::string write_inputs(const TempDir& dir, const std::vector<std::int64_t>& q_
                      (dir / "v.npy").string());
 }
 
+// The --device value that runs the kernels here.
+std::string gpu_device() { return env::emulated_device() ? "emulator" : "cuda"; }
+
 // ||got - want|| / ||want|| over two .npy files of one shape.
 double relative_l2(const std::filesystem::path& want_file, const std::filesystem::path& got_file) {
   const npy::Array want = npy::load(want_file), got = npy::load(got_file);
@@ -56,11 +61,11 @@ TEST(CliGpu, RunOnCudaMatchesRunOnCpu) {
     const std::string inputs =
         write_inputs(dir, {1, 300, 4, 64}, {1, 300, 2, 64}, dtype, rng) + " --segments 64,128,300 --dilations 1,3,5 --causal";
     // One GPU, then 3 ranks on it over the Local transport.
-    for (const char* device : {"cpu", "cuda", "cuda --ranks 3"}) {
-      const std::string tag = std::string(device).substr(0, 4) + (std::string(device).size() > 4 ? "3" : "");
+    for (const auto& [tag, device] : {std::pair{"cpu", std::string("cpu")}, std::pair{"cuda", gpu_device()},
+                                      std::pair{"cuda3", gpu_device() + " --ranks 3"}}) {
       const CliResult r = run_cli(dir, inputs + fmt::format(" --device {} --out '{}' --lse '{}'", device,
-                                                            (dir / (tag + "_o.npy")).string(),
-                                                            (dir / (tag + "_lse.npy")).string()));
+                                                            (dir / (std::string(tag) + "_o.npy")).string(),
+                                                            (dir / (std::string(tag) + "_lse.npy")).string()));
       ASSERT_EQ(r.status, 0) << device << ": " << r.err;
     }
     for (const char* tag : {"cuda", "cuda3"}) {
@@ -81,6 +86,31 @@ TEST(CliGpu, RunOnCudaMatchesRunOnCpu) {
   }
 }
 
+// The other kernel families through the CLI: head_groups, head dims 96, 128 and 256, partial last segments,
+// r not dividing w, both dtypes (float32 files run in bfloat16), with and without GQA and causality.
+TEST(CliGpu, RunMatchesTheCpuOverModesAndHeadDims) {
+  if (driver::probe().devices.empty()) GTEST_SKIP() << "no GPU";
+  TempDir dir;
+  std::mt19937_64 rng(13);
+  struct Case {
+    std::int64_t n, heads, kv_heads, head_dim;
+    DType dtype;
+    const char* flags;
+  };
+  for (const Case& c : {Case{200, 4, 4, 96, DType::f32, "--segments 64,200 --dilations 3,2 --mode head_groups"},
+                        Case{150, 4, 1, 128, DType::f16, "--segments 32,100 --dilations 1,3 --causal"},
+                        Case{130, 2, 2, 256, DType::f32, "--segments 48,130 --dilations 2,5 --causal --mode head_groups"}}) {
+    SCOPED_TRACE(c.flags);
+    const std::string inputs = write_inputs(dir, {1, c.n, c.heads, c.head_dim}, {1, c.n, c.kv_heads, c.head_dim}, c.dtype, rng) +
+                               " " + c.flags;
+    for (const std::string& device : {std::string("cpu"), gpu_device()}) {
+      const CliResult r = run_cli(dir, inputs + fmt::format(" --device {} --out '{}'", device, (dir / (device + "_o.npy")).string()));
+      ASSERT_EQ(r.status, 0) << device << ": " << r.err;
+    }
+    EXPECT_LE(relative_l2(dir / "cpu_o.npy", dir / (gpu_device() + "_o.npy")), c.dtype == DType::f16 ? 3e-3 : 1e-2);
+  }
+}
+
 // The tuned path on hardware: `dilatron tune` times real candidates and stores winners, and a run in
 // that cache launches tuned tiles (here a non-default shape stored for this GPU) and still matches the
 // host reference.
@@ -88,11 +118,13 @@ TEST(AutotuneGpu, TuneStoresWinnersAndTunedTilesRunCorrectly) {
   if (driver::probe().devices.empty()) GTEST_SKIP() << "no GPU";
   TempDir dir;
   const std::string cache = " --cache-dir '" + (dir / "cache").string() + "'";
-  const CliResult tuned = run_cli(dir, "tune --segments 256,512 --dilations 1,2 --head-dim 64 --dtype f16 --seq-len 2048 "
-                                       "--heads 4 --tiles 64x64x4x2,128x32x4x2 --json" + cache);
+  const CliResult tuned = run_cli(dir, fmt::format("tune --segments 256,512 --dilations 1,2 --head-dim 64 --dtype f16 "
+                                                   "--seq-len {} --heads 4 --tiles 64x64x4x2,128x32x4x2 --json --device {}",
+                                                   env::emulated_device() ? 512 : 2048, gpu_device()) + cache);
   ASSERT_EQ(tuned.status, 0) << tuned.err;
   const nlohmann::json out = nlohmann::json::parse(tuned.out);
   EXPECT_FALSE(out["device"].get<std::string>().empty());
+  EXPECT_EQ(out["emulated"], env::emulated_device());
   ASSERT_EQ(out["kernels"].size(), 2u);
   for (const auto& kernel : out["kernels"]) {
     ASSERT_TRUE(kernel.contains("winner")) << kernel.dump();
@@ -130,12 +162,13 @@ TEST(AutotuneGpu, TuneStoresWinnersAndTunedTilesRunCorrectly) {
   const CliResult cpu = run_cli(dir, fmt::format(fmt::runtime(inputs), "cpu") + " --device cpu");
   ASSERT_EQ(cpu.status, 0) << cpu.err;
   const std::string env = "DILATRON_LOG=info DILATRON_CACHE_DIR='" + (dir / "cache").string() + "'";
-  const CliResult gpu = run_cli(dir, fmt::format(fmt::runtime(inputs), "cuda") + " --device cuda", env);
+  const CliResult gpu = run_cli(dir, fmt::format(fmt::runtime(inputs), "cuda") + " --device " + gpu_device(), env);
   ASSERT_EQ(gpu.status, 0) << gpu.err;
   EXPECT_NE(gpu.err.find("tile 64x64 4w 2s sm_"), std::string::npos) << gpu.err;
   EXPECT_NE(gpu.err.find("(tuned tiles)"), std::string::npos) << gpu.err;
   EXPECT_LE(relative_l2(dir / "cpu_o.npy", dir / "cuda_o.npy"), 3e-3);
-  const CliResult heuristic = run_cli(dir, fmt::format(fmt::runtime(inputs), "cuda") + " --device cuda", env + " DILATRON_AUTOTUNE=0");
+  const CliResult heuristic =
+      run_cli(dir, fmt::format(fmt::runtime(inputs), "cuda") + " --device " + gpu_device(), env + " DILATRON_AUTOTUNE=0");
   ASSERT_EQ(heuristic.status, 0) << heuristic.err;
   EXPECT_EQ(heuristic.err.find("(tuned tiles)"), std::string::npos) << "DILATRON_AUTOTUNE=0 ignores the database";
 }
@@ -154,8 +187,8 @@ TEST(CliGpu, BackwardOnCudaMatchesTheCpu) {
     npy::write(file, DType::f16, {1, 300, 4, 64}, dout.data());
     file.commit();
   }
-  for (const auto& [run, flags] : {std::pair{"cpu", "--device cpu"}, std::pair{"cuda", "--device cuda"},
-                                   std::pair{"ring", "--device cuda --ranks 3"}}) {
+  for (const auto& [run, flags] : {std::pair{"cpu", std::string("--device cpu")}, std::pair{"cuda", "--device " + gpu_device()},
+                                   std::pair{"ring", "--device " + gpu_device() + " --ranks 3"}}) {
     const CliResult r = run_cli(dir, inputs + fmt::format(" {0} --out '{1}/{2}_o.npy' --backward --dout '{1}/do.npy' "
                                                           "--dq '{1}/{2}_dq.npy' --dk '{1}/{2}_dk.npy' --dv '{1}/{2}_dv.npy'",
                                                           flags, dir.path().string(), run));
@@ -167,4 +200,28 @@ TEST(CliGpu, BackwardOnCudaMatchesTheCpu) {
           << run << " " << name;
     }
   }
+}
+
+// `bench` and `demo` run the kernels: bench's rows say where they ran, demo's error against the host
+// reference is within the 16-bit tolerance.
+TEST(CliGpu, BenchAndDemoRunTheKernels) {
+  if (driver::probe().devices.empty()) GTEST_SKIP() << "no GPU";
+  TempDir dir;
+  const CliResult bench = run_cli(dir, "bench --device " + gpu_device() + " --segments 64,128 --dilations 1,2 --causal "
+                                       "--seq-len 256 --heads 2 --kv-heads 1 --head-dim 64 --iters 1 --warmup 1 --json");
+  ASSERT_EQ(bench.status, 0) << bench.err;
+  const auto rows = nlohmann::json::parse(bench.out);
+  ASSERT_EQ(rows.size(), 2u) << bench.out;  // dilatron, and the dense baseline (N within --dense-limit)
+  for (const auto& row : rows) {
+    EXPECT_GT(row["ms"].get<double>(), 0) << row;
+    EXPECT_EQ(row["emulated"], env::emulated_device()) << row;
+  }
+  EXPECT_EQ(bench.err.find("emulated device") != std::string::npos, env::emulated_device()) << bench.err;
+
+  const CliResult demo = run_cli(dir, "demo --device " + gpu_device() + " --seq-len 256 --heads 2 --kv-heads 1 -q");
+  ASSERT_EQ(demo.status, 0) << demo.err;
+  const std::string marker = "relative error vs the reference ";
+  const std::size_t at = demo.out.find(marker);
+  ASSERT_NE(at, std::string::npos) << demo.out;
+  EXPECT_LE(std::stod(demo.out.substr(at + marker.size())), 5e-3) << demo.out;
 }

@@ -2,11 +2,13 @@
 // independent dense implementation of the definition; bad inputs fail cleanly and write nothing.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <fstream>
 #include <random>
 
 #include <nlohmann/json.hpp>
 
+#include "codegen/templates.hpp"
 #include "common/atomic_file.hpp"
 #include "runtime/driver.hpp"
 #include "tests/support/cli.hpp"
@@ -211,6 +213,47 @@ TEST(CliRun, CudaDeviceExplainsWhatIsMissing) {
   EXPECT_NE(r.status, 0);
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
   EXPECT_FALSE(std::filesystem::exists(dir / "o.npy"));
+}
+
+// `--device emulator` runs the GPU kernels on the CPU against the host reference; with
+// DILATRON_TEMPLATES_DIR they come from an editable copy of the templates, read at every run, so an edit
+// shows on the next run without rebuilding anything.
+TEST(CliRun, EmulatorRunsTheKernelsFromAnEditableTemplateCopy) {
+  TempDir dir;
+  for (const codegen::TemplateFile& f : codegen::embedded_template_files()) {
+    std::filesystem::create_directories((dir / "templates" / std::string(f.name)).parent_path());
+    std::ofstream(dir / "templates" / std::string(f.name), std::ios::binary) << f.text;
+  }
+  const std::string env = fmt::format("DILATRON_CACHE_DIR='{}' DILATRON_TEMPLATES_DIR='{}'", (dir / "cache").string(),
+                                      (dir / "templates").string());
+  RandomCase c = make_case(14, 1, 96, 4, 2, 64, DType::f16, make_config({32, 96}, {1, 2}, Mode::longnet, true));
+  const std::string args = write_inputs(dir, c);
+  auto run = [&](const std::string& device, const std::string& out) {
+    return run_cli(dir, args + " --device " + device + " --out '" + (dir / out).string() + "'", env);
+  };
+  ASSERT_EQ(run("cpu", "cpu.npy").status, 0);
+  const CliResult emulated = run("emulator", "emu.npy");
+  ASSERT_EQ(emulated.status, 0) << emulated.err;
+  EXPECT_NE(emulated.out.find("on the emulated device"), std::string::npos) << emulated.out;
+  const std::vector<double> want = npy_values(dir / "cpu.npy"), got = npy_values(dir / "emu.npy");
+  double diff = 0, norm = 0;
+  for (std::size_t i = 0; i < want.size(); ++i) diff += (got[i] - want[i]) * (got[i] - want[i]), norm += want[i] * want[i];
+  EXPECT_LE(std::sqrt(diff / norm), 3e-3);
+
+  const auto attention = dir / "templates/dilatron/attention.cuh";
+  const std::string original = slurp(attention);
+  std::ofstream(attention, std::ios::app) << "\n#error this attention.cuh was edited\n";
+  const CliResult broken = run("emulator", "broken.npy");
+  EXPECT_EQ(broken.status, 1);
+  EXPECT_NE(broken.err.find("this attention.cuh was edited"), std::string::npos) << broken.err;
+  EXPECT_FALSE(std::filesystem::exists(dir / "broken.npy"));
+  std::ofstream(attention, std::ios::binary | std::ios::trunc) << original;
+  ASSERT_EQ(run("emulator", "again.npy").status, 0);
+  EXPECT_EQ(slurp(dir / "again.npy"), slurp(dir / "emu.npy"));
+
+  const CliResult typo = run("gpu", "typo.npy");
+  EXPECT_EQ(typo.status, 2);
+  EXPECT_NE(typo.err.find("did you mean cuda?"), std::string::npos) << typo.err;
 }
 
 TEST(Cli, InfoDemoAndHelpRunOnAnyMachine) {
