@@ -52,17 +52,26 @@ namespace {
 std::atomic<bool> emulator_selected{false};
 }
 
-void select_emulated_device() { emulator_selected = true; }
+// Choosing the emulated device reads its switch too, so a bad value fails before any work.
+void select_emulated_device() {
+  emulator_profile();
+  emulator_selected = true;
+}
 
 bool emulated_device() {
   if (emulator_selected) return true;
   static const bool emulated = [] {
     const std::string_view value = text("DILATRON_DEVICE");
     if (value.empty() || value == "gpu") return false;
-    if (value == "emulator") return true;
+    if (value == "emulator") return emulator_profile(), true;
     throw Error(fmt::format("DILATRON_DEVICE='{}': expected gpu (the default) or emulator", value));
   }();
   return emulated;
+}
+
+bool emulator_profile() {
+  static const bool on = parse_switch("DILATRON_EMULATOR_PROFILE", text("DILATRON_EMULATOR_PROFILE"));
+  return on;
 }
 
 }  // namespace dilatron::env

@@ -27,4 +27,8 @@ bool emulated_device();
 // `--device emulator`, called before the first driver call or kernel compile.
 void select_emulated_device();
 
+// DILATRON_EMULATOR_PROFILE, read once: whether the emulated device counts bank conflicts and prints them
+// at exit (docs/EMULATOR.md). Throws dilatron::Error for a value parse_switch refuses.
+bool emulator_profile();
+
 }  // namespace dilatron::env

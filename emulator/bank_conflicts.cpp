@@ -6,9 +6,10 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <mutex>
 #include <set>
+
+#include "common/env.hpp"
 
 namespace dilatron::emulator {
 
@@ -88,8 +89,7 @@ void print_at_exit() { std::fputs(bank_profile_table().c_str(), stderr); }
 
 std::atomic<bool>& profiling() {
   static std::atomic<bool> on = [] {
-    const char* v = std::getenv("DILATRON_EMULATOR_PROFILE");
-    const bool set = v && *v && std::strcmp(v, "0") != 0;
+    const bool set = env::emulator_profile();
     if (set) std::atexit(print_at_exit);
     return set;
   }();

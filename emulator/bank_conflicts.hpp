@@ -53,7 +53,8 @@ class WarpRequests {
 };
 
 // Profiling is off unless DILATRON_EMULATOR_PROFILE=1 or set_bank_profiling(true). When the variable is
-// set, the table of every kernel's counts is printed to stderr as the process exits.
+// set, the table of every kernel's counts is printed to stderr as the process exits. Any value other than
+// "", "0" or "1" throws dilatron::Error naming it.
 bool bank_profiling();
 void set_bank_profiling(bool on);
 void record_bank_profile(const std::string& kernel, const BankProfile& profile);

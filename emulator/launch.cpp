@@ -91,7 +91,7 @@ thread_local Thread* current = nullptr;
 
 class Cta {
  public:
-  Cta(const LaunchShape& shape, std::array<unsigned, 3> block, const std::string& label, StackPool& stacks)
+  Cta(const LaunchShape& shape, std::array<unsigned, 3> block, const std::string& label, StackPool& stacks, bool profile)
       : label_(label), shared_(shape.shared_bytes + 16, 0xff), races_(shape.shared_bytes), stacks_(stacks) {
     const unsigned count = shape.block[0] * shape.block[1] * shape.block[2];
     threads_.resize(count);
@@ -107,7 +107,7 @@ class Cta {
     }
     shared_size_ = shape.shared_bytes;
     warp_syncs_.assign((count + 31) / 32, 0);
-    if (bank_profiling()) warp_requests_.resize((count + 31) / 32);
+    if (profile) warp_requests_.resize((count + 31) / 32);
   }
 
   // Bank-conflict counts of the CTA's shared-memory requests (empty unless profiling).
@@ -432,6 +432,7 @@ void launch(KernelEntry entry, const void* args, const LaunchShape& shape, const
     throw Error(fmt::format("emulator: {}: {} bytes of shared memory per CTA; the emulated sm_90 has 227 KiB",
                             options.label, shape.shared_bytes));
   }
+  const bool profile = bank_profiling();
   const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
   const std::size_t workers = std::min<std::size_t>(ctas, options.host_threads > 0 ? unsigned(options.host_threads) : cores);
   std::atomic<std::size_t> next{0};
@@ -445,7 +446,7 @@ void launch(KernelEntry entry, const void* args, const LaunchShape& shape, const
       const std::array<unsigned, 3> block{unsigned(i % shape.grid[0]), unsigned(i / shape.grid[0] % shape.grid[1]),
                                           unsigned(i / (std::size_t(shape.grid[0]) * shape.grid[1]))};
       try {
-        Cta cta(shape, block, options.label, stacks);
+        Cta cta(shape, block, options.label, stacks, profile);
         cta.run(entry, args);
         merge(banks, cta.bank_profile());
       } catch (...) {
@@ -454,7 +455,7 @@ void launch(KernelEntry entry, const void* args, const LaunchShape& shape, const
         failed = true;
       }
     }
-    if (bank_profiling() && !failed) record_bank_profile(options.label, banks);
+    if (profile && !failed) record_bank_profile(options.label, banks);
   };
   {
     std::vector<std::jthread> pool;
