@@ -41,6 +41,18 @@ class Communicator {
   virtual void exchange(int step, std::span<const Message> sends, std::span<const Message> receives) = 0;
   // Called when this rank fails, so the peers waiting for it stop now rather than at their timeout.
   virtual void abort(const std::string& reason) { (void)reason; }
+
+  // Stream-ordered steps, which the GPU ring uses so that step s + 1's transfer runs while step s's
+  // kernels do. enqueue(step, ...) starts a step once the work queued on `wait_for` so far (the kernels
+  // that pack its sends, and those still reading the buffers it receives into) is done; make_wait(stream)
+  // makes work queued on `stream` from now on wait for every step enqueued; wait() returns when all of
+  // them completed, or throws as exchange() does. The defaults are blocking: enqueue drains `wait_for`
+  // (null: nothing to wait for) and calls exchange(), make_wait and wait have nothing left to do. A
+  // transport that can overlap (NCCL) overrides all three; the executor is the same for every transport.
+  virtual void enqueue(int step, std::span<const Message> sends, std::span<const Message> receives,
+                       dilatron::Stream wait_for);
+  virtual void make_wait(dilatron::Stream stream) { (void)stream; }
+  virtual void wait() {}
 };
 
 // Transports for real GPUs, one rank per GPU, over NCCL (libnccl is loaded at run time;

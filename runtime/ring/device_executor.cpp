@@ -11,7 +11,6 @@
 #include "runtime/driver.hpp"
 #include "runtime/problem.hpp"
 #include "runtime/ring/device_rank.hpp"
-#include "runtime/ring/nccl_communicator.hpp"
 
 namespace dilatron::ring {
 namespace {
@@ -116,41 +115,29 @@ void attend_received(const RingPlan& plan, const RankPlan& mine, int step, const
   }
 }
 
-// The forward steps over a transport that blocks in exchange(): the step's sends must be packed, and the
-// kernels of earlier steps done with the memory being reused, before it is called. Step s's messages
-// are laid out at arena(s); what each step received is returned, for the backward to attend again.
+// Steps 1..steps, each step's transfer queued before the kernels of the step before it, so that a
+// stream-ordered transport (NCCL) moves step s + 1 while step s's kernels run, and a blocking one
+// completes it first. enqueue orders a step after everything on the stream (its packing, and the
+// kernels of step s - 1 that read the memory it reuses); make_wait orders the stream's next kernels
+// after the steps queued. Step s's messages are laid out at arena(s); what each step received is
+// returned, for the backward to attend again.
 template <class Arena>
-std::vector<StepMessages> blocking_steps(const RingPlan& plan, const RankPlan& mine, Communicator& comm, DeviceRank& rank,
-                                         CUstream stream, Arena arena) {
+std::vector<StepMessages> ring_steps(const RingPlan& plan, const RankPlan& mine, Communicator& comm, DeviceRank& rank,
+                                     CUstream stream, Arena arena) {
   std::vector<StepMessages> steps;
+  const auto queue = [&](int step) {
+    steps.push_back(prepare(plan, mine, step, rank, arena(step)));
+    comm.enqueue(step, steps.back().sends, steps.back().receives, stream);
+  };
+  if (plan.steps >= 1) queue(1);
   rank.attend_local();
   for (int step = 1; step <= plan.steps; ++step) {
-    StepMessages m = prepare(plan, mine, step, rank, arena(step));
-    DILATRON_CU(cuStreamSynchronize(stream));
-    comm.exchange(step, m.sends, m.receives);
-    attend_received(plan, mine, step, m, rank);
-    steps.push_back(std::move(m));
+    comm.make_wait(stream);
+    if (step < plan.steps) queue(step + 1);
+    attend_received(plan, mine, step, steps[std::size_t(step) - 1], rank);
   }
+  comm.wait();  // every step completed, or an error naming the one that did not
   return steps;
-}
-
-// Over NCCL, step s + 1's transfer runs while the stream attends to step s's blocks. enqueue orders a
-// step after everything on the stream (its packing, and the kernels of step s - 1 that read the arena it
-// reuses); make_wait orders the stream's next kernels after the steps queued.
-template <class Arena>
-void overlapped_steps(const RingPlan& plan, const RankPlan& mine, NcclCommunicator& nccl, DeviceRank& rank,
-                      CUstream stream, Arena arena) {
-  StepMessages now = plan.steps >= 1 ? prepare(plan, mine, 1, rank, arena(1)) : StepMessages{};
-  if (plan.steps >= 1) nccl.enqueue(1, now.sends, now.receives, stream);
-  rank.attend_local();
-  for (int step = 1; step <= plan.steps; ++step) {
-    nccl.make_wait(stream);
-    StepMessages after = step < plan.steps ? prepare(plan, mine, step + 1, rank, arena(step + 1)) : StepMessages{};
-    if (step < plan.steps) nccl.enqueue(step + 1, after.sends, after.receives, stream);
-    attend_received(plan, mine, step, now, rank);
-    now = std::move(after);
-  }
-  nccl.wait();  // the watchdog: every step completed, or an error naming the one that did not
 }
 
 }  // namespace
@@ -171,11 +158,7 @@ void device_ring_forward(const RingPlan& plan, Communicator& comm, const TensorV
   auto arena = [&](int step) { return static_cast<std::byte*>(arenas[step % 2].get()); };
   const Drain drain{stream};  // declared after the arenas: destroyed first
   rank.clear();
-  if (auto* nccl = dynamic_cast<NcclCommunicator*>(&comm)) {
-    overlapped_steps(plan, mine, *nccl, rank, stream, arena);
-  } else {
-    blocking_steps(plan, mine, comm, rank, stream, arena);
-  }
+  ring_steps(plan, mine, comm, rank, stream, arena);
   rank.finish(out, lse);
   DILATRON_CU(cuStreamSynchronize(stream));
 }
@@ -204,7 +187,7 @@ void device_ring_backward(const RingPlan& plan, Communicator& comm, const Tensor
   const DeviceBuffer returns{std::size_t(max_step_bytes(plan, mine)) / dtype_size(plan.shape.dtype) * sizeof(float)};
   const Drain drain{stream};
   rank.clear();
-  const std::vector<StepMessages> steps = blocking_steps(plan, mine, comm, rank, stream, [&](int step) {
+  const std::vector<StepMessages> steps = ring_steps(plan, mine, comm, rank, stream, [&](int step) {
     return static_cast<std::byte*>(kept.get()) + step_offset[std::size_t(step)];
   });
 

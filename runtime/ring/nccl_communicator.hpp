@@ -4,11 +4,10 @@
 // and ncclCommGetAsyncError, and when a step makes no progress for the timeout it aborts the
 // communicator (ncclCommAbort) and throws an error naming the step and the peers. Never a hang.
 //
-// Two ways to run a step:
-//   exchange(step, sends, receives)  blocking, the Communicator contract. The send buffers must hold
-//                                    their data when it is called.
+// Two ways to run a step, both of the Communicator contract:
+//   exchange(step, sends, receives)  blocking. The send buffers must hold their data when it is called.
 //   enqueue(step, sends, receives, wait_for), then make_wait(compute) and, in the end, wait()
-//                                    for overlapping compute and transfer. enqueue queues the step
+//                                    for overlapping compute and transfer (not blocking here). enqueue queues the step
 //                                    behind the work `wait_for` holds at that moment (the kernels that
 //                                    pack its send buffers and the ones still reading the receive
 //                                    buffers it reuses: pass the compute stream) and returns at once.
@@ -51,9 +50,9 @@ class NcclCommunicator final : public Communicator {
   // Message spans are device memory on the communicator's device.
   void exchange(int step, std::span<const Message> sends, std::span<const Message> receives) override;
 
-  void enqueue(int step, std::span<const Message> sends, std::span<const Message> receives, CUstream wait_for);
-  void make_wait(CUstream stream);
-  void wait();
+  void enqueue(int step, std::span<const Message> sends, std::span<const Message> receives, CUstream wait_for) override;
+  void make_wait(CUstream stream) override;
+  void wait() override;
 
   CUstream stream() const noexcept;
   ncclComm_t comm() const noexcept { return comm_; }

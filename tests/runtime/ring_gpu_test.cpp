@@ -19,6 +19,7 @@
 
 #include "runtime/driver.hpp"
 #include "runtime/ring/partition.hpp"
+#include "runtime/ring/plan.hpp"
 #include "tests/support/device_gradients.hpp"
 
 using namespace dilatron;
@@ -117,6 +118,39 @@ class DeviceRank : public ring::Communicator {
   int rank_, size_;
 };
 
+// A stream-ordered transport of the test's own: enqueue only records a step, make_wait and wait carry
+// out what was recorded. The executor runs it unchanged; reading a step's buffers before make_wait would
+// read stale data, and the calls are logged so the test sees step s + 1 queued before step s is read.
+class DeferredRank : public DeviceRank {
+ public:
+  DeferredRank(DeviceMailbox& box, int rank, int size, std::vector<std::string>& log) : DeviceRank(box, rank, size), log_(log) {}
+  void enqueue(int step, std::span<const ring::Message> sends, std::span<const ring::Message> receives, dilatron::Stream) override {
+    log_.push_back(fmt::format("enqueue {}", step));
+    pending_.push_back({step, {sends.begin(), sends.end()}, {receives.begin(), receives.end()}});
+  }
+  void make_wait(dilatron::Stream) override {
+    log_.push_back("make_wait");
+    run_pending();
+  }
+  void wait() override {
+    log_.push_back("wait");
+    run_pending();
+  }
+
+ private:
+  struct Step {
+    int step;
+    std::vector<ring::Message> sends, receives;
+  };
+  void run_pending() {
+    DILATRON_CU(cuCtxSynchronize());  // the packing each step was queued behind
+    for (const Step& p : pending_) exchange(p.step, p.sends, p.receives);
+    pending_.clear();
+  }
+  std::vector<std::string>& log_;
+  std::vector<Step> pending_;
+};
+
 std::unique_ptr<ring::Communicator> DeviceMailbox::rank(int rank) { return std::make_unique<DeviceRank>(*this, rank, ranks_); }
 
 class GpuRing : public GpuTest {};
@@ -130,15 +164,19 @@ GpuResult host_ring(RandomCase& c) {
 }
 
 // Runs work(attention, rows) for every rank, each a thread over the mailbox; expects no rank to fail.
+// With `logs`, the ranks are DeferredRanks logging into (*logs)[rank].
 template <class Work>
-void on_every_rank(const Config& config, int ranks, std::int64_t seq_len, Work&& work) {
+void on_every_rank(const Config& config, int ranks, std::int64_t seq_len, Work&& work,
+                   std::vector<std::vector<std::string>>* logs = nullptr) {
   DeviceMailbox box(ranks);
+  if (logs) logs->assign(std::size_t(ranks), {});
   std::vector<std::string> errors(static_cast<std::size_t>(ranks));
   std::vector<std::thread> threads;
   for (int rank = 0; rank < ranks; ++rank) {
     threads.emplace_back([&, rank] {
       try {
-        std::unique_ptr<ring::Communicator> comm = box.rank(rank);
+        std::unique_ptr<ring::Communicator> comm =
+            logs ? std::make_unique<DeferredRank>(box, rank, ranks, (*logs)[std::size_t(rank)]) : box.rank(rank);
         RingDilatedAttention attention(config, *comm);
         work(attention, ring::shard(seq_len, ranks, rank));
       } catch (const std::exception& e) {
@@ -151,14 +189,14 @@ void on_every_rank(const Config& config, int ranks, std::int64_t seq_len, Work&&
   DILATRON_CU(cuCtxSynchronize());
 }
 
-GpuResult gpu_ring(RandomCase& c, int ranks) {
+GpuResult gpu_ring(RandomCase& c, int ranks, std::vector<std::vector<std::string>>* logs = nullptr) {
   const DeviceCase device(c);
   const TensorView lse_view = device.lse();
   on_every_rank(c.config, ranks, c.N, [&](RingDilatedAttention& attention, ring::RowRange rows) {
     const TensorView lse_shard = ring::rows_of(lse_view, rows, 2);
     attention.forward(c.N, ring::rows_of(device.q(), rows, 1), ring::rows_of(device.k(), rows, 1),
                       ring::rows_of(device.v(), rows, 1), ring::rows_of(device.out(), rows, 1), &lse_shard, nullptr);
-  });
+  }, logs);
   return device.result();
 }
 
@@ -238,5 +276,30 @@ TEST_F(GpuRing, BackwardEqualsTheSingleDeviceReferenceForOneToFourRanks) {
       EXPECT_LE(l2_relative(got.dk, want.dk), tolerance) << "dk";
       EXPECT_LE(l2_relative(got.dv, want.dv), tolerance) << "dv";
     }
+  }
+}
+
+// A transport that overrides the stream-ordered calls runs without an edit in the executor, which
+// queues step s + 1 before it waits for (and reads) step s: "enqueue 1", then per step "make_wait" and
+// the next "enqueue", then one "wait".
+TEST_F(GpuRing, AStreamOrderedTransportOfItsOwnOverlapsTheSteps) {
+  std::vector<RandomCase> cases = ring_cases();
+  RandomCase& c = cases.front();
+  const GpuResult want = host_ring(c);
+  for (int ranks = 2; ranks <= 3; ++ranks) {
+    SCOPED_TRACE(fmt::format("ranks {}", ranks));
+    std::vector<std::vector<std::string>> logs;
+    const GpuResult got = gpu_ring(c, ranks, &logs);
+    EXPECT_LE(relative_error(got.out, want.out), 1e-2);
+    EXPECT_LE(relative_error(got.lse, want.lse, 1.0), 1e-2);
+    const int steps = ring::make_ring_plan(c.config, {c.B, c.N, c.H, c.Hkv, c.D, c.dtype}, ranks).steps;
+    ASSERT_GE(steps, 1);
+    std::vector<std::string> expected{"enqueue 1"};
+    for (int step = 1; step <= steps; ++step) {
+      expected.push_back("make_wait");
+      if (step < steps) expected.push_back(fmt::format("enqueue {}", step + 1));
+    }
+    expected.push_back("wait");
+    for (const auto& log : logs) EXPECT_EQ(log, expected);
   }
 }
