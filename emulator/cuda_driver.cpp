@@ -198,6 +198,11 @@ CUresult cuLaunchKernel(CUfunction f, unsigned int grid_x, unsigned int grid_y, 
   return CUDA_SUCCESS;
 }
 
+ThreadAllocations& thread_allocations() {
+  thread_local ThreadAllocations mine;
+  return mine;
+}
+
 CUresult cuMemAlloc(CUdeviceptr* pointer, size_t bytes) {
   Allocations& a = allocations();
   const std::lock_guard lock(a.mutex);
@@ -208,6 +213,9 @@ CUresult cuMemAlloc(CUdeviceptr* pointer, size_t bytes) {
   void* block = memcheck::allocate(bytes);
   if (!block) return fail(CUDA_ERROR_OUT_OF_MEMORY, "the host has no memory for it");
   a.bytes += bytes;
+  ThreadAllocations& mine = thread_allocations();
+  mine.live += std::int64_t(bytes);
+  mine.peak = std::max(mine.peak, mine.live);
   *pointer = CUdeviceptr(block);
   return CUDA_SUCCESS;
 }
@@ -219,6 +227,7 @@ CUresult cuMemFree(CUdeviceptr pointer) {
     return fail(CUDA_ERROR_INVALID_VALUE, fmt::format("cuMemFree of 0x{:x}, which is not an allocation", pointer));
   }
   a.bytes -= bytes;
+  thread_allocations().live -= std::int64_t(bytes);
   return CUDA_SUCCESS;
 }
 CUresult cuMemAllocAsync(CUdeviceptr* pointer, size_t bytes, CUstream) { return cuMemAlloc(pointer, bytes); }

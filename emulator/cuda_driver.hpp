@@ -7,6 +7,7 @@
 
 #include <cuda.h>
 
+#include <cstdint>
 #include <string>
 
 namespace dilatron::emulator::cuda {
@@ -57,6 +58,14 @@ CUresult cuStreamWaitEvent(CUstream stream, CUevent event, unsigned int flags);
 CUresult cuMemcpyDtoDAsync(CUdeviceptr to, CUdeviceptr from, size_t bytes, CUstream stream);
 CUresult cuCtxPushCurrent(CUcontext context);
 CUresult cuCtxPopCurrent(CUcontext* context);
+
+// Device memory the calling host thread allocated and has not freed (a free counts against the thread
+// that makes it), and the most it held at once since `peak` was last set: what a test compares with the
+// memory a plan states.
+struct ThreadAllocations {
+  std::int64_t live = 0, peak = 0;
+};
+ThreadAllocations& thread_allocations();
 
 // What the emulated device calls itself (`dilatron info`, errors).
 inline constexpr const char* kDeviceName = "Dilatron emulated device (sm_90 on the CPU; slow, proves correctness only)";

@@ -9,7 +9,10 @@
 #include <cstdlib>
 #include <string>
 #include <memory>
+#include <optional>
+#include <utility>
 
+#include "runtime/driver.hpp"
 #include "runtime/ring/plan.hpp"
 #include "tools/commands.hpp"
 #include "tools/text.hpp"
@@ -26,15 +29,97 @@ struct PlanOptions {
   ring::Shape shape;
   int ranks = 0;
   LinkModel model;
-  double gpu_memory_gb = 80;
+  double gpu_memory_gb = 0;  // 0: this machine's first GPU's, else 80
   bool json = false;
 };
 
 double gpu_memory_bytes(const PlanOptions& o) { return o.gpu_memory_gb * 1e9; }
 
-int ranks_over_memory(const PlanOptions& o, const std::vector<RankCost>& costs) {
-  return int(std::count_if(costs.begin(), costs.end(),
-                           [&](const RankCost& c) { return double(c.memory_bytes) > gpu_memory_bytes(o); }));
+double default_gpu_memory_gb() {
+  const driver::Status gpu = driver::probe();
+  return gpu.devices.empty() ? 80 : double(gpu.devices.front().memory_bytes) / 1e9;
+}
+
+bool fits(const PlanOptions& o, std::int64_t bytes) { return double(bytes) <= gpu_memory_bytes(o); }
+
+int ranks_over_memory(const PlanOptions& o, const std::vector<RankCost>& costs, bool backward = false) {
+  return int(std::count_if(costs.begin(), costs.end(), [&](const RankCost& c) {
+    return !fits(o, backward ? c.backward_memory_bytes : c.memory_bytes);
+  }));
+}
+
+// The costs walk every message, g(g - 1) in a group of g ranks: a schedule with more than this many is
+// refused before any work (a billion take about a minute on two cores).
+constexpr double kMaxMessages = 1e9;
+
+double messages(const ring::Schedule& plan) {
+  double count = 0;
+  for (const ring::Group& g : plan.groups) count += double(g.size) * double(g.size - 1);
+  return count;
+}
+
+// The search for a P that fits walks schedules up to this many messages (about a second on two cores).
+constexpr double kMaxSearchMessages = 1e7;
+
+// Whether every rank of the ring over `ranks` fits the GPU's memory, for the forward and the backward;
+// nullopt when that schedule is too large to search.
+std::optional<std::pair<bool, bool>> every_rank_fits(const PlanOptions& o, int ranks) {
+  const ring::Schedule s = ring::make_schedule(o.config, o.shape, ranks);
+  if (messages(s) > kMaxSearchMessages) return std::nullopt;
+  ring::RankPlanner planner(s);
+  std::pair<bool, bool> all{true, true};
+  for (int p = 0; p < ranks; ++p) {
+    const ring::RankPlan& rp = planner.plan(p);
+    all.first = all.first && fits(o, rp.memory_bytes);
+    all.second = all.second && fits(o, rp.backward_memory_bytes);
+  }
+  return all;
+}
+
+// The smallest P above the given one at which every rank fits (for the forward, or the backward),
+// found by doubling P, then bisecting: a rank's shards and blocks shrink as P grows, so its memory does.
+struct Fitting {
+  bool needed = false;  // some rank does not fit at the given P
+  int ranks = 0;        // the smallest P that fits; 0: none found
+  int searched_to = 0;  // the largest P tried
+  bool too_large = false;  // the search stopped at a schedule too costly to walk
+};
+
+Fitting smallest_fitting_ranks(const PlanOptions& o, bool backward) {
+  const std::int64_t most = std::min<std::int64_t>(o.shape.seq_len, kMaxRanks);
+  Fitting f{true};
+  auto ok = [&](int ranks) {
+    f.searched_to = std::max(f.searched_to, ranks);
+    const auto fit = every_rank_fits(o, ranks);
+    f.too_large = !fit;
+    return fit && (backward ? fit->second : fit->first);
+  };
+  int low = o.ranks;  // does not fit
+  for (std::int64_t p = std::int64_t(o.ranks) * 2; !f.ranks; p *= 2) {
+    const int ranks = int(std::min(p, most));
+    if (ok(ranks)) f.ranks = ranks;
+    else if (f.too_large || ranks == most) return f;
+    else low = ranks;
+  }
+  while (f.ranks - low > 1) {
+    const int mid = low + (f.ranks - low) / 2;
+    (ok(mid) ? f.ranks : low) = mid;
+  }
+  f.too_large = false;
+  return f;
+}
+
+// For the forward and the backward.
+std::pair<Fitting, Fitting> fitting_ranks(const PlanOptions& o, const std::vector<RankCost>& ring) {
+  auto one = [&](bool backward) { return ranks_over_memory(o, ring, backward) ? smallest_fitting_ranks(o, backward) : Fitting{}; };
+  return {one(false), one(true)};
+}
+
+// What the text and JSON say about it.
+std::string fitting_text(const Fitting& f) {
+  if (f.ranks) return fmt::format("the smallest P at which every rank fits is {}", f.ranks);
+  if (f.too_large) return fmt::format("none up to P = {} fits, and larger schedules are too costly to search", f.searched_to);
+  return fmt::format("no P up to {} fits: use a smaller shape", f.searched_to);
 }
 
 constexpr const char* kTimeModel =
@@ -64,14 +149,18 @@ std::int64_t moved(const std::vector<RankCost>& costs) {
 
 // One rank per line, printed as it goes: a million ranks never become one document in memory (and
 // fmt's shortest round-trip doubles are valid JSON numbers).
-void print_json_ranks(const PlanOptions& o, const std::vector<RankCost>& costs, std::string_view indent) {
+void print_json_ranks(const PlanOptions& o, const std::vector<RankCost>& costs, std::string_view indent,
+                      bool with_backward) {
   fmt::print("[");
   for (std::size_t p = 0; p < costs.size(); ++p) {
     const RankCost& c = costs[p];
+    const std::string backward = with_backward ? fmt::format("\"backward_memory_bytes\":{},\"backward_fits_gpu_memory\":{},",
+                                                             c.backward_memory_bytes, fits(o, c.backward_memory_bytes))
+                                               : "";
     fmt::print("{}\n{}  {{\"rank\":{},\"rows\":{},\"send_bytes\":{},\"recv_bytes\":{},\"memory_bytes\":{},"
-               "\"fits_gpu_memory\":{},\"steps\":{},\"flops\":{},\"predicted_ms\":{}}}",
+               "\"fits_gpu_memory\":{},{}\"steps\":{},\"flops\":{},\"predicted_ms\":{}}}",
                p == 0 ? "" : ",", indent, c.rank, c.rows, c.send_bytes, c.recv_bytes, c.memory_bytes,
-               double(c.memory_bytes) <= gpu_memory_bytes(o), c.steps, c.flops, c.predicted_ms);
+               fits(o, c.memory_bytes), backward, c.steps, c.flops, c.predicted_ms);
   }
   fmt::print("\n{}]", indent);
 }
@@ -113,7 +202,7 @@ std::vector<std::size_t> shown_ranks(const std::vector<RankCost>& ring) {
 }
 
 void print_text(const PlanOptions& o, const ring::Schedule& plan, const std::vector<RankCost>& ring,
-                const std::vector<RankCost>& gather) {
+                const std::vector<RankCost>& gather, const std::pair<Fitting, Fitting>& fitting) {
   const ring::Shape& s = plan.shape;
   fmt::print("ring plan: N={} over {} ranks, B={} H={} Hkv={} D={} {}, {} mode, segments {} dilations {}{}\n", s.seq_len,
              plan.ranks, s.batch, s.heads, s.kv_heads, s.head_dim, to_string(s.dtype), to_string(o.config.mode),
@@ -124,15 +213,16 @@ void print_text(const PlanOptions& o, const ring::Schedule& plan, const std::vec
   auto memory = [&](std::int64_t bytes) {
     return size_text(double(bytes)) + (double(bytes) > gpu_memory_bytes(o) ? "!" : " ");
   };
-  fmt::print("{:>5} {:>12} {:>11} {:>11} {:>12} {:>5} {:>9} {:>10} | {:>11} {:>12} {:>10}\n", "rank", "rows", "sent",
-             "received", "memory ", "steps", "TFLOP", "ms", "AG received", "AG memory ", "AG ms");
+  fmt::print("{:>5} {:>12} {:>11} {:>11} {:>12} {:>12} {:>5} {:>9} {:>10} | {:>11} {:>12} {:>10}\n", "rank", "rows",
+             "sent", "received", "memory ", "bwd memory ", "steps", "TFLOP", "ms", "AG received", "AG memory ", "AG ms");
   std::size_t shown = 0;
   for (const std::size_t p : shown_ranks(ring)) {
     if (p > shown) fmt::print("{:>5} ({} ranks not shown; --json lists every rank)\n", "...", p - shown);
     const RankCost &r = ring[p], &g = gather[p];
-    fmt::print("{:>5} {:>12} {:>11} {:>11} {:>12} {:>5} {:>9.3g} {:>10.4g} | {:>11} {:>12} {:>10.4g}\n", r.rank, r.rows,
-               size_text(double(r.send_bytes)), size_text(double(r.recv_bytes)), memory(r.memory_bytes), r.steps,
-               r.flops / 1e12, r.predicted_ms, size_text(double(g.recv_bytes)), memory(g.memory_bytes), g.predicted_ms);
+    fmt::print("{:>5} {:>12} {:>11} {:>11} {:>12} {:>12} {:>5} {:>9.3g} {:>10.4g} | {:>11} {:>12} {:>10.4g}\n", r.rank,
+               r.rows, size_text(double(r.send_bytes)), size_text(double(r.recv_bytes)), memory(r.memory_bytes),
+               memory(r.backward_memory_bytes), r.steps, r.flops / 1e12, r.predicted_ms, size_text(double(g.recv_bytes)),
+               memory(g.memory_bytes), g.predicted_ms);
     shown = p + 1;
   }
   if (shown < ring.size()) fmt::print("{:>5} ({} ranks not shown; --json lists every rank)\n", "...", ring.size() - shown);
@@ -149,14 +239,21 @@ void print_text(const PlanOptions& o, const ring::Schedule& plan, const std::vec
   }
   fmt::print("model: {:.4g} TFLOP/s per GPU, {} GPUs per node, NVLink {:.4g} GB/s, network {:.4g} GB/s per GPU and "
              "direction; {}\n", o.model.tflops, o.model.gpus_per_node, o.model.nvlink_gbs, o.model.network_gbs, kTimeModel);
-  if (const int over = ranks_over_memory(o, ring)) {
-    fmt::print("warning: {} rank(s) of the ring need more than the {:.4g} GB of one GPU (--gpu-memory-gb), marked '!': "
-               "use more ranks or a smaller shape\n", over, o.gpu_memory_gb);
+  for (const bool backward : {false, true}) {
+    const int over = ranks_over_memory(o, ring, backward);
+    if (over == 0) continue;
+    fmt::print("warning: for the {}, {} rank(s) of the ring need more than the {:.4g} GB of one GPU (--gpu-memory-gb), "
+               "marked '!'; {}\n", backward ? "backward" : "forward", over, o.gpu_memory_gb,
+               fitting_text(backward ? fitting.second : fitting.first));
   }
 }
 
 void print_json(const PlanOptions& o, const ring::Schedule& plan, const std::vector<RankCost>& ring,
-                const std::vector<RankCost>& gather) {
+                const std::vector<RankCost>& gather, const std::pair<Fitting, Fitting>& fitting) {
+  // The P to suggest: this one when it fits, null when none was found.
+  auto smallest = [&](const Fitting& f) {
+    return !f.needed ? nlohmann::json(plan.ranks) : f.ranks ? nlohmann::json(f.ranks) : nlohmann::json();
+  };
   const nlohmann::json head = {
       {"ranks", plan.ranks},
       {"steps", plan.steps},
@@ -167,38 +264,36 @@ void print_json(const PlanOptions& o, const ring::Schedule& plan, const std::vec
                   {"mode", to_string(o.config.mode)}, {"causal", o.config.causal}}},
       {"gpu_memory_bytes", gpu_memory_bytes(o)},
       {"ranks_over_gpu_memory", ranks_over_memory(o, ring)},
+      {"ranks_over_gpu_memory_backward", ranks_over_memory(o, ring, true)},
+      {"smallest_fitting_ranks", {{"forward", smallest(fitting.first)}, {"backward", smallest(fitting.second)}}},
       {"bytes_moved", moved(ring)},
       {"predicted_ms", slowest(ring)},
       {"model", {{"tflops", o.model.tflops}, {"gpus_per_node", o.model.gpus_per_node},
                  {"nvlink_gbs", o.model.nvlink_gbs}, {"network_gbs", o.model.network_gbs}, {"time", kTimeModel}}},
   };
   fmt::print("{},\n  \"per_rank\": ", open_object(head));
-  print_json_ranks(o, ring, "  ");
+  print_json_ranks(o, ring, "  ", true);
   fmt::print(",\n  \"all_gather\": {{\n    \"bytes_moved\": {},\n    \"predicted_ms\": {},\n    \"per_rank\": ",
              moved(gather), json_text(slowest(gather), -1));
-  print_json_ranks(o, gather, "    ");
+  print_json_ranks(o, gather, "    ", false);
   fmt::print("\n  }}\n}}\n");
 }
 
-// The costs walk every message, g(g - 1) in a group of g ranks: a schedule with more than this many is
-// refused before any work (a billion take about a minute on two cores).
-constexpr double kMaxMessages = 1e9;
-
 void check_size(const ring::Schedule& plan) {
-  double messages = 0;
+  if (messages(plan) <= kMaxMessages) return;
   int largest = 0;
-  for (const ring::Group& g : plan.groups) messages += double(g.size) * double(g.size - 1), largest = std::max(largest, g.size);
-  if (messages <= kMaxMessages) return;
+  for (const ring::Group& g : plan.groups) largest = std::max(largest, g.size);
   throw UsageError(fmt::format("plan: segments spanning up to {} ranks make {:.3g} messages; at most {:.0e} are costed: "
-                               "use fewer ranks or shorter segments", largest, messages, kMaxMessages));
+                               "use fewer ranks or shorter segments", largest, messages(plan), kMaxMessages));
 }
 
 void plan_command(const PlanOptions& o) {
   const ring::Schedule plan = build(o);
   check_size(plan);
   const std::vector<RankCost> ring = ring_costs(plan, o.model), gather = all_gather_costs(plan, o.model, ring);
-  if (o.json) return print_json(o, plan, ring, gather);
-  print_text(o, plan, ring, gather);
+  const std::pair<Fitting, Fitting> fitting = fitting_ranks(o, ring);
+  if (o.json) return print_json(o, plan, ring, gather, fitting);
+  print_text(o, plan, ring, gather, fitting);
 }
 
 }  // namespace
@@ -226,13 +321,15 @@ void add_plan(CLI::App& app) {
       ->capture_default_str()->check(within(1e-9, 1e9));
   cmd->add_option("--network-gbs", o->model.network_gbs, "model: GB/s per GPU and direction across nodes")
       ->capture_default_str()->check(within(1e-9, 1e9));
-  cmd->add_option("--gpu-memory-gb", o->gpu_memory_gb, "memory of one GPU in GB (1e9 bytes): ranks needing more are flagged")
-      ->capture_default_str()
+  cmd->add_option("--gpu-memory-gb", o->gpu_memory_gb,
+                  "memory of one GPU in GB (1e9 bytes; default this machine's first GPU's, else 80): ranks needing more "
+                  "are flagged, with the smallest P that fits")
       ->check(within(1e-3, 1e9));
   cmd->add_flag("--json", o->json, "machine-readable output");
   cmd->callback([o] {
     PlanOptions options = *o;
     if (options.shape.kv_heads == 0) options.shape.kv_heads = options.shape.heads;
+    if (options.gpu_memory_gb == 0) options.gpu_memory_gb = default_gpu_memory_gb();
     plan_command(options);
   });
 }

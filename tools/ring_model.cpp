@@ -75,7 +75,8 @@ RankCost ring_cost(const ring::Schedule& s, const ring::RankPlan& rp, const Link
     ms += std::max(compute_ms(flops_per_pair(s) * attention, model), std::max(send_ms, recv_ms));
     ++steps;
   }
-  return {rp.rank, rp.rows.size(), rp.send_bytes, rp.recv_bytes, rp.memory_bytes, steps, flops_per_pair(s) * pairs, ms};
+  return {rp.rank,  rp.rows.size(), rp.send_bytes, rp.recv_bytes, rp.memory_bytes, rp.backward_memory_bytes,
+          steps,    flops_per_pair(s) * pairs, ms};
 }
 
 std::vector<RankCost> ring_costs(const ring::Schedule& s, const LinkModel& model) {
@@ -117,7 +118,7 @@ std::vector<RankCost> all_gather_costs(const ring::Schedule& plan, const LinkMod
                            double(far_peers) * transfer_ms(rows * kv_row, model.network_gbs);
     const double recv_ms = transfer_ms(near_rows * kv_row, model.nvlink_gbs) + transfer_ms(far_rows * kv_row, model.network_gbs);
     const i64 memory = s.batch * (rows * s.heads * s.head_dim * elem * 2 + rows * s.heads * 4) + s.seq_len * kv_row;
-    out.push_back({c.rank, rows, rows * (plan.ranks - 1) * kv_row, (s.seq_len - rows) * kv_row, memory, plan.ranks - 1,
+    out.push_back({c.rank, rows, rows * (plan.ranks - 1) * kv_row, (s.seq_len - rows) * kv_row, memory, 0, plan.ranks - 1,
                    c.flops, std::max(send_ms, recv_ms) + compute_ms(c.flops, model)});
   }
   return out;

@@ -33,6 +33,7 @@ double local_pairs(const ring::Schedule& schedule, ring::RowRange rows);
 struct RankCost {
   int rank = 0;
   std::int64_t rows = 0, send_bytes = 0, recv_bytes = 0, memory_bytes = 0;
+  std::int64_t backward_memory_bytes = 0;  // the ring's backward (ring::RankPlan); 0 for the all-gather
   int steps = 0;  // exchange steps in which the rank sends or receives
   double flops = 0, predicted_ms = 0;
 };

@@ -225,6 +225,38 @@ void RankPlanner::add_messages(int group, int rank) {
   }
 }
 
+namespace {
+
+// What the device executor allocates (device_executor.cpp, device_rank.cpp), byte for byte, and the
+// caller's tensors beside it.
+void set_memory(RankPlan& rp, const Shape& sh) {
+  i64 most_in_a_step = 0, all_steps = 0;  // sends plus receives
+  std::size_t out = 0, in = 0;
+  while (out < rp.sends.size() || in < rp.receives.size()) {
+    const int step = std::min(out < rp.sends.size() ? rp.sends[out].step : std::numeric_limits<int>::max(),
+                              in < rp.receives.size() ? rp.receives[in].step : std::numeric_limits<int>::max());
+    i64 bytes = 0;
+    for (; out < rp.sends.size() && rp.sends[out].step == step; ++out) bytes += rp.sends[out].bytes;
+    for (; in < rp.receives.size() && rp.receives[in].step == step; ++in) bytes += rp.receives[in].bytes;
+    most_in_a_step = std::max(most_in_a_step, bytes);
+    all_steps += bytes;
+  }
+  const i64 b = sh.batch, rows = rp.rows.size(), elem = i64(dtype_size(sh.dtype));
+  const i64 q_elements = b * rows * sh.heads * sh.head_dim, kv_elements = b * rows * sh.kv_heads * sh.head_dim;
+  const i64 row_stats = b * sh.heads * rows * 4;                 // an fp32 figure per (batch, head, row)
+  const i64 accumulator = q_elements * 4 + row_stats;            // fp32 (O, LSE)
+  rp.forward_workspace_bytes = accumulator + 2 * most_in_a_step;  // two arenas in turn
+  rp.backward_workspace_bytes = accumulator + all_steps                 // every step's messages, kept
+                                + most_in_a_step / elem * 4             // the return leg's fp32 partials
+                                + q_elements * elem + row_stats         // O rounded, delta
+                                + q_elements * 4 + 2 * kv_elements * 4;  // fp32 dQ, dK, dV
+  // Forward: Q, O and K, V shards and LSE. Backward: Q, K, V, dO, dQ, dK, dV.
+  rp.memory_bytes = (2 * q_elements + 2 * kv_elements) * elem + row_stats + rp.forward_workspace_bytes;
+  rp.backward_memory_bytes = (3 * q_elements + 4 * kv_elements) * elem + rp.backward_workspace_bytes;
+}
+
+}  // namespace
+
 const RankPlan& RankPlanner::plan(int rank) {
   const Schedule& s = schedule_;
   if (rank < 0 || rank >= s.ranks) throw Error(fmt::format("ring plan: no rank {} of {}", rank, s.ranks));
@@ -250,18 +282,7 @@ const RankPlan& RankPlanner::plan(int rank) {
     }
   }
   last_rank_ = rank;
-  i64 most_in_a_step = 0, in_step = 0;
-  for (std::size_t k = 0; k < rp.receives.size(); ++k) {
-    if (k > 0 && rp.receives[k].step != rp.receives[k - 1].step) in_step = 0;
-    in_step += rp.receives[k].bytes;
-    most_in_a_step = std::max(most_in_a_step, in_step);
-  }
-  const Shape& sh = s.shape;
-  const i64 rows = rp.rows.size(), elem = i64(dtype_size(sh.dtype));
-  const i64 shards = rows * sh.head_dim * elem * (2 * sh.heads + 2 * sh.kv_heads);  // Q, O; K, V
-  const i64 lse = rows * sh.heads * 4;
-  const i64 accumulator = rows * sh.heads * sh.head_dim * 4 + rows * sh.heads * 4;
-  rp.memory_bytes = sh.batch * (shards + lse + accumulator) + 2 * most_in_a_step;
+  set_memory(rp, s.shape);
   return rp;
 }
 

@@ -69,9 +69,17 @@ struct RankPlan {
   std::vector<Transfer> sends, receives;  // in step order
   std::vector<Compute> computes;          // in step order; one per received block
   std::int64_t send_bytes = 0, recv_bytes = 0;
-  // Peak device memory of the rank: its Q/K/V/O shards and LSE, the fp32 (O, LSE) accumulator, and two
-  // receive buffers each as large as the most it receives in one step (double buffering).
-  std::int64_t memory_bytes = 0;
+  // Device memory of the rank. The GPU executor allocates exactly the workspace:
+  // - forward: the fp32 (O, LSE) accumulator and two arenas in turn (double buffering), each as large as
+  //   the most the rank sends plus receives in one step;
+  // - backward: the forward's accumulator, every step's messages (the blocks received are attended
+  //   again, so all of them stay), the return leg's fp32 buffer (the most one step moves, in fp32), O
+  //   rounded to the dtype, delta, and fp32 dQ, dK and dV.
+  // The totals add the caller's tensors: Q, K, V, O and LSE for the forward; Q, K, V, dO, dQ, dK and dV
+  // for the backward.
+  std::int64_t forward_workspace_bytes = 0, backward_workspace_bytes = 0;
+  std::int64_t memory_bytes = 0;           // the forward's total
+  std::int64_t backward_memory_bytes = 0;  // the backward's total
 };
 
 // One spanning segment of one branch: its members are ranks first_rank .. first_rank + size - 1, and

@@ -17,6 +17,8 @@
 #include <thread>
 #include <tuple>
 
+#include "common/env.hpp"
+#include "emulator/cuda_driver.hpp"
 #include "runtime/driver.hpp"
 #include "runtime/ring/partition.hpp"
 #include "runtime/ring/plan.hpp"
@@ -301,5 +303,46 @@ TEST_F(GpuRing, AStreamOrderedTransportOfItsOwnOverlapsTheSteps) {
     }
     expected.push_back("wait");
     for (const auto& log : logs) EXPECT_EQ(log, expected);
+  }
+}
+
+// Each rank allocates exactly the workspace its plan states (RankPlan::forward_workspace_bytes and
+// backward_workspace_bytes), counted by the emulated device per rank thread.
+TEST_F(GpuRing, RanksAllocateExactlyTheWorkspaceThePlanStates) {
+  if (!env::emulated_device()) GTEST_SKIP() << "counts the emulated device's allocations";
+  std::mt19937_64 rng(5);
+  std::vector<RandomCase> cases = ring_cases();
+  cases.resize(2);  // GQA and causal skipping; head_groups and a partial last segment
+  for (RandomCase& c : cases) {
+    std::vector<std::byte> dout = random_tensor(c.B * c.N * c.H * c.D, c.dtype, 1.0, rng);
+    for (int ranks = 1; ranks <= 4; ++ranks) {
+      SCOPED_TRACE(fmt::format("ranks {}: {}", ranks, c.describe()));
+      const ring::RingPlan plan = ring::make_ring_plan(c.config, {c.B, c.N, c.H, c.Hkv, c.D, c.dtype}, ranks);
+      const DeviceCase device(c);
+      const DeviceGradients grad(c, dout);
+      std::vector<std::int64_t> forward(std::size_t(ranks), -1), backward(std::size_t(ranks), -1);
+      on_every_rank(c.config, ranks, c.N, [&](RingDilatedAttention& attention, ring::RowRange rows) {
+        const auto shard = [&](const TensorView& t) { return ring::rows_of(t, rows, 1); };
+        const std::size_t rank = std::size_t(std::find_if(plan.per_rank.begin(), plan.per_rank.end(), [&](const auto& p) {
+                                                return p.rows.begin == rows.begin;
+                                              }) - plan.per_rank.begin());
+        emulator::cuda::ThreadAllocations& mine = emulator::cuda::thread_allocations();
+        const std::int64_t before = mine.live;
+        mine.peak = before;
+        attention.forward(c.N, shard(device.q()), shard(device.k()), shard(device.v()), shard(device.out()), nullptr,
+                          nullptr);
+        forward[rank] = mine.peak - before;
+        mine.peak = before;
+        attention.backward(c.N, shard(device.q()), shard(device.k()), shard(device.v()), shard(grad.dout()),
+                           shard(grad.dq()), shard(grad.dk()), shard(grad.dv()), nullptr);
+        backward[rank] = mine.peak - before;
+        EXPECT_EQ(mine.live, before) << "rank " << rank << " kept device memory";
+      });
+      for (int r = 0; r < ranks; ++r) {
+        const ring::RankPlan& p = plan.per_rank[std::size_t(r)];
+        EXPECT_EQ(forward[std::size_t(r)], p.forward_workspace_bytes) << "rank " << r;
+        EXPECT_EQ(backward[std::size_t(r)], p.backward_workspace_bytes) << "rank " << r;
+      }
+    }
   }
 }

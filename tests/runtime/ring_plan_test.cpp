@@ -214,6 +214,7 @@ TEST(RingPlan, AgreesWithEnumerationFromTheDefinition) {
         const Block& b = plan.blocks[std::size_t(t.block)];
         sends.insert({b.branch, b.segment, rp.rank, t.peer, t.step});
         sent += b.bytes;
+        per_step[std::size_t(t.step)] += b.bytes;
       }
       for (const Transfer& t : rp.receives) {
         const Block& b = plan.blocks[std::size_t(t.block)];
@@ -231,13 +232,17 @@ TEST(RingPlan, AgreesWithEnumerationFromTheDefinition) {
       }
       EXPECT_EQ(rp.send_bytes, sent);
       EXPECT_EQ(rp.recv_bytes, got);
+      // Memory: the executor's buffers (GpuRing.RanksAllocateExactlyTheWorkspaceThePlanStates counts
+      // them on the emulated device), from the message lists.
       const Shape& s = c.shape;
       const i64 rows = rp.rows.size(), es = element_size(s.dtype);
-      const i64 expected_memory =
-          s.batch * (rows * s.heads * s.head_dim * es * 2 + rows * s.kv_heads * s.head_dim * es * 2 + rows * s.heads * 4 +
-                     rows * s.heads * s.head_dim * 4 + rows * s.heads * 4) +
-          2 * *std::max_element(per_step.begin(), per_step.end());
-      EXPECT_EQ(rp.memory_bytes, expected_memory) << "rank " << rp.rank;
+      const i64 q = s.batch * rows * s.heads * s.head_dim, kv = s.batch * rows * s.kv_heads * s.head_dim;
+      const i64 stats = s.batch * rows * s.heads * 4, most = *std::max_element(per_step.begin(), per_step.end());
+      EXPECT_EQ(rp.forward_workspace_bytes, q * 4 + stats + 2 * most) << "rank " << rp.rank;
+      EXPECT_EQ(rp.memory_bytes, (2 * q + 2 * kv) * es + stats + rp.forward_workspace_bytes) << "rank " << rp.rank;
+      EXPECT_EQ(rp.backward_workspace_bytes,
+                q * 4 + stats + (sent + got) + most / es * 4 + q * es + stats + q * 4 + 2 * kv * 4) << "rank " << rp.rank;
+      EXPECT_EQ(rp.backward_memory_bytes, (3 * q + 4 * kv) * es + rp.backward_workspace_bytes) << "rank " << rp.rank;
     }
     EXPECT_EQ(sends, e.messages);
     EXPECT_EQ(receives, e.messages);

@@ -118,6 +118,8 @@ TEST(CliPlan, JsonPerRankFiguresAreThePlans) {
       EXPECT_EQ(r.at("send_bytes"), rp.send_bytes);
       EXPECT_EQ(r.at("recv_bytes"), rp.recv_bytes);
       EXPECT_EQ(r.at("memory_bytes"), rp.memory_bytes);
+      EXPECT_EQ(r.at("backward_memory_bytes"), rp.backward_memory_bytes);
+      EXPECT_EQ(r.at("backward_fits_gpu_memory"), double(rp.backward_memory_bytes) <= 80e9);
       EXPECT_EQ(r.at("flops").get<double>(), 4.0 * double(a.shape.head_dim * a.shape.batch) * attended(plan, rp));
       moved += rp.send_bytes;
       slowest = std::max(slowest, r.at("predicted_ms").get<double>());
@@ -135,6 +137,48 @@ TEST(CliPlan, JsonPerRankFiguresAreThePlans) {
 
 // One branch over the sequence with dilation r, every kv head read at one offset: the ring moves each
 // rank's rows to every other rank as the all-gather does, but only 1 in r of them.
+// When a rank does not fit --gpu-memory-gb, plan names the smallest P at which every rank does, for the
+// forward and for the backward: the first P, counting up, whose ranks all fit.
+TEST(CliPlan, NamesTheSmallestRankCountThatFits) {
+  TempDir dir;
+  Config config;
+  config.segments = {2048, 8192};
+  config.dilations = {1, 4};
+  const ring::Shape shape{1, 32768, 4, 2, 64, DType::bf16};
+  const auto most = [&](int ranks) {
+    const ring::RingPlan plan = ring::make_ring_plan(config, shape, ranks);
+    std::pair<i64, i64> m{0, 0};
+    for (const ring::RankPlan& rp : plan.per_rank) {
+      m.first = std::max(m.first, rp.memory_bytes), m.second = std::max(m.second, rp.backward_memory_bytes);
+    }
+    return m;
+  };
+  const double limit = double(most(7).first);  // fits the forward at 7 ranks, not the backward
+  int forward = 0, backward = 0;
+  for (int p = 3; !forward || !backward; ++p) {
+    if (!forward && double(most(p).first) <= limit) forward = p;
+    if (!backward && double(most(p).second) <= limit) backward = p;
+  }
+  const std::string flags = fmt::format("plan --ranks 2 --seq-len 32768 --heads 4 --kv-heads 2 --head-dim 64 "
+                                        "--segments 2048,8192 --dilations 1,4 --gpu-memory-gb {}", limit / 1e9);
+  const nlohmann::json j = run_json(dir, flags);
+  EXPECT_EQ(j.at("ranks_over_gpu_memory"), 2);
+  EXPECT_EQ(j.at("smallest_fitting_ranks").at("forward"), forward);
+  EXPECT_EQ(j.at("smallest_fitting_ranks").at("backward"), backward);
+  EXPECT_GT(backward, forward);
+  const CliResult text = run_cli(dir, flags);
+  ASSERT_EQ(text.status, 0) << text.err;
+  EXPECT_NE(text.out.find(fmt::format("for the forward, 2 rank(s) of the ring need more than the {:.4g} GB", limit / 1e9)),
+            std::string::npos) << text.out;
+  EXPECT_NE(text.out.find(fmt::format("the smallest P at which every rank fits is {}", backward)), std::string::npos)
+      << text.out;
+  // Enough memory: nothing to say, and the given P is the one to use.
+  const nlohmann::json roomy = run_json(dir, "plan --ranks 2 --seq-len 32768 --heads 4 --head-dim 64 --segments 2048 "
+                                             "--dilations 1 --gpu-memory-gb 80");
+  EXPECT_EQ(roomy.at("smallest_fitting_ranks").at("forward"), 2);
+  EXPECT_EQ(roomy.at("ranks_over_gpu_memory_backward"), 0);
+}
+
 TEST(CliPlan, AllGatherMovesRTimesMoreForOneDilatedBranch) {
   TempDir dir;
   for (const auto& [ranks, r] : {std::pair{4, 2}, std::pair{8, 4}, std::pair{16, 3}}) {
