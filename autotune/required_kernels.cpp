@@ -106,11 +106,29 @@ std::vector<KernelSpec> required_kernels(const Workload& w) {
   }
   if (w.ranks > 1) {
     for (KernelSpec& spec : ring_kernels(w.dtype, w.head_dim, w.arch)) add(std::move(spec));
+    if (tiled_ring_head_dim(w.head_dim)) {
+      for (KernelSpec& spec : ring_local_kernels(w)) add(std::move(spec));
+    }
     if (w.backward) {
       for (KernelSpec& spec : ring_backward_kernels(w.dtype, w.head_dim, w.arch)) add(std::move(spec));
+      if (tiled_ring_backward_head_dim(w.head_dim)) {
+        for (KernelSpec& spec : ring_local_backward_kernels(w)) add(std::move(spec));
+      }
     }
   }
   return specs;
+}
+
+std::vector<KernelSpec> ring_local_kernels(const Workload& w) {
+  std::vector<KernelSpec> launches;
+  for (int i = 0; i < int(w.config.branches()); ++i) launches.push_back(spec_for(w, Op::attention_partial_merge, i));
+  return launches;
+}
+
+std::vector<KernelSpec> ring_local_backward_kernels(const Workload& w) {
+  std::vector<KernelSpec> launches;
+  for (int i = 0; i < int(w.config.branches()); ++i) launches.push_back(spec_for(w, Op::attention_backward, i));
+  return launches;
 }
 
 std::vector<KernelSpec> ring_kernels(DType dtype, int head_dim, const std::string& arch) {

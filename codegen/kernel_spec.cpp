@@ -172,8 +172,8 @@ void KernelSpec::validate() const {
   }
   if (is_attention(op)) {
     validate_attention_tiles(*this, arch_no);
-    if (op != Op::attention_forward && mode != Mode::longnet) {
-      invalid(*this, "only longnet branches accumulate: head_groups rows have one branch each");
+    if (op == Op::attention_partial && mode != Mode::longnet) {
+      invalid(*this, "only longnet branches write the accumulator first: head_groups rows have one branch each");
     }
   } else if (is_backward_attention(op)) {
     validate_backward_tiles(*this, arch_no);

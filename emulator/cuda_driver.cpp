@@ -189,8 +189,9 @@ CUresult cuLaunchKernel(CUfunction f, unsigned int grid_x, unsigned int grid_y, 
                         void** extra) {
   if (!f || !params || extra) return fail(CUDA_ERROR_INVALID_VALUE, "a launch needs a kernel and kernelParams (no extra)");
   try {
-    reinterpret_cast<const EmulatedKernel*>(f)->launch(params[0], {{grid_x, grid_y, grid_z}, {block_x, block_y, block_z},
-                                                                   shared_bytes});
+    const auto* kernel = reinterpret_cast<const EmulatedKernel*>(f);
+    if (std::vector<std::string>* log = thread_launch_log()) log->push_back(kernel->label());
+    kernel->launch(params[0], {{grid_x, grid_y, grid_z}, {block_x, block_y, block_z}, shared_bytes});
   } catch (const std::exception& e) {
     log::write(log::Level::warn, "{}", e.what());
     return fail(CUDA_ERROR_LAUNCH_FAILED, e.what());
@@ -201,6 +202,11 @@ CUresult cuLaunchKernel(CUfunction f, unsigned int grid_x, unsigned int grid_y, 
 ThreadAllocations& thread_allocations() {
   thread_local ThreadAllocations mine;
   return mine;
+}
+
+std::vector<std::string>*& thread_launch_log() {
+  thread_local std::vector<std::string>* log = nullptr;
+  return log;
 }
 
 CUresult cuMemAlloc(CUdeviceptr* pointer, size_t bytes) {

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace dilatron::emulator::cuda {
 
@@ -66,6 +67,10 @@ struct ThreadAllocations {
   std::int64_t live = 0, peak = 0;
 };
 ThreadAllocations& thread_allocations();
+
+// When set, the label of every kernel the calling thread launches is appended to it: what a test
+// compares with another path's launches.
+std::vector<std::string>*& thread_launch_log();
 
 // What the emulated device calls itself (`dilatron info`, errors).
 inline constexpr const char* kDeviceName = "Dilatron emulated device (sm_90 on the CPU; slow, proves correctness only)";

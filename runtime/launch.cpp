@@ -26,12 +26,12 @@ unsigned checked_grid(long long blocks, long long limit, const char* what, const
 
 }  // namespace
 
-LaunchGrid launch_grid(const codegen::KernelSpec& spec, const Problem& problem) {
+LaunchGrid launch_grid(const codegen::KernelSpec& spec, const Problem& problem, long long origin) {
   LaunchGrid g{{1, 1, 1}, unsigned(spec.tiles.warps * 32), unsigned(spec.shared_bytes()), 0};
   if (codegen::is_tiled_attention(spec.op)) {
     // Forward CTAs own query tiles of block_m rows, backward ones key tiles of block_n.
     const int rows = codegen::is_attention(spec.op) ? spec.tiles.block_m : spec.tiles.block_n;
-    const long long tiles = index::query_tile_count(problem.seq_len, spec.branches[0].w, spec.branches[0].r, rows);
+    const long long tiles = index::query_tile_count(problem.seq_len, spec.branches[0].w, spec.branches[0].r, rows, origin);
     long long heads = problem.heads;
     if (spec.mode == Mode::head_groups) {
       g.head_begin = index::head_group_begin(spec.group, problem.heads, spec.groups);
@@ -47,8 +47,9 @@ LaunchGrid launch_grid(const codegen::KernelSpec& spec, const Problem& problem) 
   return g;
 }
 
-Launch prepare_launch(const codegen::KernelSpec& spec, const cache::Entry& entry, const Problem& problem) {
-  const LaunchGrid g = launch_grid(spec, problem);
+Launch prepare_launch(const codegen::KernelSpec& spec, const cache::Entry& entry, const Problem& problem,
+                      long long origin) {
+  const LaunchGrid g = launch_grid(spec, problem, origin);
   Launch l{spec, LoadedKernels::global().kernel(entry), {g.grid[0], g.grid[1], g.grid[2]}, g.threads, g.shared_bytes,
            g.head_begin};
   if (l.shared_bytes > 48 * 1024) allow_dynamic_shared(l.kernel, int(l.shared_bytes));
@@ -59,7 +60,7 @@ ForwardParams forward_params(long long head_begin, const Problem& p, const Launc
   // The accumulator as a contiguous [B, N, H, D] float32 tensor.
   const args::Tensor4 acc{t.accumulator, {p.seq_len * p.heads * p.head_dim, p.heads * p.head_dim, p.head_dim, 1}};
   return {{tensor4(t.q), tensor4(t.k), tensor4(t.v), tensor4(t.out), t.accumulator, t.lse, p.batch, p.seq_len, p.heads,
-           p.kv_heads, head_begin, float(p.scale * 1.4426950408889634)},
+           p.kv_heads, head_begin, float(p.scale * 1.4426950408889634), 0},
           {acc, acc, t.lse, t.lse, p.batch, p.seq_len, p.heads},
           {tensor4(t.out), tensor4(t.out), t.lse, t.lse, p.batch, p.seq_len, p.heads},
           {tensor4(t.out), {nullptr, {0, 0, 0, 0}}, t.accumulator, t.lse, p.batch, p.seq_len, p.heads, 1.f}};

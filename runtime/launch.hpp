@@ -44,10 +44,12 @@ struct LaunchGrid {
   unsigned shared_bytes;
   long long head_begin;
 };
-LaunchGrid launch_grid(const codegen::KernelSpec& spec, const Problem& problem);
+// `origin`: the sequence row of the tensors' row 0 (a ring rank's shard; index.cuh).
+LaunchGrid launch_grid(const codegen::KernelSpec& spec, const Problem& problem, long long origin = 0);
 
 // Loads the entry's kernel into the current context and sizes its grid (launch_grid).
-Launch prepare_launch(const codegen::KernelSpec& spec, const cache::Entry& entry, const Problem& problem);
+Launch prepare_launch(const codegen::KernelSpec& spec, const cache::Entry& entry, const Problem& problem,
+                      long long origin = 0);
 
 // The parameter blocks of the forward pass's launches; each launch reads the one its spec names.
 struct ForwardParams {

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <tuple>
 #include <vector>
 
@@ -35,6 +36,13 @@ std::byte* element(const void* base, std::int64_t i, std::size_t size) {
 
 constexpr args::Tensor4 kNoTensor{nullptr, {0, 0, 0, 0}};
 
+// Whether the tiled kernels can read these shards: 16-byte aligned rows (cp.async copies 16 bytes).
+bool tiled_layout(const TensorView& t) {
+  const auto aligned = [](std::int64_t elements) { return elements % 8 == 0; };
+  return reinterpret_cast<std::uintptr_t>(t.data) % 16 == 0 && aligned(t.strides[0]) && aligned(t.strides[1]) &&
+         aligned(t.strides[2]);
+}
+
 // A part is [B, key_count, (K row, V row)]: key j of batch b at (b * key_count + j) * 2D elements, in the
 // plan's dtype when packed and in fp32 when it is a partial of gradients.
 std::pair<args::Tensor4, args::Tensor4> packed_keys(const void* base, const AttendLaunch& l, std::int64_t d, std::size_t size) {
@@ -62,6 +70,7 @@ struct DeviceRank::Gradients {
   BackwardKernels kernels;
   DeviceBuffer out, delta, dq, dk, dv;
   TensorView dout;
+  std::vector<Launch> local;  // step 0's tiled launches; empty: ring_attend_backward does step 0
 };
 
 DeviceRank::DeviceRank(const RingPlan& plan, int rank, const TensorView& q, const TensorView& k, const TensorView& v,
@@ -79,6 +88,26 @@ DeviceRank::DeviceRank(const RingPlan& plan, int rank, const TensorView& q, cons
       scale_(plan.config.scale.value_or(1.0 / std::sqrt(double(s_.head_dim)))) {
   const auto specs = autotune::ring_kernels(s_.dtype, int(s_.head_dim), driver::current_arch());
   kernels_ = {load(specs[0]), load(specs[1]), load(specs[2]), load(specs[3])};  // pack, attend, finish, clear
+  tiled_ = tiled_layout(q) && tiled_layout(k) && tiled_layout(v);
+  if (tiled_ && autotune::tiled_ring_head_dim(int(s_.head_dim))) local_ = prepare(autotune::ring_local_kernels(workload()));
+}
+
+autotune::Workload DeviceRank::workload() const {
+  autotune::Workload w;
+  w.config = plan_.config;
+  w.dtype = s_.dtype;
+  w.head_dim = int(s_.head_dim);
+  w.arch = driver::current_arch();
+  return w;
+}
+
+std::vector<Launch> DeviceRank::prepare(const std::vector<codegen::KernelSpec>& specs) const {
+  const Problem shard{s_.batch, rows(), s_.heads, s_.kv_heads, s_.head_dim, scale_};
+  std::vector<Launch> launches;
+  for (const codegen::KernelSpec& spec : specs) {
+    launches.push_back(prepare_launch(spec, *cache::KernelCache::global().get(spec).entry, shard, rows_.begin));
+  }
+  return launches;
 }
 
 DeviceRank::~DeviceRank() = default;
@@ -90,7 +119,16 @@ void DeviceRank::clear() {
 }
 
 void DeviceRank::attend_local() {
-  for (const AttendLaunch& l : local_launches(plan_, rank_)) attend(l, tensor4(k_), tensor4(v_));
+  if (local_.empty()) {
+    for (const AttendLaunch& l : local_launches(plan_, rank_)) attend(l, tensor4(k_), tensor4(v_));
+    return;
+  }
+  for (const Launch& l : local_) {
+    args::AttentionArgs a{tensor4(q_), tensor4(k_), tensor4(v_), tensor4(q_), static_cast<float*>(o_acc_.get()),
+                          static_cast<float*>(lse_acc_.get()), s_.batch, rows(), s_.heads, s_.kv_heads, l.head_begin,
+                          float(scale_ * 1.4426950408889634), rows_.begin};
+    enqueue(l, &a, stream_);
+  }
 }
 
 void DeviceRank::pack(const Block& block, void* packed) {
@@ -150,8 +188,12 @@ void DeviceRank::begin_backward(const TensorView& dout) {
       DeviceBuffer(q_elements * sizeof(float)),
       DeviceBuffer(kv_bytes),
       DeviceBuffer(kv_bytes),
-      dout});
+      dout,
+      {}});
   Gradients& g = *gradients_;
+  if (tiled_ && tiled_layout(dout) && autotune::tiled_ring_backward_head_dim(int(s_.head_dim))) {
+    g.local = prepare(autotune::ring_local_backward_kernels(workload()));
+  }
   for (const DeviceBuffer* b : {&g.dq, &g.dk, &g.dv}) {
     DILATRON_CU(cuMemsetD8Async(reinterpret_cast<CUdeviceptr>(b->get()), 0, b->bytes(), stream_));
   }
@@ -172,8 +214,20 @@ std::pair<args::Tensor4, args::Tensor4> DeviceRank::gradient_accumulators() cons
 }
 
 void DeviceRank::gradients_local() {
-  const auto [dk, dv] = gradient_accumulators();
-  for (const AttendLaunch& l : local_launches(plan_, rank_)) attend_backward(l, tensor4(k_), tensor4(v_), dk, dv);
+  const Gradients& g = *gradients_;
+  if (g.local.empty()) {
+    const auto [dk, dv] = gradient_accumulators();
+    for (const AttendLaunch& l : local_launches(plan_, rank_)) attend_backward(l, tensor4(k_), tensor4(v_), dk, dv);
+    return;
+  }
+  for (const Launch& l : g.local) {
+    args::AttentionBackwardArgs a{tensor4(q_), tensor4(k_), tensor4(v_), tensor4(g.dout),
+                                  static_cast<const float*>(lse_acc_.get()), static_cast<const float*>(g.delta.get()),
+                                  static_cast<float*>(g.dq.get()), static_cast<float*>(g.dk.get()),
+                                  static_cast<float*>(g.dv.get()), s_.batch, rows(), s_.heads, s_.kv_heads, l.head_begin,
+                                  float(scale_ * 1.4426950408889634), float(scale_), rows_.begin};
+    enqueue(l, &a, stream_);
+  }
 }
 
 void DeviceRank::gradients_block(const Block& block, const void* packed, void* partial) {

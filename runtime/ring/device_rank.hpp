@@ -11,8 +11,11 @@
 #include <cstdint>
 #include <memory>
 #include <utility>
+#include <vector>
 
 #include "runtime/device_buffer.hpp"
+#include "runtime/launch.hpp"
+#include "autotune/required_kernels.hpp"
 #include "runtime/ring/device_launches.hpp"
 #include "runtime/ring/plan.hpp"
 #include "templates/dilatron/args.cuh"
@@ -39,7 +42,9 @@ class DeviceRank {
 
   // The forward pass.
   void clear();         // O = 0, LSE = -inf
-  void attend_local();  // step 0: the rank's own rows
+  // Step 0: the rank's own rows, on the tiled forward kernels (attention_partial_merge per branch, on
+  // views of the shard starting at its first row) when the head dim and layout allow, else ring_attend.
+  void attend_local();
   // Packs this rank's rows of `block` into `packed` (block.bytes of device memory).
   void pack(const Block& block, void* packed);
   void attend_block(const Block& block, const void* packed);  // a block received
@@ -48,6 +53,8 @@ class DeviceRank {
   // The backward pass, after every forward step: O rounded to the plan's dtype, delta = dO . O, and
   // zeroed gradient accumulators.
   void begin_backward(const TensorView& dout);
+  // Step 0's gradients: attention_backward per branch where the head dim and layout allow (as
+  // attend_local), else ring_attend_backward.
   void gradients_local();
   // The gradients of attend_block: dQ here, the block's dK and dV into `partial` (gradient_bytes(block)
   // of device memory, fp32 in the block's packed layout), which goes back to the block's owner.
@@ -81,7 +88,13 @@ class DeviceRank {
   RowRange rows_;
   const TensorView &q_, &k_, &v_;
   CUstream stream_;
+  autotune::Workload workload() const;
+  // Launches of the tiled kernels on the shard (a view starting at the rank's first row).
+  std::vector<Launch> prepare(const std::vector<codegen::KernelSpec>& specs) const;
+
   Kernels kernels_;
+  bool tiled_ = false;         // the shards suit the tiled kernels (16-byte rows)
+  std::vector<Launch> local_;  // step 0's tiled launches; empty: ring_attend does step 0
   DeviceBuffer o_acc_, lse_acc_;
   double scale_;  // the softmax scale
   std::unique_ptr<Gradients> gradients_;

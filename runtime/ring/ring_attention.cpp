@@ -1,6 +1,7 @@
 // RingDilatedAttention and the in-process ring: plans cached per shape, the Host executor on host
 // memory and the device executor on device memory, every rank's failure passed to its peers through
 // Communicator::abort; ring_reference_forward/backward step all ranks of one plan together.
+#include <dilatron/dilatron.hpp>
 #include <dilatron/error.hpp>
 #include <dilatron/ring.hpp>
 
@@ -10,6 +11,7 @@
 #include <mutex>
 #include <tuple>
 
+#include "runtime/driver.hpp"
 #include "runtime/problem.hpp"
 #include "runtime/ring/device_executor.hpp"
 #include "runtime/ring/host_executor.hpp"
@@ -24,6 +26,23 @@ struct RingDilatedAttention::Impl {
   ring::Communicator* communicator;
   std::mutex mutex;
   std::map<Signature, std::unique_ptr<const ring::RingPlan>> plans;
+  std::unique_ptr<DilatedAttention> single;  // one rank's forward, where its kernels take the call
+
+  // One rank holding the whole sequence is DilatedAttention's call: the ring then launches exactly what
+  // it launches. Not where its kernels cannot take the tensors (a head dim or layout only the ring's
+  // CUDA-core kernels take).
+  DilatedAttention* single_device(std::int64_t seq_len, const TensorView& q, const TensorView& k, const TensorView& v,
+                                  const TensorView& out, const TensorView* lse) {
+    if (communicator->size() != 1 || q.shape[1] != seq_len) return nullptr;
+    try {
+      validate_for_gpu(validate(config, q, k, v, out, lse), q, k, v, out, lse);
+    } catch (const Error&) {
+      return nullptr;
+    }
+    std::lock_guard lock(mutex);
+    if (!single) single = std::make_unique<DilatedAttention>(config);
+    return single.get();
+  }
 
   const ring::RingPlan& plan(std::int64_t seq_len, const TensorView& q, const TensorView& k) {
     const Signature key{q.shape[0], seq_len, q.shape[2], k.shape[2], q.shape[3], q.dtype};
@@ -78,6 +97,11 @@ void RingDilatedAttention::reference_backward(std::int64_t seq_len, const Tensor
 
 void RingDilatedAttention::forward(std::int64_t seq_len, const TensorView& q, const TensorView& k, const TensorView& v,
                                    const TensorView& out, const TensorView* lse, Stream stream) {
+  if (DilatedAttention* single = impl_->single_device(seq_len, q, k, v, out, lse)) {
+    single->forward(q, k, v, out, lse, stream);
+    DILATRON_CU(cuStreamSynchronize(stream));  // returns when the output is written, as the ring does
+    return;
+  }
   impl_->run([&](const ring::RingPlan& plan, ring::Communicator& comm) {
     ring::device_ring_forward(plan, comm, q, k, v, out, lse, stream);
   }, seq_len, q, k);

@@ -49,6 +49,7 @@ struct AttentionArgs {
   i64 batch, seq_len, heads, kv_heads;
   i64 head_begin;    // first query head of this launch (grid y walks heads from here)
   float scale_log2;  // softmax scale * log2(e): scores go straight to the exp2 domain
+  i64 origin;        // the sequence row of the tensors' row 0: 0, or a ring rank's first row (index.cuh)
 };
 
 // gradient_prepare: delta[b, h, n] = dO . O per row, the backward pass's only use of O.
@@ -70,6 +71,7 @@ struct AttentionBackwardArgs {
   i64 head_begin;
   float scale_log2;  // softmax scale * log2(e)
   float scale;       // softmax scale
+  i64 origin;        // as AttentionArgs::origin
 };
 
 // The ring's kernels (ring.cuh) on one rank's shard of rows [rows_begin, rows_begin + rows).

@@ -15,7 +15,8 @@
 // 32-key tiles at D = 96 and 128, where 64-key tiles spill.
 //
 // Epilogues (args::AttentionEpilogue): O and LSE in the input dtype, or the fp32 accumulator and LSE
-// written or merged with the LSE rule, for configurations of several branches that round only once.
+// written or merged with the LSE rule, for configurations of several branches that round only once and
+// for a ring rank's own rows (a view starting at a.origin), which later steps merge into.
 // Grid: x = segment * tiles_per_segment + query tile, y = head - head_begin, z = batch.
 #pragma once
 
@@ -167,8 +168,6 @@ __global__ void __launch_bounds__(WARPS * 32) attention_forward(args::AttentionA
   using KVLayout = TileLayout<BLOCK_N, HEAD_DIM>;
   static_assert(kWarpRows == 16 || kWarpRows == 32, "a warp owns one or two 16-row MMA fragments");
   static_assert(BLOCK_N % 16 == 0 && STAGES >= 2, "tile shape");
-  static_assert(EPILOGUE == args::kWriteOutput || MODE == index::kLongnet,
-                "only longnet branches accumulate; head_groups rows have one branch");
 
   const unsigned q_tile = ptx::shared_address(ptx::dynamic_shared());
   const unsigned k_ring = q_tile + QLayout::kBytes;
@@ -179,7 +178,8 @@ __global__ void __launch_bounds__(WARPS * 32) attention_forward(args::AttentionA
   const auto locate = [&](unsigned x, unsigned y) {
     const long long h = a.head_begin + y;
     const long long offset = index::branch_offset(MODE, h, a.heads, GROUP, GROUPS, R);
-    return offset < 0 ? index::QueryTile{false, 0, 0, 0} : index::query_tile(x, a.seq_len, W, R, offset, BLOCK_M);
+    return offset < 0 ? index::QueryTile{false, 0, 0, 0}
+                      : index::query_tile(x, a.seq_len, W, R, offset, BLOCK_M, a.origin);
   };
   const long long b = blockIdx.z, h = a.head_begin + blockIdx.y;
   const index::QueryTile work = locate(blockIdx.x, blockIdx.y);

@@ -72,7 +72,7 @@ __global__ void __launch_bounds__(WARPS * 32, 1) attention_backward(args::Attent
   const long long b = blockIdx.z, h = a.head_begin + blockIdx.y;
   const long long offset = index::branch_offset(MODE, h, a.heads, GROUP, GROUPS, R);
   if (offset < 0) return;
-  const index::QueryTile keys = index::query_tile(blockIdx.x, a.seq_len, W, R, offset, BLOCK_N);
+  const index::QueryTile keys = index::query_tile(blockIdx.x, a.seq_len, W, R, offset, BLOCK_N, a.origin);
   if (!keys.active) return;
   const long long count = keys.count, k_first = keys.q_first, first_row = keys.first_row;
   const long long kvh = index::kv_head(h, a.heads, a.kv_heads);

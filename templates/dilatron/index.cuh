@@ -73,27 +73,33 @@ DILATRON_HD constexpr i64 branch_offset(int mode, i64 h, i64 heads, i64 branch, 
 // BLOCK_M consecutive selected rows of one segment, for one head (offset).
 DILATRON_HD constexpr i64 query_tiles_per_segment(i64 w, i64 r, i64 block_m) { return ceil_div(ceil_div(w, r), block_m); }
 
-// Grid size over a sequence of n rows: full segments get query_tiles_per_segment, the last (maybe
-// partial) segment only the tiles its rows can need.
-DILATRON_HD constexpr i64 query_tile_count(i64 n, i64 w, i64 r, i64 block_m) {
-  const i64 last = num_segments(n, w) - 1;
-  return last * query_tiles_per_segment(w, r, block_m) + ceil_div(ceil_div(n - last * w, r), block_m);
+// A view of n rows may start inside the sequence, at row `origin` (a ring rank's shard): its segments
+// are the sequence's, cut to the view, and their selected rows count from the segment's start. Segment
+// index 0 of the view is the one holding row `origin`.
+
+// Grid size over a view of n rows: full segments get query_tiles_per_segment, the last (maybe partial)
+// segment only the tiles its rows can need.
+DILATRON_HD constexpr i64 query_tile_count(i64 n, i64 w, i64 r, i64 block_m, i64 origin = 0) {
+  const i64 last = (origin + n - 1) / w - origin / w, last_begin = ((origin + n - 1) / w) * w;
+  return last * query_tiles_per_segment(w, r, block_m) + ceil_div(ceil_div(origin + n - last_begin, r), block_m);
 }
 
 struct QueryTile {
   bool active;      // false: this CTA has no rows (its head's offset selects fewer rows here)
-  i64 first_row;    // the row of selected index 0 in this segment: seg_begin + offset
-  i64 count;        // selected rows in this segment
+  i64 first_row;    // the view's row of selected index 0 in this segment (seg_begin + offset in a whole sequence)
+  i64 count;        // selected rows of this segment in the view
   i64 q_first;      // first selected index of this tile
 };
 
-// The work of CTA `x` for a head with `offset` (>= 0).
-DILATRON_HD constexpr QueryTile query_tile(i64 x, i64 n, i64 w, i64 r, i64 offset, i64 block_m) {
+// The work of CTA `x` for a head with `offset` (>= 0), over a view of n rows starting at row `origin`.
+DILATRON_HD constexpr QueryTile query_tile(i64 x, i64 n, i64 w, i64 r, i64 offset, i64 block_m, i64 origin = 0) {
   const i64 per_segment = query_tiles_per_segment(w, r, block_m);
-  const i64 segment = x / per_segment, q_first = (x % per_segment) * block_m;
+  const i64 segment = origin / w + x / per_segment, q_first = (x % per_segment) * block_m;
   const i64 begin = segment_begin(segment, w);
-  const i64 count = begin < n ? selected_count(segment_end(segment, w, n) - begin, offset, r) : 0;
-  return {q_first < count, begin + offset, count, q_first};
+  const i64 from = begin > origin ? begin : origin, to = min64(begin + w, origin + n);  // the segment in the view
+  const i64 skipped = from < to ? selected_count(from - begin, offset, r) : 0;
+  const i64 count = from < to ? selected_count(to - begin, offset, r) - skipped : 0;
+  return {q_first < count, begin + offset + skipped * r - origin, count, q_first};
 }
 
 // Keys a query tile needs, as selected indices [0, key_end): all of the segment's, or with causal only

@@ -150,9 +150,24 @@ TEST(RequiredKernels, TheRingAddsItsKernelsWhateverTheBranches) {
   for (const auto& spec : ring_backward) {
     EXPECT_NE(std::find(with_backward.begin(), with_backward.end(), spec), with_backward.end()) << spec.label();
   }
+  // Each rank's own rows: one attention_partial_merge per branch (and attention_backward with --backward).
+  const auto local = ring_local_kernels(w), local_backward = ring_local_backward_kernels(w);
+  ASSERT_EQ(local.size(), w.config.branches());
+  ASSERT_EQ(local_backward.size(), w.config.branches());
+  std::size_t new_local = 0;
+  for (const auto& spec : local) {
+    EXPECT_EQ(spec.op, Op::attention_partial_merge);
+    EXPECT_NE(std::find(specs.begin(), specs.end(), spec), specs.end()) << spec.label();
+    new_local += std::find(forward.begin(), forward.end(), spec) == forward.end();
+  }
+  for (const auto& spec : local_backward) {
+    EXPECT_EQ(spec.op, Op::attention_backward);
+    EXPECT_NE(std::find(with_backward.begin(), with_backward.end(), spec), with_backward.end()) << spec.label();
+  }
+  EXPECT_EQ(new_local, 1u) << "the r = 1 branch writes the accumulator on one GPU, merges into it on the ring";
   w.backward = false;
   // finish_output is shared with the multi-branch forward pass: listed once.
-  EXPECT_EQ(specs.size(), forward.size() + 3);
+  EXPECT_EQ(specs.size(), forward.size() + 3 + new_local);
   EXPECT_EQ(std::vector<codegen::KernelSpec>(specs.begin(), specs.begin() + long(forward.size())), forward);
 }
 

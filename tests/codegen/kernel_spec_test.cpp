@@ -146,7 +146,12 @@ TEST(KernelSpec, AttentionTilesFollowTheKernelsRules) {
   s.head_dim = 128, s.tiles = {128, 32, 4, 4};
   expect_invalid(s, "stages = 4");
   s.tiles = {128, 32, 4, 2}, s.mode = Mode::head_groups, s.groups = 2;
-  expect_invalid(s, "only longnet branches accumulate");
+  const Op op = s.op;
+  s.op = Op::attention_partial;
+  expect_invalid(s, "only longnet branches write the accumulator first");
+  s.op = Op::attention_partial_merge;  // a ring rank's own rows in head_groups mode, merged with later steps
+  EXPECT_NO_THROW(s.validate());
+  s.op = op;
   KernelSpec unpack_add;
   unpack_add.op = Op::ring_unpack_add;
   expect_invalid(unpack_add, "adds fp32 gradients");

@@ -5,9 +5,11 @@
 // Skipped without a GPU.
 #include <gtest/gtest.h>
 
+#include <dilatron/dilatron.hpp>
 #include <dilatron/error.hpp>
 #include <dilatron/ring.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
@@ -307,7 +309,8 @@ TEST_F(GpuRing, AStreamOrderedTransportOfItsOwnOverlapsTheSteps) {
 }
 
 // Each rank allocates exactly the workspace its plan states (RankPlan::forward_workspace_bytes and
-// backward_workspace_bytes), counted by the emulated device per rank thread.
+// backward_workspace_bytes), counted by the emulated device per rank thread; one rank's forward runs
+// DilatedAttention, which needs no more.
 TEST_F(GpuRing, RanksAllocateExactlyTheWorkspaceThePlanStates) {
   if (!env::emulated_device()) GTEST_SKIP() << "counts the emulated device's allocations";
   std::mt19937_64 rng(5);
@@ -340,9 +343,73 @@ TEST_F(GpuRing, RanksAllocateExactlyTheWorkspaceThePlanStates) {
       });
       for (int r = 0; r < ranks; ++r) {
         const ring::RankPlan& p = plan.per_rank[std::size_t(r)];
-        EXPECT_EQ(forward[std::size_t(r)], p.forward_workspace_bytes) << "rank " << r;
+        // One rank's forward is DilatedAttention's, whose workspace is at most the ring's.
+        if (ranks == 1) EXPECT_LE(forward[0], p.forward_workspace_bytes);
+        else EXPECT_EQ(forward[std::size_t(r)], p.forward_workspace_bytes) << "rank " << r;
         EXPECT_EQ(backward[std::size_t(r)], p.backward_workspace_bytes) << "rank " << r;
       }
     }
   }
+}
+
+// Step 0 runs on the tiled kernels. One rank's forward launches exactly what DilatedAttention launches;
+// with more, each rank's own rows take one attention_partial_merge per branch (and in the backward one
+// attention_backward), on views starting at its first row; a head dim only the ring's kernels take (40)
+// keeps ring_attend and the same results.
+TEST_F(GpuRing, StepZeroRunsOnTheTiledKernels) {
+  if (!env::emulated_device()) GTEST_SKIP() << "reads the emulated device's launch log";
+  const auto count = [](const std::vector<std::string>& log, const std::string& op) {
+    return std::count_if(log.begin(), log.end(), [&](const std::string& l) { return l.rfind(op + " ", 0) == 0; });
+  };
+  std::vector<RandomCase> cases = ring_cases();
+  RandomCase& c = cases.front();
+  std::mt19937_64 rng(40);
+  const std::vector<std::byte> dout = random_tensor(c.B * c.N * c.H * c.D, c.dtype, 1.0, rng);
+  std::vector<std::string> single;
+  {
+    const DeviceCase device(c);
+    const TensorView lse = device.lse();
+    emulator::cuda::thread_launch_log() = &single;
+    DilatedAttention(c.config).forward(device.q(), device.k(), device.v(), device.out(), &lse, nullptr);
+    emulator::cuda::thread_launch_log() = nullptr;
+  }
+  ASSERT_FALSE(single.empty());
+  for (const int ranks : {1, 3}) {
+    SCOPED_TRACE(fmt::format("ranks {}", ranks));
+    const DeviceCase device(c);
+    const DeviceGradients grad(c, dout);
+    const TensorView lse = device.lse();
+    std::vector<std::vector<std::string>> logs(static_cast<std::size_t>(ranks)), backward_logs(logs.size());
+    std::mutex mutex;
+    on_every_rank(c.config, ranks, c.N, [&](RingDilatedAttention& attention, ring::RowRange rows) {
+      const auto shard = [&](const TensorView& t) { return ring::rows_of(t, rows, 1); };
+      std::vector<std::string> mine, backward;
+      emulator::cuda::thread_launch_log() = &mine;
+      const TensorView lse_shard = ring::rows_of(lse, rows, 2);
+      attention.forward(c.N, shard(device.q()), shard(device.k()), shard(device.v()), shard(device.out()), &lse_shard,
+                        nullptr);
+      emulator::cuda::thread_launch_log() = &backward;
+      attention.backward(c.N, shard(device.q()), shard(device.k()), shard(device.v()), shard(grad.dout()),
+                         shard(grad.dq()), shard(grad.dk()), shard(grad.dv()), nullptr);
+      emulator::cuda::thread_launch_log() = nullptr;
+      const std::lock_guard lock(mutex);
+      int rank = 0;
+      while (ring::shard(c.N, ranks, rank).begin != rows.begin) ++rank;
+      logs[std::size_t(rank)] = std::move(mine);
+      backward_logs[std::size_t(rank)] = std::move(backward);
+    });
+    for (const auto& log : backward_logs) EXPECT_EQ(count(log, "attention_backward"), 3) << fmt::format("{}", fmt::join(log, "\n"));
+    if (ranks == 1) {
+      EXPECT_EQ(logs[0], single);
+    } else {
+      for (const auto& log : logs) EXPECT_EQ(count(log, "attention_partial_merge"), 3) << fmt::format("{}", fmt::join(log, "\n"));
+    }
+    const GpuResult want = host_ring(c), got = device.result();
+    EXPECT_LE(relative_error(got.out, want.out), 1e-2);
+  }
+  Config narrow;
+  narrow.segments = {16, 48};
+  narrow.dilations = {1, 2};
+  RandomCase odd = make_case(narrow, 1, 64, 2, 2, 40, DType::f16, rng);
+  EXPECT_LE(relative_error(gpu_ring(odd, 2).out, host_ring(odd).out), 3e-3);
 }

@@ -20,11 +20,12 @@ namespace {
 using Pairs = std::map<std::pair<long long, long long>, int>;  // (query row, key row) -> times attended
 
 // What the kernel attends for one head and branch, as the grid walks it.
+// `origin`: the view's first row in the sequence (a ring rank's shard); rows are the view's.
 Pairs kernel_pairs(long long n, long long w, long long r, long long offset, bool causal, long long block_m,
-                   long long block_n) {
+                   long long block_n, long long origin = 0) {
   Pairs pairs;
-  for (long long x = 0; x < ix::query_tile_count(n, w, r, block_m); ++x) {
-    const ix::QueryTile tile = ix::query_tile(x, n, w, r, offset, block_m);
+  for (long long x = 0; x < ix::query_tile_count(n, w, r, block_m, origin); ++x) {
+    const ix::QueryTile tile = ix::query_tile(x, n, w, r, offset, block_m, origin);
     if (!tile.active) continue;
     const long long key_tiles = ix::ceil_div(ix::key_end(tile.count, tile.q_first, block_m, causal), block_n);
     const long long plain_tiles = ix::unmasked_key_tiles(tile.count, tile.q_first, block_n, causal);
@@ -54,13 +55,14 @@ Pairs kernel_pairs(long long n, long long w, long long r, long long offset, bool
   return pairs;
 }
 
-// The same pairs straight from the definition (tests/support/dense_reference.hpp's selection).
-Pairs definition_pairs(long long n, long long w, long long r, long long offset, bool causal) {
-  const auto segment = dilatron::test::dense_selection(n, w, r, offset);
+// The same pairs straight from the definition (tests/support/dense_reference.hpp's selection), among the
+// rows [origin, origin + n) of the sequence, numbered from the view's first.
+Pairs definition_pairs(long long n, long long w, long long r, long long offset, bool causal, long long origin = 0) {
+  const auto segment = dilatron::test::dense_selection(origin + n, w, r, offset);
   Pairs pairs;
-  for (long long q = 0; q < n; ++q) {
-    for (long long k = 0; k < n; ++k) {
-      if (segment[q] >= 0 && segment[q] == segment[k] && (!causal || k <= q)) ++pairs[{q, k}];
+  for (long long q = origin; q < origin + n; ++q) {
+    for (long long k = origin; k < origin + n; ++k) {
+      if (segment[q] >= 0 && segment[q] == segment[k] && (!causal || k <= q)) ++pairs[{q - origin, k - origin}];
     }
   }
   return pairs;
@@ -78,6 +80,22 @@ TEST(Tiling, TheGridAttendsExactlyTheDefinedPairsOnce) {
     SCOPED_TRACE(::testing::Message() << "n=" << n << " w=" << w << " r=" << r << " offset=" << offset
                                       << " causal=" << causal << " tiles " << block_m << "x" << block_n);
     ASSERT_EQ(kernel_pairs(n, w, r, offset, causal, block_m, block_n), definition_pairs(n, w, r, offset, causal));
+  }
+}
+
+// A ring rank's shard: the view starts at any row, mid-segment; its segments are the sequence's cut to it.
+TEST(Tiling, AViewStartingInsideTheSequenceAttendsItsOwnPairsOnce) {
+  std::mt19937_64 rng(7);
+  auto uniform = [&](long long lo, long long hi) { return std::uniform_int_distribution<long long>(lo, hi)(rng); };
+  for (int trial = 0; trial < 400; ++trial) {
+    const long long n = uniform(1, 200), w = uniform(1, 160), r = uniform(1, 12), offset = uniform(0, r - 1);
+    const long long origin = trial % 5 == 0 ? w * uniform(0, 3) : uniform(0, 500);
+    const bool causal = trial % 2 == 0;
+    const long long block_m = trial % 3 == 0 ? 64 : 128, block_n = trial % 4 == 0 ? 32 : 64;
+    SCOPED_TRACE(::testing::Message() << "n=" << n << " w=" << w << " r=" << r << " offset=" << offset << " origin="
+                                      << origin << " causal=" << causal);
+    ASSERT_EQ(kernel_pairs(n, w, r, offset, causal, block_m, block_n, origin),
+              definition_pairs(n, w, r, offset, causal, origin));
   }
 }
 
