@@ -182,9 +182,10 @@ void device_ring_backward(const RingPlan& plan, Communicator& comm, const Tensor
     step_offset[std::size_t(step) + 1] = step_offset[std::size_t(step)] + step_bytes(plan, mine, step);
   }
   // The return leg of a step moves the step's blocks back as fp32 partials: the partials sent back, then
-  // those coming back, in block order.
+  // those coming back, in block order; two steps' worth, used in turn.
   const DeviceBuffer kept{std::size_t(step_offset.back())};
-  const DeviceBuffer returns{std::size_t(max_step_bytes(plan, mine)) / dtype_size(plan.shape.dtype) * sizeof(float)};
+  const std::size_t return_bytes = std::size_t(max_step_bytes(plan, mine)) / dtype_size(plan.shape.dtype) * sizeof(float);
+  const DeviceBuffer returns{2 * return_bytes};  // two halves in turn
   const Drain drain{stream};
   rank.clear();
   const std::vector<StepMessages> steps = ring_steps(plan, mine, comm, rank, stream, [&](int step) {
@@ -193,8 +194,22 @@ void device_ring_backward(const RingPlan& plan, Communicator& comm, const Tensor
 
   rank.begin_backward(dout);
   rank.gradients_local();
+  // The return leg: step t's partials go back tagged steps + t from returns[t % 2] while the next step's
+  // partials are computed into the other half; the owner adds step t's arrivals after make_wait, queued
+  // behind step t + 1's partials. Reusing a half two steps later is ordered by the stream: its add came
+  // after a make_wait covering that step's transfer.
+  struct Returned {
+    int step = 0;
+    std::vector<Message> receives;
+  } pending;
+  const auto add_returned = [&](const Returned& r) {
+    const std::span<const Transfer> lent = in_step(mine.sends, r.step);
+    for (std::size_t i = 0; i < lent.size(); ++i) {
+      rank.add_returned(plan.blocks[std::size_t(lent[i].block)], r.receives[i].data.data());
+    }
+  };
   for (int step = 1; step <= plan.steps; ++step) {
-    std::byte* at = static_cast<std::byte*>(returns.get());
+    std::byte* at = static_cast<std::byte*>(returns.get()) + (step % 2) * return_bytes;
     std::vector<Message> sends, receives;
     for (const Transfer& from : in_step(mine.receives, step)) {  // a block received is a block computed
       const Block& block = plan.blocks[std::size_t(from.block)];
@@ -202,17 +217,18 @@ void device_ring_backward(const RingPlan& plan, Communicator& comm, const Tensor
       sends.push_back({from.peer, {at, std::size_t(rank.gradient_bytes(block))}});
       at += rank.gradient_bytes(block);
     }
-    const std::span<const Transfer> lent = in_step(mine.sends, step);
-    for (const Transfer& to : lent) {
+    for (const Transfer& to : in_step(mine.sends, step)) {
       receives.push_back({to.peer, {at, std::size_t(rank.gradient_bytes(plan.blocks[std::size_t(to.block)]))}});
       at += receives.back().data.size();
     }
-    DILATRON_CU(cuStreamSynchronize(stream));  // the partials are written, the last step's returns added
-    comm.exchange(plan.steps + step, sends, receives);
-    for (std::size_t i = 0; i < lent.size(); ++i) {
-      rank.add_returned(plan.blocks[std::size_t(lent[i].block)], receives[i].data.data());
-    }
+    comm.make_wait(stream);  // the step before has arrived
+    comm.enqueue(plan.steps + step, sends, receives, stream);
+    if (pending.step > 0) add_returned(pending);
+    pending = {step, std::move(receives)};
   }
+  comm.make_wait(stream);
+  if (pending.step > 0) add_returned(pending);
+  comm.wait();
   rank.finish_gradients(dq, dk, dv);
   DILATRON_CU(cuStreamSynchronize(stream));
 }

@@ -247,7 +247,7 @@ void set_memory(RankPlan& rp, const Shape& sh) {
   const i64 accumulator = q_elements * 4 + row_stats;            // fp32 (O, LSE)
   rp.forward_workspace_bytes = accumulator + 2 * most_in_a_step;  // two arenas in turn
   rp.backward_workspace_bytes = accumulator + all_steps                 // every step's messages, kept
-                                + most_in_a_step / elem * 4             // the return leg's fp32 partials
+                                + 2 * (most_in_a_step / elem * 4)       // the return leg's fp32 partials, in turn
                                 + q_elements * elem + row_stats         // O rounded, delta
                                 + q_elements * 4 + 2 * kv_elements * 4;  // fp32 dQ, dK, dV
   // Forward: Q, O and K, V shards and LSE. Backward: Q, K, V, dO, dQ, dK, dV.

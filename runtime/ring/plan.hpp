@@ -73,8 +73,8 @@ struct RankPlan {
   // - forward: the fp32 (O, LSE) accumulator and two arenas in turn (double buffering), each as large as
   //   the most the rank sends plus receives in one step;
   // - backward: the forward's accumulator, every step's messages (the blocks received are attended
-  //   again, so all of them stay), the return leg's fp32 buffer (the most one step moves, in fp32), O
-  //   rounded to the dtype, delta, and fp32 dQ, dK and dV.
+  //   again, so all of them stay), the return leg's two fp32 buffers used in turn (each the most one
+  //   step moves, in fp32), O rounded to the dtype, delta, and fp32 dQ, dK and dV.
   // With one rank the forward is DilatedAttention's where its kernels take the call, whose workspace is
   // at most the figure here. The totals add the caller's tensors: Q, K, V, O and LSE for the forward; Q, K, V, dO, dQ, dK and dV
   // for the backward.

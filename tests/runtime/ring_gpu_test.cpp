@@ -205,14 +205,15 @@ GpuResult gpu_ring(RandomCase& c, int ranks, std::vector<std::vector<std::string
 }
 
 // Every rank's backward on its shards of whole device tensors.
-Gradients gpu_ring_gradients(RandomCase& c, const std::vector<std::byte>& dout, int ranks) {
+Gradients gpu_ring_gradients(RandomCase& c, const std::vector<std::byte>& dout, int ranks,
+                             std::vector<std::vector<std::string>>* logs = nullptr) {
   const DeviceCase device(c);
   const DeviceGradients grad(c, dout);
   on_every_rank(c.config, ranks, c.N, [&](RingDilatedAttention& attention, ring::RowRange rows) {
     const auto shard = [&](const TensorView& t) { return ring::rows_of(t, rows, 1); };
     attention.backward(c.N, shard(device.q()), shard(device.k()), shard(device.v()), shard(grad.dout()), shard(grad.dq()),
                        shard(grad.dk()), shard(grad.dv()), nullptr);
-  });
+  }, logs);
   return grad.result();
 }
 
@@ -285,7 +286,7 @@ TEST_F(GpuRing, BackwardEqualsTheSingleDeviceReferenceForOneToFourRanks) {
 
 // A transport that overrides the stream-ordered calls runs without an edit in the executor, which
 // queues step s + 1 before it waits for (and reads) step s: "enqueue 1", then per step "make_wait" and
-// the next "enqueue", then one "wait".
+// the next "enqueue", then one "wait". The backward's return leg runs through the same calls.
 TEST_F(GpuRing, AStreamOrderedTransportOfItsOwnOverlapsTheSteps) {
   std::vector<RandomCase> cases = ring_cases();
   RandomCase& c = cases.front();
@@ -305,6 +306,13 @@ TEST_F(GpuRing, AStreamOrderedTransportOfItsOwnOverlapsTheSteps) {
     }
     expected.push_back("wait");
     for (const auto& log : logs) EXPECT_EQ(log, expected);
+    // The backward's return leg through the same calls: its arrivals are added only after make_wait.
+    std::mt19937_64 rng(3);
+    std::vector<std::byte> dout = random_tensor(c.B * c.N * c.H * c.D, c.dtype, 1.0, rng);
+    const Gradients want_grad = reference_gradients(c, dout), got_grad = gpu_ring_gradients(c, dout, ranks, &logs);
+    EXPECT_LE(l2_relative(got_grad.dk, want_grad.dk), 1e-2);
+    EXPECT_LE(l2_relative(got_grad.dv, want_grad.dv), 1e-2);
+    EXPECT_LE(l2_relative(got_grad.dq, want_grad.dq), 1e-2);
   }
 }
 

@@ -241,7 +241,7 @@ TEST(RingPlan, AgreesWithEnumerationFromTheDefinition) {
       EXPECT_EQ(rp.forward_workspace_bytes, q * 4 + stats + 2 * most) << "rank " << rp.rank;
       EXPECT_EQ(rp.memory_bytes, (2 * q + 2 * kv) * es + stats + rp.forward_workspace_bytes) << "rank " << rp.rank;
       EXPECT_EQ(rp.backward_workspace_bytes,
-                q * 4 + stats + (sent + got) + most / es * 4 + q * es + stats + q * 4 + 2 * kv * 4) << "rank " << rp.rank;
+                q * 4 + stats + (sent + got) + 2 * (most / es * 4) + q * es + stats + q * 4 + 2 * kv * 4) << "rank " << rp.rank;
       EXPECT_EQ(rp.backward_memory_bytes, (3 * q + 4 * kv) * es + rp.backward_workspace_bytes) << "rank " << rp.rank;
     }
     EXPECT_EQ(sends, e.messages);
