@@ -52,6 +52,8 @@ bool overlap(const TensorView& a, const TensorView& b) {
   return a0 < b1 && b0 < a1;
 }
 
+}  // namespace
+
 void check_layout(const char* name, const TensorView& t) {
   if (t.strides[3] != 1) throw Error(fmt::format("{}: the GPU path needs the innermost (D) stride to be 1, got {}", name, t.strides[3]));
   for (int d = 0; d < 3; ++d) {
@@ -61,8 +63,6 @@ void check_layout(const char* name, const TensorView& t) {
   }
   if (reinterpret_cast<std::uintptr_t>(t.data) % 16 != 0) throw Error(fmt::format("{}: data is not 16-byte aligned", name));
 }
-
-}  // namespace
 
 void validate_config(const Config& config) {
   if (config.segments.empty()) throw Error("segments is empty: give at least one segment length");

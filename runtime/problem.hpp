@@ -28,6 +28,10 @@ Problem validate(const Config& config, const TensorView& q, const TensorView& k,
 Problem validate_backward(const Config& config, const TensorView& q, const TensorView& k, const TensorView& v,
                           const TensorView& dout, const TensorView& dq, const TensorView& dk, const TensorView& dv);
 
+// The layout the GPU kernels read and write: innermost stride 1, the others multiples of 8 elements,
+// data 16-byte aligned. Throws dilatron::Error naming `name`.
+void check_layout(const char* name, const TensorView& t);
+
 // The checks a GPU forward adds to validate(): dtype, head dim, non-negative strides, layout, alignment,
 // neither output (out, lse) overlapping an input or the other. Throws dilatron::Error.
 void validate_for_gpu(const Problem& problem, const TensorView& q, const TensorView& k, const TensorView& v,

@@ -39,9 +39,11 @@ void check_inputs(const RingPlan& plan, int rank, const TensorView& q, const Ten
   }
 }
 
-// A tensor the ring writes (or dO) in q's dtype, shaped like a shard of q (heads) or of k (kv heads).
+// A tensor the ring writes (or dO) in q's dtype, shaped like a shard of q (heads) or of k (kv heads), in
+// the layout the GPU kernels write (finish_output stores 8 bytes at a time).
 void check_like(const char* name, const TensorView& t, const TensorView& like, const TensorView& q) {
   check_shard(name, t, like.shape);
+  check_layout(name, t);
   if (t.dtype != q.dtype) {
     throw Error(fmt::format("{} is {} but q is {}: they must match on the GPU", name, to_string(t.dtype), to_string(q.dtype)));
   }

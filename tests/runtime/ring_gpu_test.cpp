@@ -421,3 +421,50 @@ TEST_F(GpuRing, StepZeroRunsOnTheTiledKernels) {
   RandomCase odd = make_case(narrow, 1, 64, 2, 2, 40, DType::f16, rng);
   EXPECT_LE(relative_error(gpu_ring(odd, 2).out, host_ring(odd).out), 3e-3);
 }
+
+// The tensors the ring writes (and dO) must have the layout the kernels write: a head stride of 66
+// elements or a pointer 2 bytes off is an error naming the tensor, before anything is written.
+TEST_F(GpuRing, TensorsInALayoutTheKernelsCannotWriteAreRefused) {
+  std::vector<RandomCase> cases = ring_cases();
+  RandomCase& c = cases.front();  // D = 64
+  const DeviceCase device(c);
+  const std::size_t padded = std::size_t(c.B * c.N * c.H * 66) * 2 + 16;
+  DeviceBuffer out(padded);
+  const std::vector<std::uint8_t> poison(padded, 0x7f);
+  out.upload(poison.data());
+  TensorView wide = TensorView::contiguous(out.get(), c.dtype, c.q_shape());
+  wide.strides = {c.N * c.H * 66, c.H * 66, 66, 1};
+  TensorView shifted = TensorView::contiguous(static_cast<std::byte*>(out.get()) + 2, c.dtype, c.q_shape());
+  DeviceMailbox box(1);
+  const std::unique_ptr<ring::Communicator> comm = box.rank(0);
+  RingDilatedAttention attention(c.config, *comm);
+  EXPECT_THROW(
+      {
+        try {
+          attention.forward(c.N, device.q(), device.k(), device.v(), wide, nullptr, nullptr);
+        } catch (const Error& e) {
+          EXPECT_NE(std::string(e.what()).find("out: stride[2] = 66"), std::string::npos) << e.what();
+          throw;
+        }
+      },
+      Error);
+  EXPECT_THROW(
+      {
+        try {
+          attention.forward(c.N, device.q(), device.k(), device.v(), shifted, nullptr, nullptr);
+        } catch (const Error& e) {
+          EXPECT_NE(std::string(e.what()).find("out: data is not 16-byte aligned"), std::string::npos) << e.what();
+          throw;
+        }
+      },
+      Error);
+  std::mt19937_64 rng(1);
+  const std::vector<std::byte> dout = random_tensor(c.B * c.N * c.H * c.D, c.dtype, 1.0, rng);
+  const DeviceGradients grad(c, dout);
+  EXPECT_THROW(attention.backward(c.N, device.q(), device.k(), device.v(), grad.dout(), shifted, grad.dk(), grad.dv(), nullptr),
+               Error);
+  DILATRON_CU(cuCtxSynchronize());
+  std::vector<std::uint8_t> after(padded);
+  out.download(after.data());
+  EXPECT_EQ(after, poison) << "nothing written";
+}
