@@ -63,8 +63,11 @@ bool emulated_device() {
   static const bool emulated = [] {
     const std::string_view value = text("DILATRON_DEVICE");
     if (value.empty() || value == "gpu") return false;
-    if (value == "emulator") return emulator_profile(), true;
-    throw Error(fmt::format("DILATRON_DEVICE='{}': expected gpu (the default) or emulator", value));
+    if (value != "emulator") {
+      throw Error(fmt::format("DILATRON_DEVICE='{}': expected gpu (the default) or emulator", value));
+    }
+    emulator_profile();  // its switch is checked as the device is chosen
+    return true;
   }();
   return emulated;
 }

@@ -54,14 +54,17 @@ bool overlap(const TensorView& a, const TensorView& b) {
 
 }  // namespace
 
-void check_layout(const char* name, const TensorView& t) {
-  if (t.strides[3] != 1) throw Error(fmt::format("{}: the GPU path needs the innermost (D) stride to be 1, got {}", name, t.strides[3]));
+std::string layout_problem(const TensorView& t) {
+  if (t.strides[3] != 1) return fmt::format("the GPU path needs the innermost (D) stride to be 1, got {}", t.strides[3]);
   for (int d = 0; d < 3; ++d) {
-    if (t.strides[d] % 8 != 0) {
-      throw Error(fmt::format("{}: stride[{}] = {} is not a multiple of 8 elements (16 bytes)", name, d, t.strides[d]));
-    }
+    if (t.strides[d] % 8 != 0) return fmt::format("stride[{}] = {} is not a multiple of 8 elements (16 bytes)", d, t.strides[d]);
   }
-  if (reinterpret_cast<std::uintptr_t>(t.data) % 16 != 0) throw Error(fmt::format("{}: data is not 16-byte aligned", name));
+  if (reinterpret_cast<std::uintptr_t>(t.data) % 16 != 0) return "data is not 16-byte aligned";
+  return "";
+}
+
+void check_layout(const char* name, const TensorView& t) {
+  if (const std::string problem = layout_problem(t); !problem.empty()) throw Error(fmt::format("{}: {}", name, problem));
 }
 
 void validate_config(const Config& config) {

@@ -6,6 +6,7 @@
 #include <dilatron/tensor.hpp>
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace dilatron {
@@ -29,7 +30,9 @@ Problem validate_backward(const Config& config, const TensorView& q, const Tenso
                           const TensorView& dout, const TensorView& dq, const TensorView& dk, const TensorView& dv);
 
 // The layout the GPU kernels read and write: innermost stride 1, the others multiples of 8 elements,
-// data 16-byte aligned. Throws dilatron::Error naming `name`.
+// data 16-byte aligned. layout_problem says what is wrong (empty: nothing); check_layout throws
+// dilatron::Error naming `name`.
+std::string layout_problem(const TensorView& t);
 void check_layout(const char* name, const TensorView& t);
 
 // The checks a GPU forward adds to validate(): dtype, head dim, non-negative strides, layout, alignment,

@@ -10,6 +10,7 @@
 
 #include <chrono>
 
+#include "common/env.hpp"
 #include "runtime/driver.hpp"
 #include "runtime/kernel_bench.hpp"
 #include "runtime/problem.hpp"
@@ -61,7 +62,7 @@ Measurement measure(const std::string& name, const Config& config, const BenchOp
   const std::size_t held = free_before - free_memory();
   // Few enough that the launch queue never blocks the host. The emulated device runs each launch before
   // forward() returns, so there one call says as much.
-  const int host_calls = o.device == Device::emulator ? 1 : 50;
+  const int host_calls = env::emulated_device() ? 1 : 50;
   DILATRON_CU(cuCtxSynchronize());
   const auto host_start = std::chrono::steady_clock::now();
   for (int i = 0; i < host_calls; ++i) attention.forward(qv, kv, vv, ov, &lv, nullptr);
@@ -110,14 +111,14 @@ void bench(const BenchOptions& o) {
                      {"tflops", m.tflops},
                      {"memory_bytes", m.memory_bytes},
                      {"host_us", m.host_us},
-                     {"emulated", o.device == Device::emulator}});
+                     {"emulated", env::emulated_device()}});
     }
     fmt::print("{}\n", json_text(out));
     return;
   }
   fmt::print("B={} N={} H={} Hkv={} D={} {} on {}{} ({} timed runs, median, L2 flushed)\n", o.batch, o.seq_len, o.heads,
              o.kv_heads ? o.kv_heads : o.heads, w.head_dim, to_string(w.dtype), driver::current_arch(),
-             o.device == Device::emulator ? " emulated (times meaningless)" : "", o.iters);
+             env::emulated_device() ? " emulated (times meaningless)" : "", o.iters);
   for (const Measurement& m : rows) {
     fmt::print("{:<34} {:>9.3f} ms {:>8.1f} TFLOP/s {:>9.1f} MiB {:>6.1f} us host/call  x{:.2f} vs first row\n", m.name,
                m.ms, m.tflops, double(m.memory_bytes) / (1 << 20), m.host_us, rows.front().ms / m.ms);

@@ -54,8 +54,9 @@ enum class Device { cpu, cuda, emulator };
 // "--device": `with_cpu` adds cpu to cuda and emulator. Choosing emulator selects the emulated device for
 // the whole process as the flag is parsed, before any driver call or compile.
 CLI::Option* add_device(CLI::App* cmd, Device& device, bool with_cpu, const std::string& help);
-// For summaries: "the GPU" or "the emulated device".
-std::string device_words(Device device);
+// For summaries: "the GPU" or "the emulated device", whichever runs the kernels (--device emulator or
+// DILATRON_DEVICE=emulator).
+std::string device_words();
 // The note bench and tune print before timing on the emulated device (empty on a GPU).
 std::string emulated_timing_note();
 

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "common/dtype.hpp"
+#include "common/env.hpp"
 #include "runtime/driver.hpp"
 #include "runtime/problem.hpp"
 #include "templates/dilatron/index.cuh"
@@ -48,7 +49,7 @@ void demo(const DemoOptions& o) {
   config.causal = o.causal;
   const driver::Status gpu = driver::probe();
   fmt::print("Dilatron demo: a LongNet dilated attention layer on the float64 host reference\n");
-  fmt::print("  ({}: {})\n\n", o.device == Device::emulator ? "checked on" : "GPU",
+  fmt::print("  ({}: {})\n\n", env::emulated_device() ? "checked on" : "GPU",
              gpu.devices.empty() ? gpu.problem : gpu.devices.front().name + ", checked below");
 
   std::mt19937_64 rng(o.seed);
@@ -121,7 +122,8 @@ void demo(const DemoOptions& o) {
     }
     fmt::print("{} {} ({}): {:.1f} ms including JIT, transfers and module load; relative error vs the "
                "reference {:.2e}\n",
-               o.device == Device::emulator ? "emulated" : "GPU     ", gpu.devices.front().name, driver::arch_name(gpu.devices.front().cc_major, gpu.devices.front().cc_minor),
+               env::emulated_device() ? "emulated" : "GPU     ", gpu.devices.front().name,
+               driver::arch_name(gpu.devices.front().cc_major, gpu.devices.front().cc_minor),
                gpu_seconds * 1e3, std::sqrt(diff / norm));
   }
   fmt::print("\nNext: `dilatron run --device cpu|cuda|emulator` on your own .npy tensors; `dilatron bench`; `dilatron info`.\n");

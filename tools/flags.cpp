@@ -159,7 +159,7 @@ CLI::Option* add_device(CLI::App* cmd, Device& device, bool with_cpu, const std:
   });
 }
 
-std::string device_words(Device device) { return device == Device::emulator ? "the emulated device" : "the GPU"; }
+std::string device_words() { return env::emulated_device() ? "the emulated device" : "the GPU"; }
 
 std::string emulated_timing_note() {
   return env::emulated_device() ? "note: the emulated device runs kernels on this CPU, one fiber per CUDA thread; its "

@@ -132,7 +132,7 @@ void run(RunOptions o) {
                o.backward ? fmt::format(" and the gradients {}, {}, {}", o.dq, o.dk, o.dv) : "",
                o.config.branches(), double(p.batch) * double(attended_pairs(o.config, p.seq_len, p.heads)), seconds,
                o.device != Device::cpu
-                   ? device_words(o.device) + (o.ranks > 1 ? fmt::format(" ({} ranks, Local transport)", o.ranks) : "")
+                   ? device_words() + (o.ranks > 1 ? fmt::format(" ({} ranks, Local transport)", o.ranks) : "")
                : o.ranks > 1 ? fmt::format("the CPU (float64 reference, {} ranks)", o.ranks)
                              : "the CPU (float64 reference)");
   }

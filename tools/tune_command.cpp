@@ -13,6 +13,7 @@
 
 #include "autotune/candidates.hpp"
 #include "autotune/tuner.hpp"
+#include "common/env.hpp"
 #include "runtime/tuning_file.hpp"
 #include "runtime/driver.hpp"
 #include "runtime/tuning.hpp"
@@ -228,7 +229,7 @@ void tune(const TuneOptions& o) {
                           {"database", database},
                           {"kernels", nlohmann::json::array()}};
     if (target) out["device"] = target->device, out["driver"] = target->driver, out["iters"] = o.timing.iters;
-    if (target) out["emulated"] = o.device == Device::emulator;
+    if (target) out["emulated"] = env::emulated_device();
     for (const Tuned& t : done) out["kernels"].push_back(to_json(t));
     if (!without_winner.empty()) out["without_winner"] = without_winner;
     fmt::print("{}\n", json_text(out));

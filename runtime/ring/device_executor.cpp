@@ -77,7 +77,7 @@ std::int64_t step_bytes(const RingPlan& plan, const RankPlan& mine, int step) {
   return bytes;
 }
 
-// The most any one step sends and receives (at least 1).
+// The most any one step sends and receives.
 std::int64_t max_step_bytes(const RingPlan& plan, const RankPlan& mine) {
   std::int64_t bytes = 0;
   for (int step = 1; step <= plan.steps; ++step) bytes = std::max(bytes, step_bytes(plan, mine, step));

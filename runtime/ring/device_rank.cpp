@@ -36,12 +36,8 @@ std::byte* element(const void* base, std::int64_t i, std::size_t size) {
 
 constexpr args::Tensor4 kNoTensor{nullptr, {0, 0, 0, 0}};
 
-// Whether the tiled kernels can read these shards: 16-byte aligned rows (cp.async copies 16 bytes).
-bool tiled_layout(const TensorView& t) {
-  const auto aligned = [](std::int64_t elements) { return elements % 8 == 0; };
-  return reinterpret_cast<std::uintptr_t>(t.data) % 16 == 0 && aligned(t.strides[0]) && aligned(t.strides[1]) &&
-         aligned(t.strides[2]);
-}
+// Whether the tiled kernels can read these shards (cp.async copies 16-byte chunks of rows).
+bool tiled_layout(const TensorView& t) { return layout_problem(t).empty(); }
 
 // A part is [B, key_count, (K row, V row)]: key j of batch b at (b * key_count + j) * 2D elements, in the
 // plan's dtype when packed and in fp32 when it is a partial of gradients.
