@@ -24,7 +24,7 @@ KernelSpec spec_for(const Workload& w, Op op, int branch) {
     spec.branches = {{w.config.segments[std::size_t(branch)], w.config.dilations[std::size_t(branch)]}};
     spec.mode = w.config.mode;
     if (w.config.mode == Mode::head_groups) spec.group = branch, spec.groups = int(w.config.branches());
-    spec.causal = codegen::is_tiled_attention(op) && w.config.causal;
+    spec.causal = codegen::is_tiled_attention(op) && !codegen::is_block_attention(op) && w.config.causal;
   }
   spec = with_tiles(std::move(spec), w.tuned);
   spec.validate();
@@ -45,6 +45,13 @@ std::vector<KernelSpec> plain_kernels(std::initializer_list<std::pair<Op, DType>
     specs.push_back(std::move(spec));
   }
   return specs;
+}
+
+// The `op` kernel of every branch, in config order.
+std::vector<KernelSpec> branch_kernels(const Workload& w, Op op) {
+  std::vector<KernelSpec> launches;
+  for (int i = 0; i < int(w.config.branches()); ++i) launches.push_back(spec_for(w, op, i));
+  return launches;
 }
 
 }  // namespace
@@ -105,40 +112,30 @@ std::vector<KernelSpec> required_kernels(const Workload& w) {
     for (KernelSpec& spec : backward_kernels(w)) add(std::move(spec));
   }
   if (w.ranks > 1) {
-    for (KernelSpec& spec : ring_kernels(w.dtype, w.head_dim, w.arch)) add(std::move(spec));
-    if (tiled_ring_head_dim(w.head_dim)) {
-      for (KernelSpec& spec : ring_local_kernels(w)) add(std::move(spec));
-    }
+    for (KernelSpec& spec : ring_kernels(w)) add(std::move(spec));
     if (w.backward) {
-      for (KernelSpec& spec : ring_backward_kernels(w.dtype, w.head_dim, w.arch)) add(std::move(spec));
-      if (tiled_ring_backward_head_dim(w.head_dim)) {
-        for (KernelSpec& spec : ring_local_backward_kernels(w)) add(std::move(spec));
-      }
+      for (KernelSpec& spec : ring_backward_kernels(w)) add(std::move(spec));
     }
   }
   return specs;
 }
 
-std::vector<KernelSpec> ring_local_kernels(const Workload& w) {
-  std::vector<KernelSpec> launches;
-  for (int i = 0; i < int(w.config.branches()); ++i) launches.push_back(spec_for(w, Op::attention_partial_merge, i));
-  return launches;
+std::vector<KernelSpec> ring_kernels(const Workload& w) {
+  std::vector<KernelSpec> specs =
+      plain_kernels({{Op::ring_pack, w.dtype}, {Op::finish_output, w.dtype}, {Op::clear_output, DType::f32}}, w.head_dim, w.arch);
+  for (Op op : {Op::attention_partial_merge, Op::attention_block}) {
+    for (KernelSpec& spec : branch_kernels(w, op)) specs.push_back(std::move(spec));
+  }
+  return specs;
 }
 
-std::vector<KernelSpec> ring_local_backward_kernels(const Workload& w) {
-  std::vector<KernelSpec> launches;
-  for (int i = 0; i < int(w.config.branches()); ++i) launches.push_back(spec_for(w, Op::attention_backward, i));
-  return launches;
-}
-
-std::vector<KernelSpec> ring_kernels(DType dtype, int head_dim, const std::string& arch) {
-  return plain_kernels({{Op::ring_pack, dtype}, {Op::ring_attend, dtype}, {Op::finish_output, dtype},
-                        {Op::clear_output, DType::f32}}, head_dim, arch);
-}
-
-std::vector<KernelSpec> ring_backward_kernels(DType dtype, int head_dim, const std::string& arch) {
-  return plain_kernels({{Op::gradient_prepare, dtype}, {Op::ring_attend_backward, dtype}, {Op::ring_unpack_add, DType::f32}},
-                       head_dim, arch);
+std::vector<KernelSpec> ring_backward_kernels(const Workload& w) {
+  std::vector<KernelSpec> specs =
+      plain_kernels({{Op::gradient_prepare, w.dtype}, {Op::ring_unpack_add, DType::f32}}, w.head_dim, w.arch);
+  for (Op op : {Op::attention_backward, Op::attention_block_backward}) {
+    for (KernelSpec& spec : branch_kernels(w, op)) specs.push_back(std::move(spec));
+  }
+  return specs;
 }
 
 }  // namespace dilatron::autotune

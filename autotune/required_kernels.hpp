@@ -44,23 +44,16 @@ std::vector<codegen::KernelSpec> forward_kernels(const Workload& workload);
 // which rounds each of the three to its tensor (one spec serves all three: heads are an argument).
 std::vector<codegen::KernelSpec> backward_kernels(const Workload& workload);
 
-// A ring rank's own rows (step 0) on the tiled forward kernels: attention_partial_merge per branch, each
-// merging its (O, LSE) into the rank's fp32 accumulator, which the later steps merge into too. Head dims
-// 64, 96, 128 and 256 (others attend on ring_attend).
-std::vector<codegen::KernelSpec> ring_local_kernels(const Workload& workload);
-constexpr bool tiled_ring_head_dim(int d) { return d == 64 || d == 96 || d == 128 || d == 256; }
-// Its backward: attention_backward per branch into the rank's fp32 dQ, dK and dV (head dims 64, 96 and
-// 128; others take ring_attend_backward).
-std::vector<codegen::KernelSpec> ring_local_backward_kernels(const Workload& workload);
-constexpr bool tiled_ring_backward_head_dim(int d) { return d == 64 || d == 96 || d == 128; }
+// The GPU ring executor's kernels, whatever the plan (rows, segments and blocks are launch arguments),
+// in this order: ring_pack, finish_output and clear_output on its fp32 accumulator; then per branch
+// attention_partial_merge (a rank's own rows, step 0) and per branch attention_block (a received block),
+// both folding into that accumulator.
+std::vector<codegen::KernelSpec> ring_kernels(const Workload& workload);
 
-// The GPU ring executor's kernels, whatever the plan (branch, offsets and rows are launch arguments):
-// ring_pack, ring_attend, finish_output, and clear_output on its fp32 accumulator.
-std::vector<codegen::KernelSpec> ring_kernels(DType dtype, int head_dim, const std::string& arch);
-
-// The ring's backward adds: gradient_prepare (delta = dO . O), ring_attend_backward, and ring_unpack_add
-// for the dK and dV that come back (fp32).
-std::vector<codegen::KernelSpec> ring_backward_kernels(DType dtype, int head_dim, const std::string& arch);
+// The ring's backward, in this order: gradient_prepare (delta = dO . O) and ring_unpack_add for the dK
+// and dV that come back (fp32); then per branch attention_backward (step 0) and per branch
+// attention_block_backward (a received block's dQ, and its dK and dV into the block's partial).
+std::vector<codegen::KernelSpec> ring_backward_kernels(const Workload& workload);
 
 // Distinct specs: the forward kernels, their tuned variants (warm_winners), the backward kernels
 // (backward), then (ranks > 1) the ring's, and its backward's with `backward`. Throws dilatron::Error for a spec that cannot be built.

@@ -433,6 +433,7 @@ def parse_args(argv):
     w.add_argument("--causal", action="store_true", help="causal masking")
     w.add_argument("--backward", action="store_true", help="also the backward pass's kernels")
     w.add_argument("--mode", help="longnet or head_groups")
+    w.add_argument("--ranks", help="P > 1: also the GPU ring's kernels (attention_block for received blocks)")
     w.add_argument("--config", help="JSON config file instead of the flags above")
     p.add_argument("--arch", action="append",
                    help="architecture(s), repeated or comma-separated (default: sm_80 and sm_90a)")
@@ -465,7 +466,7 @@ def parse_args(argv):
         p.error(str(e))
     args.archs = list(dict.fromkeys(archs))
     args.workload = []
-    for flag in ("segments", "dilations", "head_dim", "dtype", "mode", "config"):
+    for flag in ("segments", "dilations", "head_dim", "dtype", "mode", "ranks", "config"):
         value = getattr(args, flag)
         if value is not None:
             args.workload += ["--" + flag.replace("_", "-"), value]

@@ -80,10 +80,10 @@ std::string_view to_string(Op op) noexcept {
     case Op::attention_forward: return "attention_forward";
     case Op::attention_partial: return "attention_partial";
     case Op::attention_partial_merge: return "attention_partial_merge";
+    case Op::attention_block: return "attention_block";
     case Op::ring_pack: return "ring_pack";
-    case Op::ring_attend: return "ring_attend";
     case Op::gradient_prepare: return "gradient_prepare";
-    case Op::ring_attend_backward: return "ring_attend_backward";
+    case Op::attention_block_backward: return "attention_block_backward";
     case Op::ring_unpack_add: return "ring_unpack_add";
     case Op::attention_backward: return "attention_backward";
   }
@@ -104,15 +104,15 @@ int arch_number(std::string_view arch) {
 }
 
 bool is_attention(Op op) {
-  return op == Op::attention_forward || op == Op::attention_partial || op == Op::attention_partial_merge;
+  return op == Op::attention_forward || op == Op::attention_partial || op == Op::attention_partial_merge ||
+         op == Op::attention_block;
 }
 
-bool is_backward_attention(Op op) { return op == Op::attention_backward; }
+bool is_backward_attention(Op op) { return op == Op::attention_backward || op == Op::attention_block_backward; }
 
 bool is_tiled_attention(Op op) { return is_attention(op) || is_backward_attention(op); }
 
-// The ring kernels that read 16-bit inputs (ring_unpack_add adds fp32 gradients).
-bool is_ring(Op op) { return op == Op::ring_pack || op == Op::ring_attend || op == Op::ring_attend_backward; }
+bool is_block_attention(Op op) { return op == Op::attention_block || op == Op::attention_block_backward; }
 
 int max_shared_bytes(int arch) {
   if ((arch >= 90 && arch < 120) || arch == 80 || arch == 87) return arch < 90 ? 163 * 1024 : 227 * 1024;
@@ -162,7 +162,7 @@ void KernelSpec::validate() const {
     invalid(*this, fmt::format("head_dim {} must be a multiple of 8 in [8, 512]", head_dim));
   }
   if (dtype == DType::f64) invalid(*this, "GPU kernels take no float64 (the host reference does)");
-  if (dtype == DType::f32 && (moves_rows(op) || is_tiled_attention(op) || is_ring(op) ||
+  if (dtype == DType::f32 && (moves_rows(op) || is_tiled_attention(op) || op == Op::ring_pack ||
                               op == Op::finish_output || op == Op::gradient_prepare)) {
     invalid(*this, "GPU kernels take f16 or bf16 inputs");
   }
@@ -181,6 +181,9 @@ void KernelSpec::validate() const {
     invalid(*this, "row-moving, merge and clear kernels take no block_m, block_n or stages");
   }
   if (causal && !is_tiled_attention(op)) invalid(*this, "causal does not apply to this op");
+  if (causal && is_block_attention(op)) {
+    invalid(*this, "a ring block's keys are all visible to the queries that receive it: never causal");
+  }
   if (moves_rows(op) || is_tiled_attention(op)) {
     if (branches.size() != 1) invalid(*this, "branch kernels serve exactly one branch");
     if (branches[0].w < 1 || branches[0].r < 1) invalid(*this, "segment length and dilation must be >= 1");

@@ -22,11 +22,11 @@ enum class Op {
   attention_forward,        // one branch's attention, writing O and LSE
   attention_partial,        // one branch's attention into the fp32 accumulator and LSE (the first of several)
   attention_partial_merge,  // one branch's attention folded into the fp32 accumulator and LSE already there
+  attention_block,          // the ring: a rank's queries of one segment to a received block, folded in likewise
   ring_pack,                // the ring: one part of a block into the send buffer
-  ring_attend,              // the ring: local queries to local or received keys, into the fp32 accumulator
   gradient_prepare,         // backward: delta = dO . O per row
   attention_backward,       // backward: one branch's dQ, dK, dV added to fp32 accumulators
-  ring_attend_backward,     // the ring's backward: a ring_attend launch's dQ, dK, dV into fp32 accumulators
+  attention_block_backward, // the ring's backward: attention_block's dQ, and the block's dK, dV into its partial
   ring_unpack_add,          // the ring's backward: a block's fp32 dK, dV from a peer added to the owner's
 };
 
@@ -79,13 +79,14 @@ int arch_number(std::string_view arch);
 // Shared memory one block may use on an arch (sm_80/87: 163 KiB, sm_90-sm_11x: 227 KiB, else 99 KiB).
 int max_shared_bytes(int arch_number);
 
-// The attention kernels (attention_forward and the two partial ops).
+// The forward attention kernels (attention_forward, the two partial ops and attention_block).
 bool is_attention(Op op);
-// The backward pass's attention kernel (tiles and shared memory like the attention kernels, its own rules).
+// The backward pass's attention kernels, attention_backward and attention_block_backward (tiles and
+// shared memory like the attention kernels, their own rules).
 bool is_backward_attention(Op op);
 // Either kind: the kernels of one branch that take tiles and may be causal.
 bool is_tiled_attention(Op op);
-// The ring executor's kernels: their branch, offsets and causality are launch arguments.
-bool is_ring(Op op);
+// The ring's attention on a received block (attention_block and its backward): never causal.
+bool is_block_attention(Op op);
 
 }  // namespace dilatron::codegen

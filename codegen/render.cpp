@@ -40,34 +40,32 @@ Instantiation instantiation(const KernelSpec& s) {
               fmt::format("dilatron::finish_output<{}, {}, {}>", element_type(s.dtype), s.head_dim, threads)};
     case Op::attention_forward:
     case Op::attention_partial:
-    case Op::attention_partial_merge: {
+    case Op::attention_partial_merge:
+    case Op::attention_block: {
       const char* epilogue = s.op == Op::attention_forward   ? "dilatron::args::kWriteOutput"
                              : s.op == Op::attention_partial ? "dilatron::args::kWriteAccumulator"
                                                              : "dilatron::args::kMergeAccumulator";
       return {"dilatron/attention.cuh", "dilatron::args::AttentionArgs",
-              fmt::format("dilatron::attention_forward<{}, {}, {}, {}, {}, {}, {}, {}LL, {}LL, {}, {}, {}, {}>",
+              fmt::format("dilatron::attention_forward<{}, {}, {}, {}, {}, {}, {}, {}LL, {}LL, {}, {}, {}, {}, {}>",
                           element_type(s.dtype), s.head_dim, s.tiles.block_m, s.tiles.block_n, s.tiles.warps,
                           s.tiles.stages, s.causal ? "true" : "false", s.branches[0].w, s.branches[0].r,
-                          s.mode == Mode::longnet ? 0 : 1, s.group, s.groups, epilogue)};
+                          s.mode == Mode::longnet ? 0 : 1, s.group, s.groups, epilogue,
+                          s.op == Op::attention_block ? "true" : "false")};
     }
     case Op::gradient_prepare:
       return {"dilatron/attention_backward.cuh", "dilatron::args::GradientPrepareArgs",
               fmt::format("dilatron::gradient_prepare<{}, {}, {}>", element_type(s.dtype), s.head_dim, threads)};
     case Op::attention_backward:
+    case Op::attention_block_backward:
       return {"dilatron/attention_backward.cuh", "dilatron::args::AttentionBackwardArgs",
-              fmt::format("dilatron::attention_backward<{}, {}, {}, {}, {}, {}, {}, {}LL, {}LL, {}, {}, {}>",
+              fmt::format("dilatron::attention_backward<{}, {}, {}, {}, {}, {}, {}, {}LL, {}LL, {}, {}, {}, {}>",
                           element_type(s.dtype), s.head_dim, s.tiles.block_m, s.tiles.block_n, s.tiles.warps,
                           s.tiles.stages, s.causal ? "true" : "false", s.branches[0].w, s.branches[0].r,
-                          s.mode == Mode::longnet ? 0 : 1, s.group, s.groups)};
+                          s.mode == Mode::longnet ? 0 : 1, s.group, s.groups,
+                          s.op == Op::attention_block_backward ? "true" : "false")};
     case Op::ring_pack:
-    case Op::ring_attend:
-    case Op::ring_attend_backward: {
-      const char* args = s.op == Op::ring_pack     ? "dilatron::args::RingPackArgs"
-                         : s.op == Op::ring_attend ? "dilatron::args::RingAttendArgs"
-                                                   : "dilatron::args::RingAttendBackwardArgs";
-      return {"dilatron/ring.cuh", args,
-              fmt::format("dilatron::{}<{}, {}, {}>", to_string(s.op), element_type(s.dtype), s.head_dim, threads)};
-    }
+      return {"dilatron/ring.cuh", "dilatron::args::RingPackArgs",
+              fmt::format("dilatron::ring_pack<{}, {}, {}>", element_type(s.dtype), s.head_dim, threads)};
     case Op::ring_unpack_add:
       return {"dilatron/ring.cuh", "dilatron::args::RingPackArgs",
               fmt::format("dilatron::ring_unpack_add<{}, {}>", s.head_dim, threads)};

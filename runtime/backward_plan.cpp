@@ -39,7 +39,7 @@ void BackwardPlan::launch(const BackwardTensors& t, void* workspace, CUstream st
     } else if (l.spec.op == codegen::Op::attention_backward) {
       args::AttentionBackwardArgs a{tensor4(t.q), tensor4(t.k), tensor4(t.v), tensor4(t.dout), t.lse, delta, dq, dk, dv,
                                     p.batch, p.seq_len, p.heads, p.kv_heads, l.head_begin,
-                                    float(p.scale * 1.4426950408889634), scale, 0};
+                                    float(p.scale * 1.4426950408889634), scale, 0, 0, 0};
       enqueue(l, &a, stream);
     } else {  // finish_output: each accumulator rounded to its gradient
       for (const auto& [to, from, heads] : {std::tuple{&t.dq, dq, p.heads}, std::tuple{&t.dk, dk, p.kv_heads},

@@ -60,7 +60,7 @@ ForwardParams forward_params(long long head_begin, const Problem& p, const Launc
   // The accumulator as a contiguous [B, N, H, D] float32 tensor.
   const args::Tensor4 acc{t.accumulator, {p.seq_len * p.heads * p.head_dim, p.heads * p.head_dim, p.head_dim, 1}};
   return {{tensor4(t.q), tensor4(t.k), tensor4(t.v), tensor4(t.out), t.accumulator, t.lse, p.batch, p.seq_len, p.heads,
-           p.kv_heads, head_begin, float(p.scale * 1.4426950408889634), 0},
+           p.kv_heads, head_begin, float(p.scale * 1.4426950408889634), 0, 0, 0},
           {acc, acc, t.lse, t.lse, p.batch, p.seq_len, p.heads},
           {tensor4(t.out), tensor4(t.out), t.lse, t.lse, p.batch, p.seq_len, p.heads},
           {tensor4(t.out), {nullptr, {0, 0, 0, 0}}, t.accumulator, t.lse, p.batch, p.seq_len, p.heads, 1.f}};

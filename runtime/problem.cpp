@@ -148,23 +148,63 @@ Problem validate_backward(const Config& config, const TensorView& q, const Tenso
   return p;
 }
 
-void validate_for_gpu(const Problem& p, const TensorView& q, const TensorView& k, const TensorView& v,
-                      const TensorView& out, const TensorView* lse) {
+namespace {
+
+// What every GPU pass asks of its inputs (and of the forward's out): the dtype, the head dim, and the
+// layout the kernels read.
+void check_inputs_for_gpu(const Problem& p, const TensorView& q, const TensorView& k, const TensorView& v,
+                          const TensorView* out = nullptr) {
   if (q.dtype != DType::f16 && q.dtype != DType::bf16) {
     throw Error(fmt::format("the GPU path takes float16 or bfloat16 q/k/v, got {}", to_string(q.dtype)));
   }
-  if (out.dtype != q.dtype) throw Error(fmt::format("out is {} but q is {}: they must match on the GPU", to_string(out.dtype), to_string(q.dtype)));
+  if (out && out->dtype != q.dtype) {
+    throw Error(fmt::format("out is {} but q is {}: they must match on the GPU", to_string(out->dtype), to_string(q.dtype)));
+  }
   if (p.head_dim != 64 && p.head_dim != 96 && p.head_dim != 128 && p.head_dim != 256) {
     throw Error(fmt::format("head dim {} is not supported by the GPU kernels (64, 96, 128 or 256)", p.head_dim));
   }
-  check_non_negative_strides("q", q);
-  check_non_negative_strides("k", k);
-  check_non_negative_strides("v", v);
+  for (const auto& [name, t] : {std::pair{"q", &q}, std::pair{"k", &k}, std::pair{"v", &v}}) {
+    check_non_negative_strides(name, *t);
+    check_layout(name, *t);
+  }
+}
+
+// The gradients of a GPU backward: q's dtype, the GPU layout, none overlapping what the pass reads
+// (`read`) or another gradient.
+void check_gradients_for_gpu(const Problem& p, const TensorView& q, const TensorView& dout, const TensorView& dq,
+                             const TensorView& dk, const TensorView& dv,
+                             std::initializer_list<std::pair<const char*, const TensorView*>> read) {
+  if (p.head_dim == 256) throw Error("head dim 256 has no GPU backward kernel yet (64, 96 or 128)");
+  for (const auto& [name, t] : {std::pair{"dout", &dout}, std::pair{"dq", &dq}, std::pair{"dk", &dk}, std::pair{"dv", &dv}}) {
+    if (t->dtype != q.dtype) {
+      throw Error(fmt::format("{} is {} but q is {}: they must match on the GPU", name, to_string(t->dtype), to_string(q.dtype)));
+    }
+    check_non_negative_strides(name, *t);
+    check_layout(name, *t);
+  }
+  const std::pair<const char*, const TensorView*> written[] = {{"dq", &dq}, {"dk", &dk}, {"dv", &dv}};
+  for (std::size_t i = 0; i < 3; ++i) {
+    // Every gradient is written at the end, while the others are written and the inputs still read.
+    for (const auto& [name, t] : read) {
+      if (overlap(*written[i].second, *t)) {
+        throw Error(fmt::format("{} overlaps {}: the GPU backward cannot run in place", written[i].first, name));
+      }
+    }
+    for (std::size_t j = i + 1; j < 3; ++j) {
+      if (overlap(*written[i].second, *written[j].second)) {
+        throw Error(fmt::format("{} overlaps {}: each gradient needs its own memory", written[i].first, written[j].first));
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void validate_for_gpu(const Problem& p, const TensorView& q, const TensorView& k, const TensorView& v,
+                      const TensorView& out, const TensorView* lse) {
+  check_inputs_for_gpu(p, q, k, v, &out);
   check_non_negative_strides("out", out);
   if (lse) check_non_negative_strides("lse", *lse);
-  check_layout("q", q);
-  check_layout("k", k);
-  check_layout("v", v);
   check_layout("out", out);
   for (const auto& [name, input] : {std::pair{"q", &q}, std::pair{"k", &k}, std::pair{"v", &v}}) {
     // Branches write O while later CTAs and launches still read Q, K and V.
@@ -185,30 +225,14 @@ void validate_backward_for_gpu(const Problem& p, const TensorView& q, const Tens
                                const TensorView& out, const TensorView& lse, const TensorView& dout,
                                const TensorView& dq, const TensorView& dk, const TensorView& dv) {
   validate_for_gpu(p, q, k, v, out, &lse);
-  if (p.head_dim == 256) throw Error("head dim 256 has no GPU backward kernel yet (64, 96 or 128)");
-  for (const auto& [name, t] : {std::pair{"dout", &dout}, std::pair{"dq", &dq}, std::pair{"dk", &dk}, std::pair{"dv", &dv}}) {
-    if (t->dtype != q.dtype) {
-      throw Error(fmt::format("{} is {} but q is {}: they must match on the GPU", name, to_string(t->dtype), to_string(q.dtype)));
-    }
-    check_non_negative_strides(name, *t);
-    check_layout(name, *t);
-  }
-  const std::pair<const char*, const TensorView*> read[] = {{"q", &q}, {"k", &k}, {"v", &v}, {"out", &out},
-                                                            {"lse", &lse}, {"dout", &dout}};
-  const std::pair<const char*, const TensorView*> written[] = {{"dq", &dq}, {"dk", &dk}, {"dv", &dv}};
-  for (std::size_t i = 0; i < 3; ++i) {
-    // Every gradient is written at the end, while the others are written and the inputs still read.
-    for (const auto& [name, t] : read) {
-      if (overlap(*written[i].second, *t)) {
-        throw Error(fmt::format("{} overlaps {}: the GPU backward cannot run in place", written[i].first, name));
-      }
-    }
-    for (std::size_t j = i + 1; j < 3; ++j) {
-      if (overlap(*written[i].second, *written[j].second)) {
-        throw Error(fmt::format("{} overlaps {}: each gradient needs its own memory", written[i].first, written[j].first));
-      }
-    }
-  }
+  check_gradients_for_gpu(p, q, dout, dq, dk, dv,
+                          {{"q", &q}, {"k", &k}, {"v", &v}, {"out", &out}, {"lse", &lse}, {"dout", &dout}});
+}
+
+void validate_gradients_for_gpu(const Problem& p, const TensorView& q, const TensorView& k, const TensorView& v,
+                                const TensorView& dout, const TensorView& dq, const TensorView& dk, const TensorView& dv) {
+  check_inputs_for_gpu(p, q, k, v);
+  check_gradients_for_gpu(p, q, dout, dq, dk, dv, {{"q", &q}, {"k", &k}, {"v", &v}, {"dout", &dout}});
 }
 
 std::vector<HeadBranch> head_branches(const Config& config, std::int64_t h, std::int64_t heads) {

@@ -47,6 +47,11 @@ void validate_backward_for_gpu(const Problem& problem, const TensorView& q, cons
                                const TensorView& out, const TensorView& lse, const TensorView& dout,
                                const TensorView& dq, const TensorView& dk, const TensorView& dv);
 
+// validate_backward_for_gpu for a backward that takes no O or LSE (the ring recomputes them): q, k and
+// v as validate_for_gpu checks them, and the same checks of dout, dq, dk and dv.
+void validate_gradients_for_gpu(const Problem& problem, const TensorView& q, const TensorView& k, const TensorView& v,
+                                const TensorView& dout, const TensorView& dq, const TensorView& dk, const TensorView& dv);
+
 // One branch as seen by one head: its segment length, dilation and the head's offset in it.
 struct HeadBranch {
   std::int64_t w, r, offset;

@@ -123,7 +123,8 @@ std::string fitting_text(const Fitting& f) {
 }
 
 constexpr const char* kTimeModel =
-    "ring: local compute + sum over steps of max(step compute, step transfer), transfers overlapping attention; "
+    "ring: its clear, finish and packing passes at HBM bandwidth (none on one rank) + local compute + sum over steps "
+    "of max(step compute, step transfer), transfers overlapping attention; "
     "all-gather: transfer, then compute; the slowest rank counts";
 
 ring::Schedule build(const PlanOptions& o) {
@@ -237,8 +238,9 @@ void print_text(const PlanOptions& o, const ring::Schedule& plan, const std::vec
     fmt::print("bytes moved, ring / all-gather = {:.3g} (the all-gather moves {:.3g}x more)\n",
                double(ring_bytes) / double(gather_bytes), double(gather_bytes) / double(ring_bytes));
   }
-  fmt::print("model: {:.4g} TFLOP/s per GPU, {} GPUs per node, NVLink {:.4g} GB/s, network {:.4g} GB/s per GPU and "
-             "direction; {}\n", o.model.tflops, o.model.gpus_per_node, o.model.nvlink_gbs, o.model.network_gbs, kTimeModel);
+  fmt::print("model: {:.4g} TFLOP/s and HBM {:.4g} GB/s per GPU, {} GPUs per node, NVLink {:.4g} GB/s, network {:.4g} "
+             "GB/s per GPU and direction; {}\n", o.model.tflops, o.model.hbm_gbs, o.model.gpus_per_node, o.model.nvlink_gbs,
+             o.model.network_gbs, kTimeModel);
   for (const bool backward : {false, true}) {
     const int over = ranks_over_memory(o, ring, backward);
     if (over == 0) continue;
@@ -268,7 +270,7 @@ void print_json(const PlanOptions& o, const ring::Schedule& plan, const std::vec
       {"smallest_fitting_ranks", {{"forward", smallest(fitting.first)}, {"backward", smallest(fitting.second)}}},
       {"bytes_moved", moved(ring)},
       {"predicted_ms", slowest(ring)},
-      {"model", {{"tflops", o.model.tflops}, {"gpus_per_node", o.model.gpus_per_node},
+      {"model", {{"tflops", o.model.tflops}, {"hbm_gbs", o.model.hbm_gbs}, {"gpus_per_node", o.model.gpus_per_node},
                  {"nvlink_gbs", o.model.nvlink_gbs}, {"network_gbs", o.model.network_gbs}, {"time", kTimeModel}}},
   };
   fmt::print("{},\n  \"per_rank\": ", open_object(head));
@@ -306,14 +308,17 @@ void add_plan(CLI::App& app) {
   cmd->add_option("--seq-len", o->shape.seq_len, "sequence length N")->required()->transform(positive_integer());
   cmd->add_option("--heads", o->shape.heads, "query heads H")->required()->transform(positive_integer());
   cmd->add_option("--kv-heads", o->shape.kv_heads, "key/value heads, dividing H (default: H)")->transform(positive_integer());
-  cmd->add_option("--head-dim", o->shape.head_dim, "head dimension D (at most 512, as the ring's kernels)")->required()->transform(positive_integer(512));
+  cmd->add_option("--head-dim", o->shape.head_dim, "head dimension D, at most 512 (the GPU ring runs 64, 96, 128 and 256)")->required()->transform(positive_integer(512));
   add_gpu_dtype(cmd, o->shape.dtype);
   cmd->add_option("--batch", o->shape.batch, "batch size B")->capture_default_str()->transform(positive_integer());
   add_int_list(cmd, "--segments", o->config.segments, "segment length per branch, e.g. 2048,4096")->required();
   add_int_list(cmd, "--dilations", o->config.dilations, "dilation rate per branch, e.g. 1,2")->required();
   cmd->add_flag("--causal", o->config.causal, "causal masking");
   add_mode(cmd, o->config.mode);
-  cmd->add_option("--tflops", o->model.tflops, "model: sustained attention TFLOP/s per GPU")
+  cmd->add_option("--tflops", o->model.tflops, "model: sustained attention TFLOP/s per GPU of the tiled kernels")
+      ->capture_default_str()->check(within(1e-9, 1e9));
+  cmd->add_option("--hbm-gbs", o->model.hbm_gbs,
+                  "model: GB/s of one GPU's memory, for the ring's clear, finish and packing passes")
       ->capture_default_str()->check(within(1e-9, 1e9));
   cmd->add_option("--gpus-per-node", o->model.gpus_per_node, "model: GPUs per node (ranks r and q share a node when r / G == q / G)")
       ->capture_default_str()->transform(positive_integer(1 << 20));

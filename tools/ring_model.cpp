@@ -4,6 +4,7 @@
 #include <limits>
 #include <thread>
 
+#include "common/dtype.hpp"
 #include "templates/dilatron/index.cuh"
 
 namespace dilatron::cli {
@@ -41,6 +42,14 @@ double flops_per_pair(const ring::Schedule& s) { return 4.0 * double(s.shape.hea
 
 }  // namespace
 
+std::int64_t ring_pass_bytes(const ring::Schedule& s, const ring::RankPlan& rp) {
+  if (s.ranks == 1) return 0;
+  const ring::Shape& sh = s.shape;
+  const i64 row_heads = sh.batch * rp.rows.size() * sh.heads, accumulator = row_heads * (sh.head_dim + 1) * 4;
+  // clear writes the accumulator; finish reads it and writes O and LSE; ring_pack reads and writes each send.
+  return 2 * accumulator + row_heads * (sh.head_dim * i64(dtype_size(sh.dtype)) + 4) + 2 * rp.send_bytes;
+}
+
 double local_pairs(const ring::Schedule& s, ring::RowRange rows) {
   double out = 0;
   for (std::size_t i = 0; i < s.config.branches(); ++i) {
@@ -53,7 +62,7 @@ double local_pairs(const ring::Schedule& s, ring::RowRange rows) {
 
 RankCost ring_cost(const ring::Schedule& s, const ring::RankPlan& rp, const LinkModel& model) {
   const double local = local_pairs(s, rp.rows);
-  double pairs = local, ms = compute_ms(flops_per_pair(s) * local, model);
+  double pairs = local, ms = compute_ms(flops_per_pair(s) * local, model) + transfer_ms(ring_pass_bytes(s, rp), model.hbm_gbs);
   int steps = 0;
   // Step by step through the three lists, each in step order: attention on the blocks received, and
   // the transfers each way. Steps the rank takes no part in cost nothing.

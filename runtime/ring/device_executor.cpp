@@ -11,6 +11,7 @@
 #include "runtime/driver.hpp"
 #include "runtime/problem.hpp"
 #include "runtime/ring/device_rank.hpp"
+#include "runtime/ring/device_sync.hpp"
 
 namespace dilatron::ring {
 namespace {
@@ -23,30 +24,14 @@ void check_shard(const char* name, const TensorView& t, const Shape4& want) {
   if (t.strides[3] != 1) throw Error(fmt::format("{} must have a contiguous last dimension on the GPU", name));
 }
 
-// What the forward and the backward share: the shards' shapes and the ring kernels' dtypes and head dims.
-void check_inputs(const RingPlan& plan, int rank, const TensorView& q, const TensorView& k, const TensorView& v) {
+// The shards' shapes against the plan (the GPU checks of problem.hpp follow).
+void check_shards(const RingPlan& plan, int rank, const TensorView& q, const TensorView& k, const TensorView& v) {
   const Shape& s = plan.shape;
   const std::int64_t rows = plan.per_rank.at(std::size_t(rank)).rows.size();
   check_shard("q", q, {s.batch, rows, s.heads, s.head_dim});
   check_shard("k", k, {s.batch, rows, s.kv_heads, s.head_dim});
   check_shard("v", v, {s.batch, rows, s.kv_heads, s.head_dim});
   if (q.dtype != s.dtype) throw Error(fmt::format("q is {} but the plan is for {}", to_string(q.dtype), to_string(s.dtype)));
-  if (s.dtype != DType::f16 && s.dtype != DType::bf16) {
-    throw Error(fmt::format("the GPU ring takes float16 or bfloat16 q/k/v, got {}", to_string(s.dtype)));
-  }
-  if (s.head_dim % 8 != 0 || s.head_dim > 512) {
-    throw Error(fmt::format("head dim {} is not supported by the GPU ring (a multiple of 8 up to 512)", s.head_dim));
-  }
-}
-
-// A tensor the ring writes (or dO) in q's dtype, shaped like a shard of q (heads) or of k (kv heads), in
-// the layout the GPU kernels write (finish_output stores 8 bytes at a time).
-void check_like(const char* name, const TensorView& t, const TensorView& like, const TensorView& q) {
-  check_shard(name, t, like.shape);
-  check_layout(name, t);
-  if (t.dtype != q.dtype) {
-    throw Error(fmt::format("{} is {} but q is {}: they must match on the GPU", name, to_string(t.dtype), to_string(q.dtype)));
-  }
 }
 
 void check_communicator(const RingPlan& plan, const Communicator& comm) {
@@ -54,13 +39,6 @@ void check_communicator(const RingPlan& plan, const Communicator& comm) {
     throw Error(fmt::format("the communicator has {} ranks but the plan {}", comm.size(), plan.ranks));
   }
 }
-
-// Drains the stream before the buffers it may still read are freed, on every way out. Unchecked: a
-// destructor cannot throw, and on the way out through an error that error is the one to report.
-struct Drain {
-  CUstream stream;
-  ~Drain() { driver::api().cuStreamSynchronize(stream); }
-};
 
 // One step's messages, carved out of the step's arena: packed sends, then receive buffers.
 struct StepMessages {
@@ -147,9 +125,9 @@ std::vector<StepMessages> ring_steps(const RingPlan& plan, const RankPlan& mine,
 void device_ring_forward(const RingPlan& plan, Communicator& comm, const TensorView& q, const TensorView& k,
                          const TensorView& v, const TensorView& out, const TensorView* lse, CUstream stream) {
   check_communicator(plan, comm);
-  validate(plan.config, q, k, v, out, lse);
-  check_inputs(plan, comm.rank(), q, k, v);
-  check_like("out", out, q, q);
+  // The LSE shard is a strided slice of [B, H, N]: finish_output writes it element by element.
+  validate_for_gpu(validate(plan.config, q, k, v, out, lse), q, k, v, out, nullptr);
+  check_shards(plan, comm.rank(), q, k, v);
   const RankPlan& mine = plan.per_rank[std::size_t(comm.rank())];
 
   DeviceRank rank(plan, comm.rank(), q, k, v, stream);
@@ -169,12 +147,8 @@ void device_ring_backward(const RingPlan& plan, Communicator& comm, const Tensor
                           const TensorView& v, const TensorView& dout, const TensorView& dq, const TensorView& dk,
                           const TensorView& dv, CUstream stream) {
   check_communicator(plan, comm);
-  validate_backward(plan.config, q, k, v, dout, dq, dk, dv);
-  check_inputs(plan, comm.rank(), q, k, v);
-  check_like("dout", dout, q, q);
-  check_like("dq", dq, q, q);
-  check_like("dk", dk, k, q);
-  check_like("dv", dv, k, q);
+  validate_gradients_for_gpu(validate_backward(plan.config, q, k, v, dout, dq, dk, dv), q, k, v, dout, dq, dk, dv);
+  check_shards(plan, comm.rank(), q, k, v);
   const RankPlan& mine = plan.per_rank[std::size_t(comm.rank())];
 
   DeviceRank rank(plan, comm.rank(), q, k, v, stream);

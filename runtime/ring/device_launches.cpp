@@ -28,20 +28,6 @@ std::int64_t head_offset(const RingPlan& plan, std::int64_t h, int branch) {
                               plan.config.dilations[std::size_t(branch)]);
 }
 
-std::vector<AttendLaunch> local_launches(const RingPlan& plan, int rank) {
-  const RowRange rows = plan.per_rank.at(std::size_t(rank)).rows;
-  std::vector<AttendLaunch> launches;
-  for (int i = 0; i < int(plan.config.branches()); ++i) {
-    const std::int64_t w = plan.config.segments[std::size_t(i)], r = plan.config.dilations[std::size_t(i)];
-    head_runs(plan.shape.heads, [&](std::int64_t h) { return head_offset(plan, h, i); },
-              [&](std::int64_t begin, std::int64_t end, std::int64_t offset) {
-                if (index::selected_in(rows.begin, rows.end, w, offset, r).count == 0) return;
-                launches.push_back({begin, end, w, r, offset, rows.begin, rows.end, 0, -1, 0});
-              });
-  }
-  return launches;
-}
-
 std::vector<AttendLaunch> block_launches(const RingPlan& plan, int rank, const Block& block) {
   const RowRange rows = plan.per_rank.at(std::size_t(rank)).rows;
   const std::int64_t w = plan.config.segments[std::size_t(block.branch)];
@@ -58,7 +44,8 @@ std::vector<AttendLaunch> block_launches(const RingPlan& plan, int rank, const B
       return match ? std::int64_t(0) : std::int64_t(-1);
     };
     head_runs(plan.shape.heads, reads_part, [&](std::int64_t begin, std::int64_t end, std::int64_t) {
-      launches.push_back({begin, end, w, r, part.offset, q_begin, q_end, part.first_row, part.rows, elements[p]});
+      launches.push_back({begin, end, w, r, part.offset, q_begin, q_end, part.first_row, part.rows, elements[p],
+                          block.segment - rows.begin / w});
     });
   }
   return launches;

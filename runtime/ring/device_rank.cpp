@@ -35,12 +35,11 @@ std::byte* element(const void* base, std::int64_t i, std::size_t size) {
 }
 
 constexpr args::Tensor4 kNoTensor{nullptr, {0, 0, 0, 0}};
-
-// Whether the tiled kernels can read these shards (cp.async copies 16-byte chunks of rows).
-bool tiled_layout(const TensorView& t) { return layout_problem(t).empty(); }
+constexpr double kLog2e = 1.4426950408889634;
 
 // A part is [B, key_count, (K row, V row)]: key j of batch b at (b * key_count + j) * 2D elements, in the
-// plan's dtype when packed and in fp32 when it is a partial of gradients.
+// plan's dtype when packed and in fp32 when it is a partial of gradients. The tiled kernels read it as
+// a tensor of one kv head (stride 0) whose rows are 2D elements apart.
 std::pair<args::Tensor4, args::Tensor4> packed_keys(const void* base, const AttendLaunch& l, std::int64_t d, std::size_t size) {
   const args::Tensor4 keys{element(base, l.packed_element, size), {l.key_count * 2 * d, 2 * d, 0, 1}};
   args::Tensor4 values = keys;
@@ -61,12 +60,12 @@ void RingKernel::launch(CUstream stream, long long work_items, long long per_blo
   DILATRON_CU(cuLaunchKernel(function, grid_x, unsigned(grid_y), unsigned(grid_z), threads, 1, 1, 0, stream, params, nullptr));
 }
 
-// The backward's device memory: O rounded, delta, the three fp32 accumulators, and dO.
+// The backward's kernels and device memory: O rounded, delta, the three fp32 accumulators, and dO.
 struct DeviceRank::Gradients {
-  BackwardKernels kernels;
+  RingKernel prepare, unpack_add;
+  Attention attention;
   DeviceBuffer out, delta, dq, dk, dv;
   TensorView dout;
-  std::vector<Launch> local;  // step 0's tiled launches; empty: ring_attend_backward does step 0
 };
 
 DeviceRank::DeviceRank(const RingPlan& plan, int rank, const TensorView& q, const TensorView& k, const TensorView& v,
@@ -82,10 +81,11 @@ DeviceRank::DeviceRank(const RingPlan& plan, int rank, const TensorView& q, cons
       o_acc_(std::size_t(s_.batch * rows_.size() * s_.heads * s_.head_dim) * sizeof(float)),
       lse_acc_(std::size_t(s_.batch * s_.heads * rows_.size()) * sizeof(float)),
       scale_(plan.config.scale.value_or(1.0 / std::sqrt(double(s_.head_dim)))) {
-  const auto specs = autotune::ring_kernels(s_.dtype, int(s_.head_dim), driver::current_arch());
-  kernels_ = {load(specs[0]), load(specs[1]), load(specs[2]), load(specs[3])};  // pack, attend, finish, clear
-  tiled_ = tiled_layout(q) && tiled_layout(k) && tiled_layout(v);
-  if (tiled_ && autotune::tiled_ring_head_dim(int(s_.head_dim))) local_ = prepare(autotune::ring_local_kernels(workload()));
+  const std::vector<codegen::KernelSpec> specs = autotune::ring_kernels(workload());
+  pack_ = load(specs[0]);
+  finish_ = load(specs[1]);
+  clear_ = load(specs[2]);
+  attention_ = prepare({specs.begin() + 3, specs.end()});
 }
 
 autotune::Workload DeviceRank::workload() const {
@@ -97,13 +97,42 @@ autotune::Workload DeviceRank::workload() const {
   return w;
 }
 
-std::vector<Launch> DeviceRank::prepare(const std::vector<codegen::KernelSpec>& specs) const {
+DeviceRank::Attention DeviceRank::prepare(const std::vector<codegen::KernelSpec>& specs) const {
+  // Step 0's kernel per branch, then the block kernel per branch.
   const Problem shard{s_.batch, rows(), s_.heads, s_.kv_heads, s_.head_dim, scale_};
-  std::vector<Launch> launches;
-  for (const codegen::KernelSpec& spec : specs) {
-    launches.push_back(prepare_launch(spec, *cache::KernelCache::global().get(spec).entry, shard, rows_.begin));
+  const std::size_t branches = plan_.config.branches();
+  Attention a;
+  for (std::size_t i = 0; i < specs.size(); ++i) {
+    (i < branches ? a.local : a.block)
+        .push_back(prepare_launch(specs[i], *cache::KernelCache::global().get(specs[i]).entry, shard, rows_.begin));
   }
-  return launches;
+  return a;
+}
+
+// The kernel's grid for one block launch: CTAs over the rank's query tiles of the block's segment
+// (forward) or over the block's key tiles (backward), the launch's heads, and the batch.
+Launch DeviceRank::block_grid(const Launch& kernel, const AttendLaunch& l, bool backward) const {
+  Launch launch = kernel;
+  const std::int64_t tiles =
+      backward ? index::ceil_div(l.key_count, kernel.spec.tiles.block_n)
+               : index::ceil_div(index::selected_in(l.q_begin, l.q_end, l.w, l.offset, l.r).count, kernel.spec.tiles.block_m);
+  launch.grid[0] = unsigned(tiles);
+  launch.grid[1] = unsigned(l.head_end - l.head_begin);
+  launch.head_begin = l.head_begin;
+  return launch;
+}
+
+args::AttentionArgs DeviceRank::forward_args(const args::Tensor4& k, const args::Tensor4& v, std::int64_t head_begin) const {
+  return {tensor4(q_), k, v, tensor4(q_), static_cast<float*>(o_acc_.get()), static_cast<float*>(lse_acc_.get()),
+          s_.batch, rows(), s_.heads, s_.kv_heads, head_begin, float(scale_ * kLog2e), rows_.begin, 0, 0};
+}
+
+args::AttentionBackwardArgs DeviceRank::backward_args(const args::Tensor4& k, const args::Tensor4& v, float* dk, float* dv,
+                                                      std::int64_t head_begin) const {
+  const Gradients& g = *gradients_;
+  return {tensor4(q_), k, v, tensor4(g.dout), static_cast<const float*>(lse_acc_.get()),
+          static_cast<const float*>(g.delta.get()), static_cast<float*>(g.dq.get()), dk, dv, s_.batch, rows(), s_.heads,
+          s_.kv_heads, head_begin, float(scale_ * kLog2e), float(scale_), rows_.begin, 0, 0};
 }
 
 DeviceRank::~DeviceRank() = default;
@@ -111,18 +140,12 @@ DeviceRank::~DeviceRank() = default;
 void DeviceRank::clear() {
   const args::Tensor4 acc{o_acc_.get(), {rows() * s_.heads * s_.head_dim, s_.heads * s_.head_dim, s_.head_dim, 1}};
   args::MergeArgs a{acc, acc, static_cast<float*>(lse_acc_.get()), static_cast<float*>(lse_acc_.get()), s_.batch, rows(), s_.heads};
-  kernels_.clear.launch(stream_, s_.batch * rows() * s_.heads, kernels_.clear.threads / 32, 1, 1, &a);
+  clear_.launch(stream_, s_.batch * rows() * s_.heads, clear_.threads / 32, 1, 1, &a);
 }
 
 void DeviceRank::attend_local() {
-  if (local_.empty()) {
-    for (const AttendLaunch& l : local_launches(plan_, rank_)) attend(l, tensor4(k_), tensor4(v_));
-    return;
-  }
-  for (const Launch& l : local_) {
-    args::AttentionArgs a{tensor4(q_), tensor4(k_), tensor4(v_), tensor4(q_), static_cast<float*>(o_acc_.get()),
-                          static_cast<float*>(lse_acc_.get()), s_.batch, rows(), s_.heads, s_.kv_heads, l.head_begin,
-                          float(scale_ * 1.4426950408889634), rows_.begin};
+  for (const Launch& l : attention_.local) {
+    args::AttentionArgs a = forward_args(tensor4(k_), tensor4(v_), l.head_begin);
     enqueue(l, &a, stream_);
   }
 }
@@ -134,14 +157,17 @@ void DeviceRank::pack(const Block& block, void* packed) {
     const Block::Part& part = block.parts[p];
     args::RingPackArgs a{tensor4(k_), tensor4(v_), element(packed, elements[p], dtype_size(s_.dtype)), s_.batch,
                          rows_.begin, part.kv_head, part.first_row, part.rows, r};
-    kernels_.pack.launch(stream_, s_.batch * part.rows * s_.head_dim, kernels_.pack.threads, 1, 1, &a);
+    pack_.launch(stream_, s_.batch * part.rows * s_.head_dim, pack_.threads, 1, 1, &a);
   }
 }
 
 void DeviceRank::attend_block(const Block& block, const void* packed) {
   for (const AttendLaunch& l : block_launches(plan_, rank_, block)) {
     const auto [keys, values] = packed_keys(packed, l, s_.head_dim, dtype_size(s_.dtype));
-    attend(l, keys, values);
+    args::AttentionArgs a = forward_args(keys, values, l.head_begin);
+    a.block_segment = l.segment;
+    a.block_keys = l.key_count;
+    enqueue(block_grid(attention_.block[std::size_t(block.branch)], l, false), &a, stream_);
   }
 }
 
@@ -153,20 +179,7 @@ void DeviceRank::finish_into(const TensorView& to, const float* from, std::int64
                              float out_scale) {
   args::FinishArgs a{tensor4(to), lse ? tensor4(*lse) : kNoTensor, from, static_cast<const float*>(lse_acc_.get()),
                      s_.batch, rows(), heads, out_scale};
-  kernels_.finish.launch(stream_, s_.batch * rows() * heads, kernels_.finish.threads / 32, 1, 1, &a);
-}
-
-args::RingAttendArgs DeviceRank::attend_args(const AttendLaunch& l, const args::Tensor4& keys,
-                                             const args::Tensor4& values) const {
-  return {tensor4(q_), keys, values, static_cast<float*>(o_acc_.get()), static_cast<float*>(lse_acc_.get()),
-          s_.batch, rows(), s_.heads, s_.kv_heads, rows_.begin, l.w, l.r, l.offset, l.q_begin, l.q_end,
-          l.key_first, l.key_count, l.head_begin, plan_.config.causal ? 1 : 0, float(scale_ * 1.4426950408889634)};
-}
-
-void DeviceRank::attend(const AttendLaunch& l, const args::Tensor4& keys, const args::Tensor4& values) {
-  args::RingAttendArgs a = attend_args(l, keys, values);
-  const long long queries = index::selected_in(l.q_begin, l.q_end, l.w, l.offset, l.r).count;
-  kernels_.attend.launch(stream_, queries, kernels_.attend.threads / 32, l.head_end - l.head_begin, s_.batch, &a);
+  finish_.launch(stream_, s_.batch * rows() * heads, finish_.threads / 32, 1, 1, &a);
 }
 
 std::int64_t DeviceRank::gradient_bytes(const Block& block) const {
@@ -174,22 +187,22 @@ std::int64_t DeviceRank::gradient_bytes(const Block& block) const {
 }
 
 void DeviceRank::begin_backward(const TensorView& dout) {
-  const auto specs = autotune::ring_backward_kernels(s_.dtype, int(s_.head_dim), driver::current_arch());
+  autotune::Workload w = workload();
+  w.backward = true;
+  const std::vector<codegen::KernelSpec> specs = autotune::ring_backward_kernels(w);
   const std::size_t q_elements = std::size_t(s_.batch * rows() * s_.heads * s_.head_dim);
   const std::size_t kv_bytes = std::size_t(s_.batch * rows() * s_.kv_heads * s_.head_dim) * sizeof(float);
   gradients_ = std::unique_ptr<Gradients>(new Gradients{
-      {load(specs[0]), load(specs[1]), load(specs[2])},  // gradient_prepare, ring_attend_backward, ring_unpack_add
+      load(specs[0]),  // gradient_prepare
+      load(specs[1]),  // ring_unpack_add
+      prepare({specs.begin() + 2, specs.end()}),
       DeviceBuffer(q_elements * dtype_size(s_.dtype)),
       DeviceBuffer(std::size_t(s_.batch * s_.heads * rows()) * sizeof(float)),
       DeviceBuffer(q_elements * sizeof(float)),
       DeviceBuffer(kv_bytes),
       DeviceBuffer(kv_bytes),
-      dout,
-      {}});
+      dout});
   Gradients& g = *gradients_;
-  if (tiled_ && tiled_layout(dout) && autotune::tiled_ring_backward_head_dim(int(s_.head_dim))) {
-    g.local = prepare(autotune::ring_local_backward_kernels(workload()));
-  }
   for (const DeviceBuffer* b : {&g.dq, &g.dk, &g.dv}) {
     DILATRON_CU(cuMemsetD8Async(reinterpret_cast<CUdeviceptr>(b->get()), 0, b->bytes(), stream_));
   }
@@ -198,7 +211,7 @@ void DeviceRank::begin_backward(const TensorView& dout) {
   const TensorView out = TensorView::contiguous(g.out.get(), s_.dtype, {s_.batch, rows(), s_.heads, s_.head_dim});
   finish(out, nullptr);
   args::GradientPrepareArgs a{tensor4(out), tensor4(dout), static_cast<float*>(g.delta.get()), s_.batch, rows(), s_.heads};
-  g.kernels.prepare.launch(stream_, s_.batch * rows() * s_.heads, g.kernels.prepare.threads / 32, 1, 1, &a);
+  g.prepare.launch(stream_, s_.batch * rows() * s_.heads, g.prepare.threads / 32, 1, 1, &a);
 }
 
 std::pair<args::Tensor4, args::Tensor4> DeviceRank::gradient_accumulators() const {
@@ -211,38 +224,25 @@ std::pair<args::Tensor4, args::Tensor4> DeviceRank::gradient_accumulators() cons
 
 void DeviceRank::gradients_local() {
   const Gradients& g = *gradients_;
-  if (g.local.empty()) {
-    const auto [dk, dv] = gradient_accumulators();
-    for (const AttendLaunch& l : local_launches(plan_, rank_)) attend_backward(l, tensor4(k_), tensor4(v_), dk, dv);
-    return;
-  }
-  for (const Launch& l : g.local) {
-    args::AttentionBackwardArgs a{tensor4(q_), tensor4(k_), tensor4(v_), tensor4(g.dout),
-                                  static_cast<const float*>(lse_acc_.get()), static_cast<const float*>(g.delta.get()),
-                                  static_cast<float*>(g.dq.get()), static_cast<float*>(g.dk.get()),
-                                  static_cast<float*>(g.dv.get()), s_.batch, rows(), s_.heads, s_.kv_heads, l.head_begin,
-                                  float(scale_ * 1.4426950408889634), float(scale_), rows_.begin};
+  for (const Launch& l : g.attention.local) {
+    args::AttentionBackwardArgs a = backward_args(tensor4(k_), tensor4(v_), static_cast<float*>(g.dk.get()),
+                                                  static_cast<float*>(g.dv.get()), l.head_begin);
     enqueue(l, &a, stream_);
   }
 }
 
 void DeviceRank::gradients_block(const Block& block, const void* packed, void* partial) {
+  const Gradients& g = *gradients_;
   DILATRON_CU(cuMemsetD8Async(reinterpret_cast<CUdeviceptr>(partial), 0, std::size_t(gradient_bytes(block)), stream_));
   for (const AttendLaunch& l : block_launches(plan_, rank_, block)) {
     const auto [keys, values] = packed_keys(packed, l, s_.head_dim, dtype_size(s_.dtype));
     const auto [dk, dv] = packed_keys(partial, l, s_.head_dim, sizeof(float));
-    attend_backward(l, keys, values, dk, dv);
+    args::AttentionBackwardArgs a =
+        backward_args(keys, values, static_cast<float*>(dk.data), static_cast<float*>(dv.data), l.head_begin);
+    a.block_segment = l.segment;
+    a.block_keys = l.key_count;
+    enqueue(block_grid(g.attention.block[std::size_t(block.branch)], l, true), &a, stream_);
   }
-}
-
-void DeviceRank::attend_backward(const AttendLaunch& l, const args::Tensor4& keys, const args::Tensor4& values,
-                                 const args::Tensor4& dk, const args::Tensor4& dv) {
-  const Gradients& g = *gradients_;
-  args::RingAttendBackwardArgs a{attend_args(l, keys, values), tensor4(g.dout), dk, dv,
-                                 static_cast<float*>(g.dq.get()), static_cast<const float*>(g.delta.get()), float(scale_),
-                                 float(output_scale(plan_.config))};
-  const long long queries = index::selected_in(l.q_begin, l.q_end, l.w, l.offset, l.r).count;
-  g.kernels.attend.launch(stream_, queries, g.kernels.attend.threads / 32, l.head_end - l.head_begin, s_.batch, &a);
 }
 
 void DeviceRank::add_returned(const Block& block, const void* partial) {
@@ -254,7 +254,7 @@ void DeviceRank::add_returned(const Block& block, const void* partial) {
     const Block::Part& part = block.parts[p];
     args::RingPackArgs a{dk, dv, element(partial, elements[p], sizeof(float)), s_.batch, rows_.begin, part.kv_head,
                          part.first_row, part.rows, r};
-    g.kernels.unpack_add.launch(stream_, s_.batch * part.rows * s_.head_dim, g.kernels.unpack_add.threads, 1, 1, &a);
+    g.unpack_add.launch(stream_, s_.batch * part.rows * s_.head_dim, g.unpack_add.threads, 1, 1, &a);
   }
 }
 

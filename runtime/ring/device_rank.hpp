@@ -33,7 +33,7 @@ struct RingKernel {
 
 class DeviceRank {
  public:
-  // q, k, v: this rank's shards, checked by the caller against the plan.
+  // q, k, v: this rank's shards, checked by the caller against the plan and for the GPU kernels.
   DeviceRank(const RingPlan& plan, int rank, const TensorView& q, const TensorView& k, const TensorView& v,
              CUstream stream);
   ~DeviceRank();
@@ -42,22 +42,23 @@ class DeviceRank {
 
   // The forward pass.
   void clear();         // O = 0, LSE = -inf
-  // Step 0: the rank's own rows, on the tiled forward kernels (attention_partial_merge per branch, on
-  // views of the shard starting at its first row) when the head dim and layout allow, else ring_attend.
+  // Step 0: the rank's own rows, attention_partial_merge per branch on views of the shard starting at
+  // its first row.
   void attend_local();
   // Packs this rank's rows of `block` into `packed` (block.bytes of device memory).
   void pack(const Block& block, void* packed);
-  void attend_block(const Block& block, const void* packed);  // a block received
+  // A block received: attention_block per part, reading the packed keys in place.
+  void attend_block(const Block& block, const void* packed);
   void finish(const TensorView& out, const TensorView* lse);   // O (and LSE) from the accumulator
 
   // The backward pass, after every forward step: O rounded to the plan's dtype, delta = dO . O, and
   // zeroed gradient accumulators.
   void begin_backward(const TensorView& dout);
-  // Step 0's gradients: attention_backward per branch where the head dim and layout allow (as
-  // attend_local), else ring_attend_backward.
+  // Step 0's gradients: attention_backward per branch, as attend_local.
   void gradients_local();
-  // The gradients of attend_block: dQ here, the block's dK and dV into `partial` (gradient_bytes(block)
-  // of device memory, fp32 in the block's packed layout), which goes back to the block's owner.
+  // The gradients of attend_block (attention_block_backward): dQ here, the block's dK and dV into
+  // `partial` (gradient_bytes(block) of device memory, fp32 in the block's packed layout), which goes
+  // back to the block's owner.
   void gradients_block(const Block& block, const void* packed, void* partial);
   // The owner's side: a peer's partial of one of this rank's blocks added to the dK and dV here.
   void add_returned(const Block& block, const void* partial);
@@ -66,21 +67,22 @@ class DeviceRank {
   std::int64_t gradient_bytes(const Block& block) const;
 
  private:
-  struct Kernels {
-    RingKernel pack, attend, finish, clear;
-  };
-  struct BackwardKernels {
-    RingKernel prepare, attend, unpack_add;
-  };
-  struct Gradients;  // the backward's buffers
+  struct Gradients;  // the backward's kernels and buffers
 
-  void attend(const AttendLaunch& l, const args::Tensor4& keys, const args::Tensor4& values);
-  void attend_backward(const AttendLaunch& l, const args::Tensor4& keys, const args::Tensor4& values,
-                       const args::Tensor4& dk, const args::Tensor4& dv);
-  args::RingAttendArgs attend_args(const AttendLaunch& l, const args::Tensor4& keys, const args::Tensor4& values) const;
-  std::pair<args::Tensor4, args::Tensor4> gradient_accumulators() const;  // dK, dV: [B, rows, Hkv, D] fp32
+  // The kernels of one pass over the shard: step 0's launches per branch (grids sized for the shard),
+  // and per branch the block kernel, whose grid each block launch sets.
+  struct Attention {
+    std::vector<Launch> local, block;
+  };
+  Attention prepare(const std::vector<codegen::KernelSpec>& specs) const;
+  Launch block_grid(const Launch& kernel, const AttendLaunch& l, bool backward) const;
+  args::AttentionArgs forward_args(const args::Tensor4& k, const args::Tensor4& v, std::int64_t head_begin) const;
+  args::AttentionBackwardArgs backward_args(const args::Tensor4& k, const args::Tensor4& v, float* dk, float* dv,
+                                            std::int64_t head_begin) const;
   void finish_into(const TensorView& to, const float* from, std::int64_t heads, const TensorView* lse, float out_scale);
+  std::pair<args::Tensor4, args::Tensor4> gradient_accumulators() const;  // dK, dV: [B, rows, Hkv, D] fp32
   std::int64_t rows() const { return rows_.size(); }
+  autotune::Workload workload() const;
 
   const RingPlan& plan_;
   const Shape& s_;
@@ -88,13 +90,8 @@ class DeviceRank {
   RowRange rows_;
   const TensorView &q_, &k_, &v_;
   CUstream stream_;
-  autotune::Workload workload() const;
-  // Launches of the tiled kernels on the shard (a view starting at the rank's first row).
-  std::vector<Launch> prepare(const std::vector<codegen::KernelSpec>& specs) const;
-
-  Kernels kernels_;
-  bool tiled_ = false;         // the shards suit the tiled kernels (16-byte rows)
-  std::vector<Launch> local_;  // step 0's tiled launches; empty: ring_attend does step 0
+  RingKernel pack_, finish_, clear_;
+  Attention attention_;
   DeviceBuffer o_acc_, lse_acc_;
   double scale_;  // the softmax scale
   std::unique_ptr<Gradients> gradients_;

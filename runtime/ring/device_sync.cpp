@@ -54,4 +54,6 @@ bool finished(CUevent event) { return finished_result(driver::api().cuEventQuery
 
 void stream_wait(CUstream stream, CUevent event) { DILATRON_CU(cuStreamWaitEvent(stream, event, 0)); }
 
+Drain::~Drain() { driver::api().cuStreamSynchronize(stream); }
+
 }  // namespace dilatron::ring

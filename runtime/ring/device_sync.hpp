@@ -53,4 +53,12 @@ bool finished(CUevent event);
 // `stream` waits, on the GPU, for the work `event` captured when it was last recorded.
 void stream_wait(CUstream stream, CUevent event);
 
+// Drains the stream before the buffers it may still read are freed, on every way out: declare it after
+// them. Unchecked: a destructor cannot throw, and on the way out through an error that error is the
+// one to report.
+struct Drain {
+  CUstream stream;
+  ~Drain();
+};
+
 }  // namespace dilatron::ring

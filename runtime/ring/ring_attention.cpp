@@ -11,9 +11,12 @@
 #include <mutex>
 #include <tuple>
 
+#include "common/dtype.hpp"
+#include "runtime/device_buffer.hpp"
 #include "runtime/driver.hpp"
 #include "runtime/problem.hpp"
 #include "runtime/ring/device_executor.hpp"
+#include "runtime/ring/device_sync.hpp"
 #include "runtime/ring/host_executor.hpp"
 #include "runtime/ring/nccl_bootstrap.hpp"
 #include "runtime/ring/plan.hpp"
@@ -26,16 +29,16 @@ struct RingDilatedAttention::Impl {
   ring::Communicator* communicator;
   std::mutex mutex;
   std::map<Signature, std::unique_ptr<const ring::RingPlan>> plans;
-  std::unique_ptr<DilatedAttention> single;  // one rank's forward, where its kernels take the call
+  std::unique_ptr<DilatedAttention> single;  // one rank's passes
 
   // One rank holding the whole sequence is DilatedAttention's call: the ring then launches exactly what
-  // it launches. Not where its kernels cannot take the tensors (a head dim or layout only the ring's
-  // CUDA-core kernels take).
-  DilatedAttention* single_device(std::int64_t seq_len, const TensorView& q, const TensorView& k, const TensorView& v,
-                                  const TensorView& out, const TensorView* lse) {
+  // it launches. `check` runs the GPU checks of the call; where they fail (an LSE shard that is a
+  // strided view, say) the ring's executor takes the call and reports the error if it has one too.
+  template <class Check>
+  DilatedAttention* single_device(std::int64_t seq_len, const TensorView& q, Check check) {
     if (communicator->size() != 1 || q.shape[1] != seq_len) return nullptr;
     try {
-      validate_for_gpu(validate(config, q, k, v, out, lse), q, k, v, out, lse);
+      check();
     } catch (const Error&) {
       return nullptr;
     }
@@ -97,7 +100,8 @@ void RingDilatedAttention::reference_backward(std::int64_t seq_len, const Tensor
 
 void RingDilatedAttention::forward(std::int64_t seq_len, const TensorView& q, const TensorView& k, const TensorView& v,
                                    const TensorView& out, const TensorView* lse, Stream stream) {
-  if (DilatedAttention* single = impl_->single_device(seq_len, q, k, v, out, lse)) {
+  const auto checks = [&] { validate_for_gpu(validate(impl_->config, q, k, v, out, lse), q, k, v, out, lse); };
+  if (DilatedAttention* single = impl_->single_device(seq_len, q, checks)) {
     single->forward(q, k, v, out, lse, stream);
     DILATRON_CU(cuStreamSynchronize(stream));  // returns when the output is written, as the ring does
     return;
@@ -110,6 +114,21 @@ void RingDilatedAttention::forward(std::int64_t seq_len, const TensorView& q, co
 void RingDilatedAttention::backward(std::int64_t seq_len, const TensorView& q, const TensorView& k, const TensorView& v,
                                     const TensorView& dout, const TensorView& dq, const TensorView& dk,
                                     const TensorView& dv, Stream stream) {
+  const auto checks = [&] {
+    validate_gradients_for_gpu(validate_backward(impl_->config, q, k, v, dout, dq, dk, dv), q, k, v, dout, dq, dk, dv);
+  };
+  if (DilatedAttention* single = impl_->single_device(seq_len, q, checks)) {
+    // The ring recomputes O and LSE; one rank does it with DilatedAttention's forward, then its backward.
+    const std::int64_t B = q.shape[0], N = q.shape[1], H = q.shape[2];
+    const DeviceBuffer out(std::size_t(q.numel()) * dtype_size(q.dtype)), lse(std::size_t(B * H * N) * sizeof(float));
+    const ring::Drain drain{stream};
+    const TensorView out_view = TensorView::contiguous(out.get(), q.dtype, q.shape);
+    const TensorView lse_view = TensorView::contiguous(lse.get(), DType::f32, {B, H, N, 1});
+    single->forward(q, k, v, out_view, &lse_view, stream);
+    single->backward(q, k, v, out_view, lse_view, dout, dq, dk, dv, stream);
+    DILATRON_CU(cuStreamSynchronize(stream));
+    return;
+  }
   impl_->run([&](const ring::RingPlan& plan, ring::Communicator& comm) {
     ring::device_ring_backward(plan, comm, q, k, v, dout, dq, dk, dv, stream);
   }, seq_len, q, k);

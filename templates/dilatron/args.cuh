@@ -50,6 +50,10 @@ struct AttentionArgs {
   i64 head_begin;    // first query head of this launch (grid y walks heads from here)
   float scale_log2;  // softmax scale * log2(e): scores go straight to the exp2 domain
   i64 origin;        // the sequence row of the tensors' row 0: 0, or a ring rank's first row (index.cuh)
+  // A ring block (attention_forward's PACKED_KEYS): the queries are the view's rows of one segment, the
+  // `block_segment`-th counted from the view's first, and the keys the `block_keys` rows of a received
+  // block, every one visible; k and v address key j as row j. Unused otherwise.
+  i64 block_segment, block_keys;
 };
 
 // gradient_prepare: delta[b, h, n] = dO . O per row, the backward pass's only use of O.
@@ -72,6 +76,9 @@ struct AttentionBackwardArgs {
   float scale_log2;  // softmax scale * log2(e)
   float scale;       // softmax scale
   i64 origin;        // as AttentionArgs::origin
+  // As AttentionArgs (attention_backward's PACKED_KEYS): dk_acc and dv_acc then address key j's dK and
+  // dV row at (b * block_keys + j) * 2 * D, the block's fp32 partial in its packed layout.
+  i64 block_segment, block_keys;
 };
 
 // The ring's kernels (ring.cuh) on one rank's shard of rows [rows_begin, rows_begin + rows).
@@ -79,44 +86,12 @@ struct AttentionBackwardArgs {
 // ring_pack: one part of a Block (runtime/ring/plan.hpp) into the send buffer: for each batch element,
 // for each selected row first_row + j * r (j < count), the K row of kv head `kv_head`, then its V row.
 // ring_unpack_add, the backward's return leg, reads the same layout in fp32 (a block's dK and dV back
-// from a peer) and adds it into k and v, the owner's fp32 dK and dV accumulators.
+// from a peer) and adds it into k and v, the owner's fp32 dK and dV accumulators. The tiled kernels
+// attend a received block in place (AttentionArgs::block_keys).
 struct RingPackArgs {
   Tensor4 k, v;  // the shard [B, rows, Hkv, D]
   void* packed;  // the part's first element in the send buffer
   i64 batch, rows_begin, kv_head, first_row, count, r;
-};
-
-// ring_attend: queries are the rows in [q_begin, q_end) that (w, r, offset) select, for heads
-// head_begin + blockIdx.y; each attends its keys and is folded into the fp32 accumulator. Keys of the
-// local shard (key_count < 0): the query's segment inside the shard, same selection; k/v are the shard.
-// Keys received (key_count >= 0): rows key_first + j * r; k/v address key j as position j of a packed
-// part (stride[1] = 2D from one key to the next, stride[2] = 0: the part holds one kv head).
-struct RingAttendArgs {
-  Tensor4 q, k, v;
-  float* o_acc;    // [B, rows, H, D], contiguous
-  float* lse_acc;  // [B, H, rows], contiguous
-  i64 batch, rows, heads, kv_heads, rows_begin;
-  i64 w, r, offset;
-  i64 q_begin, q_end;
-  i64 key_first, key_count;
-  i64 head_begin;
-  int causal;
-  float scale_log2;  // softmax scale * log2(e)
-};
-
-// ring_attend_backward: the gradients of one ring_attend launch. `attend` describes the launch exactly
-// as the forward did, with lse_acc holding the final LSE (natural log) of the local rows (o_acc unused).
-// dq_acc [B, rows, H, D] (contiguous) gains this launch's dQ; dk and dv are fp32 and address key j as
-// attend.k and attend.v do: the shard's accumulators [B, rows, Hkv, D] for local keys, the block's
-// partial (packed layout, fp32, stride[2] = 0) for received ones.
-struct RingAttendBackwardArgs {
-  RingAttendArgs attend;
-  Tensor4 dout;  // [B, rows, H, D]
-  Tensor4 dk, dv;
-  float* dq_acc;
-  const float* delta;  // [B, H, rows], dO . O
-  float scale;         // softmax scale
-  float out_scale;     // dO' = dO * out_scale (1 / G in head_groups mode)
 };
 
 // finish_output: out = O_acc * out_scale in the output dtype, and lse = LSE_acc when lse is not null

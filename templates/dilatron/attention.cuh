@@ -17,7 +17,12 @@
 // Epilogues (args::AttentionEpilogue): O and LSE in the input dtype, or the fp32 accumulator and LSE
 // written or merged with the LSE rule, for configurations of several branches that round only once and
 // for a ring rank's own rows (a view starting at a.origin), which later steps merge into.
-// Grid: x = segment * tiles_per_segment + query tile, y = head - head_begin, z = batch.
+// PACKED_KEYS: a ring block received (args::AttentionArgs::block_keys). The queries are the rank's rows
+// of one segment, the keys a packed run of another rank's rows of it, all visible (with causal masking
+// only ranks after the keys receive them), read in place with a row stride of a.k.stride[1]; the
+// result merges into the accumulator. Only where the keys come from and how many there are changes.
+// Grid: x = segment * tiles_per_segment + query tile (PACKED_KEYS: the query tile of the block's
+// segment), y = head - head_begin, z = batch.
 #pragma once
 
 #include "dilatron/args.cuh"
@@ -159,7 +164,7 @@ __device__ __forceinline__ MergeWeights merge_weights(float previous, float lse,
 }  // namespace attention_detail
 
 template <class T, int HEAD_DIM, int BLOCK_M, int BLOCK_N, int WARPS, int STAGES, bool CAUSAL, long long W,
-          long long R, int MODE, int GROUP, int GROUPS, int EPILOGUE>
+          long long R, int MODE, int GROUP, int GROUPS, int EPILOGUE, bool PACKED_KEYS>
 __global__ void __launch_bounds__(WARPS * 32) attention_forward(args::AttentionArgs a) {
   using namespace attention_detail;
   constexpr int kThreads = WARPS * 32, kWarpRows = BLOCK_M / WARPS, kRowFrags = kWarpRows / 16;
@@ -168,6 +173,8 @@ __global__ void __launch_bounds__(WARPS * 32) attention_forward(args::AttentionA
   using KVLayout = TileLayout<BLOCK_N, HEAD_DIM>;
   static_assert(kWarpRows == 16 || kWarpRows == 32, "a warp owns one or two 16-row MMA fragments");
   static_assert(BLOCK_N % 16 == 0 && STAGES >= 2, "tile shape");
+  static_assert(!PACKED_KEYS || (!CAUSAL && EPILOGUE == args::kMergeAccumulator), "a block's keys are all visible");
+  constexpr long long kKeyStep = PACKED_KEYS ? 1 : R;  // rows from one key to the next
 
   const unsigned q_tile = ptx::shared_address(ptx::dynamic_shared());
   const unsigned k_ring = q_tile + QLayout::kBytes;
@@ -178,33 +185,35 @@ __global__ void __launch_bounds__(WARPS * 32) attention_forward(args::AttentionA
   const auto locate = [&](unsigned x, unsigned y) {
     const long long h = a.head_begin + y;
     const long long offset = index::branch_offset(MODE, h, a.heads, GROUP, GROUPS, R);
+    const long long tile = PACKED_KEYS ? x + a.block_segment * index::query_tiles_per_segment(W, R, BLOCK_M) : x;
     return offset < 0 ? index::QueryTile{false, 0, 0, 0}
-                      : index::query_tile(x, a.seq_len, W, R, offset, BLOCK_M, a.origin);
+                      : index::query_tile(tile, a.seq_len, W, R, offset, BLOCK_M, a.origin);
   };
   const long long b = blockIdx.z, h = a.head_begin + blockIdx.y;
   const index::QueryTile work = locate(blockIdx.x, blockIdx.y);
   if (!work.active) return;
   const long long count = work.count, q_first = work.q_first;
 
-  // Selected row j of this segment is row first_row + j * R.
+  // Selected row j of this segment is row first_row + j * R; key j is row key_row + j * kKeyStep.
   const long long first_row = work.first_row, kvh = index::kv_head(h, a.heads, a.kv_heads);
+  const long long key_row = PACKED_KEYS ? 0 : first_row, keys = PACKED_KEYS ? a.block_keys : count;
   const T* q = static_cast<const T*>(a.q.data) + b * a.q.stride[0] + first_row * a.q.stride[1] + h * a.q.stride[2];
-  const T* k = static_cast<const T*>(a.k.data) + b * a.k.stride[0] + first_row * a.k.stride[1] + kvh * a.k.stride[2];
-  const T* v = static_cast<const T*>(a.v.data) + b * a.v.stride[0] + first_row * a.v.stride[1] + kvh * a.v.stride[2];
-  const int key_tiles = static_cast<int>(index::ceil_div(index::key_end(count, q_first, BLOCK_M, CAUSAL), BLOCK_N));
-  const int plain_tiles = static_cast<int>(index::unmasked_key_tiles(count, q_first, BLOCK_N, CAUSAL));
+  const T* k = static_cast<const T*>(a.k.data) + b * a.k.stride[0] + key_row * a.k.stride[1] + kvh * a.k.stride[2];
+  const T* v = static_cast<const T*>(a.v.data) + b * a.v.stride[0] + key_row * a.v.stride[1] + kvh * a.v.stride[2];
+  const int key_tiles = static_cast<int>(index::ceil_div(index::key_end(keys, q_first, BLOCK_M, CAUSAL), BLOCK_N));
+  const int plain_tiles = static_cast<int>(index::unmasked_key_tiles(keys, q_first, BLOCK_N, CAUSAL));
 
   // Rows of the last key tile, in 32 bits like every count the loop keeps (the others are whole).
-  const int last_rows = static_cast<int>(index::min64(count - static_cast<long long>(key_tiles - 1) * BLOCK_N, BLOCK_N));
+  const int last_rows = static_cast<int>(index::min64(keys - static_cast<long long>(key_tiles - 1) * BLOCK_N, BLOCK_N));
   const auto rows_of = [&](int tile) { return tile == key_tiles - 1 ? last_rows : BLOCK_N; };
 
   TileCopy<T, BLOCK_M, HEAD_DIM, kThreads>(q, a.q.stride[1] * R, q_first)
       .next(q_tile, static_cast<int>(index::min64(count - q_first, BLOCK_M)), a.q.stride[1] * R);
-  TileCopy<T, BLOCK_N, HEAD_DIM, kThreads> k_copy(k, a.k.stride[1] * R, 0), v_copy(v, a.v.stride[1] * R, 0);
+  TileCopy<T, BLOCK_N, HEAD_DIM, kThreads> k_copy(k, a.k.stride[1] * kKeyStep, 0), v_copy(v, a.v.stride[1] * kKeyStep, 0);
   for (int p = 0; p < STAGES - 1; ++p) {  // always STAGES-1 groups, some empty, so the waits below count right
     if (p < key_tiles) {
-      k_copy.next(k_ring + p * KVLayout::kBytes, rows_of(p), a.k.stride[1] * R);
-      v_copy.next(v_ring + p * KVLayout::kBytes, rows_of(p), a.v.stride[1] * R);
+      k_copy.next(k_ring + p * KVLayout::kBytes, rows_of(p), a.k.stride[1] * kKeyStep);
+      v_copy.next(v_ring + p * KVLayout::kBytes, rows_of(p), a.v.stride[1] * kKeyStep);
     }
     ptx::cp_async_commit();
   }
@@ -233,8 +242,8 @@ __global__ void __launch_bounds__(WARPS * 32) attention_forward(args::AttentionA
     __syncthreads();
     const int ahead = tile + STAGES - 1;
     if (ahead < key_tiles) {
-      k_copy.next(k_ring + (ahead % STAGES) * KVLayout::kBytes, rows_of(ahead), a.k.stride[1] * R);
-      v_copy.next(v_ring + (ahead % STAGES) * KVLayout::kBytes, rows_of(ahead), a.v.stride[1] * R);
+      k_copy.next(k_ring + (ahead % STAGES) * KVLayout::kBytes, rows_of(ahead), a.k.stride[1] * kKeyStep);
+      v_copy.next(v_ring + (ahead % STAGES) * KVLayout::kBytes, rows_of(ahead), a.v.stride[1] * kKeyStep);
     }
     ptx::cp_async_commit();  // possibly empty: keeps one group per tile
     const unsigned stage = (tile % STAGES) * KVLayout::kBytes;

@@ -19,7 +19,11 @@
 // After the last query tile dK and dV are added to their fp32 accumulators the same way, so the heads
 // sharing a kv head (GQA) and the branches that select a row all sum there. dO' = dO / G in head_groups
 // mode (O was divided by G), dO otherwise. Dilation is address arithmetic as in the forward kernel.
-// Grid: x = segment * key tiles per segment + key tile, y = head - head_begin, z = batch.
+// PACKED_KEYS: a ring block received, as attention_forward's: the keys are the block's packed rows, all
+// visible to the rank's queries of the block's segment, and dK and dV go to the block's fp32 partial in
+// the same packed layout (args::AttentionBackwardArgs), which travels back to the keys' owner.
+// Grid: x = segment * key tiles per segment + key tile (PACKED_KEYS: the block's key tile), y = head -
+// head_begin, z = batch.
 #pragma once
 
 #include "dilatron/args.cuh"
@@ -48,7 +52,7 @@ __global__ void __launch_bounds__(THREADS) gradient_prepare(args::GradientPrepar
 }
 
 template <class T, int HEAD_DIM, int BLOCK_M, int BLOCK_N, int WARPS, int STAGES, bool CAUSAL, long long W,
-          long long R, int MODE, int GROUP, int GROUPS>
+          long long R, int MODE, int GROUP, int GROUPS, bool PACKED_KEYS>
 __global__ void __launch_bounds__(WARPS * 32, 1) attention_backward(args::AttentionBackwardArgs a) {
   using namespace attention_detail;
   constexpr int kThreads = WARPS * 32, kDimTiles = HEAD_DIM / 8;
@@ -57,6 +61,8 @@ __global__ void __launch_bounds__(WARPS * 32, 1) attention_backward(args::Attent
   using DSLayout = TileLayout<BLOCK_N, BLOCK_M>;  // dS^T: keys x queries
   static_assert(BLOCK_N == 16 * WARPS, "a warp owns 16 key rows");
   static_assert(BLOCK_M % 64 == 0 && STAGES >= 2, "query tiles of whole 64-column blocks of dS");
+  static_assert(!PACKED_KEYS || !CAUSAL, "a block's keys are all visible");
+  constexpr long long kKeyStep = PACKED_KEYS ? 1 : R;  // rows from one key to the next
   constexpr float kOutScale = MODE == index::kHeadGroups ? 1.f / GROUPS : 1.f;
   constexpr float kLog2e = 1.4426950408889634f;
 
@@ -72,27 +78,34 @@ __global__ void __launch_bounds__(WARPS * 32, 1) attention_backward(args::Attent
   const long long b = blockIdx.z, h = a.head_begin + blockIdx.y;
   const long long offset = index::branch_offset(MODE, h, a.heads, GROUP, GROUPS, R);
   if (offset < 0) return;
-  const index::QueryTile keys = index::query_tile(blockIdx.x, a.seq_len, W, R, offset, BLOCK_N, a.origin);
-  if (!keys.active) return;
-  const long long count = keys.count, k_first = keys.q_first, first_row = keys.first_row;
+  // The queries: the segment's selected rows (first_row + i * R, i < count). The keys: the same rows, or
+  // with PACKED_KEYS the block's (row j of k and v, j < keys); this CTA's start at selected index k_first.
+  const index::QueryTile queries =
+      PACKED_KEYS ? index::query_tile(a.block_segment * index::query_tiles_per_segment(W, R, BLOCK_M), a.seq_len, W, R,
+                                      offset, BLOCK_M, a.origin)
+                  : index::query_tile(blockIdx.x, a.seq_len, W, R, offset, BLOCK_N, a.origin);
+  const long long count = queries.count, first_row = queries.first_row;
+  const long long keys = PACKED_KEYS ? a.block_keys : count, key_row = PACKED_KEYS ? 0 : first_row;
+  const long long k_first = PACKED_KEYS ? static_cast<long long>(blockIdx.x) * BLOCK_N : queries.q_first;
+  if (!queries.active || k_first >= keys) return;
   const long long kvh = index::kv_head(h, a.heads, a.kv_heads);
 
   const T* q = static_cast<const T*>(a.q.data) + b * a.q.stride[0] + first_row * a.q.stride[1] + h * a.q.stride[2];
   const T* dout =
       static_cast<const T*>(a.dout.data) + b * a.dout.stride[0] + first_row * a.dout.stride[1] + h * a.dout.stride[2];
-  const T* k = static_cast<const T*>(a.k.data) + b * a.k.stride[0] + first_row * a.k.stride[1] + kvh * a.k.stride[2];
-  const T* v = static_cast<const T*>(a.v.data) + b * a.v.stride[0] + first_row * a.v.stride[1] + kvh * a.v.stride[2];
+  const T* k = static_cast<const T*>(a.k.data) + b * a.k.stride[0] + key_row * a.k.stride[1] + kvh * a.k.stride[2];
+  const T* v = static_cast<const T*>(a.v.data) + b * a.v.stride[0] + key_row * a.v.stride[1] + kvh * a.v.stride[2];
   const float* lse = a.lse + (b * a.heads + h) * a.seq_len;
   const float* delta = a.delta + (b * a.heads + h) * a.seq_len;
 
   // Query tiles: the segment's, from the first that can see these keys with causal.
   const int first_tile = CAUSAL ? static_cast<int>(k_first / BLOCK_M) : 0;
   const int query_tiles = static_cast<int>(index::ceil_div(count, BLOCK_M));
-  const int key_rows = static_cast<int>(index::min64(count - k_first, BLOCK_N));
+  const int key_rows = static_cast<int>(index::min64(keys - k_first, BLOCK_N));
   const auto rows_of = [&](int tile) { return static_cast<int>(index::min64(count - static_cast<long long>(tile) * BLOCK_M, BLOCK_M)); };
 
-  TileCopy<T, BLOCK_N, HEAD_DIM, kThreads>(k, a.k.stride[1] * R, k_first).next(k_tile, key_rows, a.k.stride[1] * R);
-  TileCopy<T, BLOCK_N, HEAD_DIM, kThreads>(v, a.v.stride[1] * R, k_first).next(v_tile, key_rows, a.v.stride[1] * R);
+  TileCopy<T, BLOCK_N, HEAD_DIM, kThreads>(k, a.k.stride[1] * kKeyStep, k_first).next(k_tile, key_rows, a.k.stride[1] * kKeyStep);
+  TileCopy<T, BLOCK_N, HEAD_DIM, kThreads>(v, a.v.stride[1] * kKeyStep, k_first).next(v_tile, key_rows, a.v.stride[1] * kKeyStep);
   TileCopy<T, BLOCK_M, HEAD_DIM, kThreads> q_copy(q, a.q.stride[1] * R, static_cast<long long>(first_tile) * BLOCK_M);
   TileCopy<T, BLOCK_M, HEAD_DIM, kThreads> do_copy(dout, a.dout.stride[1] * R, static_cast<long long>(first_tile) * BLOCK_M);
   // The statistics of a query tile go in with plain stores; the barriers of the tiles before it publish them.
@@ -154,7 +167,7 @@ __global__ void __launch_bounds__(WARPS * 32, 1) attention_backward(args::Attent
     // 16 queries at a time, so only the dK and dV accumulators stay live across the tile: S^T, P^T, dP^T
     // and dS^T of one slice are a few registers (K and V fragments are read again per slice instead).
     // Not unrolled: overlapping two slices' work, ptxas spilled at D = 128.
-    const bool edge = q0 + BLOCK_M > count || k_first + BLOCK_N > count || (CAUSAL && q0 < k_first + BLOCK_N - 1);
+    const bool edge = q0 + BLOCK_M > count || k_first + BLOCK_N > keys || (CAUSAL && q0 < k_first + BLOCK_N - 1);
 #pragma unroll 1
     for (int kk = 0; kk < BLOCK_M / 16; ++kk) {
       // S^T = K Q^T for the warp's 16 keys and the slice's 16 queries.
@@ -175,7 +188,7 @@ __global__ void __launch_bounds__(WARPS * 32, 1) attention_backward(args::Attent
 #pragma unroll
         for (int c = 0; c < 4; ++c) {
           const int qt = kk * 16 + n * 8 + 2 * t + (c & 1), key = key0 + 8 * (c / 2), query = q0 + qt;
-          const bool visible = !edge || (query < count && key < count && (!CAUSAL || key <= query));
+          const bool visible = !edge || (query < count && key < keys && (!CAUSAL || key <= query));
           w[n][c] = visible ? ptx::ex2(fmaf(s[n][c], scale_log2, -lse2[qt])) : 0.f;
         }
       }
@@ -260,8 +273,9 @@ __global__ void __launch_bounds__(WARPS * 32, 1) attention_backward(args::Attent
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const long long ki = key0 + 8 * r;
-    if (ki >= count) continue;
-    const long long at = ((b * a.seq_len + first_row + ki * R) * a.kv_heads + kvh) * HEAD_DIM + 2 * t;
+    if (ki >= keys) continue;
+    const long long at = PACKED_KEYS ? (b * keys + ki) * 2 * HEAD_DIM + 2 * t
+                                     : ((b * a.seq_len + key_row + ki * R) * a.kv_heads + kvh) * HEAD_DIM + 2 * t;
 #pragma unroll
     for (int dt = 0; dt < kDimTiles; ++dt) {
       ptx::red_add(a.dk_acc + at + dt * 8, dk[dt][2 * r]);

@@ -121,54 +121,61 @@ TEST(RequiredKernels, EqualLongnetBranchesLaunchTwiceButCompileOnce) {
   EXPECT_EQ(required_kernels(w).size(), 3u);
 }
 
-TEST(RequiredKernels, TheRingAddsItsKernelsWhateverTheBranches) {
+TEST(RequiredKernels, TheRingAddsItsKernelsWhateverTheRows) {
   Workload w = longnet();
+  w.config.causal = true;
   const std::vector<codegen::KernelSpec> forward = required_kernels(w);
   w.ranks = 4;
   const auto specs = required_kernels(w);
-  const auto ring = ring_kernels(w.dtype, w.head_dim, w.arch);
-  ASSERT_EQ(ring.size(), 4u);
+  const std::size_t branches = w.config.branches();
+  const auto in = [](const std::vector<codegen::KernelSpec>& list, const codegen::KernelSpec& spec) {
+    return std::find(list.begin(), list.end(), spec) != list.end();
+  };
+  // Row kernels whatever the plan, then per branch the rank's own rows and a received block's.
+  const auto ring = ring_kernels(w);
+  ASSERT_EQ(ring.size(), 3 + 2 * branches);
   EXPECT_EQ(ring[0].op, Op::ring_pack);
-  EXPECT_EQ(ring[1].op, Op::ring_attend);
-  EXPECT_EQ(ring[2].op, Op::finish_output);
-  EXPECT_EQ(ring[3].op, Op::clear_output);
-  EXPECT_EQ(ring[3].dtype, DType::f32) << "the ring accumulates in fp32";
-  for (const auto& spec : ring) {
-    EXPECT_TRUE(spec.branches.empty() && !spec.causal) << "plan details are launch arguments: " << spec.label();
-    EXPECT_NE(std::find(specs.begin(), specs.end(), spec), specs.end()) << spec.label();
-  }
-  // The backward on the ring adds its own three, only with --backward.
-  const auto ring_backward = ring_backward_kernels(w.dtype, w.head_dim, w.arch);
-  ASSERT_EQ(ring_backward.size(), 3u);
-  EXPECT_EQ(ring_backward[0].op, Op::gradient_prepare);
-  EXPECT_EQ(ring_backward[1].op, Op::ring_attend_backward);
-  EXPECT_EQ(ring_backward[2].op, Op::ring_unpack_add);
-  EXPECT_EQ(ring_backward[2].dtype, DType::f32) << "partials come back in fp32";
-  EXPECT_EQ(std::find(specs.begin(), specs.end(), ring_backward[1]), specs.end());
-  w.backward = true;
-  const auto with_backward = required_kernels(w);
-  for (const auto& spec : ring_backward) {
-    EXPECT_NE(std::find(with_backward.begin(), with_backward.end(), spec), with_backward.end()) << spec.label();
-  }
-  // Each rank's own rows: one attention_partial_merge per branch (and attention_backward with --backward).
-  const auto local = ring_local_kernels(w), local_backward = ring_local_backward_kernels(w);
-  ASSERT_EQ(local.size(), w.config.branches());
-  ASSERT_EQ(local_backward.size(), w.config.branches());
+  EXPECT_EQ(ring[1].op, Op::finish_output);
+  EXPECT_EQ(ring[2].op, Op::clear_output);
+  EXPECT_EQ(ring[2].dtype, DType::f32) << "the ring accumulates in fp32";
   std::size_t new_local = 0;
-  for (const auto& spec : local) {
-    EXPECT_EQ(spec.op, Op::attention_partial_merge);
-    EXPECT_NE(std::find(specs.begin(), specs.end(), spec), specs.end()) << spec.label();
-    new_local += std::find(forward.begin(), forward.end(), spec) == forward.end();
-  }
-  for (const auto& spec : local_backward) {
-    EXPECT_EQ(spec.op, Op::attention_backward);
-    EXPECT_NE(std::find(with_backward.begin(), with_backward.end(), spec), with_backward.end()) << spec.label();
+  for (std::size_t i = 0; i < branches; ++i) {
+    const codegen::KernelSpec &local = ring[3 + i], &block = ring[3 + branches + i];
+    const codegen::BranchSpec branch{w.config.segments[i], w.config.dilations[i]};
+    EXPECT_EQ(local.op, Op::attention_partial_merge);
+    EXPECT_EQ(block.op, Op::attention_block);
+    EXPECT_EQ(local.branches, std::vector{branch});
+    EXPECT_EQ(block.branches, std::vector{branch});
+    EXPECT_TRUE(local.causal) << "a rank's own rows follow the config";
+    EXPECT_FALSE(block.causal) << "a block received is all visible";
+    new_local += !in(forward, local);
   }
   EXPECT_EQ(new_local, 1u) << "the r = 1 branch writes the accumulator on one GPU, merges into it on the ring";
-  w.backward = false;
-  // finish_output is shared with the multi-branch forward pass: listed once.
-  EXPECT_EQ(specs.size(), forward.size() + 3 + new_local);
+  std::size_t added = 0;
+  for (const auto& spec : ring) {
+    EXPECT_TRUE(in(specs, spec)) << spec.label();
+    added += !in(forward, spec);
+  }
+  // finish_output is shared with the multi-branch forward pass: listed once, the forward's first.
+  EXPECT_EQ(specs.size(), forward.size() + added);
   EXPECT_EQ(std::vector<codegen::KernelSpec>(specs.begin(), specs.begin() + long(forward.size())), forward);
+
+  // The backward on the ring adds its own, only with --backward.
+  const auto ring_backward = ring_backward_kernels(w);
+  ASSERT_EQ(ring_backward.size(), 2 + 2 * branches);
+  EXPECT_EQ(ring_backward[0].op, Op::gradient_prepare);
+  EXPECT_EQ(ring_backward[1].op, Op::ring_unpack_add);
+  EXPECT_EQ(ring_backward[1].dtype, DType::f32) << "partials come back in fp32";
+  for (std::size_t i = 0; i < branches; ++i) {
+    EXPECT_EQ(ring_backward[2 + i].op, Op::attention_backward);
+    EXPECT_TRUE(ring_backward[2 + i].causal);
+    EXPECT_EQ(ring_backward[2 + branches + i].op, Op::attention_block_backward);
+    EXPECT_FALSE(ring_backward[2 + branches + i].causal);
+    EXPECT_FALSE(in(specs, ring_backward[2 + branches + i]));
+  }
+  w.backward = true;
+  const auto with_backward = required_kernels(w);
+  for (const auto& spec : ring_backward) EXPECT_TRUE(in(with_backward, spec)) << spec.label();
 }
 
 TEST(RequiredKernels, RejectsWhatCannotBeBuilt) {

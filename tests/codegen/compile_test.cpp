@@ -22,14 +22,17 @@ std::vector<KernelSpec> one_of_each_template() {
   for (const char* arch : {"sm_80", "sm_90a"}) {
     for (DType dtype : {DType::f16, DType::bf16}) {
       for (Op op : {Op::pack_rows, Op::unpack_rows, Op::merge_partials, Op::clear_output, Op::finish_output,
-                    Op::attention_forward, Op::attention_partial_merge}) {
+                    Op::attention_forward, Op::attention_partial_merge, Op::attention_block,
+                    Op::attention_block_backward}) {
         KernelSpec s;
         s.op = op;
         s.dtype = dtype;
         s.head_dim = dtype == DType::f16 ? 64 : 128;
         s.arch = arch;
         if (op != Op::merge_partials && op != Op::clear_output && op != Op::finish_output) s.branches = {{16384, 6}};
-        if (op == Op::unpack_rows || op == Op::attention_forward) s.mode = Mode::head_groups, s.group = 2, s.groups = 3;
+        if (op == Op::unpack_rows || op == Op::attention_forward || op == Op::attention_block_backward) {
+          s.mode = Mode::head_groups, s.group = 2, s.groups = 3;
+        }
         s.causal = op == Op::attention_forward;
         specs.push_back(autotune::with_tiles(s));
       }
@@ -108,6 +111,7 @@ TEST(Compile, EveryKernelOpBuildsForSm80AndSm90aWithoutSpills) {
     EXPECT_EQ(std::string(k.cubin.data(), 4), "\x7f" "ELF") << "NVRTC must emit CUBIN, not PTX";
     const std::string function = spec.op == Op::pack_rows || spec.op == Op::unpack_rows ? "move_rows"
                                  : is_attention(spec.op)                              ? "attention_forward"
+                                 : is_backward_attention(spec.op)                     ? "attention_backward"
                                                                                       : std::string(to_string(spec.op));
     EXPECT_NE(k.lowered_name.find(function), std::string::npos) << k.lowered_name;
     EXPECT_GT(k.report.registers, 0) << k.log;
@@ -118,15 +122,13 @@ TEST(Compile, EveryKernelOpBuildsForSm80AndSm90aWithoutSpills) {
 }
 
 TEST(Compile, RingKernelsBuildForSm80AndSm90aWithoutSpills) {
-  // Head dims at both ends of what KernelSpec allows: ring_attend keeps ceil(D / 32) floats of Q and O
-  // per lane in registers. The executor clears its fp32 accumulator with clear_output<float> and rounds it
-  // to O with finish_output. The backward's ring_attend_backward keeps Q, dO and dQ per lane, and
-  // ring_unpack_add adds fp32 partials.
+  // Head dims at both ends of what KernelSpec allows for the row kernels: the executor packs blocks
+  // (ring_pack), clears its fp32 accumulator with clear_output<float> and rounds it to O with
+  // finish_output; the backward's gradient_prepare and ring_unpack_add (fp32 partials).
   for (const char* arch : {"sm_80", "sm_90a"}) {
     for (const auto& [dtype, head_dim] : {std::pair{DType::bf16, 8}, std::pair{DType::f16, 64}, std::pair{DType::bf16, 128},
                                           std::pair{DType::f16, 512}}) {
-      for (Op op : {Op::ring_pack, Op::ring_attend, Op::finish_output, Op::clear_output, Op::gradient_prepare,
-                    Op::ring_attend_backward, Op::ring_unpack_add}) {
+      for (Op op : {Op::ring_pack, Op::finish_output, Op::clear_output, Op::gradient_prepare, Op::ring_unpack_add}) {
         KernelSpec s;
         s.op = op;
         s.dtype = op == Op::clear_output || op == Op::ring_unpack_add ? DType::f32 : dtype;

@@ -97,7 +97,7 @@ TEST(KernelSpec, ValidationNamesTheProblem) {
   expect_invalid(merge, "merge_partials takes no branches");
   s = pack_spec(), s.head_dim = 12;
   EXPECT_THROW(render(s), Error) << "render validates first";
-  for (Op op : {Op::ring_pack, Op::ring_attend, Op::finish_output, Op::ring_attend_backward}) {
+  for (Op op : {Op::ring_pack, Op::finish_output, Op::gradient_prepare}) {
     KernelSpec ring;
     ring.op = op;
     EXPECT_NO_THROW(ring.validate()) << to_string(op);
@@ -161,6 +161,17 @@ TEST(KernelSpec, AttentionTilesFollowTheKernelsRules) {
   expect_invalid(unpack_add, "takes no branches");
   s.op = Op::attention_forward;
   EXPECT_NO_THROW(s.validate());
+  // A ring block's keys are all visible: its kernels take the branch kernels' fields but never causal.
+  for (const Op block : {Op::attention_block, Op::attention_block_backward}) {
+    KernelSpec b = s;
+    b.op = block;
+    b.tiles = block == Op::attention_block ? codegen::Tiles{128, 32, 4, 2} : codegen::Tiles{64, 64, 4, 2};
+    EXPECT_NO_THROW(b.validate()) << to_string(block);
+    b.causal = true;
+    expect_invalid(b, "never causal");
+    b.causal = false, b.head_dim = 40;
+    expect_invalid(b, "head_dim 40");
+  }
 }
 
 TEST(KernelSpec, LabelsTellApartEveryKernelTheCanonicalStringsDo) {
@@ -168,15 +179,16 @@ TEST(KernelSpec, LabelsTellApartEveryKernelTheCanonicalStringsDo) {
   // get distinct labels, or `cache ls` and `warm` show two entries under one name.
   std::vector<KernelSpec> bases;
   for (Op op : {Op::pack_rows, Op::unpack_rows, Op::merge_partials, Op::clear_output, Op::finish_output,
-                Op::attention_forward, Op::attention_partial, Op::attention_partial_merge, Op::ring_pack, Op::ring_attend,
-                Op::ring_attend_backward, Op::ring_unpack_add}) {
+                Op::attention_forward, Op::attention_partial, Op::attention_partial_merge, Op::attention_block,
+                Op::ring_pack, Op::attention_backward, Op::attention_block_backward, Op::ring_unpack_add}) {
     KernelSpec s;
     s.op = op;
     if (op == Op::ring_unpack_add) s.dtype = DType::f32;
-    if (op != Op::merge_partials && op != Op::clear_output && op != Op::finish_output && !is_ring(op)) {
+    if (op != Op::merge_partials && op != Op::clear_output && op != Op::finish_output && op != Op::ring_pack &&
+        op != Op::ring_unpack_add) {
       s.branches = {{2048, 2}};
     }
-    if (is_attention(op)) s.tiles = {64, 64, 4, 2};
+    if (is_tiled_attention(op)) s.tiles = {64, 64, 4, 2};
     bases.push_back(s);
   }
   using Mutation = void (*)(KernelSpec&);

@@ -1,8 +1,8 @@
-// The GPU ring executor's launch list on the CPU: walking every rank's ring_attend launches the way the
-// kernel does (query i = nth_selected(selected_before(q_begin) + i), keys from segment_keys or the
-// received part, visible_keys for causality) must attend exactly the (head, query, key) pairs of
-// dilated attention, each once; packed parts must tile each block's bytes; and tensors the GPU path
-// cannot take fail before any device work.
+// The GPU ring executor's launch list on the CPU: walking every rank's step 0 (the tiled kernel's query
+// tiles over a view starting at the rank's first row) and its attention_block launches the way the
+// kernels index them must attend exactly the (head, query, key) pairs of dilated attention, each once;
+// packed parts must tile each block's bytes; and tensors the GPU path cannot take fail before any device
+// work.
 #include <gtest/gtest.h>
 
 #include <map>
@@ -47,22 +47,59 @@ Pairs definition(const RingPlan& plan) {
   return pairs;
 }
 
-void walk(const RingPlan& plan, int rank, const AttendLaunch& l, Pairs& pairs) {
+constexpr std::int64_t kBlockM = 16;  // query tile rows: small, so segments take several tiles
+
+// Step 0 as attention_partial_merge walks it: every query tile of the view of the rank's rows (origin =
+// its first row), each query against the selected keys of its segment in the view (causal: up to it).
+void walk_local(const RingPlan& plan, int rank, Pairs& pairs) {
+  const RowRange rows = plan.per_rank[std::size_t(rank)].rows;
+  for (int i = 0; i < int(plan.config.branches()); ++i) {
+    const std::int64_t w = plan.config.segments[std::size_t(i)], r = plan.config.dilations[std::size_t(i)];
+    for (std::int64_t h = 0; h < plan.shape.heads; ++h) {
+      const std::int64_t o = head_offset(plan, h, i);
+      if (o < 0) continue;
+      for (std::int64_t x = 0; x < ix::query_tile_count(rows.size(), w, r, kBlockM, rows.begin); ++x) {
+        const ix::QueryTile t = ix::query_tile(x, rows.size(), w, r, o, kBlockM, rows.begin);
+        if (!t.active) continue;
+        for (std::int64_t qi = t.q_first; qi < std::min(t.count, t.q_first + kBlockM); ++qi) {
+          for (std::int64_t kj = 0; kj < t.count && (!plan.config.causal || kj <= qi); ++kj) {
+            ++pairs[{h, w, r, rows.begin + t.first_row + qi * r, rows.begin + t.first_row + kj * r}];
+          }
+        }
+      }
+    }
+  }
+}
+
+// A received block as attention_block walks one launch: the grid's query tiles, counted from the block's
+// segment (AttendLaunch::segment), each query against every key of the part (all visible).
+void walk_block(const RingPlan& plan, int rank, int branch, const AttendLaunch& l, Pairs& pairs) {
   const RowRange rows = plan.per_rank[std::size_t(rank)].rows;
   ASSERT_LE(rows.begin, l.q_begin);
   ASSERT_LE(l.q_end, rows.end) << "queries outside the shard";
   ASSERT_LT(l.head_begin, l.head_end);
-  const std::int64_t before = ix::selected_before(l.q_begin, l.w, l.offset, l.r);
+  ASSERT_GT(l.key_count, 0);
   const std::int64_t queries = ix::selected_in(l.q_begin, l.q_end, l.w, l.offset, l.r).count;
   ASSERT_GT(queries, 0) << "a launch with no queries";
+  const std::int64_t first_tile = l.segment * ix::query_tiles_per_segment(l.w, l.r, kBlockM);
   for (std::int64_t h = l.head_begin; h < l.head_end; ++h) {
-    for (std::int64_t i = 0; i < queries; ++i) {
-      const std::int64_t q = ix::nth_selected(before + i, l.w, l.offset, l.r);
-      const ix::RowRun keys = l.key_count < 0 ? ix::segment_keys(q, l.w, l.offset, l.r, rows.begin, rows.end)
-                                              : ix::RowRun{l.key_first, l.key_count};
-      const std::int64_t visible = ix::visible_keys(q, keys.first, keys.count, l.r, plan.config.causal);
-      for (std::int64_t j = 0; j < visible; ++j) ++pairs[{h, l.w, l.r, q, keys.first + j * l.r}];
+    ASSERT_EQ(head_offset(plan, h, branch), l.offset);
+    std::int64_t seen = 0;
+    for (std::int64_t x = 0; x < ix::ceil_div(queries, kBlockM); ++x) {
+      const ix::QueryTile t = ix::query_tile(first_tile + x, rows.size(), l.w, l.r, l.offset, kBlockM, rows.begin);
+      ASSERT_TRUE(t.active);
+      ASSERT_EQ(t.count, queries) << "the tile's segment is the block's";
+      for (std::int64_t qi = t.q_first; qi < std::min(t.count, t.q_first + kBlockM); ++qi, ++seen) {
+        const std::int64_t q = rows.begin + t.first_row + qi * l.r;
+        ASSERT_TRUE(q >= l.q_begin && q < l.q_end);
+        for (std::int64_t j = 0; j < l.key_count; ++j) {
+          const std::int64_t k = l.key_first + j * l.r;
+          ASSERT_TRUE(!plan.config.causal || k < q) << "a key the query may not see";
+          ++pairs[{h, l.w, l.r, q, k}];
+        }
+      }
     }
+    ASSERT_EQ(seen, queries);
   }
 }
 
@@ -77,14 +114,11 @@ TEST(RingLaunches, AttendEveryPairOfTheDefinitionExactlyOnce) {
     const RingPlan plan = make_ring_plan(c.config, c.shape, c.ranks);
     Pairs got;
     for (int rank = 0; rank < plan.ranks; ++rank) {
-      for (const AttendLaunch& l : local_launches(plan, rank)) {
-        ASSERT_LT(l.key_count, 0);
-        walk(plan, rank, l, got);
-      }
+      walk_local(plan, rank, got);
       for (const Compute& compute : plan.per_rank[std::size_t(rank)].computes) {
-        for (const AttendLaunch& l : block_launches(plan, rank, plan.blocks[std::size_t(compute.block)])) {
-          ASSERT_GE(l.key_count, 0);
-          walk(plan, rank, l, got);
+        const Block& block = plan.blocks[std::size_t(compute.block)];
+        for (const AttendLaunch& l : block_launches(plan, rank, block)) {
+          walk_block(plan, rank, block.branch, l, got);
           ++received;
         }
       }

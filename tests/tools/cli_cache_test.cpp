@@ -308,10 +308,12 @@ TEST(CliCache, WarmWithRanksAddsTheRingKernels) {
   TempDir tmp;
   const CliResult ring = run_cli(tmp, "cache warm " + kConfig + " --ranks 4" + in(tmp));
   ASSERT_EQ(ring.status, 0) << ring.err;
-  EXPECT_NE(ring.out.find("7 kernels for sm_80"), std::string::npos) << ring.out;
-  // The ring's own, and the rank's own rows on the tiled kernel (merging where one GPU writes).
-  for (const char* name : {"ring_pack f16 d64", "ring_attend f16 d64", "finish_output f16 d64", "clear_output f32 d64",
-                           "attention_partial_merge f16 d64 w64 r1"}) {
+  EXPECT_NE(ring.out.find("8 kernels for sm_80"), std::string::npos) << ring.out;
+  // The ring's own, the rank's own rows on the tiled kernel (merging where one GPU writes), and a block
+  // received per branch.
+  for (const char* name : {"ring_pack f16 d64", "finish_output f16 d64", "clear_output f32 d64",
+                           "attention_partial_merge f16 d64 w64 r1", "attention_block f16 d64 w64 r1",
+                           "attention_block f16 d64 w128 r2"}) {
     EXPECT_NE(ring.err.find(name), std::string::npos) << name << " in " << ring.err;
   }
   EXPECT_EQ(run_cli(tmp, "cache warm " + kConfig + " --ranks 0" + in(tmp)).status, 2);

@@ -98,6 +98,29 @@ TEST(RingModel, AMillionRanksCostWhatTheirSchedulesSay) {
   EXPECT_GT(sent, 0);
 }
 
+// Over several ranks the ring adds its memory-bound passes (clearing and finishing its fp32
+// accumulator) at --hbm-gbs; one rank is DilatedAttention's call and adds none.
+TEST(RingModel, TheRingsOwnPassesCostTheirBytesAtMemoryBandwidth) {
+  Config config;
+  config.segments = {64};
+  config.dilations = {1};
+  const ring::Shape shape{2, 256, 4, 2, 64, DType::bf16};
+  for (const int ranks : {1, 4}) {  // segments of 64 rows never span shards of 64: nothing moves
+    const ring::Schedule s = ring::make_schedule(config, shape, ranks);
+    for (const double hbm : {1000.0, 2000.0}) {
+      LinkModel model;
+      model.hbm_gbs = hbm;
+      for (const RankCost& c : ring_costs(s, model)) {
+        const double accumulator = 2.0 * 64 * 4 * (64 + 1) * 4, finish = 2.0 * 64 * 4 * (64 * 2 + 4);
+        const double bytes = ranks == 1 ? 0 : 2 * accumulator + finish;
+        const double want = c.flops / (model.tflops * 1e9) + bytes / (hbm * 1e6);
+        EXPECT_NEAR(c.predicted_ms, want, 1e-9 * want) << ranks << " ranks";
+        EXPECT_EQ(c.send_bytes, 0);
+      }
+    }
+  }
+}
+
 TEST(CliPlan, JsonPerRankFiguresAreThePlans) {
   TempDir dir;
   std::mt19937_64 rng(23);
@@ -200,10 +223,10 @@ TEST(CliPlan, AllGatherMovesRTimesMoreForOneDilatedBranch) {
 // with the 8-byte block it receives (16 FLOPs each at D = 1). At 1000 FLOP/s and 1000 B/s across
 // nodes: ring = 16 ms + max(16, 8) ms; all-gather = 8 ms transfer + 32 ms compute.
 TEST(CliPlan, PredictedTimesFollowTheStatedModel) {
-  TempDir dir;
+  TempDir dir;  // --hbm-gbs 1e9: the ring's memory-bound passes cost nothing here (their own test above)
   const nlohmann::json j = run_json(dir,
                                     "plan --ranks 2 --seq-len 4 --heads 1 --head-dim 1 --dtype f16 --segments 4 "
-                                    "--dilations 1 --tflops 1e-9 --gpus-per-node 1 --network-gbs 1e-6 --nvlink-gbs 1");
+                                    "--dilations 1 --tflops 1e-9 --hbm-gbs 1e9 --gpus-per-node 1 --network-gbs 1e-6 --nvlink-gbs 1");
   for (int p = 0; p < 2; ++p) {
     EXPECT_EQ(j.at("per_rank")[p].at("recv_bytes"), 8);
     EXPECT_DOUBLE_EQ(j.at("per_rank")[p].at("flops").get<double>(), 32);
@@ -214,7 +237,7 @@ TEST(CliPlan, PredictedTimesFollowTheStatedModel) {
   // On one node the same 8 bytes move at 1 GB/s: compute alone sets the pace.
   const nlohmann::json fast = run_json(dir,
                                        "plan --ranks 2 --seq-len 4 --heads 1 --head-dim 1 --dtype f16 --segments 4 "
-                                       "--dilations 1 --tflops 1e-9 --gpus-per-node 2 --network-gbs 1e-6 --nvlink-gbs 1");
+                                       "--dilations 1 --tflops 1e-9 --hbm-gbs 1e9 --gpus-per-node 2 --network-gbs 1e-6 --nvlink-gbs 1");
   EXPECT_NEAR(fast.at("predicted_ms").get<double>(), 32, 1e-9);
   EXPECT_NEAR(fast.at("all_gather").at("predicted_ms").get<double>(), 32 + 8e-6, 1e-9);
 }
