@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # On a GPU machine, in parts that each fit one device call (logs under $OUT, default bench-out/):
 #   tests  the GPU tests, the PyTorch op's tests, the demo
-#   bench  `dilatron bench` and the PyTorch comparison (forward, backward and the op; default tiles)
+#   bench  `dilatron bench` and the PyTorch comparison (forward, backward and the op; default tiles), and
+#          the ring on this GPU over the Local transport (`bench --ranks`); NCCL rows need several GPUs
+#          and one process per GPU, which this script does not launch
 #   tune   a tune of the LongNet configuration, then its forward pass with and without the winners
 #   all    the three in order (the default)
 # Build on the development machine and carry build/:
@@ -33,6 +35,16 @@ if [[ $part == bench || $part == all ]]; then
   DILATRON_AUTOTUNE=0 build/bin/dilatron bench "${LONGNET[@]}" 2>&1 | tee "$OUT/cli_bench.log" || status=1
   DILATRON_AUTOTUNE=0 python3 bench/compare_torch.py --backward --torch-op --out "$OUT/results.md" 2>&1 |
     tee "$OUT/bench.log" || status=1
+  # The ring over the Local transport on this GPU against DilatedAttention timed the same way (host clock):
+  # P = 1, 2, 4, 6 on LongNet (P = 6 cuts segments: 50 blocks travel) and P = 1, 2, 4 on dense attention
+  # (w = N: every step after the first attends a whole shard received), forward, then forward + backward.
+  DENSE_RING=(--segments 32768 --dilations 1 --seq-len 32768 --heads 16 --dense-limit 0)
+  for pass in "" --backward; do
+    DILATRON_AUTOTUNE=0 build/bin/dilatron bench "${LONGNET[@]}" --dense-limit 0 --ranks 6 $pass 2>&1 |
+      tee -a "$OUT/ring_bench.log" || status=1
+    DILATRON_AUTOTUNE=0 build/bin/dilatron bench "${DENSE_RING[@]}" --ranks 4 $pass 2>&1 |
+      tee -a "$OUT/ring_bench.log" || status=1
+  done
 fi
 if [[ $part == tune || $part == all ]]; then
   # Every candidate of the five kernels, then default and tuned forward passes back to back.

@@ -1,7 +1,9 @@
-// `dilatron bench`: GPU forward timings with CUDA events (warm-up, L2 flushed before every timed run,
-// median of --iters), TFLOP/s at 4 * D per attended query-key pair, the device memory the run holds,
-// host time per call, and a baseline measured in the same run: dense attention (one branch, w = N, r = 1) on the same
-// kernels when N is small enough for it to finish, else none.
+// `dilatron bench`: GPU forward (and with --backward forward + backward) timings with CUDA events
+// (warm-up, L2 flushed before every timed run, median of --iters), TFLOP/s at 4 * D per attended
+// query-key pair (3.5 times that for forward + backward), the device memory the run holds, host time per
+// call, and a baseline measured in the same run: dense attention (one branch, w = N, r = 1) on the same
+// kernels when N is small enough for it to finish, else none. --ranks P adds the ring over the Local
+// transport on this GPU (ring_bench.cpp) against DilatedAttention timed the same way.
 #include <dilatron/dilatron.hpp>
 #include <dilatron/error.hpp>
 
@@ -9,12 +11,14 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <cmath>
 
 #include "common/env.hpp"
 #include "runtime/driver.hpp"
 #include "runtime/kernel_bench.hpp"
 #include "runtime/problem.hpp"
 #include "tools/commands.hpp"
+#include "tools/ring_bench.hpp"
 #include "tools/text.hpp"
 #include "tools/workload_flags.hpp"
 
@@ -26,52 +30,39 @@ struct BenchOptions {
   std::int64_t batch = 1, seq_len = 32768, heads = 16, kv_heads = 0;
   int iters = 20, warmup = 5;
   std::int64_t dense_limit = 65536;
-  bool json = false;
+  int ranks = 0;  // > 0: the ring's rows too
+  bool backward = false, json = false;
   Device device = Device::cuda;
 };
 
-struct Measurement {
-  std::string name;
-  double ms, tflops;
-  std::size_t memory_bytes;
-  double host_us;  // host time of one forward() call with its plan built: validation, lookup, launches
-};
-
-std::size_t free_memory() {
-  std::size_t free = 0, total = 0;
-  DILATRON_CU(cuMemGetInfo(&free, &total));
-  return free;
+BenchShape shape_of(const BenchOptions& o, DType dtype, int head_dim) {
+  return {o.batch, o.seq_len, o.heads, o.kv_heads ? o.kv_heads : o.heads, head_dim, dtype, o.backward};
 }
 
 Measurement measure(const std::string& name, const Config& config, const BenchOptions& o, DType dtype, int head_dim) {
   const std::size_t free_before = free_memory();
-  const std::int64_t kv_heads = o.kv_heads ? o.kv_heads : o.heads;
-  const Shape4 q_shape{o.batch, o.seq_len, o.heads, head_dim}, kv_shape{o.batch, o.seq_len, kv_heads, head_dim};
-  const std::size_t q_bytes = std::size_t(o.batch * o.seq_len * o.heads * head_dim) * 2;
-  const std::size_t kv_bytes = std::size_t(o.batch * o.seq_len * kv_heads * head_dim) * 2;
-  DeviceBuffer q(q_bytes), k(kv_bytes), v(kv_bytes), out(q_bytes), lse(std::size_t(o.batch * o.heads * o.seq_len) * 4);
-  unsigned seed = 1;
-  for (DeviceBuffer* b : {&q, &k, &v, &out}) fill_random(*b, dtype, seed++);
+  const BenchShape shape = shape_of(o, dtype, head_dim);
+  const BenchTensors t(shape);
   GpuTimer timer;
 
   DilatedAttention attention(config);
-  const auto qv = TensorView::contiguous(q.get(), dtype, q_shape), kv = TensorView::contiguous(k.get(), dtype, kv_shape),
-             vv = TensorView::contiguous(v.get(), dtype, kv_shape), ov = TensorView::contiguous(out.get(), dtype, q_shape),
-             lv = TensorView::contiguous(lse.get(), DType::f32, {o.batch, o.heads, o.seq_len, 1});
-  for (int i = 0; i < o.warmup; ++i) attention.forward(qv, kv, vv, ov, &lv, nullptr);  // JIT and module load land here
+  const auto pass = [&] {
+    attention.forward(t.q, t.k, t.v, t.out, &t.lse, nullptr);
+    if (o.backward) attention.backward(t.q, t.k, t.v, t.out, t.lse, t.dout, t.dq, t.dk, t.dv, nullptr);
+  };
+  for (int i = 0; i < o.warmup; ++i) pass();  // JIT and module load land here
   const std::size_t held = free_before - free_memory();
   // Few enough that the launch queue never blocks the host. The emulated device runs each launch before
   // forward() returns, so there one call says as much.
   const int host_calls = env::emulated_device() ? 1 : 50;
   DILATRON_CU(cuCtxSynchronize());
   const auto host_start = std::chrono::steady_clock::now();
-  for (int i = 0; i < host_calls; ++i) attention.forward(qv, kv, vv, ov, &lv, nullptr);
+  for (int i = 0; i < host_calls; ++i) pass();
   const double host_us =
       std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - host_start).count() / host_calls;
   DILATRON_CU(cuCtxSynchronize());
-  const double ms = timer.median_ms([&] { attention.forward(qv, kv, vv, ov, &lv, nullptr); }, 0, o.iters);
-  const double flops = 4.0 * head_dim * double(o.batch) * double(attended_pairs(config, o.seq_len, o.heads));
-  return {name, ms, flops / (ms * 1e-3) / 1e12, held - timer.flush_bytes(), host_us};
+  const double ms = timer.median_ms(pass, 0, o.iters);
+  return {name, ms, pass_flops(config, shape) / (ms * 1e-3) / 1e12, held - timer.flush_bytes(), host_us};
 }
 
 // Everything about the command line that can be wrong, found before looking for a GPU.
@@ -86,6 +77,8 @@ void check_flags(const BenchOptions& o) {
     throw UsageError(fmt::format("head_groups needs at least one head per branch: --heads {}, {} branches", o.heads,
                                  w.config.branches()));
   }
+  if (o.backward && w.head_dim == 256) throw UsageError("--backward: head dim 256 has no GPU backward kernel yet (64, 96 or 128)");
+  if (o.ranks > o.seq_len) throw UsageError(fmt::format("--ranks {} exceeds --seq-len {}: every rank needs a row", o.ranks, o.seq_len));
 }
 
 void bench(const BenchOptions& o) {
@@ -95,13 +88,20 @@ void bench(const BenchOptions& o) {
   WorkloadFlags flags = o.workload;
   flags.arch = driver::current_arch();
   const autotune::Workload w = cli::workloads(flags).front();
-  std::vector<Measurement> rows{measure("dilatron", w.config, o, w.dtype, w.head_dim)};
+  const std::string pass = o.backward ? " forward+backward" : "";
+  std::vector<Measurement> rows{measure("dilatron" + pass, w.config, o, w.dtype, w.head_dim)};
   if (o.seq_len <= o.dense_limit) {
     Config dense;
     dense.segments = {o.seq_len};
     dense.dilations = {1};
     dense.causal = w.config.causal;
-    rows.push_back(measure("dense (same kernels, w=N r=1)", dense, o, w.dtype, w.head_dim));
+    rows.push_back(measure("dense (same kernels, w=N r=1)" + pass, dense, o, w.dtype, w.head_dim));
+  }
+  const std::size_t ring_rows = rows.size();
+  if (o.ranks > 0) {
+    for (Measurement& m : ring_measurements(w.config, shape_of(o, w.dtype, w.head_dim), o.ranks, o.warmup, o.iters)) {
+      rows.push_back(std::move(m));
+    }
   }
   if (o.json) {
     nlohmann::json out = nlohmann::json::array();
@@ -119,9 +119,13 @@ void bench(const BenchOptions& o) {
   fmt::print("B={} N={} H={} Hkv={} D={} {} on {}{} ({} timed runs, median, L2 flushed)\n", o.batch, o.seq_len, o.heads,
              o.kv_heads ? o.kv_heads : o.heads, w.head_dim, to_string(w.dtype), driver::current_arch(),
              env::emulated_device() ? " emulated (times meaningless)" : "", o.iters);
-  for (const Measurement& m : rows) {
-    fmt::print("{:<34} {:>9.3f} ms {:>8.1f} TFLOP/s {:>9.1f} MiB {:>6.1f} us host/call  x{:.2f} vs first row\n", m.name,
-               m.ms, m.tflops, double(m.memory_bytes) / (1 << 20), m.host_us, rows.front().ms / m.ms);
+  // Ring rows compare with the first of them (DilatedAttention timed as the ring is), the others with the first row.
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    const Measurement& m = rows[i];
+    const Measurement& base = i < ring_rows ? rows.front() : rows[ring_rows];
+    const std::string host = std::isnan(m.host_us) ? "     -" : fmt::format("{:>6.1f}", m.host_us);
+    fmt::print("{:<48} {:>9.3f} ms {:>8.1f} TFLOP/s {:>9.1f} MiB {} us host/call  x{:.2f} vs {}\n", m.name, m.ms, m.tflops,
+               double(m.memory_bytes) / (1 << 20), host, base.ms / m.ms, i < ring_rows ? "first row" : "its baseline");
   }
 }
 
@@ -137,6 +141,11 @@ void add_bench(CLI::App& app) {
   cmd->add_option("--kv-heads", o->kv_heads, "key/value heads, dividing H (default: H)")->transform(positive_integer());
   cmd->add_option("--iters", o->iters, "timed runs (median reported)")->capture_default_str()->transform(integer_in(1, 10000));
   cmd->add_option("--warmup", o->warmup, "untimed runs first")->capture_default_str()->transform(integer_in(1, 1000));
+  cmd->add_flag("--backward", o->backward, "time forward + backward (head dims 64, 96, 128)");
+  cmd->add_option("--ranks", o->ranks,
+                  "also the ring over P ranks on this GPU (Local transport), with P = 1, 2, 4, ... up to P, against "
+                  "DilatedAttention timed the same way")
+      ->transform(positive_integer(kMaxBenchRanks));
   cmd->add_option("--dense-limit", o->dense_limit, "largest N for the dense baseline (0: none)")
       ->capture_default_str()
       ->transform(integer_in(0, std::int64_t(1) << 40));

@@ -89,19 +89,21 @@ class RingDilatedAttention {
   void reference_backward(std::int64_t seq_len, const TensorView& q, const TensorView& k, const TensorView& v,
                           const TensorView& dout, const TensorView& dq, const TensorView& dk, const TensorView& dv);
 
-  // The same on device memory of the current context: q/k/v and out float16 or bfloat16 (one dtype),
-  // head dim a multiple of 8 up to 512, lse float32 [B,H,rows,1] (a slice of a whole LSE is fine) or
-  // null; out with innermost stride 1, the other strides multiples of 8 elements and data 16-byte
-  // aligned (the kernels' stores). A rank's own rows run on DilatedAttention's tiled kernels when the
-  // head dim is 64, 96, 128 or 256 and q/k/v have that layout too. Kernels run on `stream`; the
-  // communicator's messages wrap device pointers. Returns when this rank's output is written.
+  // The same on device memory of the current context, on DilatedAttention's tiled kernels (a rank's
+  // own rows, and each block received read in place): q/k/v and out float16 or bfloat16 (one dtype),
+  // head dim 64, 96, 128 or 256, lse float32 [B,H,rows,1] (a slice of a whole LSE is fine) or null;
+  // q/k/v and out with innermost stride 1, the other strides multiples of 8 elements and data 16-byte
+  // aligned. One rank holding the whole sequence is DilatedAttention::forward itself. Kernels run on
+  // `stream`; the communicator's messages wrap device pointers. Returns when this rank's output is
+  // written.
   void forward(std::int64_t seq_len, const TensorView& q, const TensorView& k, const TensorView& v,
                const TensorView& out, const TensorView* lse = nullptr, Stream stream = nullptr);
 
   // The gradients on device memory: dout and dq like q, dk and dv like k, all in q's dtype and in the
-  // layout forward() asks of out. Runs the forward ring again (it needs no O or LSE from the caller), then returns the dK
-  // and dV of travelling blocks to their owners in float32, as reference_backward() does. Returns when
-  // this rank's gradients are written.
+  // layout forward() asks of out; head dim 64, 96 or 128. Runs the forward ring again (it needs no O or
+  // LSE from the caller), then returns the dK and dV of travelling blocks to their owners in float32, as
+  // reference_backward() does. One rank holding the whole sequence runs DilatedAttention's forward
+  // (into O and LSE of its own) and backward. Returns when this rank's gradients are written.
   void backward(std::int64_t seq_len, const TensorView& q, const TensorView& k, const TensorView& v,
                 const TensorView& dout, const TensorView& dq, const TensorView& dk, const TensorView& dv,
                 Stream stream = nullptr);

@@ -217,6 +217,24 @@ TEST(CliGpu, BenchAndDemoRunTheKernels) {
     EXPECT_EQ(row["emulated"], env::emulated_device()) << row;
   }
   EXPECT_EQ(bench.err.find("emulated device") != std::string::npos, env::emulated_device()) << bench.err;
+  // --ranks and --backward: forward + backward rows, then DilatedAttention and the ring at P = 1, 2 and 3
+  // over the Local transport, timed by the host's clock.
+  const CliResult ring = run_cli(dir, "bench --device " + gpu_device() + " --segments 64,128 --dilations 1,2 --causal "
+                                      "--seq-len 256 --heads 2 --kv-heads 1 --head-dim 64 --iters 1 --warmup 1 --json "
+                                      "--ranks 3 --backward");
+  ASSERT_EQ(ring.status, 0) << ring.err;
+  const auto ring_rows = nlohmann::json::parse(ring.out);
+  const std::vector<std::string> names{"dilatron forward+backward", "dense (same kernels, w=N r=1) forward+backward",
+                                       "DilatedAttention, host clock forward+backward",
+                                       "ring P=1 (Local, this GPU) forward+backward",
+                                       "ring P=2 (Local, this GPU) forward+backward",
+                                       "ring P=3 (Local, this GPU) forward+backward"};
+  ASSERT_EQ(ring_rows.size(), names.size()) << ring.out;
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    EXPECT_EQ(ring_rows[i]["name"], names[i]);
+    EXPECT_GT(ring_rows[i]["ms"].get<double>(), 0) << ring_rows[i];
+    EXPECT_EQ(ring_rows[i]["host_us"].is_null(), i >= 2) << "the ring's rows have no per-call host time";
+  }
 
   const CliResult demo = run_cli(dir, "demo --device " + gpu_device() + " --seq-len 256 --heads 2 --kv-heads 1 -q");
   ASSERT_EQ(demo.status, 0) << demo.err;

@@ -50,6 +50,10 @@ TEST(CliMessages, ListsAndIntegersAreParsedStrictlyAndQuotedAsGiven) {
       // Counts with a range say it, and quote the value as given.
       {"bench --segments 64 --dilations 1 --iters 1.5", "--iters: must be a whole number from 1 to 10000, got '1.5'", 2},
       {"bench --segments 64 --dilations 1 --dense-limit -1", "--dense-limit: must be from 0 to", 2},
+      {"bench --segments 64 --dilations 1 --ranks 0", "--ranks: must be from 1 to 64, got '0'", 2},
+      {"bench --segments 64 --dilations 1 --ranks 65", "--ranks: must be from 1 to 64, got '65'", 2},
+      {"bench --segments 8 --dilations 1 --seq-len 8 --ranks 9", "--ranks 9 exceeds --seq-len 8", 2},
+      {"bench --segments 64 --dilations 1 --head-dim 256 --backward", "head dim 256 has no GPU backward kernel", 2},
       {"tune --arch sm_80 --dry-run --segments 64 --dilations 1 --iters 5", "--iters: must be from 20 to 10000, got '5'", 2},
       {"cache warm --arch sm_80 --segments 64 --dilations 1 --jobs 0", "--jobs: must be from 1 to 256, got '0'", 2},
       {"demo --heads 1e2", "--heads: must be a whole number from 1 to 256, got '1e2'", 2},
