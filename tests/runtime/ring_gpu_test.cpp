@@ -1,7 +1,7 @@
 // The GPU ring executor against the float64 Host ring on the same data: P = 1..4 ranks on one GPU,
 // each a thread running RingDilatedAttention::forward (and ::backward, against the single-device float64
-// gradients) on its shard views of whole device tensors, the ranks exchanging device buffers through an
-// in-test transport. Outputs are poisoned before every run.
+// gradients) on its shard views of whole device tensors, the ranks exchanging device buffers over the
+// library's Local transport or over transports of the test's own. Outputs are poisoned before every run.
 // Skipped without a GPU.
 #include <gtest/gtest.h>
 
@@ -23,6 +23,8 @@
 #include "common/env.hpp"
 #include "emulator/cuda_driver.hpp"
 #include "runtime/driver.hpp"
+#include "runtime/ring/device_sync.hpp"
+#include "runtime/ring/local_communicator.hpp"
 #include "runtime/ring/partition.hpp"
 #include "runtime/ring/plan.hpp"
 #include "tests/support/device_gradients.hpp"
@@ -169,22 +171,37 @@ GpuResult host_ring(RandomCase& c) {
   return {{out.begin(), out.end()}, {lse.begin(), lse.end()}};
 }
 
-// Runs work(attention, rows) for every rank, each a thread over the mailbox; expects no rank to fail.
-// With `logs`, the ranks are DeferredRanks logging into (*logs)[rank].
+// How a test's ranks talk: the test's mailbox (blocking exchange on the null stream), its deferred
+// transport (stream-ordered calls, logged into `logs`), or the library's Local transport (each rank on
+// its own stream, as `run --ranks` and `bench --ranks` run them).
+struct Transport {
+  enum Kind { mailbox, deferred, local } kind = mailbox;
+  std::vector<std::vector<std::string>>* logs = nullptr;
+};
+
+// Runs work(attention, rows, stream) for every rank, each a thread; expects no rank to fail.
 template <class Work>
-void on_every_rank(const Config& config, int ranks, std::int64_t seq_len, Work&& work,
-                   std::vector<std::vector<std::string>>* logs = nullptr) {
+void on_every_rank(const Config& config, int ranks, std::int64_t seq_len, Work&& work, Transport transport = {}) {
   DeviceMailbox box(ranks);
-  if (logs) logs->assign(std::size_t(ranks), {});
+  if (transport.logs) transport.logs->assign(std::size_t(ranks), {});
+  std::vector<std::unique_ptr<ring::LocalCommunicator>> local;
+  if (transport.kind == Transport::local) local = ring::LocalCommunicator::group(ranks);
+  const CUcontext context = driver::current_context();
   std::vector<std::string> errors(static_cast<std::size_t>(ranks));
   std::vector<std::thread> threads;
   for (int rank = 0; rank < ranks; ++rank) {
     threads.emplace_back([&, rank] {
       try {
-        std::unique_ptr<ring::Communicator> comm =
-            logs ? std::make_unique<DeferredRank>(box, rank, ranks, (*logs)[std::size_t(rank)]) : box.rank(rank);
-        RingDilatedAttention attention(config, *comm);
-        work(attention, ring::shard(seq_len, ranks, rank));
+        const ring::ContextScope scope(context);
+        std::unique_ptr<ring::Communicator> own;
+        if (transport.kind == Transport::deferred) {
+          own = std::make_unique<DeferredRank>(box, rank, ranks, (*transport.logs)[std::size_t(rank)]);
+        } else if (transport.kind == Transport::mailbox) {
+          own = box.rank(rank);
+        }
+        ring::Communicator& comm = own ? *own : *local[std::size_t(rank)];
+        RingDilatedAttention attention(config, comm);
+        work(attention, ring::shard(seq_len, ranks, rank), own ? CUstream{} : local[std::size_t(rank)]->stream());
       } catch (const std::exception& e) {
         errors[std::size_t(rank)] = e.what();
       }
@@ -195,27 +212,26 @@ void on_every_rank(const Config& config, int ranks, std::int64_t seq_len, Work&&
   DILATRON_CU(cuCtxSynchronize());
 }
 
-GpuResult gpu_ring(RandomCase& c, int ranks, std::vector<std::vector<std::string>>* logs = nullptr) {
+GpuResult gpu_ring(RandomCase& c, int ranks, Transport transport = {}) {
   const DeviceCase device(c);
   const TensorView lse_view = device.lse();
-  on_every_rank(c.config, ranks, c.N, [&](RingDilatedAttention& attention, ring::RowRange rows) {
+  on_every_rank(c.config, ranks, c.N, [&](RingDilatedAttention& attention, ring::RowRange rows, CUstream stream) {
     const TensorView lse_shard = ring::rows_of(lse_view, rows, 2);
     attention.forward(c.N, ring::rows_of(device.q(), rows, 1), ring::rows_of(device.k(), rows, 1),
-                      ring::rows_of(device.v(), rows, 1), ring::rows_of(device.out(), rows, 1), &lse_shard, nullptr);
-  }, logs);
+                      ring::rows_of(device.v(), rows, 1), ring::rows_of(device.out(), rows, 1), &lse_shard, stream);
+  }, transport);
   return device.result();
 }
 
 // Every rank's backward on its shards of whole device tensors.
-Gradients gpu_ring_gradients(RandomCase& c, const std::vector<std::byte>& dout, int ranks,
-                             std::vector<std::vector<std::string>>* logs = nullptr) {
+Gradients gpu_ring_gradients(RandomCase& c, const std::vector<std::byte>& dout, int ranks, Transport transport = {}) {
   const DeviceCase device(c);
   const DeviceGradients grad(c, dout);
-  on_every_rank(c.config, ranks, c.N, [&](RingDilatedAttention& attention, ring::RowRange rows) {
+  on_every_rank(c.config, ranks, c.N, [&](RingDilatedAttention& attention, ring::RowRange rows, CUstream stream) {
     const auto shard = [&](const TensorView& t) { return ring::rows_of(t, rows, 1); };
     attention.backward(c.N, shard(device.q()), shard(device.k()), shard(device.v()), shard(grad.dout()), shard(grad.dq()),
-                       shard(grad.dk()), shard(grad.dv()), nullptr);
-  }, logs);
+                       shard(grad.dk()), shard(grad.dv()), stream);
+  }, transport);
   return grad.result();
 }
 
@@ -255,22 +271,27 @@ std::vector<RandomCase> ring_cases() {
 
 }  // namespace
 
+// Over the library's Local transport, and over the test's mailbox (the blocking defaults of a transport
+// that only implements exchange).
 TEST_F(GpuRing, EqualsTheHostRingForOneToFourRanks) {
   std::vector<RandomCase> cases = ring_cases();
   for (RandomCase& c : cases) {
     const GpuResult want = host_ring(c);
     const double tolerance = c.dtype == DType::bf16 ? 1e-2 : 3e-3;
-    for (int ranks = 1; ranks <= 4; ++ranks) {
-      SCOPED_TRACE(fmt::format("ranks {}: {}", ranks, c.describe()));
-      const GpuResult got = gpu_ring(c, ranks);
-      EXPECT_LE(relative_error(got.out, want.out), tolerance);
-      EXPECT_LE(relative_error(got.lse, want.lse, 1.0), tolerance);
+    for (const auto kind : {Transport::local, Transport::mailbox}) {
+      for (int ranks = 1; ranks <= 4; ++ranks) {
+        SCOPED_TRACE(fmt::format("ranks {} over {}: {}", ranks, kind == Transport::local ? "Local" : "the mailbox", c.describe()));
+        const GpuResult got = gpu_ring(c, ranks, {kind});
+        EXPECT_LE(relative_error(got.out, want.out), tolerance);
+        EXPECT_LE(relative_error(got.lse, want.lse, 1.0), tolerance);
+      }
     }
   }
 }
 
 TEST_F(GpuRing, BackwardEqualsTheSingleDeviceReferenceForOneToFourRanks) {
   // The ring's backward runs in fp32 from the 16-bit inputs, so its error is the gradients' rounding.
+  // Over the Local transport (the mailbox's blocking path runs in the tests below).
   std::mt19937_64 rng(77);
   for (RandomCase& c : ring_cases()) {
     std::vector<std::byte> dout = random_tensor(c.B * c.N * c.H * c.D, c.dtype, 1.0, rng);
@@ -278,7 +299,7 @@ TEST_F(GpuRing, BackwardEqualsTheSingleDeviceReferenceForOneToFourRanks) {
     const double tolerance = c.dtype == DType::bf16 ? 1e-2 : 3e-3;
     for (int ranks = 1; ranks <= 4; ++ranks) {
       SCOPED_TRACE(fmt::format("ranks {}: {}", ranks, c.describe()));
-      const Gradients got = gpu_ring_gradients(c, dout, ranks);
+      const Gradients got = gpu_ring_gradients(c, dout, ranks, {Transport::local});
       EXPECT_LE(l2_relative(got.dq, want.dq), tolerance) << "dq";
       EXPECT_LE(l2_relative(got.dk, want.dk), tolerance) << "dk";
       EXPECT_LE(l2_relative(got.dv, want.dv), tolerance) << "dv";
@@ -296,7 +317,7 @@ TEST_F(GpuRing, AStreamOrderedTransportOfItsOwnOverlapsTheSteps) {
   for (int ranks = 2; ranks <= 3; ++ranks) {
     SCOPED_TRACE(fmt::format("ranks {}", ranks));
     std::vector<std::vector<std::string>> logs;
-    const GpuResult got = gpu_ring(c, ranks, &logs);
+    const GpuResult got = gpu_ring(c, ranks, {Transport::deferred, &logs});
     EXPECT_LE(relative_error(got.out, want.out), 1e-2);
     EXPECT_LE(relative_error(got.lse, want.lse, 1.0), 1e-2);
     const int steps = ring::make_ring_plan(c.config, {c.B, c.N, c.H, c.Hkv, c.D, c.dtype}, ranks).steps;
@@ -311,7 +332,7 @@ TEST_F(GpuRing, AStreamOrderedTransportOfItsOwnOverlapsTheSteps) {
     // The backward's return leg through the same calls: its arrivals are added only after make_wait.
     std::mt19937_64 rng(3);
     std::vector<std::byte> dout = random_tensor(c.B * c.N * c.H * c.D, c.dtype, 1.0, rng);
-    const Gradients want_grad = reference_gradients(c, dout), got_grad = gpu_ring_gradients(c, dout, ranks, &logs);
+    const Gradients want_grad = reference_gradients(c, dout), got_grad = gpu_ring_gradients(c, dout, ranks, {Transport::deferred, &logs});
     EXPECT_LE(l2_relative(got_grad.dk, want_grad.dk), 1e-2);
     EXPECT_LE(l2_relative(got_grad.dv, want_grad.dv), 1e-2);
     EXPECT_LE(l2_relative(got_grad.dq, want_grad.dq), 1e-2);
@@ -334,7 +355,7 @@ TEST_F(GpuRing, RanksAllocateExactlyTheWorkspaceThePlanStates) {
       const DeviceCase device(c);
       const DeviceGradients grad(c, dout);
       std::vector<std::int64_t> forward(std::size_t(ranks), -1), backward(std::size_t(ranks), -1);
-      on_every_rank(c.config, ranks, c.N, [&](RingDilatedAttention& attention, ring::RowRange rows) {
+      on_every_rank(c.config, ranks, c.N, [&](RingDilatedAttention& attention, ring::RowRange rows, CUstream) {
         const auto shard = [&](const TensorView& t) { return ring::rows_of(t, rows, 1); };
         const std::size_t rank = std::size_t(std::find_if(plan.per_rank.begin(), plan.per_rank.end(), [&](const auto& p) {
                                                 return p.rows.begin == rows.begin;
@@ -405,7 +426,7 @@ TEST_F(GpuRing, EveryStepRunsOnTheTiledKernels) {
     const TensorView lse = device.lse();
     std::vector<std::vector<std::string>> logs(static_cast<std::size_t>(ranks)), backward_logs(logs.size());
     std::mutex mutex;
-    on_every_rank(c.config, ranks, c.N, [&](RingDilatedAttention& attention, ring::RowRange rows) {
+    on_every_rank(c.config, ranks, c.N, [&](RingDilatedAttention& attention, ring::RowRange rows, CUstream) {
       const auto shard = [&](const TensorView& t) { return ring::rows_of(t, rows, 1); };
       std::vector<std::string> mine, backward;
       emulator::cuda::thread_launch_log() = &mine;
