@@ -4,8 +4,12 @@
 #include <dilatron/ring.hpp>
 #include <dilatron/version.hpp>
 
+#include <cstring>
 #include <memory>
 #include <string>
+#include <vector>
+
+#include "runtime/ring/partition.hpp"
 
 struct dilatron_attention {
   dilatron::DilatedAttention attention;
@@ -45,6 +49,36 @@ dilatron::TensorView view(const dilatron_tensor* t, const char* name) {
   for (int i = 0; i < 4; ++i) v.shape[i] = t->shape[i], v.strides[i] = t->strides[i];
   return v;
 }
+
+// The caller's transport behind the Communicator seam: each step's messages go to its callback, and a
+// nonzero return fails the rank with the callback's message.
+class CallbackCommunicator final : public dilatron::ring::Communicator {
+ public:
+  CallbackCommunicator(int rank, int size, dilatron_exchange_fn exchange, void* user)
+      : rank_(rank), size_(size), exchange_(exchange), user_(user) {}
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  void exchange(int step, std::span<const dilatron::ring::Message> sends,
+                std::span<const dilatron::ring::Message> receives) override {
+    const auto convert = [](std::span<const dilatron::ring::Message> messages) {
+      std::vector<dilatron_message> out;
+      for (const dilatron::ring::Message& m : messages) out.push_back({m.peer, m.data.data(), std::int64_t(m.data.size())});
+      return out;
+    };
+    const std::vector<dilatron_message> s = convert(sends), r = convert(receives);
+    char error[1024] = {};
+    if (exchange_(user_, step, s.data(), std::int32_t(s.size()), r.data(), std::int32_t(r.size()), error, sizeof error) != 0) {
+      error[sizeof error - 1] = '\0';
+      throw dilatron::Error("step " + std::to_string(step) + ": the transport failed: " +
+                            (error[0] ? std::string(error) : std::string("(it gave no message)")));
+    }
+  }
+
+ private:
+  int rank_, size_;
+  dilatron_exchange_fn exchange_;
+  void* user_;
+};
 
 }  // namespace
 
@@ -125,6 +159,71 @@ dilatron_status dilatron_ring_reference_forward(const dilatron_attention* a, int
 }
 
 void dilatron_destroy(dilatron_attention* a) { delete a; }
+
+dilatron_status dilatron_ring_shard(int64_t seq_len, int32_t ranks, int32_t rank, int64_t* begin, int64_t* end) {
+  return guarded([&] {
+    if (!begin || !end) throw dilatron::Error("dilatron_ring_shard: NULL begin or end");
+    if (ranks < 1 || seq_len < ranks || rank < 0 || rank >= ranks) {
+      throw dilatron::Error("dilatron_ring_shard: rank " + std::to_string(rank) + " of " + std::to_string(ranks) +
+                            " over " + std::to_string(seq_len) + " rows: needs 0 <= rank < ranks <= seq_len");
+    }
+    const dilatron::ring::RowRange rows = dilatron::ring::shard(seq_len, ranks, rank);
+    *begin = rows.begin, *end = rows.end;
+  });
+}
+
+dilatron_status dilatron_ring_from_callback(int32_t rank, int32_t size, dilatron_exchange_fn exchange, void* user,
+                                            dilatron_ring** out) {
+  return guarded([&] {
+    if (!out || !exchange) throw dilatron::Error("dilatron_ring_from_callback: NULL exchange or out");
+    if (size < 1 || rank < 0 || rank >= size) {
+      throw dilatron::Error("dilatron_ring_from_callback: rank " + std::to_string(rank) + " of " + std::to_string(size) +
+                            ": needs 0 <= rank < size");
+    }
+    *out = new dilatron_ring{std::make_unique<CallbackCommunicator>(rank, size, exchange, user)};
+  });
+}
+
+dilatron_status dilatron_ring_host_forward(const dilatron_attention* a, dilatron_ring* ring, int64_t seq_len,
+                                           const dilatron_tensor* q, const dilatron_tensor* k, const dilatron_tensor* v,
+                                           const dilatron_tensor* out, const dilatron_tensor* lse) {
+  return guarded([&] {
+    if (!a || !ring) throw dilatron::Error("dilatron_ring_host_forward: NULL attention or ring");
+    const dilatron::TensorView lse_view = lse ? view(lse, "lse") : dilatron::TensorView{};
+    dilatron::RingDilatedAttention(a->attention.config(), *ring->communicator)
+        .reference_forward(seq_len, view(q, "q"), view(k, "k"), view(v, "v"), view(out, "out"), lse ? &lse_view : nullptr);
+  });
+}
+
+dilatron_status dilatron_ring_host_backward(const dilatron_attention* a, dilatron_ring* ring, int64_t seq_len,
+                                            const dilatron_tensor* q, const dilatron_tensor* k, const dilatron_tensor* v,
+                                            const dilatron_tensor* dout, const dilatron_tensor* dq,
+                                            const dilatron_tensor* dk, const dilatron_tensor* dv) {
+  return guarded([&] {
+    if (!a || !ring) throw dilatron::Error("dilatron_ring_host_backward: NULL attention or ring");
+    dilatron::RingDilatedAttention(a->attention.config(), *ring->communicator)
+        .reference_backward(seq_len, view(q, "q"), view(k, "k"), view(v, "v"), view(dout, "dout"), view(dq, "dq"),
+                            view(dk, "dk"), view(dv, "dv"));
+  });
+}
+
+dilatron_status dilatron_ring_unique_id(unsigned char id[DILATRON_RING_ID_BYTES]) {
+  return guarded([&] {
+    if (!id) throw dilatron::Error("dilatron_ring_unique_id: NULL id");
+    const dilatron::ring::NcclId made = dilatron::ring::nccl_unique_id();
+    std::memcpy(id, made.data(), made.size());
+  });
+}
+
+dilatron_status dilatron_ring_from_unique_id(const unsigned char id[DILATRON_RING_ID_BYTES], int32_t rank, int32_t size,
+                                             dilatron_ring** out) {
+  return guarded([&] {
+    if (!id || !out) throw dilatron::Error("dilatron_ring_from_unique_id: NULL id or out");
+    dilatron::ring::NcclId nccl;
+    std::memcpy(nccl.data(), id, nccl.size());
+    *out = new dilatron_ring{dilatron::ring::nccl_communicator(nccl, rank, size)};
+  });
+}
 
 dilatron_status dilatron_ring_from_nccl(void* nccl_comm, dilatron_ring** out) {
   return guarded([&] {

@@ -34,8 +34,28 @@ typedef struct {
 } dilatron_tensor;
 
 typedef struct dilatron_attention dilatron_attention;
-/* One rank's end of the ring's transport (NCCL): the sequence split across ranks, one GPU each. */
+/* One rank's end of the ring's transport (NCCL, or the caller's own): the sequence split across ranks. */
 typedef struct dilatron_ring dilatron_ring;
+
+/* One message of a ring step as a caller's transport sees it: to `peer` (a send), or from `peer` (a
+ * receive: fill exactly `bytes` bytes at `data`). */
+typedef struct {
+  int32_t peer;
+  void* data;
+  int64_t bytes;
+} dilatron_message;
+
+/* A transport the caller provides (MPI, torch.distributed, sockets, ...): called on every rank once per
+ * exchange step with all of this rank's sends and receives of the step. Returns 0 once every send was
+ * taken and every receive filled; otherwise nonzero, after writing a NUL-terminated message of at most
+ * error_size bytes into `error`, which fails this rank's call with that message. Several messages
+ * between two ranks in one step meet in the order both list them (tag them by their index among the
+ * pair's messages of the step). Its waits must be bounded: a peer that fails stops calling it. Host
+ * memory for dilatron_ring_host_*; device memory for dilatron_ring_forward and _backward, whose work
+ * before the step is complete when it is called. */
+typedef int32_t (*dilatron_exchange_fn)(void* user, int32_t step, const dilatron_message* sends, int32_t send_count,
+                                        const dilatron_message* receives, int32_t receive_count, char* error,
+                                        int64_t error_size);
 
 /* scale 0 selects 1/sqrt(D); any other scale must be finite and > 0 (NaN, infinities and negative values
    return DILATRON_ERROR_INVALID). branches >= 1; every segment and dilation >= 1. */
@@ -72,11 +92,37 @@ DILATRON_API dilatron_status dilatron_reference_backward(const dilatron_attentio
                                             const dilatron_tensor* dk, const dilatron_tensor* dv);
 DILATRON_API void dilatron_destroy(dilatron_attention* attention);
 
+/* Rows [*begin, *end) of a sequence of seq_len rows that `rank` of `ranks` holds: every rank seq_len /
+ * ranks rows, the first seq_len % ranks one more (1 <= ranks <= seq_len). */
+DILATRON_API dilatron_status dilatron_ring_shard(int64_t seq_len, int32_t ranks, int32_t rank, int64_t* begin, int64_t* end);
+/* A ring rank of `size` over the caller's transport; `user` is passed back to every call. */
+DILATRON_API dilatron_status dilatron_ring_from_callback(int32_t rank, int32_t size, dilatron_exchange_fn exchange,
+                                                         void* user, dilatron_ring** out);
+/* This rank's part of the float64 host ring on host memory (any dtype), over any transport: q/k/v/out
+ * its shards [B, rows, heads, D] of a sequence of seq_len rows (dilatron_ring_shard), lse float32
+ * [B, H, rows, 1] or NULL. Equal to dilatron_reference_forward's rows up to rounding. */
+DILATRON_API dilatron_status dilatron_ring_host_forward(const dilatron_attention* attention, dilatron_ring* ring,
+                                                        int64_t seq_len, const dilatron_tensor* q,
+                                                        const dilatron_tensor* k, const dilatron_tensor* v,
+                                                        const dilatron_tensor* out, const dilatron_tensor* lse);
+/* Its gradients on host memory: dout and dq like q, dk and dv like k (any dtype each); the forward runs
+ * again inside. Travelling dK and dV are float64 for float64 inputs, else float32. */
+DILATRON_API dilatron_status dilatron_ring_host_backward(const dilatron_attention* attention, dilatron_ring* ring,
+                                                         int64_t seq_len, const dilatron_tensor* q,
+                                                         const dilatron_tensor* k, const dilatron_tensor* v,
+                                                         const dilatron_tensor* dout, const dilatron_tensor* dq,
+                                                         const dilatron_tensor* dk, const dilatron_tensor* dv);
+/* NCCL without a launcher: one rank makes the 128-byte id, the caller carries it to the others (a process
+ * group's broadcast), and every rank joins with it on the current context's device. */
+#define DILATRON_RING_ID_BYTES 128
+DILATRON_API dilatron_status dilatron_ring_unique_id(unsigned char id[DILATRON_RING_ID_BYTES]);
+DILATRON_API dilatron_status dilatron_ring_from_unique_id(const unsigned char id[DILATRON_RING_ID_BYTES], int32_t rank,
+                                                          int32_t size, dilatron_ring** out);
 /* A ring rank over the caller's ncclComm_t (passed as void*; dilatron_ring_destroy does not destroy it,
  * but a timeout, DILATRON_RING_TIMEOUT_S, aborts it). */
 DILATRON_API dilatron_status dilatron_ring_from_nccl(void* nccl_comm, dilatron_ring** out);
 /* A ring rank whose NCCL communicator is created here: rank and size from the launcher's variables
- * (mpirun, PMI, srun); rank 0 publishes the NCCL id in `id_file`, a fresh path every rank can read. */
+ * (torchrun, mpirun, PMI, srun); rank 0 publishes the NCCL id in `id_file`, a fresh path every rank can read. */
 DILATRON_API dilatron_status dilatron_ring_from_launcher(const char* id_file, dilatron_ring** out);
 /* This rank's part of the forward pass on device memory: q/k/v/out are its shards [B, rows, heads, D]
  * of a sequence of seq_len rows (float16 or bfloat16), lse float32 [B, H, rows, 1] or NULL; stream is

@@ -6,6 +6,7 @@
 #include <dilatron/config.hpp>
 #include <dilatron/tensor.hpp>
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -62,10 +63,15 @@ class Communicator {
 // Over the caller's communicator (an ncclComm_t, passed as a pointer so this header needs no NCCL
 // header); it is not destroyed here, but a timeout aborts it.
 std::unique_ptr<Communicator> nccl_communicator(void* nccl_comm);
-// Creates one: rank and size from the launcher (mpirun's OMPI_COMM_WORLD_*, else PMI_*, else srun's
-// SLURM_*); rank 0 publishes an ncclUniqueId in `id_file` (a fresh path on a filesystem every rank
-// sees), the others wait for it.
+// Creates one: rank and size from the launcher (torchrun's RANK and WORLD_SIZE, else mpirun's
+// OMPI_COMM_WORLD_*, else PMI_*, else srun's SLURM_*); rank 0 publishes an ncclUniqueId in `id_file` (a
+// fresh path on a filesystem every rank sees), the others wait for it.
 std::unique_ptr<Communicator> nccl_communicator_from_launcher(const std::string& id_file);
+// Or carry the id yourself (a process group's broadcast, say): one rank makes it, every rank of the
+// clique joins with it on the current context's device.
+using NcclId = std::array<std::byte, 128>;
+NcclId nccl_unique_id();
+std::unique_ptr<Communicator> nccl_communicator(const NcclId& id, int rank, int size);
 
 }  // namespace ring
 

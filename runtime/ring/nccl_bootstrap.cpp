@@ -21,16 +21,19 @@ namespace {
 using Getenv = std::function<const char*(const char*)>;
 
 struct Launcher {
+  const char* name;
   const char* rank;
   const char* size;
   std::vector<const char*> local_rank;
 };
 
 const std::vector<Launcher>& launchers() {
+  // torchrun first: it may run under srun or mpirun, whose variables then count its nodes, not its ranks.
   static const std::vector<Launcher> all = {
-      {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", {"OMPI_COMM_WORLD_LOCAL_RANK"}},
-      {"PMI_RANK", "PMI_SIZE", {"MPI_LOCALRANKID", "PMI_LOCAL_RANK"}},
-      {"SLURM_PROCID", "SLURM_NTASKS", {"SLURM_LOCALID"}},
+      {"torchrun", "RANK", "WORLD_SIZE", {"LOCAL_RANK"}},
+      {"mpirun", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", {"OMPI_COMM_WORLD_LOCAL_RANK"}},
+      {"PMI", "PMI_RANK", "PMI_SIZE", {"MPI_LOCALRANKID", "PMI_LOCAL_RANK"}},
+      {"srun", "SLURM_PROCID", "SLURM_NTASKS", {"SLURM_LOCALID"}},
   };
   return all;
 }
@@ -56,11 +59,11 @@ World world_from_environment(const Getenv& getenv) {
     const std::optional<int> rank = integer(getenv, l.rank, 0), size = integer(getenv, l.size, 1);
     if (!rank && !size) continue;
     if (!rank || !size) {
-      throw Error(fmt::format("{} is set but {} is not: the launcher's environment is incomplete", rank ? l.rank : l.size,
-                              rank ? l.size : l.rank));
+      throw Error(fmt::format("{} is set but {} is not: the {} environment is incomplete", rank ? l.rank : l.size,
+                              rank ? l.size : l.rank, l.name));
     }
     if (*rank >= *size) throw Error(fmt::format("{}={} is not below {}={}", l.rank, *rank, l.size, *size));
-    World world{*rank, *size, -1, fmt::format("{}/{}", l.rank, l.size)};
+    World world{*rank, *size, -1, fmt::format("{}: {}/{}", l.name, l.rank, l.size)};
     for (const char* name : l.local_rank) {
       if (const std::optional<int> local = integer(getenv, name, 0)) {
         world.local_rank = *local;
@@ -70,9 +73,9 @@ World world_from_environment(const Getenv& getenv) {
     return world;
   }
   throw Error(
-      "no rank and world size in the environment: expected OMPI_COMM_WORLD_RANK and OMPI_COMM_WORLD_SIZE (mpirun), "
-      "PMI_RANK and PMI_SIZE, or SLURM_PROCID and SLURM_NTASKS (srun); start the program with such a launcher, or "
-      "pass the rank and size to bootstrap_from_file");
+      "no rank and world size in the environment: expected RANK and WORLD_SIZE (torchrun), OMPI_COMM_WORLD_RANK and "
+      "OMPI_COMM_WORLD_SIZE (mpirun), PMI_RANK and PMI_SIZE, or SLURM_PROCID and SLURM_NTASKS (srun); start the "
+      "program with such a launcher, or pass the rank and size to bootstrap_from_file");
 }
 
 World world_from_environment() {

@@ -24,9 +24,10 @@ struct World {
   std::string source;   // which variables said so, for messages
 };
 
-// OMPI_COMM_WORLD_RANK/SIZE (Open MPI's mpirun), else PMI_RANK/SIZE (MPICH, Intel MPI, Slurm's PMI),
-// else SLURM_PROCID/NTASKS (srun); the local rank from the same launcher (OMPI_COMM_WORLD_LOCAL_RANK,
-// MPI_LOCALRANKID, SLURM_LOCALID). Throws dilatron::Error when none is set, when only half of a pair
+// RANK/WORLD_SIZE (torchrun), else OMPI_COMM_WORLD_RANK/SIZE (Open MPI's mpirun), else PMI_RANK/SIZE
+// (MPICH, Intel MPI, Slurm's PMI), else SLURM_PROCID/NTASKS (srun); the local rank from the same
+// launcher (LOCAL_RANK, OMPI_COMM_WORLD_LOCAL_RANK, MPI_LOCALRANKID, SLURM_LOCALID). `source` names the
+// launcher and its variables, e.g. "torchrun: RANK/WORLD_SIZE". Throws dilatron::Error when none is set, when only half of a pair
 // is, or for a value that is not an integer in range. `getenv` is injectable for tests.
 World world_from_environment(const std::function<const char*(const char*)>& getenv);
 World world_from_environment();

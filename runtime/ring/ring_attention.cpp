@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -18,6 +19,7 @@
 #include "runtime/ring/device_executor.hpp"
 #include "runtime/ring/device_sync.hpp"
 #include "runtime/ring/host_executor.hpp"
+#include "runtime/ring/nccl.hpp"
 #include "runtime/ring/nccl_bootstrap.hpp"
 #include "runtime/ring/plan.hpp"
 
@@ -140,6 +142,22 @@ std::unique_ptr<ring::Communicator> ring::nccl_communicator(void* nccl_comm) {
 
 std::unique_ptr<ring::Communicator> ring::nccl_communicator_from_launcher(const std::string& id_file) {
   return bootstrap_from_environment(id_file);
+}
+
+ring::NcclId ring::nccl_unique_id() {
+  static_assert(sizeof(ncclUniqueId) == sizeof(NcclId));
+  ncclUniqueId id{};
+  DILATRON_NCCL(ncclGetUniqueId(&id));
+  NcclId out;
+  std::memcpy(out.data(), &id, sizeof id);
+  return out;
+}
+
+std::unique_ptr<ring::Communicator> ring::nccl_communicator(const NcclId& id, int rank, int size) {
+  if (size < 1 || rank < 0 || rank >= size) throw Error(fmt::format("NCCL rank {} of {}: needs 0 <= rank < size", rank, size));
+  ncclUniqueId nccl{};
+  std::memcpy(&nccl, id.data(), sizeof nccl);
+  return NcclCommunicator::create(nccl, rank, size);
 }
 
 namespace {

@@ -53,7 +53,7 @@ TEST(World, ReadsEachLauncherAndPrefersMpirun) {
   EXPECT_EQ(ompi.rank, 3);
   EXPECT_EQ(ompi.size, 8);
   EXPECT_EQ(ompi.local_rank, 1);
-  EXPECT_EQ(ompi.source, "OMPI_COMM_WORLD_RANK/OMPI_COMM_WORLD_SIZE");
+  EXPECT_EQ(ompi.source, "mpirun: OMPI_COMM_WORLD_RANK/OMPI_COMM_WORLD_SIZE");
 
   const World pmi = world({{"PMI_RANK", "5"}, {"PMI_SIZE", "6"}, {"MPI_LOCALRANKID", "2"}});
   EXPECT_EQ(pmi.rank, 5);
@@ -64,16 +64,29 @@ TEST(World, ReadsEachLauncherAndPrefersMpirun) {
   EXPECT_EQ(slurm.rank, 0);
   EXPECT_EQ(slurm.size, 1);
   EXPECT_EQ(slurm.local_rank, -1) << "the launcher did not say";
-  EXPECT_EQ(slurm.source, "SLURM_PROCID/SLURM_NTASKS");
+  EXPECT_EQ(slurm.source, "srun: SLURM_PROCID/SLURM_NTASKS");
+
+  // torchrun's, before srun's: `srun torchrun` leaves SLURM_PROCID counting nodes.
+  const World torchrun = world({{"RANK", "6"}, {"WORLD_SIZE", "8"}, {"LOCAL_RANK", "2"}, {"MASTER_ADDR", "node0"},
+                                {"SLURM_PROCID", "1"}, {"SLURM_NTASKS", "2"}});
+  EXPECT_EQ(torchrun.rank, 6);
+  EXPECT_EQ(torchrun.size, 8);
+  EXPECT_EQ(torchrun.local_rank, 2);
+  EXPECT_EQ(torchrun.source, "torchrun: RANK/WORLD_SIZE");
 }
 
 TEST(World, MissingOrBadVariablesAreClearErrors) {
   const std::string none = error_of([] { world({}); });
-  for (const char* name : {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "PMI_RANK", "PMI_SIZE", "SLURM_PROCID",
-                           "SLURM_NTASKS", "bootstrap_from_file"}) {
+  for (const char* name : {"RANK and WORLD_SIZE (torchrun)", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "PMI_RANK",
+                           "PMI_SIZE", "SLURM_PROCID", "SLURM_NTASKS", "bootstrap_from_file"}) {
     EXPECT_NE(none.find(name), std::string::npos) << name << " in: " << none;
   }
   EXPECT_NE(error_of([] { world({{"PMI_RANK", "1"}}); }).find("PMI_RANK is set but PMI_SIZE is not"), std::string::npos);
+  EXPECT_NE(error_of([] { world({{"RANK", "1"}, {"LOCAL_RANK", "1"}}); })
+                .find("RANK is set but WORLD_SIZE is not: the torchrun environment is incomplete"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { world({{"RANK", "4"}, {"WORLD_SIZE", "4"}}); }).find("RANK=4 is not below WORLD_SIZE=4"),
+            std::string::npos);
   EXPECT_NE(error_of([] { world({{"SLURM_NTASKS", "4"}}); }).find("SLURM_NTASKS is set but SLURM_PROCID is not"),
             std::string::npos);
   for (const auto& [rank, size, needle] : std::vector<std::tuple<std::string, std::string, std::string>>{
