@@ -29,6 +29,17 @@ class Tensor(ctypes.Structure):
                 ("strides", ctypes.c_int64 * 4)]
 
 
+class Message(ctypes.Structure):
+    """One message of a ring step (dilatron_message): to `peer`, or from `peer` into `data`."""
+    _fields_ = [("peer", ctypes.c_int32), ("data", ctypes.c_void_p), ("bytes", ctypes.c_int64)]
+
+
+# dilatron_exchange_fn: (user, step, sends, send_count, receives, receive_count, error, error_size) -> 0 or not.
+EXCHANGE_FN = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_int32, ctypes.POINTER(Message), ctypes.c_int32,
+                               ctypes.POINTER(Message), ctypes.c_int32, ctypes.c_void_p, ctypes.c_int64)
+RING_ID_BYTES = 128
+
+
 def _candidates():
     explicit = os.environ.get("DILATRON_LIBRARY")
     if explicit:
@@ -53,6 +64,14 @@ def _declare(lib):
         "dilatron_reference_forward": [p, t, t, t, t, t],
         "dilatron_backward": [p, t, t, t, t, t, t, t, t, t, p],
         "dilatron_reference_backward": [p, t, t, t, t, t, t, t],
+        "dilatron_ring_shard": [i64, i32, i32, ctypes.POINTER(i64), ctypes.POINTER(i64)],
+        "dilatron_ring_from_callback": [i32, i32, EXCHANGE_FN, p, ctypes.POINTER(p)],
+        "dilatron_ring_host_forward": [p, p, i64, t, t, t, t, t],
+        "dilatron_ring_host_backward": [p, p, i64, t, t, t, t, t, t, t],
+        "dilatron_ring_forward": [p, p, i64, t, t, t, t, t, p],
+        "dilatron_ring_backward": [p, p, i64, t, t, t, t, t, t, t, p],
+        "dilatron_ring_unique_id": [ctypes.c_char_p],
+        "dilatron_ring_from_unique_id": [ctypes.c_char_p, i32, i32, ctypes.POINTER(p)],
     }
     for name, argtypes in signatures.items():
         fn = getattr(lib, name)
@@ -60,6 +79,8 @@ def _declare(lib):
         fn.restype = ctypes.c_int
     lib.dilatron_destroy.argtypes = [p]
     lib.dilatron_destroy.restype = None
+    lib.dilatron_ring_destroy.argtypes = [p]
+    lib.dilatron_ring_destroy.restype = None
     lib.dilatron_last_error.restype = ctypes.c_char_p
     lib.dilatron_version.restype = ctypes.c_char_p
 
@@ -118,3 +139,55 @@ class Attention:
         if getattr(self, "handle", None):
             self._lib.dilatron_destroy(self.handle)
             self.handle = None
+
+
+def ring_shard(seq_len, ranks, rank):
+    """(begin, end): the rows of a sequence of seq_len rows that `rank` of `ranks` holds."""
+    begin, end = ctypes.c_int64(), ctypes.c_int64()
+    check(library().dilatron_ring_shard(seq_len, ranks, rank, ctypes.byref(begin), ctypes.byref(end)))
+    return begin.value, end.value
+
+
+class Ring:
+    """One dilatron_ring handle (a rank's end of a transport), destroyed with the object. `keep` holds
+    what the handle calls back into (a transport's callback) for as long as the handle lives."""
+
+    def __init__(self, handle, keep=None):
+        self.handle = handle
+        self._keep = keep
+        self._lib = library()
+
+    @classmethod
+    def from_callback(cls, rank, size, exchange):
+        """exchange(step, sends, receives): lists of Message; raise to fail the step."""
+        def trampoline(_user, step, sends, send_count, receives, receive_count, error, error_size):
+            try:
+                exchange(step, [sends[i] for i in range(send_count)], [receives[i] for i in range(receive_count)])
+                return 0
+            except BaseException as e:  # noqa: B902 - every failure must become the rank's error, never escape C
+                text = f"{type(e).__name__}: {e}".encode()[:max(error_size - 1, 0)]
+                ctypes.memmove(error, text + b"\0", len(text) + 1)
+                return 1
+
+        callback = EXCHANGE_FN(trampoline)
+        handle = ctypes.c_void_p()
+        check(library().dilatron_ring_from_callback(rank, size, callback, None, ctypes.byref(handle)))
+        return cls(handle, callback)
+
+    @classmethod
+    def from_unique_id(cls, unique_id, rank, size):
+        handle = ctypes.c_void_p()
+        check(library().dilatron_ring_from_unique_id(bytes(unique_id), rank, size, ctypes.byref(handle)))
+        return cls(handle)
+
+    def __del__(self):
+        if getattr(self, "handle", None):
+            self._lib.dilatron_ring_destroy(self.handle)
+            self.handle = None
+
+
+def ring_unique_id():
+    """A fresh NCCL id (RING_ID_BYTES bytes) for Ring.from_unique_id on every rank."""
+    buffer = ctypes.create_string_buffer(RING_ID_BYTES)
+    check(library().dilatron_ring_unique_id(buffer))
+    return buffer.raw

@@ -1,6 +1,7 @@
 """Dilated attention as a differentiable PyTorch op.
 
     out = dilated_attention(q, k, v, segments=[2048, 4096], dilations=[1, 2])
+    out = ring_dilated_attention(q_shard, k_shard, v_shard, [2048, 4096], [1, 2], group=group)  # across ranks
 
 q [B, N, H, D], k and v [B, N, Hkv, D] (H a multiple of Hkv), one dtype. CUDA tensors run Dilatron's
 GPU kernels on torch.cuda.current_stream() without copies (float16 or bfloat16, head dim 64, 96 or 128
@@ -21,10 +22,11 @@ import torch
 from torch import Tensor, nn
 
 from . import _library as lib
+from . import _torch_ring
 from ._library import InvalidArgument
 
-__all__ = ["dilated_attention", "DilatedAttention", "MultiheadDilatedAttention", "preset", "list_presets",
-           "custom_op_registered"]
+__all__ = ["dilated_attention", "ring_dilated_attention", "ring_shard", "DilatedAttention", "MultiheadDilatedAttention",
+           "preset", "list_presets", "custom_op_registered"]
 
 _DTYPES = {torch.float32: lib.F32, torch.float16: lib.F16, torch.bfloat16: lib.BF16, torch.float64: lib.F64}
 
@@ -194,6 +196,8 @@ def _check(q, k, v, segments, dilations, mode, scale):
         raise InvalidArgument(f"q has {q.shape[2]} heads, k and v {k.shape[2]}: q's heads must be a multiple")
     if not (q.dtype == k.dtype == v.dtype):
         raise InvalidArgument(f"q, k and v must share a dtype: {q.dtype}, {k.dtype}, {v.dtype}")
+    if q.dtype not in _DTYPES:
+        raise InvalidArgument(f"dtype {q.dtype} is not supported: expected float16, bfloat16, float32 or float64")
     if not (q.device == k.device == v.device):
         raise InvalidArgument(f"q, k and v must be on one device: {q.device}, {k.device}, {v.device}")
     if q.device.type not in ("cpu", "cuda"):
@@ -231,23 +235,59 @@ def dilated_attention(q: Tensor, k: Tensor, v: Tensor, segments: Sequence[int], 
     return (out, lse) if return_lse else out
 
 
+def ring_shard(seq_len: int, world_size: int, rank: int) -> Tuple[int, int]:
+    """(begin, end): the rows of a sequence of seq_len rows that `rank` of `world_size` holds in
+    ring_dilated_attention: seq_len // world_size each, the first seq_len % world_size one more."""
+    return lib.ring_shard(operator.index(seq_len), operator.index(world_size), operator.index(rank))
+
+
+def ring_dilated_attention(q: Tensor, k: Tensor, v: Tensor, segments: Sequence[int], dilations: Sequence[int], *,
+                           mode: str = "longnet", causal: bool = False, scale: Optional[float] = None,
+                           return_lse: bool = False, group=None, seq_len: Optional[int] = None):
+    """dilated_attention of one sequence split across the ranks of a process group (None: the default
+    one). q [B, N_local, H, D], k and v [B, N_local, Hkv, D] are this rank's contiguous shard of the rows,
+    rows ring_shard(N, world_size, rank) of a sequence of N rows, N the sum of the shards (or seq_len,
+    checked). Returns this rank's rows of O (and with return_lse of the float32 LSE [B, H, N_local]);
+    differentiable in q, k and v. Every rank of the group must call it, and its backward, together.
+
+    CPU tensors: the float64 host ring over the group's own point-to-point ops (gloo). CUDA tensors:
+    Dilatron's kernels on the current stream, over an NCCL communicator of Dilatron's own for the group,
+    made on first use. Shards that disagree across ranks (B, H, Hkv, D, dtype, device type,
+    configuration, or row counts that are not ring_shard's) are one InvalidArgument on every rank before
+    anything is sent.
+    """
+    segments = _int64_list("segments", segments)
+    dilations = _int64_list("dilations", dilations)
+    config = (tuple(segments), tuple(dilations), mode, bool(causal), float(scale) if scale is not None else 0.0)
+    out, lse = _torch_ring.ring_attention(
+        q, k, v, config, _attention, lambda: _check(q, k, v, segments, dilations, mode, scale), group,
+        None if seq_len is None else operator.index(seq_len))
+    return (out, lse) if return_lse else out
+
+
 class DilatedAttention(nn.Module):
     """dilated_attention with its configuration fixed: forward(q, k, v, is_causal=None) on [B, N, H, D]
-    tensors; is_causal overrides the constructor's causal for one call."""
+    tensors; is_causal overrides the constructor's causal for one call. With cp_group (a process group;
+    torch.distributed.group.WORLD for the default one), q, k and v are this rank's shards and the call
+    runs ring_dilated_attention over that group."""
 
     def __init__(self, segments: Sequence[int], dilations: Sequence[int], mode: str = "longnet",
-                 causal: bool = False, scale: Optional[float] = None):
+                 causal: bool = False, scale: Optional[float] = None, cp_group=None):
         super().__init__()
         self.segments = _int64_list("segments", segments)
         self.dilations = _int64_list("dilations", dilations)
-        self.mode, self.causal, self.scale = mode, bool(causal), scale
+        self.mode, self.causal, self.scale, self.cp_group = mode, bool(causal), scale, cp_group
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, is_causal: Optional[bool] = None) -> Tensor:
         causal = self.causal if is_causal is None else is_causal
+        if self.cp_group is not None:
+            return ring_dilated_attention(q, k, v, self.segments, self.dilations, mode=self.mode, causal=causal,
+                                          scale=self.scale, group=self.cp_group)
         return dilated_attention(q, k, v, self.segments, self.dilations, self.mode, causal, self.scale)
 
     def extra_repr(self):
-        return f"segments={self.segments}, dilations={self.dilations}, mode={self.mode!r}, causal={self.causal}"
+        ring = ", cp_group=set" if self.cp_group is not None else ""
+        return f"segments={self.segments}, dilations={self.dilations}, mode={self.mode!r}, causal={self.causal}{ring}"
 
 
 class MultiheadDilatedAttention(nn.Module):
@@ -257,12 +297,13 @@ class MultiheadDilatedAttention(nn.Module):
 
     kv_heads < num_heads gives grouped-query attention (k and v projected to kv_heads heads).
     layer_norm: a LayerNorm before the output projection (MAGNETO's sub-LN, as LongNet uses).
-    key and value default to query (self-attention).
+    key and value default to query (self-attention). cp_group: query, key and value are this rank's
+    shard of the sequence, and the attention runs across the group (DilatedAttention's cp_group).
     """
 
     def __init__(self, embed_dim: int, num_heads: int, segments: Sequence[int], dilations: Sequence[int],
                  mode: str = "longnet", causal: bool = False, kv_heads: Optional[int] = None, bias: bool = True,
-                 layer_norm: bool = False, layer_norm_eps: float = 1e-5, device=None, dtype=None):
+                 layer_norm: bool = False, layer_norm_eps: float = 1e-5, device=None, dtype=None, cp_group=None):
         super().__init__()
         kv_heads = num_heads if kv_heads is None else kv_heads
         if embed_dim % num_heads != 0:
@@ -277,7 +318,7 @@ class MultiheadDilatedAttention(nn.Module):
         self.v_proj = nn.Linear(embed_dim, kv_heads * self.head_dim, bias=bias, **factory)
         self.norm = nn.LayerNorm(embed_dim, eps=layer_norm_eps, **factory) if layer_norm else None
         self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias, **factory)
-        self.attention = DilatedAttention(segments, dilations, mode, causal)
+        self.attention = DilatedAttention(segments, dilations, mode, causal, cp_group=cp_group)
 
     def forward(self, query: Tensor, key: Optional[Tensor] = None, value: Optional[Tensor] = None,
                 is_causal: Optional[bool] = None):
