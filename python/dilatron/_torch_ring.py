@@ -172,6 +172,12 @@ class _RingFunction(torch.autograd.Function):
         return dq, dk, dv, None, None, None
 
 
+# torch.compile runs the ring between graphs: its shard check is a collective of Python objects and its
+# steps call back into Python, neither of which a graph can hold (PyTorch 1.13 has no torch.compiler).
+_between_graphs = getattr(getattr(torch, "compiler", None), "disable", lambda fn: fn)
+
+
+@_between_graphs
 def ring_attention(q, k, v, config, attention_of, check, group, seq_len):
     """The op behind dilatron.torch.ring_dilated_attention: `check` raises for bad local inputs,
     `attention_of(config)` gives the library handle."""

@@ -292,6 +292,34 @@ class CustomOp(unittest.TestCase):
         torch.testing.assert_close(compiled(q, k, v), fn(q, k, v))
         torch.library.opcheck(torch.ops.dilatron.forward.default, (q, k, v, [4, 8], [1, 2], "longnet", False, 0.0))
 
+    def test_opcheck_of_the_backward_op(self):
+        q, k, v = random_inputs((1, 9, 4, 2, 4), dtype=torch.float32, seed=12)
+        args = ([4, 9], [1, 3], "head_groups", True, 0.0)
+        out, lse = torch.ops.dilatron.forward(q, k, v, *args)
+        torch.library.opcheck(torch.ops.dilatron.backward.default, (q, k, v, out, lse, torch.randn_like(out), *args))
+
+    def test_compiled_forward_and_backward_equal_eager_with_no_graph_break(self):
+        # aot_eager traces forward and backward through the fake implementations; inductor also generates
+        # code around the op (a C++ compiler on the CPU). dynamic=True: one graph for several lengths.
+        def fn(q, k, v):
+            return (dt.dilated_attention(q, k, v, [4, 8], [1, 2], causal=True) * q.shape[1]).square().sum()
+
+        explained = torch._dynamo.explain(fn)(*random_inputs((1, 8, 2, 2, 4), dtype=torch.float32, seed=13))
+        self.assertEqual(explained.graph_break_count, 0, explained)
+        for backend in ("aot_eager", "inductor"):
+            torch._dynamo.reset()
+            compiled = torch.compile(fn, backend=backend, dynamic=True, fullgraph=True)
+            for n in (8, 12, 20):
+                with self.subTest(backend=backend, n=n):
+                    leaves = [t.requires_grad_() for t in random_inputs((2, n, 2, 1, 4), dtype=torch.float32, seed=n)]
+                    twins = [t.detach().clone().requires_grad_() for t in leaves]
+                    got, want = compiled(*leaves), fn(*twins)
+                    got.backward()
+                    want.backward()
+                    torch.testing.assert_close(got, want)
+                    for a, b in zip(leaves, twins):
+                        torch.testing.assert_close(a.grad, b.grad)
+
 
 @unittest.skipUnless(torch.cuda.is_available(), "no GPU")
 class Gpu(unittest.TestCase):

@@ -108,6 +108,26 @@ def _gradcheck_through_the_ring(rank, world, path):
     assert torch.autograd.gradcheck(whole_output, [t.requires_grad_() for t in (q, k, v)], eps=1e-6, atol=1e-7, rtol=1e-6)
 
 
+def _compiled_ring(rank, world, path):
+    # The ring is no custom op (its shards are checked by a collective first): compile runs it between
+    # graphs, with the same result and gradients as eager.
+    start(rank, world, path)
+    q, k, v, dout = inputs((1, 20, 2, 2, 4), seed=4)
+    begin, end = dt.ring_shard(20, world, rank)
+
+    def fn(q, k, v):
+        return dt.ring_dilated_attention(q, k, v, [8, 20], [1, 2], causal=True) * 2
+
+    shard = [t[:, begin:end].clone().requires_grad_() for t in (q, k, v)]
+    twins = [t.detach().clone().requires_grad_() for t in shard]
+    got, want = torch.compile(fn, backend="aot_eager")(*shard), fn(*twins)
+    (got * dout[:, begin:end]).sum().backward()
+    (want * dout[:, begin:end]).sum().backward()
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    for a, b in zip(shard, twins):
+        torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=0)
+
+
 def _errors_are_the_same_on_every_rank(rank, world, path, results):
     start(rank, world, path)
     q, k, v, _ = inputs((1, 12, 2, 2, 4), seed=1)
@@ -145,6 +165,10 @@ class Ring(unittest.TestCase):
 
     def test_gradcheck_in_float64_through_the_ring(self):
         spawn(_gradcheck_through_the_ring, 3)
+
+    @unittest.skipUnless(hasattr(torch, "compile"), "torch.compile needs PyTorch 2")
+    def test_the_ring_under_torch_compile(self):
+        spawn(_compiled_ring, 2)
 
     def test_bad_shards_are_one_error_on_every_rank(self):
         world = 3
