@@ -31,7 +31,12 @@ dilatron_status guarded(F&& f) {
     return DILATRON_OK;
   } catch (const dilatron::Error& e) {
     last_error = e.what();
-    return e.kind() == dilatron::ErrorKind::cuda ? DILATRON_ERROR_CUDA : DILATRON_ERROR_INVALID;
+    switch (e.kind()) {
+      case dilatron::ErrorKind::cuda: return DILATRON_ERROR_CUDA;
+      case dilatron::ErrorKind::transport: return DILATRON_ERROR_TRANSPORT;
+      case dilatron::ErrorKind::invalid: break;
+    }
+    return DILATRON_ERROR_INVALID;
   } catch (const std::exception& e) {
     last_error = e.what();
     return DILATRON_ERROR_INTERNAL;
@@ -70,7 +75,8 @@ class CallbackCommunicator final : public dilatron::ring::Communicator {
     if (exchange_(user_, step, s.data(), std::int32_t(s.size()), r.data(), std::int32_t(r.size()), error, sizeof error) != 0) {
       error[sizeof error - 1] = '\0';
       throw dilatron::Error("step " + std::to_string(step) + ": the transport failed: " +
-                            (error[0] ? std::string(error) : std::string("(it gave no message)")));
+                                (error[0] ? std::string(error) : std::string("(it gave no message)")),
+                            dilatron::ErrorKind::transport);
     }
   }
 

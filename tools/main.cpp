@@ -100,7 +100,10 @@ int main(int argc, char** argv) {
     fmt::print(stderr, "dilatron: error: {}\n", e.what());
     return 1;
   } catch (const dilatron::Error& e) {
-    return fail(1, e.kind() == dilatron::ErrorKind::cuda ? "cuda" : "invalid", e.what());
+    const char* kind = e.kind() == dilatron::ErrorKind::cuda        ? "cuda"
+                       : e.kind() == dilatron::ErrorKind::transport ? "transport"
+                                                                   : "invalid";
+    return fail(1, kind, e.what());
   } catch (const std::exception& e) {
     return fail(1, "internal", e.what());
   }

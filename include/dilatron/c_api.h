@@ -19,7 +19,8 @@ typedef enum {
   DILATRON_OK = 0,
   DILATRON_ERROR_INVALID = 1, /* bad configuration, shape, dtype or layout */
   DILATRON_ERROR_CUDA = 2,    /* a driver or NVRTC call failed, or no GPU */
-  DILATRON_ERROR_INTERNAL = 3
+  DILATRON_ERROR_INTERNAL = 3,
+  DILATRON_ERROR_TRANSPORT = 4 /* a ring's transport failed (a dilatron_exchange_fn returned nonzero) */
 } dilatron_status;
 
 /* F64: the host reference only (dilatron_reference_*). */

@@ -9,8 +9,9 @@ namespace dilatron {
 
 // What went wrong, for callers that branch on it (the C ABI's status codes).
 enum class ErrorKind {
-  invalid,  // bad configuration, shape, dtype, layout, file or flag
-  cuda,     // the driver, a GPU or NVRTC is missing, or one of their calls failed
+  invalid,    // bad configuration, shape, dtype, layout, file or flag
+  cuda,       // the driver, a GPU or NVRTC is missing, or one of their calls failed
+  transport,  // a ring's transport failed: a caller-provided exchange reported an error
 };
 
 class Error : public std::runtime_error {

@@ -7,7 +7,7 @@ import ctypes
 import os
 import threading
 
-OK, INVALID, CUDA, INTERNAL = 0, 1, 2, 3
+OK, INVALID, CUDA, INTERNAL, TRANSPORT = 0, 1, 2, 3, 4
 F32, F16, BF16, F64 = 0, 1, 2, 3
 LONGNET, HEAD_GROUPS = 0, 1
 

@@ -128,6 +128,28 @@ def _compiled_ring(rank, world, path):
         torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=0)
 
 
+def _a_rank_failing_mid_ring(rank, world, path, results):
+    # Rank 1's transport fails in its first exchange step: it raises with the transport's message, and the
+    # rank waiting for its messages raises within the ring timeout (DILATRON_RING_TIMEOUT_S=3) instead
+    # of hanging.
+    import time
+    from dilatron import _torch_ring
+    os.environ["DILATRON_RING_TIMEOUT_S"] = "3"
+    start(rank, world, path)
+    if rank == 1:
+        def cut(self, step, sends, receives):
+            raise ConnectionError(f"cable cut before step {step}")
+        _torch_ring._GroupTransport.__call__ = cut
+    q, k, v, _ = inputs((1, 16, 2, 2, 4), seed=2)
+    begin, end = dt.ring_shard(16, world, rank)
+    started = time.monotonic()
+    try:
+        dt.ring_dilated_attention(q[:, begin:end], k[:, begin:end], v[:, begin:end], [16], [1])
+        results.put((rank, "(no error)", 0.0))
+    except Exception as e:  # noqa: BLE001 - the message is what the test checks
+        results.put((rank, f"{type(e).__name__}: {e}", time.monotonic() - started))
+
+
 def _errors_are_the_same_on_every_rank(rank, world, path, results):
     start(rank, world, path)
     q, k, v, _ = inputs((1, 12, 2, 2, 4), seed=1)
@@ -169,6 +191,14 @@ class Ring(unittest.TestCase):
     @unittest.skipUnless(hasattr(torch, "compile"), "torch.compile needs PyTorch 2")
     def test_the_ring_under_torch_compile(self):
         spawn(_compiled_ring, 2)
+
+    def test_a_rank_failing_mid_ring_fails_its_peers_within_the_timeout(self):
+        results = mp.get_context("spawn").SimpleQueue()
+        spawn(_a_rank_failing_mid_ring, 2, results)
+        got = {rank: (message, seconds) for rank, message, seconds in (results.get() for _ in range(2))}
+        self.assertIn("step 1: the transport failed: ConnectionError: cable cut before step 1", got[1][0])
+        self.assertIn("DilatronError: step 1: the transport failed", got[0][0])  # not an InvalidArgument
+        self.assertLess(got[0][1], 60, "the peer waited for the ring timeout, not forever")
 
     def test_bad_shards_are_one_error_on_every_rank(self):
         world = 3

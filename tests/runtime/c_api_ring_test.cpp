@@ -167,6 +167,7 @@ TEST(CApiRing, ACallersTransportCarriesTheHostRing) {
   // wait on it stop too.
   Mailbox box;
   std::vector<std::string> errors(3);
+  std::vector<dilatron_status> statuses(3, DILATRON_OK);
   std::vector<double> out(q.size());
   std::vector<std::thread> threads;
   for (int rank = 0; rank < 3; ++rank) {
@@ -178,13 +179,13 @@ TEST(CApiRing, ACallersTransportCarriesTheHostRing) {
       ASSERT_EQ(dilatron_ring_from_callback(rank, 3, exchange, &me, &ring), DILATRON_OK);
       const dilatron_tensor sq = rows_of(q, B, N, H, D, begin, end), sk = rows_of(k, B, N, Hkv, D, begin, end),
                             sv = rows_of(v, B, N, Hkv, D, begin, end), so = rows_of(out, B, N, H, D, begin, end);
-      if (dilatron_ring_host_forward(a, ring, N, &sq, &sk, &sv, &so, nullptr) != DILATRON_OK) {
-        errors[std::size_t(rank)] = dilatron_last_error();
-      }
+      statuses[std::size_t(rank)] = dilatron_ring_host_forward(a, ring, N, &sq, &sk, &sv, &so, nullptr);
+      if (statuses[std::size_t(rank)] != DILATRON_OK) errors[std::size_t(rank)] = dilatron_last_error();
       dilatron_ring_destroy(ring);
     });
   }
   for (std::thread& t : threads) t.join();
+  EXPECT_EQ(statuses[1], DILATRON_ERROR_TRANSPORT);
   EXPECT_NE(errors[1].find("step 1: the transport failed: the cable of rank 1 was cut"), std::string::npos) << errors[1];
   for (const int other : {0, 2}) {  // a rank that needed rank 1's messages stops with it, never hangs
     const std::string& e = errors[std::size_t(other)];
