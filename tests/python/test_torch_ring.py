@@ -221,7 +221,8 @@ class Ring(unittest.TestCase):
 
     def test_the_torchrun_example_runs_on_the_cpu(self):
         # The variables torchrun sets (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), set here:
-        # Debian's torchrun 1.13 cannot start under Python 3.11 (its Std enum parsing), a current one can.
+        # Debian's torchrun 1.13 cannot start under Python 3.11 (its Std enum parsing). Under PyTorch 2
+        # (the current-PyTorch lane) torchrun itself starts the example too.
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
@@ -236,6 +237,12 @@ class Ring(unittest.TestCase):
             self.assertEqual(p.returncode, 0, out)
             self.assertIn(f"rank {rank} of 2: rows [{150 * rank}, {150 * rank + 150}) of 300", out)
             self.assertIn("largest difference from one process", out)
+        if int(torch.__version__.split(".")[0]) >= 2:  # and with torchrun itself where it starts
+            run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                                  example, "--seq-len", "300"], capture_output=True, text=True, timeout=300)
+            self.assertEqual(run.returncode, 0, run.stdout + run.stderr)
+            for rank in range(2):
+                self.assertIn(f"rank {rank} of 2: rows [{150 * rank}, {150 * rank + 150}) of 300", run.stdout)
 
     def test_shards_follow_the_library(self):
         self.assertEqual([dt.ring_shard(10, 4, r) for r in range(4)], [(0, 3), (3, 6), (6, 8), (8, 10)])
