@@ -235,6 +235,22 @@ void validate_gradients_for_gpu(const Problem& p, const TensorView& q, const Ten
   check_gradients_for_gpu(p, q, dout, dq, dk, dv, {{"q", &q}, {"k", &k}, {"v", &v}, {"dout", &dout}});
 }
 
+void validate_cu_seqlens(std::span<const std::int32_t> cu, std::int64_t total) {
+  if (cu.size() < 2) {
+    throw Error(fmt::format("cu_seqlens has {} entries: a packed batch of S sequences needs S + 1 offsets", cu.size()));
+  }
+  if (cu[0] != 0) throw Error(fmt::format("cu_seqlens[0] = {}: the first offset must be 0", cu[0]));
+  for (std::size_t i = 1; i < cu.size(); ++i) {
+    if (cu[i] < cu[i - 1]) {
+      throw Error(fmt::format("cu_seqlens[{}] = {} is below cu_seqlens[{}] = {}: offsets never decrease", i, cu[i],
+                              i - 1, cu[i - 1]));
+    }
+  }
+  if (cu.back() != total) {
+    throw Error(fmt::format("cu_seqlens ends at {} but the packed tensors hold {} rows", cu.back(), total));
+  }
+}
+
 std::vector<HeadBranch> head_branches(const Config& config, std::int64_t h, std::int64_t heads) {
   std::vector<HeadBranch> out;
   const auto branches = std::int64_t(config.branches());

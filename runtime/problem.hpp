@@ -6,6 +6,7 @@
 #include <dilatron/tensor.hpp>
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -51,6 +52,11 @@ void validate_backward_for_gpu(const Problem& problem, const TensorView& q, cons
 // v as validate_for_gpu checks them, and the same checks of dout, dq, dk and dv.
 void validate_gradients_for_gpu(const Problem& problem, const TensorView& q, const TensorView& k, const TensorView& v,
                                 const TensorView& dout, const TensorView& dq, const TensorView& dk, const TensorView& dv);
+
+// Packed sequences: cu_seqlens has at least two entries, starts at 0, never decreases and ends at `total`
+// rows; a packed batch holds one batch element (B = 1). Throws dilatron::Error naming the first bad
+// entry.
+void validate_cu_seqlens(std::span<const std::int32_t> cu_seqlens, std::int64_t total);
 
 // One branch as seen by one head: its segment length, dilation and the head's offset in it.
 struct HeadBranch {

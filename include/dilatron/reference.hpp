@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <span>
 
 namespace dilatron {
 
@@ -27,5 +28,18 @@ void reference_forward(const Config& config, const TensorView& q, const TensorVi
 void reference_backward(const Config& config, const TensorView& q, const TensorView& k, const TensorView& v,
                         const TensorView& dout, const TensorView& dq, const TensorView& dk, const TensorView& dv,
                         unsigned threads = 0);
+
+// Packed variable-length batches (docs/SEMANTICS.md, "Packed sequences"): the sequences lie one after
+// another in the rows of q [1,total,H,D], k/v [1,total,Hkv,D] and out [1,total,H,D] (lse [1,H,total,1]),
+// sequence i in rows [cu_seqlens[i], cu_seqlens[i + 1]); each is attended alone, its segments and
+// dilation residues counted from its first row. cu_seqlens: at least two offsets, the first 0, never
+// decreasing, the last `total` (an empty sequence is allowed and has no rows). Validates everything
+// first and throws dilatron::Error before writing anything.
+void reference_forward_varlen(const Config& config, const TensorView& q, const TensorView& k, const TensorView& v,
+                              std::span<const std::int32_t> cu_seqlens, const TensorView& out,
+                              const TensorView* lse = nullptr, unsigned threads = 0);
+void reference_backward_varlen(const Config& config, const TensorView& q, const TensorView& k, const TensorView& v,
+                               std::span<const std::int32_t> cu_seqlens, const TensorView& dout, const TensorView& dq,
+                               const TensorView& dk, const TensorView& dv, unsigned threads = 0);
 
 }  // namespace dilatron
