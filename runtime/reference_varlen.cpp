@@ -31,7 +31,7 @@ void each_sequence(std::span<const std::int32_t> cu_seqlens, Run run) {
 }  // namespace
 
 void reference_forward_varlen(const Config& config, const TensorView& q, const TensorView& k, const TensorView& v,
-                              std::span<const std::int32_t> cu_seqlens, const TensorView& out, const TensorView* lse,
+                              const std::vector<std::int32_t>& cu_seqlens, const TensorView& out, const TensorView* lse,
                               unsigned threads) {
   validate(config, q, k, v, out, lse);
   packed_rows(q, cu_seqlens);
@@ -43,7 +43,7 @@ void reference_forward_varlen(const Config& config, const TensorView& q, const T
 }
 
 void reference_backward_varlen(const Config& config, const TensorView& q, const TensorView& k, const TensorView& v,
-                               std::span<const std::int32_t> cu_seqlens, const TensorView& dout, const TensorView& dq,
+                               const std::vector<std::int32_t>& cu_seqlens, const TensorView& dout, const TensorView& dq,
                                const TensorView& dk, const TensorView& dv, unsigned threads) {
   validate_backward(config, q, k, v, dout, dq, dk, dv);
   packed_rows(q, cu_seqlens);

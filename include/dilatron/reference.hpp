@@ -7,7 +7,7 @@
 
 #include <cstdint>
 #include <functional>
-#include <span>
+#include <vector>
 
 namespace dilatron {
 
@@ -36,10 +36,10 @@ void reference_backward(const Config& config, const TensorView& q, const TensorV
 // decreasing, the last `total` (an empty sequence is allowed and has no rows). Validates everything
 // first and throws dilatron::Error before writing anything.
 void reference_forward_varlen(const Config& config, const TensorView& q, const TensorView& k, const TensorView& v,
-                              std::span<const std::int32_t> cu_seqlens, const TensorView& out,
+                              const std::vector<std::int32_t>& cu_seqlens, const TensorView& out,
                               const TensorView* lse = nullptr, unsigned threads = 0);
 void reference_backward_varlen(const Config& config, const TensorView& q, const TensorView& k, const TensorView& v,
-                               std::span<const std::int32_t> cu_seqlens, const TensorView& dout, const TensorView& dq,
+                               const std::vector<std::int32_t>& cu_seqlens, const TensorView& dout, const TensorView& dq,
                                const TensorView& dk, const TensorView& dv, unsigned threads = 0);
 
 }  // namespace dilatron
