@@ -3,7 +3,7 @@
 // query-key pair (3.5 times that for forward + backward), the device memory the run holds, host time per
 // call, and a baseline measured in the same run: dense attention (one branch, w = N, r = 1) on the same
 // kernels when N is small enough for it to finish, else none. --ranks P adds the ring over the Local
-// transport on this GPU (ring_bench.cpp) against DilatedAttention timed the same way.
+// transport on this GPU (bench_passes.hpp) against DilatedAttention timed the same way.
 #include <dilatron/dilatron.hpp>
 #include <dilatron/error.hpp>
 
@@ -18,7 +18,7 @@
 #include "runtime/kernel_bench.hpp"
 #include "runtime/problem.hpp"
 #include "tools/commands.hpp"
-#include "tools/ring_bench.hpp"
+#include "tools/bench_passes.hpp"
 #include "tools/text.hpp"
 #include "tools/workload_flags.hpp"
 
@@ -46,10 +46,7 @@ Measurement measure(const std::string& name, const Config& config, const BenchOp
   GpuTimer timer;
 
   DilatedAttention attention(config);
-  const auto pass = [&] {
-    attention.forward(t.q, t.k, t.v, t.out, &t.lse, nullptr);
-    if (o.backward) attention.backward(t.q, t.k, t.v, t.out, t.lse, t.dout, t.dq, t.dk, t.dv, nullptr);
-  };
+  const auto pass = [&] { dilated_pass(attention, t, o.backward); };
   for (int i = 0; i < o.warmup; ++i) pass();  // JIT and module load land here
   const std::size_t held = free_before - free_memory();
   // Few enough that the launch queue never blocks the host. The emulated device runs each launch before

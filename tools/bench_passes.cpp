@@ -1,4 +1,4 @@
-#include "tools/ring_bench.hpp"
+#include "tools/bench_passes.hpp"
 
 #include <dilatron/dilatron.hpp>
 #include <dilatron/error.hpp>
@@ -63,6 +63,11 @@ BenchTensors::BenchTensors(const BenchShape& s) {
   dv = make(kv_shape, s.dtype, false);
 }
 
+void dilated_pass(DilatedAttention& attention, const BenchTensors& t, bool backward) {
+  attention.forward(t.q, t.k, t.v, t.out, &t.lse, nullptr);
+  if (backward) attention.backward(t.q, t.k, t.v, t.out, t.lse, t.dout, t.dq, t.dk, t.dv, nullptr);
+}
+
 std::size_t free_memory() {
   std::size_t free = 0, total = 0;
   DILATRON_CU(cuMemGetInfo(&free, &total));
@@ -85,10 +90,8 @@ std::vector<Measurement> ring_measurements(const Config& config, const BenchShap
   };
 
   DilatedAttention single(config);
-  std::vector<Measurement> rows{row("DilatedAttention, host clock" + pass_name(shape), wall_median_ms([&] {
-    single.forward(t.q, t.k, t.v, t.out, &t.lse, nullptr);
-    if (shape.backward) single.backward(t.q, t.k, t.v, t.out, t.lse, t.dout, t.dq, t.dk, t.dv, nullptr);
-  }, warmup, iters))};
+  std::vector<Measurement> rows{row("DilatedAttention, host clock" + pass_name(shape),
+                                    wall_median_ms([&] { dilated_pass(single, t, shape.backward); }, warmup, iters))};
 
   std::vector<int> sizes;
   for (int p = 1; p < ranks; p *= 2) sizes.push_back(p);

@@ -1,11 +1,12 @@
-// What `dilatron bench` times with: random tensors of one shape on this GPU, the FLOPs of a pass, and
-// the ring's rows: RingDilatedAttention over the Local transport (P ranks on this one GPU, each a thread
+// What `dilatron bench` times: random tensors of one shape on this GPU, one pass of DilatedAttention on
+// them and its FLOPs, and the ring's rows: RingDilatedAttention over the Local transport (P ranks on this one GPU, each a thread
 // with its own stream and its shards of the same tensors, as `run --ranks` runs them) against
 // DilatedAttention on the whole, both timed by the host's clock from the start of a pass to the return
 // of its last rank (each rank returns once its stream is done), median of the timed runs.
 #pragma once
 
 #include <dilatron/config.hpp>
+#include <dilatron/dilatron.hpp>
 #include <dilatron/tensor.hpp>
 
 #include <cstdint>
@@ -40,6 +41,9 @@ struct Measurement {
   std::size_t memory_bytes;
   double host_us;  // host time of one call with its plan built (NaN for the ring's rows, timed by the host)
 };
+
+// One DilatedAttention pass over `t`: forward, then with `backward` the backward.
+void dilated_pass(DilatedAttention& attention, const BenchTensors& t, bool backward);
 
 // Free memory of the current device.
 std::size_t free_memory();
