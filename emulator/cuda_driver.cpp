@@ -259,6 +259,16 @@ CUresult cuMemcpyDtoD(CUdeviceptr to, CUdeviceptr from, size_t bytes) {
   return CUDA_SUCCESS;
 }
 CUresult cuMemcpyDtoDAsync(CUdeviceptr to, CUdeviceptr from, size_t bytes, CUstream) { return cuMemcpyDtoD(to, from, bytes); }
+CUresult cuPointerGetAttribute(void* data, CUpointer_attribute attribute, CUdeviceptr pointer) {
+  if (!memcheck::is_live(reinterpret_cast<const void*>(pointer))) {
+    return fail(CUDA_ERROR_INVALID_VALUE, fmt::format("0x{:x} is not in an emulated allocation", pointer));
+  }
+  switch (attribute) {
+    case CU_POINTER_ATTRIBUTE_MEMORY_TYPE: *static_cast<unsigned*>(data) = CU_MEMORYTYPE_DEVICE; return CUDA_SUCCESS;
+    case CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL: *static_cast<int*>(data) = 0; return CUDA_SUCCESS;
+    default: return fail(CUDA_ERROR_NOT_SUPPORTED, "the emulated device answers memory type and device ordinal only");
+  }
+}
 CUresult cuMemsetD8Async(CUdeviceptr to, unsigned char value, size_t bytes, CUstream) {
   std::memset(reinterpret_cast<void*>(to), value, bytes);
   return CUDA_SUCCESS;

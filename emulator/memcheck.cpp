@@ -152,4 +152,14 @@ std::size_t size_of(const void* pointer) {
   return it == r.map_of.end() ? 0 : r.by_map.at(it->second).bytes;
 }
 
+bool is_live(const void* pointer) {
+  Registry& r = registry();
+  const std::lock_guard lock(r.mutex);
+  const auto address = std::uintptr_t(pointer);
+  auto it = r.by_map.upper_bound(address);
+  if (it == r.by_map.begin()) return false;
+  const Region& region = (--it)->second;
+  return !region.freed && address >= region.start && address < region.start + region.bytes;
+}
+
 }  // namespace dilatron::emulator::memcheck

@@ -19,5 +19,7 @@ void* allocate(std::size_t bytes);
 bool release(void* pointer);
 // The bytes of the allocation starting at `pointer`, or 0.
 std::size_t size_of(const void* pointer);
+// Whether `pointer` lies inside a live allocation (anywhere in it, as a tensor view's data may).
+bool is_live(const void* pointer);
 
 }  // namespace dilatron::emulator::memcheck

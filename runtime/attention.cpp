@@ -21,7 +21,22 @@ struct DilatedAttention::Impl {
   std::mutex mutex;
   std::map<Signature, std::unique_ptr<ForwardPlan>> plans;
   std::map<Signature, std::unique_ptr<BackwardPlan>> backward_plans;
+
+  // The calls of both kinds, a packed batch when `packing` is set.
+  void forward(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
+               const TensorView* lse, Stream stream, const PackedSequences* packing);
+  void backward(const BackwardTensors& t, const TensorView& lse, Stream stream, const PackedSequences* packing);
 };
+
+namespace {
+
+// A packed call's host-side checks; its offsets stay on the device (index.cuh's sequence_rows guards them).
+void check_packing(const TensorView& q, const PackedSequences& packing) {
+  validate_packing(q, packing);
+  driver::require_device_memory(packing.cu_seqlens, "cu_seqlens");
+}
+
+}  // namespace
 
 DilatedAttention::DilatedAttention(Config config) : impl_(std::make_unique<Impl>()) {
   validate_config(config);
@@ -36,39 +51,65 @@ const Config& DilatedAttention::config() const noexcept { return impl_->config; 
 
 void DilatedAttention::forward(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
                                const TensorView* lse, Stream stream) {
-  const Problem p = validate(impl_->config, q, k, v, out, lse);
-  validate_for_gpu(p, q, k, v, out, lse);
-  const Impl::Signature signature{driver::current_context(), p.batch, p.seq_len, p.heads, p.kv_heads, p.head_dim, q.dtype,
-                                  lse == nullptr};
-  const ForwardPlan* plan;
-  {
-    std::lock_guard lock(impl_->mutex);
-    auto& slot = impl_->plans[signature];
-    if (!slot) slot = std::make_unique<ForwardPlan>(impl_->config, p, q.dtype, lse == nullptr);
-    plan = slot.get();
-  }
-  // Freed (stream-ordered) when this scope ends, after the launches are queued.
-  const StreamWorkspace workspace(plan->workspace_bytes(), stream);
-  plan->launch(q, k, v, out, lse ? static_cast<float*>(lse->data) : nullptr, workspace.get(), stream);
+  impl_->forward(q, k, v, out, lse, stream, nullptr);
+}
+
+void DilatedAttention::forward(const TensorView& q, const TensorView& k, const TensorView& v,
+                               const PackedSequences& packing, const TensorView& out, const TensorView* lse,
+                               Stream stream) {
+  impl_->forward(q, k, v, out, lse, stream, &packing);
 }
 
 void DilatedAttention::backward(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
                                 const TensorView& lse, const TensorView& dout, const TensorView& dq,
                                 const TensorView& dk, const TensorView& dv, Stream stream) {
-  const Problem p = validate_backward(impl_->config, q, k, v, dout, dq, dk, dv);
-  validate(impl_->config, q, k, v, out, &lse);
-  validate_backward_for_gpu(p, q, k, v, out, lse, dout, dq, dk, dv);
-  const Impl::Signature signature{driver::current_context(), p.batch, p.seq_len, p.heads, p.kv_heads, p.head_dim, q.dtype,
-                                  false};
+  impl_->backward({q, k, v, out, dout, dq, dk, dv, static_cast<const float*>(lse.data)}, lse, stream, nullptr);
+}
+
+void DilatedAttention::backward(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
+                                const TensorView& lse, const TensorView& dout, const TensorView& dq,
+                                const TensorView& dk, const TensorView& dv, const PackedSequences& packing,
+                                Stream stream) {
+  impl_->backward({q, k, v, out, dout, dq, dk, dv, static_cast<const float*>(lse.data)}, lse, stream, &packing);
+}
+
+void DilatedAttention::Impl::forward(const TensorView& q, const TensorView& k, const TensorView& v,
+                                     const TensorView& out, const TensorView* lse, Stream stream,
+                                     const PackedSequences* packing) {
+  const Problem p = validate(config, q, k, v, out, lse);
+  validate_for_gpu(p, q, k, v, out, lse);
+  if (packing) check_packing(q, *packing);
+  const Signature signature{driver::current_context(), p.batch, p.seq_len, p.heads, p.kv_heads, p.head_dim, q.dtype,
+                            lse == nullptr};
+  const ForwardPlan* plan;
+  {
+    std::lock_guard lock(mutex);
+    auto& slot = plans[signature];
+    if (!slot) slot = std::make_unique<ForwardPlan>(config, p, q.dtype, lse == nullptr);
+    plan = slot.get();
+  }
+  // Freed (stream-ordered) when this scope ends, after the launches are queued.
+  const StreamWorkspace workspace(plan->workspace_bytes(), stream);
+  plan->launch(q, k, v, out, lse ? static_cast<float*>(lse->data) : nullptr, workspace.get(), stream, packing);
+}
+
+void DilatedAttention::Impl::backward(const BackwardTensors& t, const TensorView& lse, Stream stream,
+                                      const PackedSequences* packing) {
+  const Problem p = validate_backward(config, t.q, t.k, t.v, t.dout, t.dq, t.dk, t.dv);
+  validate(config, t.q, t.k, t.v, t.out, &lse);
+  validate_backward_for_gpu(p, t.q, t.k, t.v, t.out, lse, t.dout, t.dq, t.dk, t.dv);
+  if (packing) check_packing(t.q, *packing);
+  const Signature signature{driver::current_context(), p.batch, p.seq_len, p.heads, p.kv_heads, p.head_dim, t.q.dtype,
+                            false};
   const BackwardPlan* plan;
   {
-    std::lock_guard lock(impl_->mutex);
-    auto& slot = impl_->backward_plans[signature];
-    if (!slot) slot = std::make_unique<BackwardPlan>(impl_->config, p, q.dtype);
+    std::lock_guard lock(mutex);
+    auto& slot = backward_plans[signature];
+    if (!slot) slot = std::make_unique<BackwardPlan>(config, p, t.q.dtype);
     plan = slot.get();
   }
   const StreamWorkspace workspace(plan->workspace_bytes(), stream);
-  plan->launch({q, k, v, out, dout, dq, dk, dv, static_cast<const float*>(lse.data)}, workspace.get(), stream);
+  plan->launch(t, workspace.get(), stream, packing);
 }
 
 }  // namespace dilatron

@@ -24,7 +24,8 @@ BackwardPlan::BackwardPlan(const Config& config, const Problem& p, DType dtype) 
   workspace_bytes_ = dv_offset_ + floats(p.batch * p.seq_len * p.kv_heads * p.head_dim);
 }
 
-void BackwardPlan::launch(const BackwardTensors& t, void* workspace, CUstream stream) const {
+void BackwardPlan::launch(const BackwardTensors& t, void* workspace, CUstream stream,
+                          const PackedSequences* packing) const {
   const Problem& p = problem_;
   char* base = static_cast<char*>(workspace);
   float* delta = reinterpret_cast<float*>(base);
@@ -39,8 +40,10 @@ void BackwardPlan::launch(const BackwardTensors& t, void* workspace, CUstream st
     } else if (l.spec.op == codegen::Op::attention_backward) {
       args::AttentionBackwardArgs a{tensor4(t.q), tensor4(t.k), tensor4(t.v), tensor4(t.dout), t.lse, delta, dq, dk, dv,
                                     p.batch, p.seq_len, p.heads, p.kv_heads, l.head_begin,
-                                    float(p.scale * 1.4426950408889634), scale, 0, 0, 0};
-      enqueue(l, &a, stream);
+                                    float(p.scale * 1.4426950408889634), scale, 0, 0, 0,
+                                    packing ? packing->cu_seqlens : nullptr};
+      if (packing) enqueue(l, packed_grid(l, p, *packing), &a, stream);
+      else enqueue(l, &a, stream);
     } else {  // finish_output: each accumulator rounded to its gradient
       for (const auto& [to, from, heads] : {std::tuple{&t.dq, dq, p.heads}, std::tuple{&t.dk, dk, p.kv_heads},
                                             std::tuple{&t.dv, dv, p.kv_heads}}) {

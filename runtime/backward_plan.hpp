@@ -31,7 +31,8 @@ class BackwardPlan {
 
   // Enqueues the zeroing of the accumulators and the launches on `stream`; `workspace` holds
   // workspace_bytes() for this call alone, in stream order until the launches have run.
-  void launch(const BackwardTensors& t, void* workspace, CUstream stream) const;
+  // `packing`: the tensors are a packed batch of the plan's rows (B = 1), validated.
+  void launch(const BackwardTensors& t, void* workspace, CUstream stream, const PackedSequences* packing = nullptr) const;
 
  private:
   Problem problem_;

@@ -2,6 +2,8 @@
 
 #include <dilatron/error.hpp>
 
+#include <fmt/format.h>
+
 #include "common/env.hpp"
 #include "emulator/cuda_driver.hpp"
 
@@ -109,6 +111,22 @@ std::string current_device_name() {
   char name[256] = {};
   DILATRON_CU(cuDeviceGetName(name, sizeof(name) - 1, device));
   return name;
+}
+
+void require_device_memory(const void* pointer, const char* what) {
+  const auto address = reinterpret_cast<CUdeviceptr>(pointer);
+  unsigned type = 0;
+  if (api().cuPointerGetAttribute(&type, CU_POINTER_ATTRIBUTE_MEMORY_TYPE, address) != CUDA_SUCCESS) {
+    throw Error(fmt::format("{} is not device memory (a host pointer? copy it to the GPU first)", what));
+  }
+  if (type == CU_MEMORYTYPE_HOST) return;
+  int ordinal = -1;
+  CUdevice device;
+  DILATRON_CU(cuPointerGetAttribute(&ordinal, CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL, address));
+  DILATRON_CU(cuCtxGetDevice(&device));
+  if (ordinal != int(device)) {
+    throw Error(fmt::format("{} is on GPU {}, but the call runs on GPU {}", what, ordinal, int(device)));
+  }
 }
 
 }  // namespace dilatron::driver

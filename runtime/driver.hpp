@@ -57,7 +57,8 @@ namespace dilatron::driver {
   X(cuStreamWaitEvent)           \
   X(cuMemcpyDtoDAsync)           \
   X(cuCtxPushCurrent)            \
-  X(cuCtxPopCurrent)
+  X(cuCtxPopCurrent)             \
+  X(cuPointerGetAttribute)
 
 struct Api {
   DILATRON_DRIVER_CALLS(DILATRON_TABLE_MEMBER)
@@ -99,6 +100,10 @@ std::string current_arch();
 
 // The name of the device behind the current context, e.g. "NVIDIA H100 80GB HBM3".
 std::string current_device_name();
+
+// Throws dilatron::Error naming `what` unless `pointer` is memory a kernel in the current context can
+// read: device memory of its device (or pinned host memory, mapped into every context).
+void require_device_memory(const void* pointer, const char* what);
 
 }  // namespace dilatron::driver
 

@@ -47,6 +47,15 @@ LaunchGrid launch_grid(const codegen::KernelSpec& spec, const Problem& problem, 
   return g;
 }
 
+std::array<unsigned, 3> packed_grid(const Launch& l, const Problem& problem, const PackedSequences& packing) {
+  if (!codegen::is_tiled_attention(l.spec.op)) return {l.grid[0], l.grid[1], l.grid[2]};
+  Problem sequences = problem;
+  sequences.batch = packing.sequences;
+  if (packing.max_seqlen > 0) sequences.seq_len = packing.max_seqlen;
+  const LaunchGrid g = launch_grid(l.spec, sequences);
+  return {g.grid[0], g.grid[1], g.grid[2]};
+}
+
 Launch prepare_launch(const codegen::KernelSpec& spec, const cache::Entry& entry, const Problem& problem,
                       long long origin) {
   const LaunchGrid g = launch_grid(spec, problem, origin);
@@ -60,7 +69,8 @@ ForwardParams forward_params(long long head_begin, const Problem& p, const Launc
   // The accumulator as a contiguous [B, N, H, D] float32 tensor.
   const args::Tensor4 acc{t.accumulator, {p.seq_len * p.heads * p.head_dim, p.heads * p.head_dim, p.head_dim, 1}};
   return {{tensor4(t.q), tensor4(t.k), tensor4(t.v), tensor4(t.out), t.accumulator, t.lse, p.batch, p.seq_len, p.heads,
-           p.kv_heads, head_begin, float(p.scale * 1.4426950408889634), 0, 0, 0},
+           p.kv_heads, head_begin, float(p.scale * 1.4426950408889634), 0, 0, 0,
+           t.packing ? t.packing->cu_seqlens : nullptr},
           {acc, acc, t.lse, t.lse, p.batch, p.seq_len, p.heads},
           {tensor4(t.out), tensor4(t.out), t.lse, t.lse, p.batch, p.seq_len, p.heads},
           {tensor4(t.out), {nullptr, {0, 0, 0, 0}}, t.accumulator, t.lse, p.batch, p.seq_len, p.heads, 1.f}};
@@ -74,13 +84,18 @@ void* ForwardParams::for_spec(const codegen::KernelSpec& spec) {
 
 void enqueue(const Launch& l, const Problem& p, const LaunchTensors& t, CUstream stream) {
   ForwardParams params = forward_params(l.head_begin, p, t);
-  enqueue(l, params.for_spec(l.spec), stream);
+  if (t.packing) enqueue(l, packed_grid(l, p, *t.packing), params.for_spec(l.spec), stream);
+  else enqueue(l, params.for_spec(l.spec), stream);
 }
 
 void enqueue(const Launch& l, void* params, CUstream stream) {
+  enqueue(l, {l.grid[0], l.grid[1], l.grid[2]}, params, stream);
+}
+
+void enqueue(const Launch& l, const std::array<unsigned, 3>& grid, void* params, CUstream stream) {
   void* list[] = {params};
-  DILATRON_CU(cuLaunchKernel(launchable(l.kernel), l.grid[0], l.grid[1], l.grid[2], l.threads, 1, 1, l.shared_bytes,
-                             stream, list, nullptr));
+  DILATRON_CU(cuLaunchKernel(launchable(l.kernel), grid[0], grid[1], grid[2], l.threads, 1, 1, l.shared_bytes, stream,
+                             list, nullptr));
 }
 
 }  // namespace dilatron

@@ -39,7 +39,7 @@ ForwardPlan::ForwardPlan(const Config& config, const Problem& problem, DType dty
 }
 
 void ForwardPlan::launch(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
-                         float* lse, void* workspace, CUstream stream) const {
+                         float* lse, void* workspace, CUstream stream, const PackedSequences* packing) const {
   if (workspace_bytes_ > 0 && workspace == nullptr) {
     throw Error(fmt::format("internal: a forward plan needs {} workspace bytes per call but got none", workspace_bytes_));
   }
@@ -47,7 +47,7 @@ void ForwardPlan::launch(const TensorView& q, const TensorView& k, const TensorV
     return offset == kNoRegion ? nullptr : reinterpret_cast<float*>(static_cast<char*>(workspace) + offset);
   };
   if (lse_offset_ != kNoRegion) lse = region(lse_offset_);
-  const LaunchTensors tensors{q, k, v, out, lse, region(accumulator_offset_)};
+  const LaunchTensors tensors{q, k, v, out, lse, region(accumulator_offset_), packing};
   for (const Launch& l : launches_) enqueue(l, problem_, tensors, stream);
 }
 

@@ -29,8 +29,9 @@ class ForwardPlan {
   // Enqueues the launches on `stream`. `lse` is the caller's LSE, or null when the plan was built
   // without one; `workspace` holds workspace_bytes() bytes for this call alone (null when that is 0)
   // and must stay allocated, in stream order, until the launches have run.
+  // `packing`: the tensors are a packed batch of the plan's rows (B = 1), validated.
   void launch(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out, float* lse,
-              void* workspace, CUstream stream) const;
+              void* workspace, CUstream stream, const PackedSequences* packing = nullptr) const;
 
  private:
   static constexpr std::size_t kNoRegion = std::size_t(-1);

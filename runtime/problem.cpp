@@ -235,7 +235,8 @@ void validate_gradients_for_gpu(const Problem& p, const TensorView& q, const Ten
   check_gradients_for_gpu(p, q, dout, dq, dk, dv, {{"q", &q}, {"k", &k}, {"v", &v}, {"dout", &dout}});
 }
 
-void validate_cu_seqlens(std::span<const std::int32_t> cu, std::int64_t total) {
+void validate_cu_seqlens(const std::int32_t* cu_seqlens, std::int64_t count, std::int64_t total) {
+  const std::span<const std::int32_t> cu(cu_seqlens, std::size_t(std::max<std::int64_t>(count, 0)));
   if (cu.size() < 2) {
     throw Error(fmt::format("cu_seqlens has {} entries: a packed batch of S sequences needs S + 1 offsets", cu.size()));
   }
@@ -248,6 +249,23 @@ void validate_cu_seqlens(std::span<const std::int32_t> cu, std::int64_t total) {
   }
   if (cu.back() != total) {
     throw Error(fmt::format("cu_seqlens ends at {} but the packed tensors hold {} rows", cu.back(), total));
+  }
+}
+
+void validate_packing(const TensorView& q, const PackedSequences& packing) {
+  if (q.shape[0] != 1) {
+    throw Error(fmt::format("a packed batch is one batch element of all the sequences' rows: q has B = {}", q.shape[0]));
+  }
+  if (packing.sequences < 1 || packing.sequences > kMaxPackedSequences) {
+    throw Error(fmt::format("a packed batch holds 1 to {} sequences, not {}", kMaxPackedSequences, packing.sequences));
+  }
+  if (packing.max_seqlen < 0 || packing.max_seqlen > q.shape[1]) {
+    throw Error(fmt::format("max_seqlen = {} is outside [0, {}], the packing's rows (0: unknown)", packing.max_seqlen,
+                            q.shape[1]));
+  }
+  if (packing.cu_seqlens == nullptr) throw Error("cu_seqlens is null");
+  if (reinterpret_cast<std::uintptr_t>(packing.cu_seqlens) % alignof(std::int32_t) != 0) {
+    throw Error("cu_seqlens is not 4-byte aligned");
   }
 }
 

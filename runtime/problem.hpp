@@ -3,6 +3,7 @@
 #pragma once
 
 #include <dilatron/config.hpp>
+#include <dilatron/dilatron.hpp>
 #include <dilatron/tensor.hpp>
 
 #include <cstdint>
@@ -53,10 +54,11 @@ void validate_backward_for_gpu(const Problem& problem, const TensorView& q, cons
 void validate_gradients_for_gpu(const Problem& problem, const TensorView& q, const TensorView& k, const TensorView& v,
                                 const TensorView& dout, const TensorView& dq, const TensorView& dk, const TensorView& dv);
 
-// Packed sequences: cu_seqlens has at least two entries, starts at 0, never decreases and ends at `total`
-// rows; a packed batch holds one batch element (B = 1). Throws dilatron::Error naming the first bad
-// entry.
-void validate_cu_seqlens(std::span<const std::int32_t> cu_seqlens, std::int64_t total);
+// The host-side checks of a packed GPU call (the offsets themselves are device memory: the kernels guard
+// them, index.cuh's sequence_rows): B = 1, 1 to kMaxPackedSequences sequences (grid z), max_seqlen in
+// [0, total], cu_seqlens set and aligned. Throws dilatron::Error.
+constexpr std::int64_t kMaxPackedSequences = 65535;
+void validate_packing(const TensorView& q, const PackedSequences& packing);
 
 // One branch as seen by one head: its segment length, dilation and the head's offset in it.
 struct HeadBranch {

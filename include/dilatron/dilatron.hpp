@@ -14,6 +14,7 @@
 #include <dilatron/reference.hpp>
 #include <dilatron/tensor.hpp>
 
+#include <cstdint>
 #include <memory>
 
 struct CUstream_st;  // the driver API's CUstream is CUstream_st*
@@ -21,6 +22,26 @@ struct CUstream_st;  // the driver API's CUstream is CUstream_st*
 namespace dilatron {
 
 using Stream = CUstream_st*;
+
+// A packed batch of variable-length sequences (docs/SEMANTICS.md, "Packed sequences"): q [1,total,H,D],
+// k/v [1,total,Hkv,D], sequence i in rows [cu_seqlens[i], cu_seqlens[i + 1]), each attended alone.
+struct PackedSequences {
+  // Device memory of the current context: sequences + 1 int32 offsets, 0 first, never decreasing, total
+  // last. Only the kernels read them, so a call never synchronizes; the host cannot check them, and the
+  // kernels write nothing for a sequence whose offsets are out of order or past `total` (validate
+  // offsets that come from outside with dilatron::validate_cu_seqlens on the host first).
+  const std::int32_t* cu_seqlens = nullptr;
+  std::int64_t sequences = 0;  // 1 to 65535
+  // The longest sequence's rows, or 0 when unknown. It sizes the grid only: 0 launches as many tiles
+  // per sequence as `total` rows need (correct, but CTAs for rows no sequence has). A value below the
+  // longest sequence leaves that sequence's later rows unwritten.
+  std::int64_t max_seqlen = 0;
+};
+
+// Checks offsets in host memory (`count` of them) against a packing of `total` rows: at least two, 0
+// first, never decreasing, `total` last (empty sequences are allowed). Throws dilatron::Error naming the
+// first bad entry.
+void validate_cu_seqlens(const std::int32_t* cu_seqlens, std::int64_t count, std::int64_t total);
 
 class DilatedAttention {
  public:
@@ -51,6 +72,14 @@ class DilatedAttention {
   void backward(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
                 const TensorView& lse, const TensorView& dout, const TensorView& dq, const TensorView& dk,
                 const TensorView& dv, Stream stream = nullptr);
+
+  // forward() and backward() over a packed batch: the same tensors with B = 1 and N = total rows, lse
+  // [1,H,total,1]; results equal running every sequence alone. Nothing is written when a check fails.
+  void forward(const TensorView& q, const TensorView& k, const TensorView& v, const PackedSequences& packing,
+               const TensorView& out, const TensorView* lse = nullptr, Stream stream = nullptr);
+  void backward(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
+                const TensorView& lse, const TensorView& dout, const TensorView& dq, const TensorView& dk,
+                const TensorView& dv, const PackedSequences& packing, Stream stream = nullptr);
 
   const Config& config() const noexcept;
 

@@ -124,7 +124,7 @@ Launch DeviceRank::block_grid(const Launch& kernel, const AttendLaunch& l, bool 
 
 args::AttentionArgs DeviceRank::forward_args(const args::Tensor4& k, const args::Tensor4& v, std::int64_t head_begin) const {
   return {tensor4(q_), k, v, tensor4(q_), static_cast<float*>(o_acc_.get()), static_cast<float*>(lse_acc_.get()),
-          s_.batch, rows(), s_.heads, s_.kv_heads, head_begin, float(scale_ * kLog2e), rows_.begin, 0, 0};
+          s_.batch, rows(), s_.heads, s_.kv_heads, head_begin, float(scale_ * kLog2e), rows_.begin, 0, 0, nullptr};
 }
 
 args::AttentionBackwardArgs DeviceRank::backward_args(const args::Tensor4& k, const args::Tensor4& v, float* dk, float* dv,
@@ -132,7 +132,7 @@ args::AttentionBackwardArgs DeviceRank::backward_args(const args::Tensor4& k, co
   const Gradients& g = *gradients_;
   return {tensor4(q_), k, v, tensor4(g.dout), static_cast<const float*>(lse_acc_.get()),
           static_cast<const float*>(g.delta.get()), static_cast<float*>(g.dq.get()), dk, dv, s_.batch, rows(), s_.heads,
-          s_.kv_heads, head_begin, float(scale_ * kLog2e), float(scale_), rows_.begin, 0, 0};
+          s_.kv_heads, head_begin, float(scale_ * kLog2e), float(scale_), rows_.begin, 0, 0, nullptr};
 }
 
 DeviceRank::~DeviceRank() = default;

@@ -54,6 +54,9 @@ struct AttentionArgs {
   // `block_segment`-th counted from the view's first, and the keys the `block_keys` rows of a received
   // block, every one visible; k and v address key j as row j. Unused otherwise.
   i64 block_segment, block_keys;
+  // A packed batch: B = 1 and seq_len the packing's rows; grid z walks its sequences (index.cuh,
+  // sequence_rows). Null otherwise.
+  const int* cu_seqlens;
 };
 
 // gradient_prepare: delta[b, h, n] = dO . O per row, the backward pass's only use of O.
@@ -79,6 +82,7 @@ struct AttentionBackwardArgs {
   // As AttentionArgs (attention_backward's PACKED_KEYS): dk_acc and dv_acc then address key j's dK and
   // dV row at (b * block_keys + j) * 2 * D, the block's fp32 partial in its packed layout.
   i64 block_segment, block_keys;
+  const int* cu_seqlens;  // as AttentionArgs::cu_seqlens
 };
 
 // The ring's kernels (ring.cuh) on one rank's shard of rows [rows_begin, rows_begin + rows).

@@ -22,7 +22,7 @@
 // only ranks after the keys receive them), read in place with a row stride of a.k.stride[1]; the
 // result merges into the accumulator. Only where the keys come from and how many there are changes.
 // Grid: x = segment * tiles_per_segment + query tile (PACKED_KEYS: the query tile of the block's
-// segment), y = head - head_begin, z = batch.
+// segment), y = head - head_begin, z = batch element, or with a.cu_seqlens the packed batch's sequence.
 #pragma once
 
 #include "dilatron/args.cuh"
@@ -182,15 +182,19 @@ __global__ void __launch_bounds__(WARPS * 32) attention_forward(args::AttentionA
 
   // This CTA's (batch, head) and query tile. The epilogue locates them again from fresh reads of the block
   // index rather than keeping these 64-bit values alive through the key loop, which needs every register.
-  const auto locate = [&](unsigned x, unsigned y) {
+  // A packed batch's sequence z is a view of its own whose row 0 is the packing's row `begin`.
+  const auto locate = [&](unsigned x, unsigned y, unsigned z) {
     const long long h = a.head_begin + y;
     const long long offset = index::branch_offset(MODE, h, a.heads, GROUP, GROUPS, R);
     const long long tile = PACKED_KEYS ? x + a.block_segment * index::query_tiles_per_segment(W, R, BLOCK_M) : x;
-    return offset < 0 ? index::QueryTile{false, 0, 0, 0}
-                      : index::query_tile(tile, a.seq_len, W, R, offset, BLOCK_M, a.origin);
+    const index::SequenceRows sequence = index::sequence_rows(a.cu_seqlens, z, a.seq_len);
+    index::QueryTile work = offset < 0 ? index::QueryTile{false, 0, 0, 0}
+                                       : index::query_tile(tile, sequence.length, W, R, offset, BLOCK_M, a.origin);
+    work.first_row += sequence.begin;
+    return work;
   };
-  const long long b = blockIdx.z, h = a.head_begin + blockIdx.y;
-  const index::QueryTile work = locate(blockIdx.x, blockIdx.y);
+  const long long b = a.cu_seqlens ? 0 : blockIdx.z, h = a.head_begin + blockIdx.y;
+  const index::QueryTile work = locate(blockIdx.x, blockIdx.y, blockIdx.z);
   if (!work.active) return;
   const long long count = work.count, q_first = work.q_first;
 
@@ -346,8 +350,8 @@ __global__ void __launch_bounds__(WARPS * 32) attention_forward(args::AttentionA
 
   // Epilogue: normalize, then write or fold in. Each row's D values are spread over one quad of lanes.
   {
-    const index::QueryTile tile = locate(ptx::block_index<0>(), ptx::block_index<1>());
-    const long long b = ptx::block_index<2>(), h = a.head_begin + ptx::block_index<1>();
+    const index::QueryTile tile = locate(ptx::block_index<0>(), ptx::block_index<1>(), ptx::block_index<2>());
+    const long long b = a.cu_seqlens ? 0 : ptx::block_index<2>(), h = a.head_begin + ptx::block_index<1>();
     constexpr float kOutScale = MODE == index::kHeadGroups ? 1.f / GROUPS : 1.f;
 #pragma unroll
     for (int f = 0; f < kRowFrags; ++f) {

@@ -23,7 +23,7 @@
 // visible to the rank's queries of the block's segment, and dK and dV go to the block's fp32 partial in
 // the same packed layout (args::AttentionBackwardArgs), which travels back to the keys' owner.
 // Grid: x = segment * key tiles per segment + key tile (PACKED_KEYS: the block's key tile), y = head -
-// head_begin, z = batch.
+// head_begin, z = batch element, or with a.cu_seqlens the packed batch's sequence (as the forward's).
 #pragma once
 
 #include "dilatron/args.cuh"
@@ -75,16 +75,18 @@ __global__ void __launch_bounds__(WARPS * 32, 1) attention_backward(args::Attent
   float* const stats = reinterpret_cast<float*>(shared + (do_ring - k_tile) + STAGES * QLayout::kBytes);
   // stats: per stage BLOCK_M values of LSE * log2(e), then BLOCK_M of delta.
 
-  const long long b = blockIdx.z, h = a.head_begin + blockIdx.y;
+  const index::SequenceRows sequence = index::sequence_rows(a.cu_seqlens, blockIdx.z, a.seq_len);
+  const long long b = sequence.batch, h = a.head_begin + blockIdx.y;
   const long long offset = index::branch_offset(MODE, h, a.heads, GROUP, GROUPS, R);
   if (offset < 0) return;
   // The queries: the segment's selected rows (first_row + i * R, i < count). The keys: the same rows, or
   // with PACKED_KEYS the block's (row j of k and v, j < keys); this CTA's start at selected index k_first.
+  // A packed batch's sequence is a view of its own whose row 0 is the packing's row sequence.begin.
   const index::QueryTile queries =
       PACKED_KEYS ? index::query_tile(a.block_segment * index::query_tiles_per_segment(W, R, BLOCK_M), a.seq_len, W, R,
                                       offset, BLOCK_M, a.origin)
-                  : index::query_tile(blockIdx.x, a.seq_len, W, R, offset, BLOCK_N, a.origin);
-  const long long count = queries.count, first_row = queries.first_row;
+                  : index::query_tile(blockIdx.x, sequence.length, W, R, offset, BLOCK_N, a.origin);
+  const long long count = queries.count, first_row = queries.first_row + sequence.begin;
   const long long keys = PACKED_KEYS ? a.block_keys : count, key_row = PACKED_KEYS ? 0 : first_row;
   const long long k_first = PACKED_KEYS ? static_cast<long long>(blockIdx.x) * BLOCK_N : queries.q_first;
   if (!queries.active || k_first >= keys) return;

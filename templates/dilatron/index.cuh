@@ -102,6 +102,20 @@ DILATRON_HD constexpr QueryTile query_tile(i64 x, i64 n, i64 w, i64 r, i64 offse
   return {q_first < count, begin + offset + skipped * r - origin, count, q_first};
 }
 
+// A packed batch (docs/SEMANTICS.md, "Packed sequences"): with cu_seqlens, grid z walks the sequences,
+// sequence z being rows [cu_seqlens[z], cu_seqlens[z + 1]) of batch element 0, attended as a sequence of
+// its own (its view's row 0 is `begin`). Without, grid z walks the batch and each element is one whole
+// sequence. The host never reads device offsets (that would synchronize), so the kernels guard them:
+// offsets out of order or past the rows make the sequence empty, and nothing is read or written for it.
+struct SequenceRows {
+  i64 batch, begin, length;
+};
+DILATRON_HD SequenceRows sequence_rows(const int* cu_seqlens, i64 z, i64 seq_len) {
+  if (cu_seqlens == nullptr) return {z, 0, seq_len};
+  const i64 begin = cu_seqlens[z], end = cu_seqlens[z + 1];
+  return 0 <= begin && begin <= end && end <= seq_len ? SequenceRows{0, begin, end - begin} : SequenceRows{0, 0, 0};
+}
+
 // Keys a query tile needs, as selected indices [0, key_end): all of the segment's, or with causal only
 // those up to the tile's last query (selected rows ascend, so key index <= query index is key row <=
 // query row).

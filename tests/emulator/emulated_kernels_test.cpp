@@ -159,7 +159,7 @@ void check_backward(const Case& c) {
       args::AttentionBackwardArgs a{tensor4(in.q.view), tensor4(in.k.view), tensor4(in.v.view), tensor4(dout.view),
                                     lse.values.data(), delta.values.data(), dq_acc.values.data(), dk_acc.values.data(),
                                     dv_acc.values.data(), p.batch, p.seq_len, p.heads, p.kv_heads,
-                                    launch_grid(spec, p).head_begin, float(p.scale * 1.4426950408889634), float(p.scale), 0, 0, 0};
+                                    launch_grid(spec, p).head_begin, float(p.scale * 1.4426950408889634), float(p.scale), 0, 0, 0, nullptr};
       run(spec, p, &a);
     } else {
       for (auto [to, from, heads] : {std::tuple{&dq, &dq_acc, p.heads}, std::tuple{&dk, &dk_acc, p.kv_heads},

@@ -87,6 +87,25 @@ inline double l2_relative(const std::vector<double>& got, const std::vector<doub
   return std::sqrt(diff / std::max(norm, 1e-30));
 }
 
+// The float64 reference's O and LSE (rounded to float32), as a forward test compares them.
+struct Reference {
+  std::vector<double> out, lse;
+};
+
+// O within the dtype's bound; LSE (unless !check_lse) within 2e-3 relative, -inf exactly where the
+// reference has it (rows that attend nothing).
+inline void expect_forward_close(const GpuResult& got, const Reference& want, DType dtype, bool check_lse = true) {
+  EXPECT_LE(l2_relative(got.out, want.out), dtype == DType::bf16 ? 1e-2 : 3e-3);
+  if (!check_lse) return;
+  for (std::size_t i = 0; i < want.lse.size(); ++i) {
+    if (std::isinf(want.lse[i])) {
+      ASSERT_TRUE(std::isinf(got.lse[i]) && got.lse[i] < 0) << "lse " << i << " = " << got.lse[i];
+    } else {
+      ASSERT_NEAR(got.lse[i], want.lse[i], 2e-3 * std::max(1.0, std::fabs(want.lse[i]))) << "lse " << i;
+    }
+  }
+}
+
 // A random configuration the GPU kernels take; trial picks the dtype (alternating) and the head dim (each
 // of `head_dims` with both dtypes in turn), and steers modes, causality, GQA and scales over trials.
 inline RandomCase gpu_case(std::mt19937_64& rng, int trial, const std::vector<std::int64_t>& head_dims) {

@@ -56,4 +56,12 @@ inline Gradients reference_gradients(RandomCase& c, std::vector<std::byte>& dout
   return {{dq.begin(), dq.end()}, {dk.begin(), dk.end()}, {dv.begin(), dv.end()}};
 }
 
+inline void expect_gradients_close(const Gradients& got, const Gradients& want, DType dtype) {
+  // P and dS are rounded to the input dtype before their MMAs, as in FlashAttention's backward.
+  const double bound = dtype == DType::bf16 ? 2e-2 : 5e-3;
+  EXPECT_LE(l2_relative(got.dq, want.dq), bound) << "dq";
+  EXPECT_LE(l2_relative(got.dk, want.dk), bound) << "dk";
+  EXPECT_LE(l2_relative(got.dv, want.dv), bound) << "dv";
+}
+
 }  // namespace dilatron::test
