@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/problem.hpp"
 #include "runtime/ring/partition.hpp"
 
 struct dilatron_attention {
@@ -53,6 +54,19 @@ dilatron::TensorView view(const dilatron_tensor* t, const char* name) {
   v.dtype = static_cast<dilatron::DType>(t->dtype);
   for (int i = 0; i < 4; ++i) v.shape[i] = t->shape[i], v.strides[i] = t->strides[i];
   return v;
+}
+
+dilatron::PackedSequences packing_of(const dilatron_packing* p) {
+  if (!p) throw dilatron::Error("packing is NULL");
+  return {p->cu_seqlens, p->sequences, p->max_seqlen};
+}
+
+// A host packing's offsets, copied once their count is known to be sane (the reference checks the rest).
+std::vector<std::int32_t> host_offsets(const dilatron_packing* p) {
+  const dilatron::PackedSequences packing = packing_of(p);
+  if (!packing.cu_seqlens) throw dilatron::Error("cu_seqlens is NULL");
+  dilatron::validate_sequence_count(packing.sequences);
+  return {packing.cu_seqlens, packing.cu_seqlens + packing.sequences + 1};
 }
 
 // The caller's transport behind the Communicator seam: each step's messages go to its callback, and a
@@ -150,6 +164,54 @@ dilatron_status dilatron_reference_backward(const dilatron_attention* a, const d
     if (!a) throw dilatron::Error("dilatron_reference_backward: NULL attention");
     dilatron::reference_backward(a->attention.config(), view(q, "q"), view(k, "k"), view(v, "v"), view(dout, "dout"),
                                  view(dq, "dq"), view(dk, "dk"), view(dv, "dv"));
+  });
+}
+
+dilatron_status dilatron_forward_varlen(dilatron_attention* a, const dilatron_tensor* q, const dilatron_tensor* k,
+                                        const dilatron_tensor* v, const dilatron_packing* packing,
+                                        const dilatron_tensor* out, const dilatron_tensor* lse, void* stream) {
+  return guarded([&] {
+    if (!a) throw dilatron::Error("dilatron_forward_varlen: NULL attention");
+    const dilatron::TensorView lse_view = lse ? view(lse, "lse") : dilatron::TensorView{};
+    a->attention.forward(view(q, "q"), view(k, "k"), view(v, "v"), packing_of(packing), view(out, "out"),
+                         lse ? &lse_view : nullptr, static_cast<dilatron::Stream>(stream));
+  });
+}
+
+dilatron_status dilatron_backward_varlen(dilatron_attention* a, const dilatron_tensor* q, const dilatron_tensor* k,
+                                         const dilatron_tensor* v, const dilatron_tensor* out, const dilatron_tensor* lse,
+                                         const dilatron_tensor* dout, const dilatron_tensor* dq, const dilatron_tensor* dk,
+                                         const dilatron_tensor* dv, const dilatron_packing* packing, void* stream) {
+  return guarded([&] {
+    if (!a) throw dilatron::Error("dilatron_backward_varlen: NULL attention");
+    a->attention.backward(view(q, "q"), view(k, "k"), view(v, "v"), view(out, "out"), view(lse, "lse"), view(dout, "dout"),
+                          view(dq, "dq"), view(dk, "dk"), view(dv, "dv"), packing_of(packing),
+                          static_cast<dilatron::Stream>(stream));
+  });
+}
+
+dilatron_status dilatron_reference_forward_varlen(const dilatron_attention* a, const dilatron_tensor* q,
+                                                  const dilatron_tensor* k, const dilatron_tensor* v,
+                                                  const dilatron_packing* packing, const dilatron_tensor* out,
+                                                  const dilatron_tensor* lse) {
+  return guarded([&] {
+    if (!a) throw dilatron::Error("dilatron_reference_forward_varlen: NULL attention");
+    const dilatron::TensorView lse_view = lse ? view(lse, "lse") : dilatron::TensorView{};
+    dilatron::reference_forward_varlen(a->attention.config(), view(q, "q"), view(k, "k"), view(v, "v"),
+                                       host_offsets(packing), view(out, "out"), lse ? &lse_view : nullptr);
+  });
+}
+
+dilatron_status dilatron_reference_backward_varlen(const dilatron_attention* a, const dilatron_tensor* q,
+                                                   const dilatron_tensor* k, const dilatron_tensor* v,
+                                                   const dilatron_packing* packing, const dilatron_tensor* dout,
+                                                   const dilatron_tensor* dq, const dilatron_tensor* dk,
+                                                   const dilatron_tensor* dv) {
+  return guarded([&] {
+    if (!a) throw dilatron::Error("dilatron_reference_backward_varlen: NULL attention");
+    dilatron::reference_backward_varlen(a->attention.config(), view(q, "q"), view(k, "k"), view(v, "v"),
+                                        host_offsets(packing), view(dout, "dout"), view(dq, "dq"), view(dk, "dk"),
+                                        view(dv, "dv"));
   });
 }
 

@@ -252,13 +252,17 @@ void validate_cu_seqlens(const std::int32_t* cu_seqlens, std::int64_t count, std
   }
 }
 
+void validate_sequence_count(std::int64_t sequences) {
+  if (sequences < 1 || sequences > kMaxPackedSequences) {
+    throw Error(fmt::format("a packed batch holds 1 to {} sequences, not {}", kMaxPackedSequences, sequences));
+  }
+}
+
 void validate_packing(const TensorView& q, const PackedSequences& packing) {
   if (q.shape[0] != 1) {
     throw Error(fmt::format("a packed batch is one batch element of all the sequences' rows: q has B = {}", q.shape[0]));
   }
-  if (packing.sequences < 1 || packing.sequences > kMaxPackedSequences) {
-    throw Error(fmt::format("a packed batch holds 1 to {} sequences, not {}", kMaxPackedSequences, packing.sequences));
-  }
+  validate_sequence_count(packing.sequences);
   if (packing.max_seqlen < 0 || packing.max_seqlen > q.shape[1]) {
     throw Error(fmt::format("max_seqlen = {} is outside [0, {}], the packing's rows (0: unknown)", packing.max_seqlen,
                             q.shape[1]));

@@ -58,6 +58,7 @@ void validate_gradients_for_gpu(const Problem& problem, const TensorView& q, con
 // them, index.cuh's sequence_rows): B = 1, 1 to kMaxPackedSequences sequences (grid z), max_seqlen in
 // [0, total], cu_seqlens set and aligned. Throws dilatron::Error.
 constexpr std::int64_t kMaxPackedSequences = 65535;
+void validate_sequence_count(std::int64_t sequences);
 void validate_packing(const TensorView& q, const PackedSequences& packing);
 
 // One branch as seen by one head: its segment length, dilation and the head's offset in it.

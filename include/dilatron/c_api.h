@@ -91,6 +91,43 @@ DILATRON_API dilatron_status dilatron_reference_backward(const dilatron_attentio
                                             const dilatron_tensor* k, const dilatron_tensor* v,
                                             const dilatron_tensor* dout, const dilatron_tensor* dq,
                                             const dilatron_tensor* dk, const dilatron_tensor* dv);
+/* A packed batch of variable-length sequences (docs/SEMANTICS.md, "Packed sequences"): tensors with
+ * B = 1 whose N rows hold the sequences one after another, sequence i in rows
+ * [cu_seqlens[i], cu_seqlens[i + 1]). cu_seqlens: sequences + 1 int32 offsets, 0 first, never
+ * decreasing, N last; device memory for the GPU calls (only kernels read it: a call never synchronizes,
+ * and a sequence with offsets out of order or past N is attended by nothing), host memory for the
+ * reference (checked in full). max_seqlen: the longest sequence, or 0 when unknown (GPU grid sizing
+ * only; PackedSequences in dilatron.hpp). 1 <= sequences <= 65535. */
+typedef struct {
+  const int32_t* cu_seqlens;
+  int64_t sequences;
+  int64_t max_seqlen;
+} dilatron_packing;
+
+/* dilatron_forward and dilatron_backward over a packing: q [1, N, H, D], k/v [1, N, Hkv, D], lse
+ * [1, H, N, 1]; equal to running every sequence alone. */
+DILATRON_API dilatron_status dilatron_forward_varlen(dilatron_attention* attention, const dilatron_tensor* q,
+                                                     const dilatron_tensor* k, const dilatron_tensor* v,
+                                                     const dilatron_packing* packing, const dilatron_tensor* out,
+                                                     const dilatron_tensor* lse, void* stream);
+DILATRON_API dilatron_status dilatron_backward_varlen(dilatron_attention* attention, const dilatron_tensor* q,
+                                                      const dilatron_tensor* k, const dilatron_tensor* v,
+                                                      const dilatron_tensor* out, const dilatron_tensor* lse,
+                                                      const dilatron_tensor* dout, const dilatron_tensor* dq,
+                                                      const dilatron_tensor* dk, const dilatron_tensor* dv,
+                                                      const dilatron_packing* packing, void* stream);
+/* The float64 host reference over a packing in host memory. */
+DILATRON_API dilatron_status dilatron_reference_forward_varlen(const dilatron_attention* attention,
+                                                               const dilatron_tensor* q, const dilatron_tensor* k,
+                                                               const dilatron_tensor* v,
+                                                               const dilatron_packing* packing,
+                                                               const dilatron_tensor* out, const dilatron_tensor* lse);
+DILATRON_API dilatron_status dilatron_reference_backward_varlen(const dilatron_attention* attention,
+                                                                const dilatron_tensor* q, const dilatron_tensor* k,
+                                                                const dilatron_tensor* v,
+                                                                const dilatron_packing* packing,
+                                                                const dilatron_tensor* dout, const dilatron_tensor* dq,
+                                                                const dilatron_tensor* dk, const dilatron_tensor* dv);
 DILATRON_API void dilatron_destroy(dilatron_attention* attention);
 
 /* Rows [*begin, *end) of a sequence of seq_len rows that `rank` of `ranks` holds: every rank seq_len /

@@ -123,6 +123,48 @@ TEST(CApi, ReferenceThroughTheAbiMatchesTheDenseDefinition) {
   dilatron_destroy(a);
 }
 
+// The packed reference through the ABI: each sequence equals the reference on it alone; bad offsets are a
+// status and a message with nothing written.
+TEST(CApi, PackedReferenceThroughTheAbi) {
+  std::mt19937_64 rng(4);
+  RandomCase c;
+  c.B = 1, c.N = 23, c.H = 2, c.Hkv = 2, c.D = 8;
+  c.config.segments = {4, 8};
+  c.config.dilations = {1, 2};
+  fill_inputs(c, rng);
+  dilatron_attention* a = nullptr;
+  ASSERT_EQ(dilatron_create(c.config.segments.data(), c.config.dilations.data(), 2, DILATRON_LONGNET, 0, 0.0, &a),
+            DILATRON_OK);
+  std::vector<float> out(std::size_t(c.N * c.H * c.D), NAN);
+  const auto q = tensor(c.q.data(), DILATRON_F32, 1, c.N, c.H, c.D), k = tensor(c.k.data(), DILATRON_F32, 1, c.N, c.Hkv, c.D),
+             v = tensor(c.v.data(), DILATRON_F32, 1, c.N, c.Hkv, c.D), o = tensor(out.data(), DILATRON_F32, 1, c.N, c.H, c.D);
+  std::int32_t cu[] = {0, 9, 9, 23};
+  dilatron_packing packing{cu, 3, 0};
+  ASSERT_EQ(dilatron_reference_forward_varlen(a, &q, &k, &v, &packing, &o, nullptr), DILATRON_OK) << dilatron_last_error();
+  for (const auto& [begin, end] : {std::pair{0, 9}, std::pair{9, 23}}) {
+    RandomCase alone = c;
+    alone.N = end - begin;
+    const std::size_t row = std::size_t(c.H * c.D) * sizeof(float), kv_row = std::size_t(c.Hkv * c.D) * sizeof(float);
+    alone.q.assign(c.q.begin() + std::ptrdiff_t(begin * row), c.q.begin() + std::ptrdiff_t(end * row));
+    alone.k.assign(c.k.begin() + std::ptrdiff_t(begin * kv_row), c.k.begin() + std::ptrdiff_t(end * kv_row));
+    alone.v.assign(c.v.begin() + std::ptrdiff_t(begin * kv_row), c.v.begin() + std::ptrdiff_t(end * kv_row));
+    const DenseResult want = dense_attention(alone.config, alone.dense());
+    const auto first = out.begin() + begin * c.H * c.D, last = out.begin() + end * c.H * c.D;
+    EXPECT_LE(relative_error({first, last}, want.out), 1e-5) << "sequence at " << begin;
+  }
+  std::fill(out.begin(), out.end(), NAN);
+  cu[2] = 30;
+  EXPECT_EQ(dilatron_reference_forward_varlen(a, &q, &k, &v, &packing, &o, nullptr), DILATRON_ERROR_INVALID);
+  EXPECT_NE(std::string(dilatron_last_error()).find("cu_seqlens[3] = 23 is below cu_seqlens[2] = 30"), std::string::npos)
+      << dilatron_last_error();
+  packing.sequences = 0;
+  EXPECT_EQ(dilatron_reference_forward_varlen(a, &q, &k, &v, &packing, &o, nullptr), DILATRON_ERROR_INVALID);
+  EXPECT_NE(std::string(dilatron_last_error()).find("1 to 65535 sequences, not 0"), std::string::npos);
+  EXPECT_EQ(dilatron_reference_forward_varlen(a, &q, &k, &v, nullptr, &o, nullptr), DILATRON_ERROR_INVALID);
+  for (float x : out) ASSERT_TRUE(std::isnan(x)) << "nothing written";
+  dilatron_destroy(a);
+}
+
 TEST(CApi, ReferenceBackwardThroughTheAbiEqualsFiniteDifferences) {
   std::mt19937_64 rng(4);
   RandomCase c;
