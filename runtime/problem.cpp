@@ -258,10 +258,14 @@ void validate_sequence_count(std::int64_t sequences) {
   }
 }
 
-void validate_packing(const TensorView& q, const PackedSequences& packing) {
+void validate_packed_batch(const TensorView& q) {
   if (q.shape[0] != 1) {
     throw Error(fmt::format("a packed batch is one batch element of all the sequences' rows: q has B = {}", q.shape[0]));
   }
+}
+
+void validate_packing(const TensorView& q, const PackedSequences& packing) {
+  validate_packed_batch(q);
   validate_sequence_count(packing.sequences);
   if (packing.max_seqlen < 0 || packing.max_seqlen > q.shape[1]) {
     throw Error(fmt::format("max_seqlen = {} is outside [0, {}], the packing's rows (0: unknown)", packing.max_seqlen,
@@ -271,6 +275,12 @@ void validate_packing(const TensorView& q, const PackedSequences& packing) {
   if (reinterpret_cast<std::uintptr_t>(packing.cu_seqlens) % alignof(std::int32_t) != 0) {
     throw Error("cu_seqlens is not 4-byte aligned");
   }
+}
+
+void validate_host_packing(const TensorView& q, std::span<const std::int32_t> cu_seqlens) {
+  validate_packed_batch(q);
+  validate_cu_seqlens(cu_seqlens.data(), std::int64_t(cu_seqlens.size()), q.shape[1]);
+  validate_packing(q, {cu_seqlens.data(), std::int64_t(cu_seqlens.size()) - 1, 0});
 }
 
 std::vector<HeadBranch> head_branches(const Config& config, std::int64_t h, std::int64_t heads) {
@@ -298,6 +308,14 @@ std::int64_t attended_pairs(const Config& config, std::int64_t seq_len, std::int
       total += full * pairs(index::selected_count(b.w, b.offset, b.r)) +
                pairs(index::selected_count(tail, b.offset, b.r));
     }
+  }
+  return total;
+}
+
+std::int64_t attended_pairs(const Config& config, std::span<const std::int32_t> cu_seqlens, std::int64_t heads) {
+  std::int64_t total = 0;
+  for (std::size_t i = 1; i < cu_seqlens.size(); ++i) {
+    total += attended_pairs(config, cu_seqlens[i] - cu_seqlens[i - 1], heads);
   }
   return total;
 }

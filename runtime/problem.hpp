@@ -60,6 +60,11 @@ void validate_gradients_for_gpu(const Problem& problem, const TensorView& q, con
 constexpr std::int64_t kMaxPackedSequences = 65535;
 void validate_sequence_count(std::int64_t sequences);
 void validate_packing(const TensorView& q, const PackedSequences& packing);
+// Its first check: q has one batch element.
+void validate_packed_batch(const TensorView& q);
+// Every check of a packing whose offsets are host memory: B = 1, then the offsets (validate_cu_seqlens
+// against q's rows), then validate_packing's.
+void validate_host_packing(const TensorView& q, std::span<const std::int32_t> cu_seqlens);
 
 // One branch as seen by one head: its segment length, dilation and the head's offset in it.
 struct HeadBranch {
@@ -78,5 +83,7 @@ double output_scale(const Config& config);
 // Query-key pairs attended for one batch element over all heads (causal pairs counted once), in every
 // branch or (branch >= 0) in that one. The FLOP count of a forward pass is 4 * D * B * attended_pairs.
 std::int64_t attended_pairs(const Config& config, std::int64_t seq_len, std::int64_t heads, int branch = -1);
+// The same summed over a packed batch's sequences (valid offsets).
+std::int64_t attended_pairs(const Config& config, std::span<const std::int32_t> cu_seqlens, std::int64_t heads);
 
 }  // namespace dilatron

@@ -3,6 +3,7 @@
 #include <dilatron/dilatron.hpp>
 #include <dilatron/ring.hpp>
 
+#include <algorithm>
 #include <vector>
 
 #include "common/dtype.hpp"
@@ -42,8 +43,18 @@ void download(const DeviceBuffer& buffer, DType dtype, const TensorView& out) {
 }  // namespace
 
 void gpu_forward(const Config& config, const TensorView& q, const TensorView& k, const TensorView& v,
-                 const TensorView& out, const TensorView* lse, const HostGradients* gradients) {
+                 const TensorView& out, const TensorView* lse, const HostGradients* gradients,
+                 const std::vector<std::int32_t>* cu_seqlens) {
   DilatedAttention attention(config);
+  std::unique_ptr<DeviceBuffer> offsets;
+  PackedSequences packing;
+  if (cu_seqlens) {
+    offsets = std::make_unique<DeviceBuffer>(cu_seqlens->size() * sizeof(std::int32_t));
+    offsets->upload(cu_seqlens->data());
+    std::int32_t longest = 0;
+    for (std::size_t i = 1; i < cu_seqlens->size(); ++i) longest = std::max(longest, (*cu_seqlens)[i] - (*cu_seqlens)[i - 1]);
+    packing = {static_cast<const std::int32_t*>(offsets->get()), std::int64_t(cu_seqlens->size()) - 1, longest};
+  }
   const auto q_d = upload(q), k_d = upload(k), v_d = upload(v);
   const DType dtype = device_dtype(q.dtype);
   const auto on_device = [&](const DeviceBuffer& b, const Shape4& shape) { return TensorView::contiguous(b.get(), dtype, shape); };
@@ -58,15 +69,18 @@ void gpu_forward(const Config& config, const TensorView& q, const TensorView& k,
     lse_d = std::make_unique<DeviceBuffer>(std::size_t(shape[0] * shape[1] * shape[2]) * sizeof(float));
     lse_view = TensorView::contiguous(lse_d->get(), DType::f32, shape);
   }
-  attention.forward(qv, kv, vv, ov, lse_d ? &lse_view : nullptr, nullptr);
+  if (cu_seqlens) attention.forward(qv, kv, vv, packing, ov, lse_d ? &lse_view : nullptr);
+  else attention.forward(qv, kv, vv, ov, lse_d ? &lse_view : nullptr);
   std::unique_ptr<DeviceBuffer> dout_d, dq_d, dk_d, dv_d;
   if (gradients) {
     dout_d = upload(gradients->dout);
     dq_d = std::make_unique<DeviceBuffer>(out_d.bytes());
     dk_d = std::make_unique<DeviceBuffer>(std::size_t(k.numel()) * dtype_size(dtype));
     dv_d = std::make_unique<DeviceBuffer>(dk_d->bytes());
-    attention.backward(qv, kv, vv, ov, lse_view, on_device(*dout_d, q.shape), on_device(*dq_d, q.shape),
-                       on_device(*dk_d, k.shape), on_device(*dv_d, k.shape), nullptr);
+    const TensorView dout = on_device(*dout_d, q.shape), dq = on_device(*dq_d, q.shape), dk = on_device(*dk_d, k.shape),
+                     dv = on_device(*dv_d, k.shape);
+    if (cu_seqlens) attention.backward(qv, kv, vv, ov, lse_view, dout, dq, dk, dv, packing);
+    else attention.backward(qv, kv, vv, ov, lse_view, dout, dq, dk, dv);
   }
   DILATRON_CU(cuCtxSynchronize());
   download(out_d, dtype, out);

@@ -7,6 +7,7 @@
 
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <string>
 #include <string_view>
 
@@ -157,7 +158,18 @@ std::int64_t Array::numel() const {
   return n;
 }
 
-Array load(const std::filesystem::path& path) {
+namespace {
+
+// A .npy file's header and data, its dtype one of `accepted` (descr, element bytes); `expected` names
+// them for the error.
+struct Raw {
+  std::string descr;
+  std::vector<std::int64_t> shape;
+  std::vector<std::byte> data;
+};
+
+Raw load_raw(const std::filesystem::path& path, std::initializer_list<std::pair<std::string_view, std::size_t>> accepted,
+             std::string_view expected) {
   // What the header claims is checked against the file's size before anything is allocated (and a FIFO
   // is refused rather than waited on).
   std::error_code ec;
@@ -182,39 +194,67 @@ Array load(const std::filesystem::path& path) {
   std::string header_text(header_len, '\0');
   if (!in.read(header_text.data(), std::streamsize(header_len))) fail(path, "truncated header");
 
-  Array array;
+  Raw raw;
   const Header header = HeaderParser(path, header_text).parse();
-  if (header.descr == "<f4") {
-    array.dtype = DType::f32;
-  } else if (header.descr == "<f2") {
-    array.dtype = DType::f16;
-  } else if (header.descr == "<f8") {
-    array.dtype = DType::f64;
-  } else {
-    fail(path, fmt::format("unsupported dtype '{}': expected little-endian float32 '<f4', float16 '<f2' or float64 '<f8'",
-                           header.descr));
+  std::size_t element_bytes = 0;
+  for (const auto& [descr, bytes] : accepted) {
+    if (header.descr == descr) element_bytes = bytes;
   }
+  if (element_bytes == 0) fail(path, fmt::format("unsupported dtype '{}': expected {}", header.descr, expected));
   if (header.fortran_order) fail(path, "Fortran-order arrays are not supported: save in C order");
-  array.shape = header.shape;
+  raw.descr = header.descr;
+  raw.shape = header.shape;
   std::int64_t elements = 1;
-  for (std::int64_t d : array.shape) {
+  for (std::int64_t d : raw.shape) {
     if (__builtin_mul_overflow(elements, d, &elements) || elements > (std::int64_t(1) << 56)) {
-      fail(path, fmt::format("shape ({}) is too large", fmt::join(array.shape, ", ")));
+      fail(path, fmt::format("shape ({}) is too large", fmt::join(raw.shape, ", ")));
     }
   }
 
   // Sizes are checked against the file before allocating; the data then goes straight into the array,
   // so large inputs are never held twice.
-  const std::size_t expected = std::size_t(array.numel()) * dtype_size(array.dtype);
+  const std::size_t expected_bytes = std::size_t(elements) * element_bytes;
   const std::size_t data_offset = 8 + len_bytes + header_len;
   const std::size_t actual = ec || file_bytes < data_offset ? 0 : std::size_t(file_bytes - data_offset);
-  if (actual != expected) {
-    fail(path, fmt::format("shape ({}) needs {} data bytes but the file has {}{}", fmt::join(array.shape, ", "), expected,
-                           actual, actual < expected ? " (truncated)" : ""));
+  if (actual != expected_bytes) {
+    fail(path, fmt::format("shape ({}) needs {} data bytes but the file has {}{}", fmt::join(raw.shape, ", "),
+                           expected_bytes, actual, actual < expected_bytes ? " (truncated)" : ""));
   }
-  array.data.resize(expected);
-  if (!in.read(reinterpret_cast<char*>(array.data.data()), std::streamsize(expected))) fail(path, "read failed");
-  return array;
+  raw.data.resize(expected_bytes);
+  if (!in.read(reinterpret_cast<char*>(raw.data.data()), std::streamsize(expected_bytes))) fail(path, "read failed");
+  return raw;
+}
+
+}  // namespace
+
+Array load(const std::filesystem::path& path) {
+  Raw raw = load_raw(path, {{"<f4", 4}, {"<f2", 2}, {"<f8", 8}},
+                     "little-endian float32 '<f4', float16 '<f2' or float64 '<f8'");
+  const DType dtype = raw.descr == "<f4" ? DType::f32 : raw.descr == "<f2" ? DType::f16 : DType::f64;
+  return {dtype, std::move(raw.shape), std::move(raw.data)};
+}
+
+std::vector<std::int32_t> load_offsets(const std::filesystem::path& path) {
+  const Raw raw = load_raw(path, {{"<i4", 4}, {"<i8", 8}}, "little-endian int32 '<i4' or int64 '<i8'");
+  if (raw.shape.size() != 1) {
+    fail(path, fmt::format("shape ({}): offsets are one dimension, [S + 1] for S sequences", fmt::join(raw.shape, ", ")));
+  }
+  std::vector<std::int32_t> out(std::size_t(raw.shape[0]));
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    std::int64_t value = 0;
+    if (raw.descr == "<i4") {
+      std::int32_t v;
+      std::memcpy(&v, raw.data.data() + 4 * i, 4);
+      value = v;
+    } else {
+      std::memcpy(&value, raw.data.data() + 8 * i, 8);
+    }
+    if (value < std::numeric_limits<std::int32_t>::min() || value > std::numeric_limits<std::int32_t>::max()) {
+      fail(path, fmt::format("entry {} = {} does not fit the int32 offsets take", i, value));
+    }
+    out[i] = std::int32_t(value);
+  }
+  return out;
 }
 
 void write(AtomicFile& file, DType dtype, const std::vector<std::int64_t>& shape, const void* data) {

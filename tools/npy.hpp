@@ -26,6 +26,10 @@ struct Array {
 
 Array load(const std::filesystem::path& path);
 
+// A packing's offsets (cu_seqlens): a 1-D int32 or int64 array, every value within int32. Their order is
+// the caller's to check (validate_cu_seqlens).
+std::vector<std::int32_t> load_offsets(const std::filesystem::path& path);
+
 // Writes a complete .npy image into `file`; the caller commits it. bf16 has no .npy dtype: an error.
 void write(AtomicFile& file, DType dtype, const std::vector<std::int64_t>& shape, const void* data);
 

@@ -22,6 +22,7 @@ namespace {
 
 struct RunOptions {
   std::string q, k, v, out, lse;
+  std::string cu_seqlens;  // a packed batch's offsets
   Device device = Device::cpu;
   std::string dout, dq, dk, dv;  // --backward
   Config config;
@@ -59,7 +60,10 @@ void run(RunOptions o) {
   if (o.scale_given) o.config.scale = o.scale;
   check_config_flags(o.config);
   check_backward_flags(o);
+  const bool packed = !o.cu_seqlens.empty();
+  if (packed && o.ranks > 1) throw UsageError("--cu-seqlens runs on one rank: the ring does not split packed batches yet");
   std::vector<NamedPath> inputs{{"--q", o.q}, {"--k", o.k}, {"--v", o.v}}, outputs{{"--out", o.out}};
+  if (packed) inputs.push_back({"--cu-seqlens", o.cu_seqlens});
   if (!o.lse.empty()) outputs.push_back({"--lse", o.lse});
   if (o.backward) {
     inputs.push_back({"--dout", o.dout});
@@ -81,6 +85,15 @@ void run(RunOptions o) {
   const TensorView lse = TensorView::contiguous(lse_values.data(), DType::f32, {q.shape[0], q.shape[2], q.shape[1], 1});
   const TensorView* lse_arg = o.lse.empty() ? nullptr : &lse;
   const Problem p = validate(o.config, q, k, v, out, lse_arg);
+  std::vector<std::int32_t> cu_seqlens;
+  if (packed) {
+    cu_seqlens = npy::load_offsets(o.cu_seqlens);
+    try {
+      validate_host_packing(q, cu_seqlens);
+    } catch (const Error& e) {
+      throw Error(fmt::format("--cu-seqlens {}: {}", o.cu_seqlens, e.what()));
+    }
+  }
   // The gradients: dO as read, dQ in Q's dtype, dK and dV in K's.
   npy::Array douta;
   std::vector<std::byte> dq_bytes, dk_bytes, dv_bytes;
@@ -102,17 +115,20 @@ void run(RunOptions o) {
   if (o.device != Device::cpu) {
     const HostGradients gradients{dout, dq, dk, dv};
     o.ranks > 1 ? gpu_ring_forward(o.config, o.ranks, q, k, v, out, lse_arg, o.backward ? &gradients : nullptr)
-                : gpu_forward(o.config, q, k, v, out, lse_arg, o.backward ? &gradients : nullptr);
+                : gpu_forward(o.config, q, k, v, out, lse_arg, o.backward ? &gradients : nullptr,
+                              packed ? &cu_seqlens : nullptr);
   } else {
     ProgressLine progress(o.backward ? "run (forward)" : "run", !o.quiet);
     const RingProgress report = [&](std::int64_t done, std::int64_t total) { progress.update(done, total); };
-    o.ranks > 1 ? ring_reference_forward(o.config, o.ranks, q, k, v, out, lse_arg, report)
-                : reference_forward(o.config, q, k, v, out, lse_arg, 0, report);
+    if (packed) reference_forward_varlen(o.config, q, k, v, cu_seqlens, out, lse_arg, 0, report);
+    else if (o.ranks > 1) ring_reference_forward(o.config, o.ranks, q, k, v, out, lse_arg, report);
+    else reference_forward(o.config, q, k, v, out, lse_arg, 0, report);
     if (o.backward) {
       ProgressLine gradients("run (backward)", !o.quiet);
       const RingProgress report_gradients = [&](std::int64_t done, std::int64_t total) { gradients.update(done, total); };
-      o.ranks > 1 ? ring_reference_backward(o.config, o.ranks, q, k, v, dout, dq, dk, dv, report_gradients)
-                  : reference_backward(o.config, q, k, v, dout, dq, dk, dv);
+      if (packed) reference_backward_varlen(o.config, q, k, v, cu_seqlens, dout, dq, dk, dv);
+      else if (o.ranks > 1) ring_reference_backward(o.config, o.ranks, q, k, v, dout, dq, dk, dv, report_gradients);
+      else reference_backward(o.config, q, k, v, dout, dq, dk, dv);
     }
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -130,7 +146,7 @@ void run(RunOptions o) {
     fmt::print("wrote {} [{}] {}{}{}: {} branch(es), {:.3g} query-key pairs, {:.2f} s on {}\n", o.out,
                fmt::join(qa.shape, ","), to_string(out.dtype), o.lse.empty() ? "" : " and " + o.lse,
                o.backward ? fmt::format(" and the gradients {}, {}, {}", o.dq, o.dk, o.dv) : "",
-               o.config.branches(), double(p.batch) * double(attended_pairs(o.config, p.seq_len, p.heads)), seconds,
+               o.config.branches(), double(packed ? attended_pairs(o.config, cu_seqlens, p.heads) : p.batch * attended_pairs(o.config, p.seq_len, p.heads)), seconds,
                o.device != Device::cpu
                    ? device_words() + (o.ranks > 1 ? fmt::format(" ({} ranks, Local transport)", o.ranks) : "")
                : o.ranks > 1 ? fmt::format("the CPU (float64 reference, {} ranks)", o.ranks)
@@ -160,6 +176,11 @@ void add_run(CLI::App& app) {
                   "(--device cpu: P ranks of this process stepped together on its threads; cuda or emulator: P ranks on one device)")
       ->capture_default_str()
       ->transform(positive_integer(std::numeric_limits<int>::max()));
+  cmd->add_option("--cu-seqlens", o->cu_seqlens,
+                  "a packed batch: S + 1 int32 or int64 row offsets (0 first, never decreasing, N last; .npy, 1-D) of S "
+                  "sequences lying one after another in the N rows of --q/--k/--v [1,N,heads,D], each attended alone "
+                  "(docs/SEMANTICS.md 'Packed sequences'); one rank only")
+      ->check(CLI::ExistingFile);
   cmd->add_option("--out", o->out, "output O [B,N,H,D] in Q's dtype (a new file; never an input)")->required();
   cmd->add_option("--lse", o->lse, "also write the log-sum-exp, float32 [B,H,N]");
   cmd->add_flag("--backward", o->backward,

@@ -35,9 +35,10 @@ void reference_backward(const Config& config, const TensorView& q, const TensorV
 // dilation residues counted from its first row. cu_seqlens: at least two offsets, the first 0, never
 // decreasing, the last `total` (an empty sequence is allowed and has no rows). Validates everything
 // first and throws dilatron::Error before writing anything.
+// `progress` as reference_forward's, over the pairs of every sequence.
 void reference_forward_varlen(const Config& config, const TensorView& q, const TensorView& k, const TensorView& v,
                               const std::vector<std::int32_t>& cu_seqlens, const TensorView& out,
-                              const TensorView* lse = nullptr, unsigned threads = 0);
+                              const TensorView* lse = nullptr, unsigned threads = 0, const Progress& progress = {});
 void reference_backward_varlen(const Config& config, const TensorView& q, const TensorView& k, const TensorView& v,
                                const std::vector<std::int32_t>& cu_seqlens, const TensorView& dout, const TensorView& dq,
                                const TensorView& dk, const TensorView& dv, unsigned threads = 0);

@@ -345,3 +345,105 @@ TEST(CliRun, RanksSplitTheSequenceAndAgreeWithOneRank) {
     EXPECT_FALSE(std::filesystem::exists(dir / "bad.npy"));
   }
 }
+
+// A packed batch (--cu-seqlens, int64 as numpy saves by default) equals each sequence run alone, O, LSE
+// and the gradients; sequences of 1 row, fewer than the smallest segment, an empty one and one longer
+// than the largest segment.
+TEST(CliRun, PackedBatchEqualsEverySequenceRunAlone) {
+  TempDir dir;
+  const std::vector<std::int64_t> cu{0, 1, 6, 6, 40};
+  RandomCase c = make_case(14, 1, cu.back(), 4, 2, 8, DType::f32, make_config({8, 16}, {1, 3}, Mode::longnet, true));
+  const std::string args = write_inputs(dir, c);
+  save_offsets_npy(dir / "cu.npy", cu);
+  std::mt19937_64 rng(15);
+  const auto dout = random_tensor(c.N * c.H * c.D, DType::f32, 1.0, rng);
+  save_npy(dir / "do.npy", DType::f32, {1, c.N, c.H, c.D}, dout.data());
+  const auto outputs = [&](const std::string& tag) {
+    return fmt::format(" --quiet --out '{0}/{1}o.npy' --lse '{0}/{1}l.npy' --backward --dout '{0}/{1}do.npy' --dq "
+                       "'{0}/{1}dq.npy' --dk '{0}/{1}dk.npy' --dv '{0}/{1}dv.npy'",
+                       dir.path().string(), tag);
+  };
+  std::filesystem::copy_file(dir / "do.npy", dir / "packed_do.npy");
+  const CliResult packed = run_cli(dir, args + fmt::format(" --cu-seqlens '{}'", (dir / "cu.npy").string()) + outputs("packed_"));
+  ASSERT_EQ(packed.status, 0) << packed.err;
+  const auto rows_of = [](const std::vector<double>& t, std::int64_t row, std::int64_t begin, std::int64_t end) {
+    return std::vector<double>(t.begin() + begin * row, t.begin() + end * row);
+  };
+  for (std::size_t s = 0; s + 1 < cu.size(); ++s) {
+    const std::int64_t begin = cu[s], end = cu[s + 1];
+    if (begin == end) continue;
+    SCOPED_TRACE(fmt::format("sequence [{}, {})", begin, end));
+    RandomCase alone = c;
+    alone.N = end - begin;
+    const std::size_t q_row = std::size_t(c.H * c.D) * 4, kv_row = std::size_t(c.Hkv * c.D) * 4;
+    alone.q.assign(c.q.begin() + std::ptrdiff_t(begin * q_row), c.q.begin() + std::ptrdiff_t(end * q_row));
+    alone.k.assign(c.k.begin() + std::ptrdiff_t(begin * kv_row), c.k.begin() + std::ptrdiff_t(end * kv_row));
+    alone.v.assign(c.v.begin() + std::ptrdiff_t(begin * kv_row), c.v.begin() + std::ptrdiff_t(end * kv_row));
+    TempDir one;
+    const std::string one_args = write_inputs(one, alone);
+    save_npy(one / "alone_do.npy", DType::f32, {1, alone.N, c.H, c.D}, dout.data() + begin * q_row);
+    const CliResult r = run_cli(one, one_args + fmt::format(" --quiet --out '{0}/alone_o.npy' --lse '{0}/alone_l.npy' "
+                                                            "--backward --dout '{0}/alone_do.npy' --dq '{0}/alone_dq.npy' "
+                                                            "--dk '{0}/alone_dk.npy' --dv '{0}/alone_dv.npy'",
+                                                            one.path().string()));
+    ASSERT_EQ(r.status, 0) << r.err;
+    for (const auto& [name, row] : {std::pair{"o", c.H * c.D}, std::pair{"dq", c.H * c.D}, std::pair{"dk", c.Hkv * c.D},
+                                    std::pair{"dv", c.Hkv * c.D}}) {
+      EXPECT_LE(relative_error(rows_of(npy_values(dir / fmt::format("packed_{}.npy", name)), row, begin, end),
+                               npy_values(one / fmt::format("alone_{}.npy", name))),
+                1e-6)
+          << name;
+    }
+    const std::vector<double> lse = npy_values(dir / "packed_l.npy"), want = npy_values(one / "alone_l.npy");
+    for (std::int64_t h = 0; h < c.H; ++h) {
+      for (std::int64_t n = 0; n < alone.N; ++n) {
+        EXPECT_NEAR(lse[std::size_t(h * c.N + begin + n)], want[std::size_t(h * alone.N + n)], 1e-6);
+      }
+    }
+  }
+}
+
+// Every bad packing is one line, exit 1 (bad data) or 2 (a command line that cannot run), and no file.
+TEST(CliRun, BadPackingsFailWithOneLineAndWriteNothing) {
+  TempDir dir;
+  RandomCase c = make_case(16, 1, 20, 2, 2, 4, DType::f32, make_config({8}, {1}, Mode::longnet, false));
+  const std::string args = write_inputs(dir, c);
+  save_offsets_npy<std::int32_t>(dir / "down.npy", {0, 12, 9, 20});
+  save_offsets_npy<std::int32_t>(dir / "short.npy", {0, 12, 19});
+  save_offsets_npy<std::int32_t>(dir / "late.npy", {3, 12, 20});
+  save_offsets_npy<std::int32_t>(dir / "one.npy", {0});
+  save_offsets_npy<std::int64_t>(dir / "huge.npy", {0, std::int64_t(1) << 40, 20});
+  save_offsets_npy<std::int32_t>(dir / "square.npy", {0, 10, 10, 20}, {2, 2});
+  save_npy(dir / "float.npy", DType::f32, {1, 1, 1, 3}, c.q.data());
+  RandomCase two = make_case(17, 2, 10, 2, 2, 4, DType::f32, c.config);
+  TempDir batched;
+  const std::string two_args = write_inputs(batched, two);
+  save_offsets_npy<std::int32_t>(dir / "good.npy", {0, 10, 20});
+  const auto packed = [&](const std::string& base, const char* file) {
+    return base + fmt::format(" --cu-seqlens '{}' --out '{}'", (dir / file).string(), (dir / "o.npy").string());
+  };
+  const std::vector<std::tuple<std::string, std::string, int>> bad = {
+      {packed(args, "down.npy"), "cu_seqlens[2] = 9 is below cu_seqlens[1] = 12", 1},
+      {packed(args, "short.npy"), "cu_seqlens ends at 19 but the packed tensors hold 20 rows", 1},
+      {packed(args, "late.npy"), "cu_seqlens[0] = 3", 1},
+      {packed(args, "one.npy"), "cu_seqlens has 1 entries", 1},
+      {packed(args, "huge.npy"), "entry 1 = 1099511627776 does not fit the int32", 1},
+      {packed(args, "square.npy"), "offsets are one dimension", 1},
+      {packed(args, "float.npy"), "expected little-endian int32 '<i4' or int64 '<i8'", 1},
+      {packed(args, "missing.npy"), "--cu-seqlens", 2},
+      {packed(two_args, "good.npy"), "q has B = 2", 1},
+      {packed(args, "good.npy") + " --ranks 2", "the ring does not split packed batches", 2},
+  };
+  const auto before = std::distance(std::filesystem::directory_iterator(dir.path()), {});
+  for (const auto& [command, needle, status] : bad) {
+    SCOPED_TRACE(command);
+    const CliResult r = run_cli(dir, command);
+    EXPECT_EQ(r.status, status) << r.err;
+    EXPECT_NE(r.err.find(needle), std::string::npos) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "one line: " << r.err;
+    EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir.path()), {}), before) << "left a file behind";
+  }
+  const CliResult over = run_cli(dir, args + fmt::format(" --cu-seqlens '{0}' --out '{0}'", (dir / "good.npy").string()));
+  EXPECT_EQ(over.status, 2) << over.err;
+  EXPECT_NE(over.err.find("refusing to overwrite an input"), std::string::npos) << over.err;
+}
