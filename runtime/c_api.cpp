@@ -190,6 +190,13 @@ dilatron_status dilatron_backward_varlen(dilatron_attention* a, const dilatron_t
   });
 }
 
+dilatron_status dilatron_validate_cu_seqlens(const int32_t* cu_seqlens, int64_t count, int64_t total) {
+  return guarded([&] {
+    if (!cu_seqlens) throw dilatron::Error("cu_seqlens is NULL");
+    dilatron::validate_cu_seqlens(cu_seqlens, count, total);
+  });
+}
+
 dilatron_status dilatron_reference_forward_varlen(const dilatron_attention* a, const dilatron_tensor* q,
                                                   const dilatron_tensor* k, const dilatron_tensor* v,
                                                   const dilatron_packing* packing, const dilatron_tensor* out,

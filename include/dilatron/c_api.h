@@ -116,6 +116,9 @@ DILATRON_API dilatron_status dilatron_backward_varlen(dilatron_attention* attent
                                                       const dilatron_tensor* dout, const dilatron_tensor* dq,
                                                       const dilatron_tensor* dk, const dilatron_tensor* dv,
                                                       const dilatron_packing* packing, void* stream);
+/* Checks `count` offsets in host memory against a packing of `total` rows (0 first, never decreasing,
+ * `total` last): DILATRON_ERROR_INVALID naming the first bad entry otherwise. */
+DILATRON_API dilatron_status dilatron_validate_cu_seqlens(const int32_t* cu_seqlens, int64_t count, int64_t total);
 /* The float64 host reference over a packing in host memory. */
 DILATRON_API dilatron_status dilatron_reference_forward_varlen(const dilatron_attention* attention,
                                                                const dilatron_tensor* q, const dilatron_tensor* k,

@@ -29,6 +29,11 @@ class Tensor(ctypes.Structure):
                 ("strides", ctypes.c_int64 * 4)]
 
 
+class Packing(ctypes.Structure):
+    """A packed batch (dilatron_packing): sequences + 1 int32 offsets at cu_seqlens."""
+    _fields_ = [("cu_seqlens", ctypes.c_void_p), ("sequences", ctypes.c_int64), ("max_seqlen", ctypes.c_int64)]
+
+
 class Message(ctypes.Structure):
     """One message of a ring step (dilatron_message): to `peer`, or from `peer` into `data`."""
     _fields_ = [("peer", ctypes.c_int32), ("data", ctypes.c_void_p), ("bytes", ctypes.c_int64)]
@@ -57,7 +62,13 @@ _path = None
 
 def _declare(lib):
     p, t, i32, i64 = ctypes.c_void_p, ctypes.POINTER(Tensor), ctypes.c_int32, ctypes.c_int64
+    packing = ctypes.POINTER(Packing)
     signatures = {
+        "dilatron_forward_varlen": [p, t, t, t, packing, t, t, p],
+        "dilatron_backward_varlen": [p, t, t, t, t, t, t, t, t, t, packing, p],
+        "dilatron_reference_forward_varlen": [p, t, t, t, packing, t, t],
+        "dilatron_reference_backward_varlen": [p, t, t, t, packing, t, t, t, t],
+        "dilatron_validate_cu_seqlens": [p, i64, i64],
         "dilatron_create": [ctypes.POINTER(i64), ctypes.POINTER(i64), i32, i32, i32, ctypes.c_double,
                             ctypes.POINTER(p)],
         "dilatron_forward": [p, t, t, t, t, t, p],

@@ -1,6 +1,7 @@
 """Dilated attention as a differentiable PyTorch op.
 
     out = dilated_attention(q, k, v, segments=[2048, 4096], dilations=[1, 2])
+    out = dilated_attention_varlen(q, k, v, cu_seqlens, [2048, 4096], [1, 2])  # packed [total, H, D]
     out = ring_dilated_attention(q_shard, k_shard, v_shard, [2048, 4096], [1, 2], group=group)  # across ranks
 
 q [B, N, H, D], k and v [B, N, Hkv, D] (H a multiple of Hkv), one dtype. CUDA tensors run Dilatron's
@@ -25,7 +26,7 @@ from . import _library as lib
 from . import _torch_ring
 from ._library import InvalidArgument
 
-__all__ = ["dilated_attention", "ring_dilated_attention", "ring_shard", "DilatedAttention", "MultiheadDilatedAttention",
+__all__ = ["dilated_attention", "dilated_attention_varlen", "ring_dilated_attention", "ring_shard", "DilatedAttention", "MultiheadDilatedAttention",
            "preset", "list_presets", "custom_op_registered"]
 
 _DTYPES = {torch.float32: lib.F32, torch.float16: lib.F16, torch.bfloat16: lib.BF16, torch.float64: lib.F64}
@@ -72,8 +73,9 @@ def _tensor(t: Tensor):
     return lib.Tensor(t.data_ptr(), _DTYPES[t.dtype], (ctypes.c_int64 * 4)(*shape), (ctypes.c_int64 * 4)(*strides))
 
 
-def _call(fn, *tensors, stream=None):
-    views = [_tensor(t) for t in tensors]
+def _call(fn, *args, stream=None):
+    """fn(pointer to each argument[, stream]): tensors as dilatron_tensor, ctypes structures as they are."""
+    views = [_tensor(a) if isinstance(a, Tensor) else a for a in args]
     pointers = [ctypes.byref(v) for v in views]
     if stream is not None:
         pointers.append(ctypes.c_void_p(stream))
@@ -112,6 +114,45 @@ def _backward_impl(q, k, v, out, lse, dout, segments, dilations, mode, causal, s
     return dq, dk, dv
 
 
+def _packing(cu_seqlens, max_seqlen):
+    return lib.Packing(cu_seqlens.data_ptr(), cu_seqlens.numel() - 1, max_seqlen)
+
+
+def _forward_varlen_impl(q, k, v, cu_seqlens, segments, dilations, mode, causal, scale, max_seqlen, check_offsets):
+    if check_offsets or not q.is_cuda:
+        _check_offset_values(q, cu_seqlens, max_seqlen)
+    # The library's packed tensors are one batch element: [1, total, heads, D] and LSE [1, H, total].
+    a = _attention((tuple(segments), tuple(dilations), mode, causal, scale))
+    out = torch.empty_like(q, memory_format=torch.contiguous_format)
+    lse = torch.empty((q.shape[1], q.shape[0]), dtype=torch.float32, device=q.device)
+    packing = _packing(cu_seqlens, max_seqlen)
+    q4, k4, v4, out4, lse4 = (t.unsqueeze(0) for t in (q, k, v, out, lse))
+    library = lib.library()
+    if q.is_cuda:
+        with torch.cuda.device(q.device):
+            _call(functools.partial(library.dilatron_forward_varlen, a.handle), q4, k4, v4, packing, out4, lse4,
+                  stream=_stream(q))
+    else:
+        _call(functools.partial(library.dilatron_reference_forward_varlen, a.handle), q4, k4, v4, packing, out4, lse4)
+    return out, lse
+
+
+def _backward_varlen_impl(q, k, v, out, lse, dout, cu_seqlens, segments, dilations, mode, causal, scale, max_seqlen):
+    a = _attention((tuple(segments), tuple(dilations), mode, causal, scale))
+    dq, dk, dv = (torch.empty_like(t, memory_format=torch.contiguous_format) for t in (q, k, v))
+    packing = _packing(cu_seqlens, max_seqlen)
+    q4, k4, v4, out4, lse4, dout4, dq4, dk4, dv4 = (t.unsqueeze(0) for t in (q, k, v, out, lse, dout, dq, dk, dv))
+    library = lib.library()
+    if q.is_cuda:
+        with torch.cuda.device(q.device):
+            _call(functools.partial(library.dilatron_backward_varlen, a.handle), q4, k4, v4, out4, lse4, dout4, dq4,
+                  dk4, dv4, packing, stream=_stream(q))
+    else:  # the reference recomputes O and LSE itself
+        _call(functools.partial(library.dilatron_reference_backward_varlen, a.handle), q4, k4, v4, packing, dout4, dq4,
+              dk4, dv4)
+    return dq, dk, dv
+
+
 # --- the custom ops, where this PyTorch has them ---------------------------------------------------
 
 custom_op_registered = hasattr(torch.library, "custom_op") and hasattr(torch.library, "register_fake")
@@ -136,9 +177,42 @@ if custom_op_registered:
     def _(q, k, v, out, lse, dout, segments, dilations, mode, causal, scale):
         return tuple(torch.empty_like(t, memory_format=torch.contiguous_format) for t in (q, k, v))
 
+    @torch.library.custom_op("dilatron::forward_varlen", mutates_args=())
+    def _forward_varlen_op(q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor, segments: List[int],
+                           dilations: List[int], mode: str, causal: bool, scale: float, max_seqlen: int,
+                           check_offsets: bool) -> Tuple[Tensor, Tensor]:
+        return _forward_varlen_impl(q, k, v, cu_seqlens, segments, dilations, mode, causal, scale, max_seqlen,
+                                    check_offsets)
+
+    @_forward_varlen_op.register_fake
+    def _(q, k, v, cu_seqlens, segments, dilations, mode, causal, scale, max_seqlen, check_offsets):
+        return (torch.empty_like(q, memory_format=torch.contiguous_format),
+                q.new_empty((q.shape[1], q.shape[0]), dtype=torch.float32))
+
+    @torch.library.custom_op("dilatron::backward_varlen", mutates_args=())
+    def _backward_varlen_op(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, dout: Tensor,
+                            cu_seqlens: Tensor, segments: List[int], dilations: List[int], mode: str, causal: bool,
+                            scale: float, max_seqlen: int) -> Tuple[Tensor, Tensor, Tensor]:
+        return _backward_varlen_impl(q, k, v, out, lse, dout, cu_seqlens, segments, dilations, mode, causal, scale,
+                                     max_seqlen)
+
+    @_backward_varlen_op.register_fake
+    def _(q, k, v, out, lse, dout, cu_seqlens, segments, dilations, mode, causal, scale, max_seqlen):
+        return tuple(torch.empty_like(t, memory_format=torch.contiguous_format) for t in (q, k, v))
+
     _forward, _backward = _forward_op, _backward_op
+    _forward_varlen, _backward_varlen = _forward_varlen_op, _backward_varlen_op
 else:
     _forward, _backward = _forward_impl, _backward_impl
+    _forward_varlen, _backward_varlen = _forward_varlen_impl, _backward_varlen_impl
+
+
+def _refuse_double_backward(dout, q, k, v):
+    """Differentiable once: building a graph of the gradients (create_graph=True, gradgradcheck) is an
+    error here, never gradients that silently have no derivative."""
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (dout, q, k, v)):
+        raise RuntimeError("dilatron.torch.dilated_attention is differentiable once: its gradients have no "
+                           "derivative (create_graph=True, double backward and gradgradcheck are not supported)")
 
 
 class _DilatedAttentionFunction(torch.autograd.Function):
@@ -153,14 +227,28 @@ class _DilatedAttentionFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout, _dlse):
         q, k, v, out, lse = ctx.saved_tensors
-        # Differentiable once: building a graph of the gradients (create_graph=True, gradgradcheck) is an
-        # error here, never gradients that silently have no derivative.
-        if torch.is_grad_enabled() and any(t.requires_grad for t in (dout, q, k, v)):
-            raise RuntimeError("dilatron.torch.dilated_attention is differentiable once: its gradients have no "
-                               "derivative (create_graph=True, double backward and gradgradcheck are not supported)")
+        _refuse_double_backward(dout, q, k, v)
         # Gradients may arrive expanded or transposed; the kernels read rows with a unit inner stride.
         dq, dk, dv = _backward(q, k, v, out, lse, dout.contiguous(), *ctx.config)
         return dq, dk, dv, None, None, None, None, None
+
+
+class _DilatedAttentionVarlenFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, cu_seqlens, segments, dilations, mode, causal, scale, max_seqlen, check_offsets):
+        out, lse = _forward_varlen(q, k, v, cu_seqlens, segments, dilations, mode, causal, scale, max_seqlen,
+                                   check_offsets)
+        ctx.save_for_backward(q, k, v, out, lse, cu_seqlens)
+        ctx.config = (segments, dilations, mode, causal, scale, max_seqlen)
+        ctx.mark_non_differentiable(lse)
+        return out, lse
+
+    @staticmethod
+    def backward(ctx, dout, _dlse):
+        q, k, v, out, lse, cu_seqlens = ctx.saved_tensors
+        _refuse_double_backward(dout, q, k, v)
+        dq, dk, dv = _backward_varlen(q, k, v, out, lse, dout.contiguous(), cu_seqlens, *ctx.config)
+        return dq, dk, dv, None, None, None, None, None, None, None, None
 
 
 # --- the public op -----------------------------------------------------------------------------------
@@ -235,6 +323,72 @@ def dilated_attention(q: Tensor, k: Tensor, v: Tensor, segments: Sequence[int], 
     return (out, lse) if return_lse else out
 
 
+def _check_packing(q, k, v, cu_seqlens, max_seqlen):
+    """The packed op's checks of shapes, dtypes and devices (the shared ones run on [1, total, heads, D]
+    views; the offsets' values are checked inside the op); returns max_seqlen as the library takes it (0:
+    unknown)."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 3:
+            raise InvalidArgument(f"{name} has shape {tuple(t.shape)}: a packed batch is [total, heads, D]")
+    if not isinstance(cu_seqlens, Tensor):
+        raise TypeError(f"cu_seqlens must be a torch.Tensor, got {type(cu_seqlens).__name__}")
+    if cu_seqlens.dtype != torch.int32:
+        raise InvalidArgument(f"cu_seqlens has dtype {cu_seqlens.dtype}: expected torch.int32 "
+                              f"(cu_seqlens.to(torch.int32))")
+    if cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2:
+        raise InvalidArgument(f"cu_seqlens has shape {tuple(cu_seqlens.shape)}: expected S + 1 offsets of S >= 1 "
+                              f"sequences, one dimension")
+    if cu_seqlens.device != q.device:
+        raise InvalidArgument(f"cu_seqlens is on {cu_seqlens.device} but q on {q.device}: the offsets go where the "
+                              f"tensors are (cu_seqlens.to(q.device))")
+    if max_seqlen is not None:
+        if isinstance(max_seqlen, bool):
+            raise InvalidArgument(f"max_seqlen = {max_seqlen!r}: expected an integer")
+        max_seqlen = operator.index(max_seqlen)
+        if not 0 <= max_seqlen <= q.shape[0]:
+            raise InvalidArgument(f"max_seqlen = {max_seqlen} is outside [0, {q.shape[0]}], the packed rows")
+    return max_seqlen or 0
+
+
+def _check_offset_values(q, cu_seqlens, max_seqlen):
+    """The offsets' values (and max_seqlen, when given, against the longest sequence). Inside the op, so
+    that torch.compile sees no host read; for CUDA offsets the copy is one synchronization."""
+    host = cu_seqlens.cpu()
+    lib.check(lib.library().dilatron_validate_cu_seqlens(host.data_ptr(), host.numel(), q.shape[0]))
+    longest = int((host[1:] - host[:-1]).max())
+    if 0 < max_seqlen < longest:
+        raise InvalidArgument(f"max_seqlen = {max_seqlen} is below the longest sequence, {longest} rows")
+
+
+def dilated_attention_varlen(q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor, segments: Sequence[int],
+                             dilations: Sequence[int], *, mode: str = "longnet", causal: bool = False,
+                             scale: Optional[float] = None, return_lse: bool = False,
+                             max_seqlen: Optional[int] = None, check_offsets: bool = True):
+    """dilated_attention over a packed batch, FlashAttention's varlen layout: the sequences lie one after
+    another in the rows of q [total, H, D] and k, v [total, Hkv, D], sequence i in rows
+    [cu_seqlens[i], cu_seqlens[i + 1]), each attended alone (docs/SEMANTICS.md, "Packed sequences": its
+    segments and dilation residues start at its first row). Returns O [total, H, D], and with return_lse
+    the float32 LSE [H, total]; differentiable in q, k and v.
+
+    cu_seqlens: int32, S + 1 offsets on q's device, 0 first, never decreasing (empty sequences allowed),
+    total last. max_seqlen: the longest sequence's rows, or None; it only sizes the GPU grid (None costs
+    idle thread blocks, never a wrong result). check_offsets: the offsets (and max_seqlen against them) are
+    checked before anything runs; for CUDA offsets that costs one synchronization, and False skips it: the
+    kernels then attend nothing for a sequence with bad offsets, and a max_seqlen below the longest leaves
+    rows unwritten. CPU tensors are always checked (and run the float64 reference).
+    """
+    max_seqlen = _check_packing(q, k, v, cu_seqlens, max_seqlen)
+    segments = _int64_list("segments", segments)
+    dilations = _int64_list("dilations", dilations)
+    _check(q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0), segments, dilations, mode, scale)
+    out, lse = _DilatedAttentionVarlenFunction.apply(q, k, v, cu_seqlens.contiguous(), segments, dilations, mode,
+                                                     bool(causal), float(scale) if scale is not None else 0.0,
+                                                     max_seqlen, bool(check_offsets))
+    return (out, lse) if return_lse else out
+
+
 def ring_shard(seq_len: int, world_size: int, rank: int) -> Tuple[int, int]:
     """(begin, end): the rows of a sequence of seq_len rows that `rank` of `world_size` holds in
     ring_dilated_attention: seq_len // world_size each, the first seq_len % world_size one more."""
@@ -267,9 +421,11 @@ def ring_dilated_attention(q: Tensor, k: Tensor, v: Tensor, segments: Sequence[i
 
 class DilatedAttention(nn.Module):
     """dilated_attention with its configuration fixed: forward(q, k, v, is_causal=None) on [B, N, H, D]
-    tensors; is_causal overrides the constructor's causal for one call. With cp_group (a process group;
-    torch.distributed.group.WORLD for the default one), q, k and v are this rank's shards and the call
-    runs ring_dilated_attention over that group."""
+    tensors; is_causal overrides the constructor's causal for one call. With cu_seqlens (and optionally
+    max_seqlen), q, k and v are a packed batch [total, heads, D] and the call runs
+    dilated_attention_varlen. With cp_group (a process group; torch.distributed.group.WORLD for the default
+    one), q, k and v are this rank's shards and the call runs ring_dilated_attention over that group
+    (packed batches do not split across ranks yet)."""
 
     def __init__(self, segments: Sequence[int], dilations: Sequence[int], mode: str = "longnet",
                  causal: bool = False, scale: Optional[float] = None, cp_group=None):
@@ -278,8 +434,16 @@ class DilatedAttention(nn.Module):
         self.dilations = _int64_list("dilations", dilations)
         self.mode, self.causal, self.scale, self.cp_group = mode, bool(causal), scale, cp_group
 
-    def forward(self, q: Tensor, k: Tensor, v: Tensor, is_causal: Optional[bool] = None) -> Tensor:
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, is_causal: Optional[bool] = None, *,
+                cu_seqlens: Optional[Tensor] = None, max_seqlen: Optional[int] = None) -> Tensor:
         causal = self.causal if is_causal is None else is_causal
+        if cu_seqlens is not None:
+            if self.cp_group is not None:
+                raise InvalidArgument("cu_seqlens with cp_group: the ring does not split packed batches yet")
+            return dilated_attention_varlen(q, k, v, cu_seqlens, self.segments, self.dilations, mode=self.mode,
+                                            causal=causal, scale=self.scale, max_seqlen=max_seqlen)
+        if max_seqlen is not None:
+            raise InvalidArgument("max_seqlen goes with cu_seqlens (a packed batch)")
         if self.cp_group is not None:
             return ring_dilated_attention(q, k, v, self.segments, self.dilations, mode=self.mode, causal=causal,
                                           scale=self.scale, group=self.cp_group)
@@ -299,6 +463,9 @@ class MultiheadDilatedAttention(nn.Module):
     layer_norm: a LayerNorm before the output projection (MAGNETO's sub-LN, as LongNet uses).
     key and value default to query (self-attention). cp_group: query, key and value are this rank's
     shard of the sequence, and the attention runs across the group (DilatedAttention's cp_group).
+    forward(..., cu_seqlens=, max_seqlen=): query, key and value are a packed batch, [1, total, embed_dim]
+    or [total, embed_dim], each sequence attended alone (dilated_attention_varlen); the output keeps the
+    query's shape.
     """
 
     def __init__(self, embed_dim: int, num_heads: int, segments: Sequence[int], dilations: Sequence[int],
@@ -321,16 +488,24 @@ class MultiheadDilatedAttention(nn.Module):
         self.attention = DilatedAttention(segments, dilations, mode, causal, cp_group=cp_group)
 
     def forward(self, query: Tensor, key: Optional[Tensor] = None, value: Optional[Tensor] = None,
-                is_causal: Optional[bool] = None):
+                is_causal: Optional[bool] = None, *, cu_seqlens: Optional[Tensor] = None,
+                max_seqlen: Optional[int] = None):
         key = query if key is None else key
         value = key if value is None else value
-        if query.dim() != 3 or query.shape[-1] != self.embed_dim:
+        packed = cu_seqlens is not None
+        if packed and not (query.dim() == 2 or (query.dim() == 3 and query.shape[0] == 1)):
+            raise InvalidArgument(f"query has shape {tuple(query.shape)}: a packed batch is [1, total, "
+                                  f"{self.embed_dim}] or [total, {self.embed_dim}]")
+        if (not packed and query.dim() != 3) or query.shape[-1] != self.embed_dim:
             raise InvalidArgument(f"query has shape {tuple(query.shape)}: expected [B, N, {self.embed_dim}]")
-        b, n, _ = query.shape
-        q = self.q_proj(query).view(b, n, self.num_heads, self.head_dim)
-        k = self.k_proj(key).view(b, key.shape[1], self.kv_heads, self.head_dim)
-        v = self.v_proj(value).view(b, value.shape[1], self.kv_heads, self.head_dim)
-        x = self.attention(q, k, v, is_causal).reshape(b, n, self.embed_dim)
+        # Packed rows are one batch element's; the attention takes them as [total, heads, D].
+        lead = (-1,) if packed else tuple(query.shape[:2])
+        kv_lead = (-1,) if packed else (key.shape[0], key.shape[1])
+        q = self.q_proj(query).reshape(*lead, self.num_heads, self.head_dim)
+        k = self.k_proj(key).reshape(*kv_lead, self.kv_heads, self.head_dim)
+        v = self.v_proj(value).reshape(*kv_lead, self.kv_heads, self.head_dim)
+        x = self.attention(q, k, v, is_causal, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen)
+        x = x.reshape(*query.shape[:-1], self.embed_dim)
         if self.norm is not None:
             x = self.norm(x)
         return self.out_proj(x), None
