@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # On a GPU machine, in parts that each fit one device call (logs under $OUT, default bench-out/):
 #   tests  the GPU tests, the PyTorch op's tests, the demo
-#   bench  `dilatron bench` and the PyTorch comparison (forward, backward and the op; default tiles), and
-#          the ring on this GPU over the Local transport (`bench --ranks`); NCCL rows need several GPUs
-#          and one process per GPU, which this script does not launch
+#   bench  `dilatron bench` and the PyTorch comparison (forward, backward and the op; default tiles), a
+#          packed batch against per-document calls and padding (`bench --packed`), and the ring on this
+#          GPU over the Local transport (`bench --ranks`); NCCL rows need several GPUs and one process
+#          per GPU, which this script does not launch
 #   tune   a tune of the LongNet configuration, then its forward pass with and without the winners
 #   all    the three in order (the default)
 # Build on the development machine and carry build/:
@@ -26,7 +27,7 @@ status=0
 
 if [[ $part == tests || $part == all ]]; then
   build/bin/test_gpu --gtest_brief=1 2>&1 | tee "$OUT/gpu_tests.log" || status=1
-  (cd tests/python && DILATRON_LIBRARY=$PWD/../../build/lib/libdilatron_c.so python3 -m unittest -v test_torch_op) 2>&1 |
+  (cd tests/python && DILATRON_LIBRARY=$PWD/../../build/lib/libdilatron_c.so python3 -m unittest -v test_torch_op test_torch_varlen) 2>&1 |
     tee "$OUT/torch_op_tests.log" || status=1
   build/bin/dilatron demo 2>&1 | tee "$OUT/demo.log" || status=1
 fi
@@ -38,6 +39,13 @@ if [[ $part == bench || $part == all ]]; then
   # The ring over the Local transport on this GPU against DilatedAttention timed the same way (host clock):
   # P = 1, 2, 4, 6 on LongNet (P = 6 cuts segments: 50 blocks travel) and P = 1, 2, 4 on dense attention
   # (w = N: every step after the first attends a whole shard received), forward, then forward + backward.
+  # A packed batch of 15 documents (1K..64K rows, 256K in all) on the LongNet preset: the packed call
+  # against a loop of per-document calls and against padding to the longest, forward and forward + backward.
+  PACKED=(--segments 2048,4096,8192,16384,32768 --dilations 1,2,4,6,12 --heads 16 --dense-limit 0
+          --packed 65536,65536,32768,32768,16384,16384,8192,8192,4096,4096,2048,2048,1024,1024,2048)
+  for pass in "" --backward; do
+    DILATRON_AUTOTUNE=0 build/bin/dilatron bench "${PACKED[@]}" $pass 2>&1 | tee -a "$OUT/packed_bench.log" || status=1
+  done
   DENSE_RING=(--segments 32768 --dilations 1 --seq-len 32768 --heads 16 --dense-limit 0)
   for pass in "" --backward; do
     DILATRON_AUTOTUNE=0 build/bin/dilatron bench "${LONGNET[@]}" --dense-limit 0 --ranks 6 $pass 2>&1 |

@@ -3,7 +3,8 @@
 // query-key pair (3.5 times that for forward + backward), the device memory the run holds, host time per
 // call, and a baseline measured in the same run: dense attention (one branch, w = N, r = 1) on the same
 // kernels when N is small enough for it to finish, else none. --ranks P adds the ring over the Local
-// transport on this GPU (bench_passes.hpp) against DilatedAttention timed the same way.
+// transport on this GPU (bench_passes.hpp) against DilatedAttention timed the same way; --packed adds a
+// packed batch against a loop of per-sequence calls and against padding (bench_passes.hpp).
 #include <dilatron/dilatron.hpp>
 #include <dilatron/error.hpp>
 
@@ -12,6 +13,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <limits>
 
 #include "common/env.hpp"
 #include "runtime/driver.hpp"
@@ -31,6 +33,7 @@ struct BenchOptions {
   int iters = 20, warmup = 5;
   std::int64_t dense_limit = 65536;
   int ranks = 0;  // > 0: the ring's rows too
+  std::vector<std::int64_t> packed;  // sequence lengths: the packed batch's rows too
   bool backward = false, json = false;
   Device device = Device::cuda;
 };
@@ -75,10 +78,31 @@ void check_flags(const BenchOptions& o) {
                                  w.config.branches()));
   }
   if (o.backward && w.head_dim == 256) throw UsageError("--backward: head dim 256 has no GPU backward kernel yet (64, 96 or 128)");
+  if (!o.packed.empty()) {
+    if (o.ranks > 0) throw UsageError("--packed and --ranks: the ring does not split packed batches yet");
+    if (o.batch != 1) throw UsageError(fmt::format("--packed is one batch element of all the sequences: --batch {}", o.batch));
+    if (std::ssize(o.packed) > kMaxPackedSequences) {
+      throw UsageError(fmt::format("--packed has {} sequences; a packed batch holds at most {}", o.packed.size(), kMaxPackedSequences));
+    }
+  }
   if (o.ranks > o.seq_len) throw UsageError(fmt::format("--ranks {} exceeds --seq-len {}: every rank needs a row", o.ranks, o.seq_len));
 }
 
-void bench(const BenchOptions& o) {
+void bench(BenchOptions o) {
+  if (!o.packed.empty()) {
+    // The packing's rows are the sequence the other rows run whole; offsets are int32.
+    constexpr std::int64_t kMaxRows = std::numeric_limits<std::int32_t>::max();
+    o.seq_len = 0;
+    for (std::size_t i = 0; i < o.packed.size(); ++i) {
+      if (o.packed[i] < 0 || o.packed[i] > kMaxRows) {
+        throw UsageError(fmt::format("--packed[{}] = {}: a length is 0 to {}", i, o.packed[i], kMaxRows));
+      }
+      o.seq_len += o.packed[i];
+    }
+    if (o.seq_len < 1 || o.seq_len > kMaxRows) {
+      throw UsageError(fmt::format("--packed sums to {} rows: 1 to {} (int32 offsets)", o.seq_len, kMaxRows));
+    }
+  }
   check_flags(o);
   driver::current_context();  // names the missing driver or GPU
   if (const std::string note = emulated_timing_note(); !note.empty()) fmt::print(stderr, "{}\n", note);
@@ -93,6 +117,11 @@ void bench(const BenchOptions& o) {
     dense.dilations = {1};
     dense.causal = w.config.causal;
     rows.push_back(measure("dense (same kernels, w=N r=1)" + pass, dense, o, w.dtype, w.head_dim));
+  }
+  if (!o.packed.empty()) {
+    for (Measurement& m : packed_measurements(w.config, shape_of(o, w.dtype, w.head_dim), o.packed, o.warmup, o.iters)) {
+      rows.push_back(std::move(m));
+    }
   }
   const std::size_t ring_rows = rows.size();
   if (o.ranks > 0) {
@@ -143,6 +172,9 @@ void add_bench(CLI::App& app) {
                   "also the ring over P ranks on this GPU (Local transport), with P = 1, 2, 4, ... up to P, against "
                   "DilatedAttention timed the same way")
       ->transform(positive_integer(kMaxBenchRanks));
+  add_int_list(cmd, "--packed", o->packed,
+               "also a packed batch of sequences of these lengths (e.g. 65536,32768,1024; --seq-len becomes their sum): "
+               "one packed call, one call per sequence, and the sequences padded to the longest");
   cmd->add_option("--dense-limit", o->dense_limit, "largest N for the dense baseline (0: none)")
       ->capture_default_str()
       ->transform(integer_in(0, std::int64_t(1) << 40));

@@ -15,6 +15,7 @@
 #include "common/dtype.hpp"
 #include "common/parallel.hpp"
 #include "runtime/driver.hpp"
+#include "runtime/gpu_timer.hpp"
 #include "runtime/kernel_bench.hpp"
 #include "runtime/problem.hpp"
 #include "runtime/ring/device_sync.hpp"
@@ -119,6 +120,59 @@ std::vector<Measurement> ring_measurements(const Config& config, const BenchShap
     };
     rows.push_back(row(fmt::format("ring P={} (Local, this GPU){}", p, pass_name(shape)), wall_median_ms(pass, warmup, iters)));
   }
+  return rows;
+}
+
+std::vector<Measurement> packed_measurements(const Config& config, const BenchShape& shape,
+                                             const std::vector<std::int64_t>& lengths, int warmup, int iters) {
+  std::vector<std::int32_t> cu{0};
+  for (std::int64_t n : lengths) cu.push_back(std::int32_t(cu.back() + n));
+  const std::int64_t sequences = std::int64_t(lengths.size()), longest = *std::max_element(lengths.begin(), lengths.end());
+  DeviceBuffer offsets(cu.size() * sizeof(std::int32_t));
+  offsets.upload(cu.data());
+  const PackedSequences packing{static_cast<const std::int32_t*>(offsets.get()), sequences, longest};
+  const double useful = 4.0 * shape.head_dim * double(attended_pairs(config, cu, shape.heads)) * (shape.backward ? 3.5 : 1.0);
+  GpuTimer timer;
+  std::vector<Measurement> rows;
+  // Warmed up once before the memory is read, so plans, kernels and the pool's blocks are all counted.
+  const auto measure = [&](std::string name, std::size_t free_before, const std::function<void()>& pass) {
+    pass();
+    DILATRON_CU(cuCtxSynchronize());
+    const std::size_t held = free_before - free_memory();  // the timer's flush buffer predates free_before
+    const double ms = timer.median_ms(pass, warmup, iters);
+    rows.push_back({std::move(name) + pass_name(shape), ms, useful / (ms * 1e-3) / 1e12, held,
+                    std::numeric_limits<double>::quiet_NaN()});
+  };
+  {
+    const std::size_t free_before = free_memory();
+    const BenchTensors t(shape);
+    DilatedAttention attention(config);
+    measure(fmt::format("packed: {} sequences, one call", sequences), free_before, [&] {
+      attention.forward(t.q, t.k, t.v, packing, t.out, &t.lse);
+      if (shape.backward) attention.backward(t.q, t.k, t.v, t.out, t.lse, t.dout, t.dq, t.dk, t.dv, packing);
+    });
+    // The loop's LSE per sequence, contiguous as a call takes it.
+    std::vector<std::unique_ptr<DeviceBuffer>> lse;
+    for (std::int64_t n : lengths) lse.push_back(std::make_unique<DeviceBuffer>(std::size_t(shape.heads * std::max<std::int64_t>(n, 1)) * 4));
+    measure(fmt::format("loop: one call per sequence ({} calls)", sequences), free_before, [&] {
+      for (std::size_t i = 0; i < lengths.size(); ++i) {
+        if (lengths[i] == 0) continue;
+        const ring::RowRange range{cu[i], cu[i + 1]};
+        const auto at = [&](const TensorView& whole) { return ring::rows_of(whole, range, 1); };
+        const TensorView l = TensorView::contiguous(lse[i]->get(), DType::f32, {1, shape.heads, lengths[i], 1});
+        attention.forward(at(t.q), at(t.k), at(t.v), at(t.out), &l);
+        if (shape.backward) attention.backward(at(t.q), at(t.k), at(t.v), at(t.out), l, at(t.dout), at(t.dq), at(t.dk), at(t.dv));
+      }
+    });
+  }
+  BenchShape padded = shape;
+  padded.batch = sequences;
+  padded.seq_len = longest;
+  const std::size_t free_before = free_memory();
+  const BenchTensors t(padded);
+  DilatedAttention attention(config);
+  measure(fmt::format("padded to the longest: B={} N={}", sequences, longest), free_before,
+          [&] { dilated_pass(attention, t, shape.backward); });
   return rows;
 }
 

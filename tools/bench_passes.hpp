@@ -52,6 +52,14 @@ std::size_t free_memory();
 // matrix products to the forward's two), times B.
 double pass_flops(const Config& config, const BenchShape& shape);
 
+// A packed batch of sequences of `lengths` rows (the shape's seq_len is their sum, its batch 1) three
+// ways, each timed as a DilatedAttention row is (CUDA events, L2 flushed, median) and rated by the
+// packing's useful FLOPs: one packed call (PackedSequences, max_seqlen given); one call per sequence on
+// its rows of the same tensors; one call on the sequences padded to the longest (B = sequences, N = the
+// longest; the padding's rows attended too, as a padded batch does).
+std::vector<Measurement> packed_measurements(const Config& config, const BenchShape& shape,
+                                             const std::vector<std::int64_t>& lengths, int warmup, int iters);
+
 constexpr int kMaxBenchRanks = 64;
 
 // DilatedAttention timed by the host's clock, then the ring with 1, 2, 4, ... ranks up to `ranks`

@@ -76,7 +76,8 @@ __global__ void __launch_bounds__(WARPS * 32, 1) attention_backward(args::Attent
   // stats: per stage BLOCK_M values of LSE * log2(e), then BLOCK_M of delta.
 
   const index::SequenceRows sequence = index::sequence_rows(a.cu_seqlens, blockIdx.z, a.seq_len);
-  const long long b = sequence.batch, h = a.head_begin + blockIdx.y;
+  // b as the kernel parameter and block index give it, which the compiler can rematerialize.
+  const long long b = a.cu_seqlens ? 0 : blockIdx.z, h = a.head_begin + blockIdx.y;
   const long long offset = index::branch_offset(MODE, h, a.heads, GROUP, GROUPS, R);
   if (offset < 0) return;
   // The queries: the segment's selected rows (first_row + i * R, i < count). The keys: the same rows, or

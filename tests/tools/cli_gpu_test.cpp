@@ -264,6 +264,22 @@ TEST(CliGpu, BenchAndDemoRunTheKernels) {
     EXPECT_EQ(ring_rows[i]["host_us"].is_null(), i >= 2) << "the ring's rows have no per-call host time";
   }
 
+  // --packed: the whole row, then the packed call, the per-sequence loop and the padded batch.
+  const CliResult packed = run_cli(dir, "bench --device " + gpu_device() + " --segments 64,128 --dilations 1,2 --causal "
+                                        "--packed 100,0,1,155 --heads 2 --kv-heads 1 --head-dim 64 --iters 1 --warmup 1 "
+                                        "--json --dense-limit 0");
+  ASSERT_EQ(packed.status, 0) << packed.err;
+  const auto packed_rows = nlohmann::json::parse(packed.out);
+  const std::vector<std::string> packed_names{"dilatron", "packed: 4 sequences, one call",
+                                              "loop: one call per sequence (4 calls)",
+                                              "padded to the longest: B=4 N=155"};
+  ASSERT_EQ(packed_rows.size(), packed_names.size()) << packed.out;
+  for (std::size_t i = 0; i < packed_names.size(); ++i) {
+    EXPECT_EQ(packed_rows[i]["name"], packed_names[i]);
+    EXPECT_GT(packed_rows[i]["ms"].get<double>(), 0) << packed_rows[i];
+    EXPECT_GT(packed_rows[i]["memory_bytes"].get<std::int64_t>(), 0) << packed_rows[i];
+  }
+
   const CliResult demo = run_cli(dir, "demo --device " + gpu_device() + " --seq-len 256 --heads 2 --kv-heads 1 -q");
   ASSERT_EQ(demo.status, 0) << demo.err;
   const std::string marker = "relative error vs the reference ";
