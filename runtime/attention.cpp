@@ -78,9 +78,9 @@ void DilatedAttention::Impl::forward(const TensorView& q, const TensorView& k, c
                                      const PackedSequences* packing) {
   const Problem p = validate(config, q, k, v, out, lse);
   validate_for_gpu(p, q, k, v, out, lse);
+  const CUcontext context = driver::current_context();  // before check_packing, which asks about this device
   if (packing) check_packing(q, *packing);
-  const Signature signature{driver::current_context(), p.batch, p.seq_len, p.heads, p.kv_heads, p.head_dim, q.dtype,
-                            lse == nullptr};
+  const Signature signature{context, p.batch, p.seq_len, p.heads, p.kv_heads, p.head_dim, q.dtype, lse == nullptr};
   const ForwardPlan* plan;
   {
     std::lock_guard lock(mutex);
@@ -98,9 +98,9 @@ void DilatedAttention::Impl::backward(const BackwardTensors& t, const TensorView
   const Problem p = validate_backward(config, t.q, t.k, t.v, t.dout, t.dq, t.dk, t.dv);
   validate(config, t.q, t.k, t.v, t.out, &lse);
   validate_backward_for_gpu(p, t.q, t.k, t.v, t.out, lse, t.dout, t.dq, t.dk, t.dv);
+  const CUcontext context = driver::current_context();
   if (packing) check_packing(t.q, *packing);
-  const Signature signature{driver::current_context(), p.batch, p.seq_len, p.heads, p.kv_heads, p.head_dim, t.q.dtype,
-                            false};
+  const Signature signature{context, p.batch, p.seq_len, p.heads, p.kv_heads, p.head_dim, t.q.dtype, false};
   const BackwardPlan* plan;
   {
     std::lock_guard lock(mutex);

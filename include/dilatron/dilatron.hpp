@@ -27,9 +27,10 @@ using Stream = CUstream_st*;
 // k/v [1,total,Hkv,D], sequence i in rows [cu_seqlens[i], cu_seqlens[i + 1]), each attended alone.
 struct PackedSequences {
   // Device memory of the current context: sequences + 1 int32 offsets, 0 first, never decreasing, total
-  // last. Only the kernels read them, so a call never synchronizes; the host cannot check them, and the
-  // kernels write nothing for a sequence whose offsets are out of order or past `total` (validate
-  // offsets that come from outside with dilatron::validate_cu_seqlens on the host first).
+  // last. Only the kernels read them, so a call never synchronizes; the host cannot check them. The
+  // kernels attend nothing for a sequence whose offsets are out of order or past `total` and never
+  // touch memory outside the tensors, but what that sequence's rows hold afterwards is unspecified
+  // (check offsets that come from outside with validate_cu_seqlens on the host first).
   const std::int32_t* cu_seqlens = nullptr;
   std::int64_t sequences = 0;  // 1 to 65535
   // The longest sequence's rows, or 0 when unknown. It sizes the grid only: 0 launches as many tiles

@@ -26,8 +26,8 @@ from . import _library as lib
 from . import _torch_ring
 from ._library import InvalidArgument
 
-__all__ = ["dilated_attention", "dilated_attention_varlen", "ring_dilated_attention", "ring_shard", "DilatedAttention", "MultiheadDilatedAttention",
-           "preset", "list_presets", "custom_op_registered"]
+__all__ = ["dilated_attention", "dilated_attention_varlen", "ring_dilated_attention", "ring_shard", "DilatedAttention",
+           "MultiheadDilatedAttention", "preset", "list_presets", "custom_op_registered"]
 
 _DTYPES = {torch.float32: lib.F32, torch.float16: lib.F16, torch.bfloat16: lib.BF16, torch.float64: lib.F64}
 
