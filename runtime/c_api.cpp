@@ -1,6 +1,7 @@
 // The C ABI: exceptions become status codes, messages stay per thread.
 #include <dilatron/c_api.h>
 #include <dilatron/dilatron.hpp>
+#include <dilatron/kv_cache.hpp>
 #include <dilatron/ring.hpp>
 #include <dilatron/version.hpp>
 
@@ -14,6 +15,10 @@
 
 struct dilatron_attention {
   dilatron::DilatedAttention attention;
+};
+
+struct dilatron_kv_cache {
+  dilatron::DilatedKVCache cache;
 };
 
 struct dilatron_ring {
@@ -99,6 +104,21 @@ class CallbackCommunicator final : public dilatron::ring::Communicator {
   dilatron_exchange_fn exchange_;
   void* user_;
 };
+
+dilatron::DType cache_dtype(int32_t dtype) {
+  if (dtype < DILATRON_F32 || dtype > DILATRON_F64) throw dilatron::Error("unknown dtype code " + std::to_string(dtype));
+  return static_cast<dilatron::DType>(dtype);
+}
+
+dilatron::Config config_of(const dilatron_attention* a, const char* what) {
+  if (!a) throw dilatron::Error(std::string(what) + ": NULL attention");
+  return a->attention.config();
+}
+
+dilatron::DilatedKVCache& cache_of(dilatron_kv_cache* c, const char* what) {
+  if (!c) throw dilatron::Error(std::string(what) + ": NULL cache");
+  return c->cache;
+}
 
 }  // namespace
 
@@ -221,6 +241,66 @@ dilatron_status dilatron_reference_backward_varlen(const dilatron_attention* a, 
                                         view(dv, "dv"));
   });
 }
+
+dilatron_status dilatron_kv_cache_create(const dilatron_attention* a, int64_t batch, int64_t heads, int64_t kv_heads,
+                                         int64_t head_dim, int32_t dtype, int64_t max_positions, dilatron_kv_cache** out) {
+  return guarded([&] {
+    if (!out) throw dilatron::Error("dilatron_kv_cache_create: NULL out");
+    if (max_positions < 0) throw dilatron::Error("max_positions = " + std::to_string(max_positions) + ": 0 (no limit) or more");
+    dilatron::KVCacheShape shape{batch, heads, kv_heads, head_dim, cache_dtype(dtype)};
+    if (max_positions > 0) shape.max_positions = max_positions;
+    *out = new dilatron_kv_cache{dilatron::DilatedKVCache(config_of(a, "dilatron_kv_cache_create"), shape)};
+  });
+}
+
+dilatron_status dilatron_kv_cache_decode(dilatron_kv_cache* c, const dilatron_tensor* q, const dilatron_tensor* k,
+                                         const dilatron_tensor* v, const dilatron_tensor* out, const dilatron_tensor* lse) {
+  return guarded([&] {
+    dilatron::DilatedKVCache& cache = cache_of(c, "dilatron_kv_cache_decode");
+    const dilatron::TensorView lse_view = lse ? view(lse, "lse") : dilatron::TensorView{};
+    cache.decode(view(q, "q"), view(k, "k"), view(v, "v"), view(out, "out"), lse ? &lse_view : nullptr);
+  });
+}
+
+dilatron_status dilatron_kv_cache_reset(dilatron_kv_cache* c, int64_t row) {
+  return guarded([&] {
+    dilatron::DilatedKVCache& cache = cache_of(c, "dilatron_kv_cache_reset");
+    row == -1 ? cache.reset() : cache.reset(row);
+  });
+}
+
+dilatron_status dilatron_kv_cache_fork(dilatron_kv_cache* c, int64_t from, int64_t to) {
+  return guarded([&] { cache_of(c, "dilatron_kv_cache_fork").fork(from, to); });
+}
+
+dilatron_status dilatron_kv_cache_rewind(dilatron_kv_cache* c, int64_t row, int64_t position) {
+  return guarded([&] { cache_of(c, "dilatron_kv_cache_rewind").rewind(row, position); });
+}
+
+dilatron_status dilatron_kv_cache_position(const dilatron_kv_cache* c, int64_t row, int64_t* position) {
+  return guarded([&] {
+    if (!position) throw dilatron::Error("dilatron_kv_cache_position: NULL position");
+    *position = cache_of(const_cast<dilatron_kv_cache*>(c), "dilatron_kv_cache_position").position(row);
+  });
+}
+
+dilatron_status dilatron_kv_cache_bytes(const dilatron_kv_cache* c, int64_t* bytes) {
+  return guarded([&] {
+    if (!bytes) throw dilatron::Error("dilatron_kv_cache_bytes: NULL bytes");
+    *bytes = int64_t(cache_of(const_cast<dilatron_kv_cache*>(c), "dilatron_kv_cache_bytes").bytes());
+  });
+}
+
+dilatron_status dilatron_kv_cache_bytes_per_row(const dilatron_attention* a, int64_t heads, int64_t kv_heads,
+                                                int64_t head_dim, int32_t dtype, int64_t* bytes) {
+  return guarded([&] {
+    if (!bytes) throw dilatron::Error("dilatron_kv_cache_bytes_per_row: NULL bytes");
+    *bytes = int64_t(dilatron::DilatedKVCache::bytes_per_row(config_of(a, "dilatron_kv_cache_bytes_per_row"),
+                                                             {1, heads, kv_heads, head_dim, cache_dtype(dtype)}));
+  });
+}
+
+void dilatron_kv_cache_destroy(dilatron_kv_cache* c) { delete c; }
 
 dilatron_status dilatron_ring_reference_forward(const dilatron_attention* a, int32_t ranks, const dilatron_tensor* q,
                                                 const dilatron_tensor* k, const dilatron_tensor* v,

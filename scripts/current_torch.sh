@@ -19,4 +19,4 @@ fi
 "$venv/bin/python" -c "import torch; print('current-torch lane: torch', torch.__version__)"
 export DILATRON_LIBRARY=${DILATRON_LIBRARY:-$PWD/build/lib/libdilatron_c.so} DILATRON_CLI=${DILATRON_CLI:-$PWD/build/bin/dilatron}
 cd tests/python
-"$PWD/../../$venv/bin/python" -m unittest -v test_torch_op test_torch_varlen test_torch_ring
+"$PWD/../../$venv/bin/python" -m unittest -v test_torch_op test_torch_varlen test_torch_decode test_torch_ring

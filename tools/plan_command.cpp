@@ -15,6 +15,7 @@
 #include "runtime/driver.hpp"
 #include "runtime/ring/plan.hpp"
 #include "tools/commands.hpp"
+#include "tools/plan_decode.hpp"
 #include "tools/text.hpp"
 #include "tools/ring_model.hpp"
 
@@ -173,13 +174,6 @@ std::string open_object(const nlohmann::json& members) {
   return text;
 }
 
-std::string size_text(double bytes) {
-  constexpr const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
-  int unit = 0;
-  while (bytes >= 1024 && unit < 5) bytes /= 1024, ++unit;
-  return unit == 0 ? fmt::format("{:.0f} B", bytes) : fmt::format("{:.1f} {}", bytes, kUnits[unit]);
-}
-
 // The table's rows: every rank of a small plan; of a large one the first and last few, and the ranks
 // with the most memory and the longest predicted time, in rank order.
 std::vector<std::size_t> shown_ranks(const std::vector<RankCost>& ring) {
@@ -303,8 +297,15 @@ void plan_command(const PlanOptions& o) {
 void add_plan(CLI::App& app) {
   auto o = std::make_shared<PlanOptions>();
   o->shape.kv_heads = 0;
-  CLI::App* cmd = app.add_subcommand("plan", "Show the ring schedule over P ranks: bytes, memory and predicted time per rank");
-  cmd->add_option("--ranks", o->ranks, "ranks P (GPUs) sharing the sequence, at most 2^24")->required()->transform(positive_integer(kMaxRanks));
+  auto decode = std::make_shared<bool>(false);
+  CLI::App* cmd = app.add_subcommand("plan", "Show the ring schedule over P ranks: bytes, memory and predicted time per "
+                                             "rank (or with --decode the KV cache's bytes for generation)");
+  cmd->add_option("--ranks", o->ranks, "ranks P (GPUs) sharing the sequence, at most 2^24 (required without --decode)")
+      ->transform(positive_integer(kMaxRanks));
+  cmd->add_flag("--decode", *decode,
+                "instead of the ring: the bytes of the KV cache generation keeps (DilatedKVCache) per batch row and for "
+                "--batch rows, at a context of --seq-len rows, against a window of the largest segment and the whole "
+                "history (needs --causal)");
   cmd->add_option("--seq-len", o->shape.seq_len, "sequence length N")->required()->transform(positive_integer());
   cmd->add_option("--heads", o->shape.heads, "query heads H")->required()->transform(positive_integer());
   cmd->add_option("--kv-heads", o->shape.kv_heads, "key/value heads, dividing H (default: H)")->transform(positive_integer());
@@ -331,9 +332,14 @@ void add_plan(CLI::App& app) {
                   "are flagged, with the smallest P that fits")
       ->check(within(1e-3, 1e9));
   cmd->add_flag("--json", o->json, "machine-readable output");
-  cmd->callback([o] {
+  cmd->callback([o, decode] {
     PlanOptions options = *o;
     if (options.shape.kv_heads == 0) options.shape.kv_heads = options.shape.heads;
+    if (*decode) {
+      if (options.ranks > 0) throw UsageError("--decode sizes one GPU's cache: drop --ranks");
+      return print_decode_plan(options.config, options.shape, options.json);
+    }
+    if (options.ranks == 0) throw UsageError("plan needs --ranks P (or --decode)");
     if (options.gpu_memory_gb == 0) options.gpu_memory_gb = default_gpu_memory_gb();
     plan_command(options);
   });

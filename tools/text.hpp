@@ -17,4 +17,7 @@ std::string printable(std::string_view text, bool keep_newlines = false);
 // json.dump(indent) with any invalid UTF-8 replaced by U+FFFD instead of an exception.
 std::string json_text(const nlohmann::json& json, int indent = 2);
 
+// Bytes in binary units: "512 B", "1.5 KiB", "90.7 MiB".
+std::string size_text(double bytes);
+
 }  // namespace dilatron::cli

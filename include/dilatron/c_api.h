@@ -133,6 +133,30 @@ DILATRON_API dilatron_status dilatron_reference_backward_varlen(const dilatron_a
                                                                 const dilatron_tensor* dk, const dilatron_tensor* dv);
 DILATRON_API void dilatron_destroy(dilatron_attention* attention);
 
+/* Generation: a bounded KV cache for one layer (DilatedKVCache in kv_cache.hpp; docs/SEMANTICS.md,
+ * "Decoding") with the attention's configuration, which must be causal. Host memory: q, k, v, out and
+ * lse are host tensors. max_positions 0: no limit. */
+typedef struct dilatron_kv_cache dilatron_kv_cache;
+DILATRON_API dilatron_status dilatron_kv_cache_create(const dilatron_attention* attention, int64_t batch, int64_t heads,
+                                                      int64_t kv_heads, int64_t head_dim, int32_t dtype,
+                                                      int64_t max_positions, dilatron_kv_cache** out);
+/* q [B, n, H, D], k and v [B, n, Hkv, D] in the cache's dtype: n new rows per batch row; writes out
+ * [B, n, H, D] and, when not NULL, lse float32 [B, H, n, 1]; on an error nothing has changed. */
+DILATRON_API dilatron_status dilatron_kv_cache_decode(dilatron_kv_cache* cache, const dilatron_tensor* q,
+                                                      const dilatron_tensor* k, const dilatron_tensor* v,
+                                                      const dilatron_tensor* out, const dilatron_tensor* lse);
+/* row -1: every row starts again at position 0. */
+DILATRON_API dilatron_status dilatron_kv_cache_reset(dilatron_kv_cache* cache, int64_t row);
+DILATRON_API dilatron_status dilatron_kv_cache_fork(dilatron_kv_cache* cache, int64_t from, int64_t to);
+DILATRON_API dilatron_status dilatron_kv_cache_rewind(dilatron_kv_cache* cache, int64_t row, int64_t position);
+DILATRON_API dilatron_status dilatron_kv_cache_position(const dilatron_kv_cache* cache, int64_t row, int64_t* position);
+/* What the cache holds, and what one batch row's takes for a configuration (no cache needed). */
+DILATRON_API dilatron_status dilatron_kv_cache_bytes(const dilatron_kv_cache* cache, int64_t* bytes);
+DILATRON_API dilatron_status dilatron_kv_cache_bytes_per_row(const dilatron_attention* attention, int64_t heads,
+                                                             int64_t kv_heads, int64_t head_dim, int32_t dtype,
+                                                             int64_t* bytes);
+DILATRON_API void dilatron_kv_cache_destroy(dilatron_kv_cache* cache);
+
 /* Rows [*begin, *end) of a sequence of seq_len rows that `rank` of `ranks` holds: every rank seq_len /
  * ranks rows, the first seq_len % ranks one more (1 <= ranks <= seq_len). */
 DILATRON_API dilatron_status dilatron_ring_shard(int64_t seq_len, int32_t ranks, int32_t rank, int64_t* begin, int64_t* end);

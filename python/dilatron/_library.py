@@ -69,6 +69,13 @@ def _declare(lib):
         "dilatron_reference_forward_varlen": [p, t, t, t, packing, t, t],
         "dilatron_reference_backward_varlen": [p, t, t, t, packing, t, t, t, t],
         "dilatron_validate_cu_seqlens": [p, i64, i64],
+        "dilatron_kv_cache_create": [p, i64, i64, i64, i64, i32, i64, ctypes.POINTER(p)],
+        "dilatron_kv_cache_decode": [p, t, t, t, t, t],
+        "dilatron_kv_cache_reset": [p, i64],
+        "dilatron_kv_cache_fork": [p, i64, i64],
+        "dilatron_kv_cache_rewind": [p, i64, i64],
+        "dilatron_kv_cache_position": [p, i64, ctypes.POINTER(i64)],
+        "dilatron_kv_cache_bytes": [p, ctypes.POINTER(i64)],
         "dilatron_create": [ctypes.POINTER(i64), ctypes.POINTER(i64), i32, i32, i32, ctypes.c_double,
                             ctypes.POINTER(p)],
         "dilatron_forward": [p, t, t, t, t, t, p],
@@ -92,6 +99,8 @@ def _declare(lib):
     lib.dilatron_destroy.restype = None
     lib.dilatron_ring_destroy.argtypes = [p]
     lib.dilatron_ring_destroy.restype = None
+    lib.dilatron_kv_cache_destroy.argtypes = [p]
+    lib.dilatron_kv_cache_destroy.restype = None
     lib.dilatron_last_error.restype = ctypes.c_char_p
     lib.dilatron_version.restype = ctypes.c_char_p
 
@@ -149,6 +158,32 @@ class Attention:
     def __del__(self):
         if getattr(self, "handle", None):
             self._lib.dilatron_destroy(self.handle)
+            self.handle = None
+
+
+class KVCache:
+    """One dilatron_kv_cache handle, destroyed with the object; `attention` (its configuration) is kept
+    alive with it."""
+
+    def __init__(self, attention, batch, heads, kv_heads, head_dim, dtype, max_positions):
+        handle = ctypes.c_void_p()
+        check(library().dilatron_kv_cache_create(attention.handle, batch, heads, kv_heads, head_dim, dtype,
+                                                 max_positions, ctypes.byref(handle)))
+        self.handle, self._attention, self._lib = handle, attention, library()
+
+    def position(self, row):
+        value = ctypes.c_int64()
+        check(self._lib.dilatron_kv_cache_position(self.handle, row, ctypes.byref(value)))
+        return value.value
+
+    def bytes(self):
+        value = ctypes.c_int64()
+        check(self._lib.dilatron_kv_cache_bytes(self.handle, ctypes.byref(value)))
+        return value.value
+
+    def __del__(self):
+        if getattr(self, "handle", None):
+            self._lib.dilatron_kv_cache_destroy(self.handle)
             self.handle = None
 
 

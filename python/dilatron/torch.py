@@ -27,7 +27,7 @@ from . import _torch_ring
 from ._library import InvalidArgument
 
 __all__ = ["dilated_attention", "dilated_attention_varlen", "ring_dilated_attention", "ring_shard", "DilatedAttention",
-           "MultiheadDilatedAttention", "preset", "list_presets", "custom_op_registered"]
+           "MultiheadDilatedAttention", "DilatedKVCache", "preset", "list_presets", "custom_op_registered"]
 
 _DTYPES = {torch.float32: lib.F32, torch.float16: lib.F16, torch.bfloat16: lib.BF16, torch.float64: lib.F64}
 
@@ -419,6 +419,76 @@ def ring_dilated_attention(q: Tensor, k: Tensor, v: Tensor, segments: Sequence[i
     return (out, lse) if return_lse else out
 
 
+class DilatedKVCache:
+    """A bounded KV cache for generating with one causal dilated attention layer (docs/SEMANTICS.md,
+    "Decoding"): decode(q, k, v) appends n new rows per batch row, q [B, n, H, D] and k, v [B, n, Hkv, D]
+    in the cache's dtype, and returns their O [B, n, H, D] (with return_lse also the float32 LSE
+    [B, H, n]), equal to the last rows of the causal dilated_attention over everything decoded so far. A
+    prompt is a decode of many rows. It keeps only what later rows can read, each branch's current
+    segment, so nbytes is fixed by the configuration whatever the context. Batch rows sit at their own
+    positions: reset(row) starts one again, fork(src, dst) copies one (beam search), rewind(row,
+    position) takes back rows (speculative decoding) as far as the cache still holds them.
+
+    num_heads: the query heads H (default kv_heads). max_positions: the longest context a row may reach
+    (None: no limit). The cache lives on the CPU and decodes with the float64 host reference; decoding
+    is inference, so the results carry no gradient.
+    """
+
+    def __init__(self, segments: Sequence[int], dilations: Sequence[int], *, batch: int, kv_heads: int, head_dim: int,
+                 dtype: torch.dtype = torch.float32, device="cpu", mode: str = "longnet", scale: Optional[float] = None,
+                 num_heads: Optional[int] = None, max_positions: Optional[int] = None):
+        device = torch.device(device)
+        if device.type != "cpu":
+            raise InvalidArgument(f"DilatedKVCache on {device}: the cache decodes on the CPU for now (the GPU decode "
+                                  f"kernels are not built yet); create it with device='cpu'")
+        if dtype not in _DTYPES:
+            raise InvalidArgument(f"dtype {dtype} is not supported: expected float16, bfloat16, float32 or float64")
+        if mode not in ("longnet", "head_groups"):
+            raise InvalidArgument(f"mode {mode!r}: expected 'longnet' or 'head_groups'")
+        self.segments, self.dilations = _int64_list("segments", segments), _int64_list("dilations", dilations)
+        self.dtype, self.device, self.mode, self.scale = dtype, device, mode, scale
+        self.batch, self.kv_heads, self.head_dim = batch, kv_heads, head_dim
+        self.num_heads = kv_heads if num_heads is None else num_heads
+        attention = _attention((tuple(self.segments), tuple(self.dilations), mode, True,
+                                float(scale) if scale is not None else 0.0))
+        self._cache = lib.KVCache(attention, batch, self.num_heads, kv_heads, head_dim, _DTYPES[dtype],
+                                  0 if max_positions is None else operator.index(max_positions))
+
+    def decode(self, q: Tensor, k: Tensor, v: Tensor, return_lse: bool = False):
+        for name, t in (("q", q), ("k", k), ("v", v)):
+            if not isinstance(t, Tensor):
+                raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+            if t.device.type != "cpu":
+                raise InvalidArgument(f"{name} is on {t.device}: this cache decodes CPU tensors")
+            if t.dim() != 4:
+                raise InvalidArgument(f"{name} has shape {tuple(t.shape)}: expected 4 dims [B, n, heads, D]")
+        q, k, v = (t.detach() for t in (q, k, v))
+        out = torch.empty(q.shape, dtype=q.dtype)
+        lse = torch.empty((q.shape[0], q.shape[2], q.shape[1]), dtype=torch.float32)
+        _call(functools.partial(lib.library().dilatron_kv_cache_decode, self._cache.handle), q, k, v, out, lse)
+        return (out, lse) if return_lse else out
+
+    def reset(self, row: Optional[int] = None):
+        lib.check(lib.library().dilatron_kv_cache_reset(self._cache.handle, -1 if row is None else operator.index(row)))
+
+    def fork(self, src: int, dst: int):
+        lib.check(lib.library().dilatron_kv_cache_fork(self._cache.handle, operator.index(src), operator.index(dst)))
+
+    def rewind(self, row: int, position: int):
+        lib.check(lib.library().dilatron_kv_cache_rewind(self._cache.handle, operator.index(row),
+                                                         operator.index(position)))
+
+    @property
+    def positions(self) -> List[int]:
+        """Rows decoded so far, per batch row."""
+        return [self._cache.position(b) for b in range(self.batch)]
+
+    @property
+    def nbytes(self) -> int:
+        """The bytes the cache holds (all batch rows): the same at any context length."""
+        return self._cache.bytes()
+
+
 class DilatedAttention(nn.Module):
     """dilated_attention with its configuration fixed: forward(q, k, v, is_causal=None) on [B, N, H, D]
     tensors; is_causal overrides the constructor's causal for one call. With cu_seqlens (and optionally
@@ -465,7 +535,9 @@ class MultiheadDilatedAttention(nn.Module):
     shard of the sequence, and the attention runs across the group (DilatedAttention's cp_group).
     forward(..., cu_seqlens=, max_seqlen=): query, key and value are a packed batch, [1, total, embed_dim]
     or [total, embed_dim], each sequence attended alone (dilated_attention_varlen); the output keeps the
-    query's shape.
+    query's shape. forward(x, kv_cache=cache) decodes incrementally: x [B, n, embed_dim] holds the next n
+    rows of each sequence (the prompt first, then a token at a time), attended causally to what the cache
+    (new_kv_cache) holds; the result equals the causal layer's rows for those positions.
     """
 
     def __init__(self, embed_dim: int, num_heads: int, segments: Sequence[int], dilations: Sequence[int],
@@ -489,10 +561,13 @@ class MultiheadDilatedAttention(nn.Module):
 
     def forward(self, query: Tensor, key: Optional[Tensor] = None, value: Optional[Tensor] = None,
                 is_causal: Optional[bool] = None, *, cu_seqlens: Optional[Tensor] = None,
-                max_seqlen: Optional[int] = None):
+                max_seqlen: Optional[int] = None, kv_cache: Optional[DilatedKVCache] = None):
         key = query if key is None else key
         value = key if value is None else value
         packed = cu_seqlens is not None
+        if kv_cache is not None and (packed or is_causal is False):
+            raise InvalidArgument("kv_cache decodes causally and one batch row per sequence: not with cu_seqlens or "
+                                  "is_causal=False")
         if packed and not (query.dim() == 2 or (query.dim() == 3 and query.shape[0] == 1)):
             raise InvalidArgument(f"query has shape {tuple(query.shape)}: a packed batch is [1, total, "
                                   f"{self.embed_dim}] or [total, {self.embed_dim}]")
@@ -504,8 +579,22 @@ class MultiheadDilatedAttention(nn.Module):
         q = self.q_proj(query).reshape(*lead, self.num_heads, self.head_dim)
         k = self.k_proj(key).reshape(*kv_lead, self.kv_heads, self.head_dim)
         v = self.v_proj(value).reshape(*kv_lead, self.kv_heads, self.head_dim)
-        x = self.attention(q, k, v, is_causal, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen)
+        if kv_cache is not None:
+            x = kv_cache.decode(q, k, v)
+        else:
+            x = self.attention(q, k, v, is_causal, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen)
         x = x.reshape(*query.shape[:-1], self.embed_dim)
         if self.norm is not None:
             x = self.norm(x)
         return self.out_proj(x), None
+
+    def new_kv_cache(self, batch: int, *, max_positions: Optional[int] = None,
+                     dtype: Optional[torch.dtype] = None) -> DilatedKVCache:
+        """A DilatedKVCache for generating with this layer (which must be causal): its segments, dilations,
+        mode, heads and head dim, in the projections' dtype unless `dtype` is given."""
+        if not self.attention.causal:
+            raise InvalidArgument("generation needs a causal layer: build it with causal=True")
+        a = self.attention
+        return DilatedKVCache(a.segments, a.dilations, batch=batch, kv_heads=self.kv_heads, head_dim=self.head_dim,
+                              dtype=dtype or self.q_proj.weight.dtype, mode=a.mode, scale=a.scale,
+                              num_heads=self.num_heads, max_positions=max_positions)

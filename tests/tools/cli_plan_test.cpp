@@ -8,6 +8,8 @@
 #include <random>
 #include <sstream>
 
+#include <dilatron/kv_cache.hpp>
+
 #include "runtime/problem.hpp"
 #include "runtime/ring/plan.hpp"
 #include "tests/support/cli.hpp"
@@ -262,6 +264,46 @@ TEST(CliPlan, TextIsATablePerRankWithTotals) {
   EXPECT_NE(r.out.find("total: the ring moves"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("bytes moved, ring / all-gather = 0.25 (the all-gather moves 4x more)"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("max(step compute, step transfer)"), std::string::npos) << r.out;
+}
+
+// --decode: the KV cache's bytes are what a DilatedKVCache of the shape allocates; for the LongNet
+// preset (H = 16, D = 128, bf16) 90.7 MiB per batch row, as docs/CLI.md states, at any context.
+TEST(CliPlan, DecodeSizesTheKVCacheAsItAllocates) {
+  TempDir dir;
+  const std::string preset = "plan --decode --causal --segments 2048,4096,8192,16384,32768 --dilations 1,2,4,6,12 "
+                             "--heads 16 --head-dim 128 --batch 2";
+  Config config;
+  config.segments = {2048, 4096, 8192, 16384, 32768};
+  config.dilations = {1, 2, 4, 6, 12};
+  config.causal = true;
+  for (const auto& [kv_heads, mib] : {std::pair{16, 90.7}, std::pair{4, 33.3}}) {
+    SCOPED_TRACE(kv_heads);
+    const DilatedKVCache cache(config, {2, 16, kv_heads, 128, DType::bf16});
+    for (const i64 context : {1000, 1 << 20}) {
+      const nlohmann::json j = run_json(dir, preset + fmt::format(" --kv-heads {} --seq-len {}", kv_heads, context));
+      EXPECT_EQ(j["cache_bytes"].get<i64>(), i64(cache.bytes()));
+      EXPECT_EQ(j["cache_bytes_per_row"].get<i64>(), i64(cache.bytes() / 2));
+      EXPECT_NEAR(double(cache.bytes() / 2) / (1 << 20), mib, 0.05);
+      EXPECT_EQ(j["full_history_bytes_per_row"].get<i64>(), 2 * kv_heads * 128 * 2 * context);
+      EXPECT_EQ(j["largest_segment_window_bytes_per_row"].get<i64>(), 2 * kv_heads * 128 * 2 * 32768);
+    }
+  }
+  const CliResult text = run_cli(dir, preset + " --seq-len 1048576");
+  ASSERT_EQ(text.status, 0) << text.err;
+  EXPECT_NE(text.out.find("90.7 MiB per batch row, 181.3 MiB for 2 row(s)"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("8.0 GiB per batch row (90.3x)"), std::string::npos) << text.out;
+  for (const auto& [args, needle] : {std::pair{std::string("plan --decode --seq-len 10 --heads 4 --head-dim 8 --segments 4 "
+                                                           "--dilations 1"), "add --causal"},
+                                     std::pair{std::string("plan --decode --causal --ranks 2 --seq-len 10 --heads 4 "
+                                                           "--head-dim 8 --segments 4 --dilations 1"), "drop --ranks"},
+                                     std::pair{std::string("plan --decode --causal --seq-len 10 --heads 4 --kv-heads 3 "
+                                                           "--head-dim 8 --segments 4 --dilations 1"), "does not divide"},
+                                     std::pair{std::string("plan --decode --causal --seq-len 10 --heads 4 --head-dim 8 "
+                                                           "--segments 4,8 --dilations 1"), "dilations has 1"}}) {
+    const CliResult r = run_cli(dir, args);
+    EXPECT_EQ(r.status, 2) << args << "\n" << r.err;
+    EXPECT_NE(r.err.find(needle), std::string::npos) << r.err;
+  }
 }
 
 TEST(CliPlan, BadFlagsExitTwoWithOneLine) {
