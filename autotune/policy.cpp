@@ -40,6 +40,9 @@ codegen::Tiles backward_tiles(const codegen::KernelSpec& spec) {
 codegen::Tiles default_tiles(const codegen::KernelSpec& spec) {
   if (codegen::is_attention(spec.op)) return attention_tiles(spec);
   if (codegen::is_backward_attention(spec.op)) return backward_tiles(spec);
+  // 256 keys per CTA: the LongNet preset's longest key run (2731 at w = 32768, r = 12) makes 11 splits
+  // per head, enough CTAs for one token of 16 heads to cover an H100's 132 SMs.
+  if (codegen::is_decode_branch(spec.op)) return codegen::Tiles{0, 256, 4, 0};
   // Row moves, merges and clears are bandwidth-bound: 4 warps keep enough 16-byte accesses in flight on
   // every head dim, and more warps per block only shrink the grid.
   return codegen::Tiles{0, 0, 4, 0};

@@ -56,6 +56,14 @@ std::vector<KernelSpec> branch_kernels(const Workload& w, Op op) {
 
 }  // namespace
 
+std::vector<KernelSpec> decode_kernels(const Workload& w) {
+  std::vector<KernelSpec> launches = branch_kernels(w, Op::decode_partial);
+  for (KernelSpec& spec : plain_kernels({{Op::decode_combine, w.dtype}, {Op::decode_append, w.dtype}}, w.head_dim, w.arch)) {
+    launches.push_back(std::move(spec));
+  }
+  return launches;
+}
+
 std::vector<KernelSpec> forward_kernels(const Workload& w) {
   const auto& r = w.config.dilations;
   const int branches = int(w.config.branches());
@@ -116,6 +124,9 @@ std::vector<KernelSpec> required_kernels(const Workload& w) {
     if (w.backward) {
       for (KernelSpec& spec : ring_backward_kernels(w)) add(std::move(spec));
     }
+  }
+  if (w.decode) {
+    for (KernelSpec& spec : decode_kernels(w)) add(std::move(spec));
   }
   return specs;
 }

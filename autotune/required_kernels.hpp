@@ -22,6 +22,7 @@ struct Workload {
   std::string arch = "sm_90a";
   int ranks = 1;  // > 1: the ring's kernels too
   bool backward = false;  // required_kernels() lists the backward pass's kernels too
+  bool decode = false;    // and the decode step's (a DilatedKVCache on the GPU)
   // Attention tiles: the database's winner for this GPU and length (the runtime's plans), else the
   // heuristic.
   std::optional<TunedFor> tuned;
@@ -55,8 +56,13 @@ std::vector<codegen::KernelSpec> ring_kernels(const Workload& workload);
 // attention_block_backward (a received block's dQ, and its dK and dV into the block's partial).
 std::vector<codegen::KernelSpec> ring_backward_kernels(const Workload& workload);
 
+// A DilatedKVCache's decode step on the GPU, in this order: decode_partial per branch (each new row's
+// keys split across CTAs), decode_combine, decode_append.
+std::vector<codegen::KernelSpec> decode_kernels(const Workload& workload);
+
 // Distinct specs: the forward kernels, their tuned variants (warm_winners), the backward kernels
-// (backward), then (ranks > 1) the ring's, and its backward's with `backward`. Throws dilatron::Error for a spec that cannot be built.
+// (backward), then (ranks > 1) the ring's, and its backward's with `backward`, then (decode) the
+// decode step's. Throws dilatron::Error for a spec that cannot be built.
 std::vector<codegen::KernelSpec> required_kernels(const Workload& workload);
 
 }  // namespace dilatron::autotune

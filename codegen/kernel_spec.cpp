@@ -86,6 +86,9 @@ std::string_view to_string(Op op) noexcept {
     case Op::attention_block_backward: return "attention_block_backward";
     case Op::ring_unpack_add: return "ring_unpack_add";
     case Op::attention_backward: return "attention_backward";
+    case Op::decode_partial: return "decode_partial";
+    case Op::decode_combine: return "decode_combine";
+    case Op::decode_append: return "decode_append";
   }
   return "?";
 }
@@ -114,6 +117,8 @@ bool is_tiled_attention(Op op) { return is_attention(op) || is_backward_attentio
 
 bool is_block_attention(Op op) { return op == Op::attention_block || op == Op::attention_block_backward; }
 
+bool is_decode_branch(Op op) { return op == Op::decode_partial; }
+
 int max_shared_bytes(int arch) {
   if ((arch >= 90 && arch < 120) || arch == 80 || arch == 87) return arch < 90 ? 163 * 1024 : 227 * 1024;
   return 99 * 1024;  // sm_86, sm_89, sm_120 and unknown parts: the conservative figure
@@ -126,6 +131,7 @@ int KernelSpec::shared_bytes() const {
     return (2 * tiles.block_n + 2 * tiles.stages * tiles.block_m) * head_dim * element +
            tiles.block_n * tiles.block_m * element + tiles.stages * 2 * tiles.block_m * 4;
   }
+  if (is_decode_branch(op)) return (5 * head_dim + 8) * 4;  // q, and per warp (max, sum) and O, in fp32
   if (!is_attention(op)) return 0;
   return (tiles.block_m + 2 * tiles.stages * tiles.block_n) * head_dim * element;
 }
@@ -149,6 +155,8 @@ std::string KernelSpec::label() const {
   if (causal) text += " causal";
   if (is_tiled_attention(op)) {
     text += fmt::format(" tile {}x{} {}w {}s", tiles.block_m, tiles.block_n, tiles.warps, tiles.stages);
+  } else if (is_decode_branch(op)) {
+    text += fmt::format(" {} keys/CTA {}w", tiles.block_n, tiles.warps);
   } else {
     text += fmt::format(" {}w", tiles.warps);
   }
@@ -162,8 +170,9 @@ void KernelSpec::validate() const {
     invalid(*this, fmt::format("head_dim {} must be a multiple of 8 in [8, 512]", head_dim));
   }
   if (dtype == DType::f64) invalid(*this, "GPU kernels take no float64 (the host reference does)");
+  const bool decode = is_decode_branch(op) || op == Op::decode_combine || op == Op::decode_append;
   if (dtype == DType::f32 && (moves_rows(op) || is_tiled_attention(op) || op == Op::ring_pack ||
-                              op == Op::finish_output || op == Op::gradient_prepare)) {
+                              op == Op::finish_output || op == Op::gradient_prepare || decode)) {
     invalid(*this, "GPU kernels take f16 or bf16 inputs");
   }
   if (op == Op::ring_unpack_add && dtype != DType::f32) invalid(*this, "ring_unpack_add adds fp32 gradients: dtype f32");
@@ -177,6 +186,11 @@ void KernelSpec::validate() const {
     }
   } else if (is_backward_attention(op)) {
     validate_backward_tiles(*this, arch_no);
+  } else if (is_decode_branch(op)) {
+    if (tiles.block_m != 0 || tiles.stages != 0 || tiles.warps != 4 || tiles.block_n < 128 || tiles.block_n % 128 != 0) {
+      invalid(*this, "decode_partial takes 4 warps and block_n keys per CTA, a multiple of 128 (no block_m or stages)");
+    }
+    if (head_dim % 32 != 0) invalid(*this, fmt::format("head_dim {}: decode_partial needs a multiple of 32", head_dim));
   } else if (tiles.block_m != 0 || tiles.block_n != 0 || tiles.stages != 0) {
     invalid(*this, "row-moving, merge and clear kernels take no block_m, block_n or stages");
   }
@@ -184,7 +198,7 @@ void KernelSpec::validate() const {
   if (causal && is_block_attention(op)) {
     invalid(*this, "a ring block's keys are all visible to the queries that receive it: never causal");
   }
-  if (moves_rows(op) || is_tiled_attention(op)) {
+  if (moves_rows(op) || is_tiled_attention(op) || is_decode_branch(op)) {
     if (branches.size() != 1) invalid(*this, "branch kernels serve exactly one branch");
     if (branches[0].w < 1 || branches[0].r < 1) invalid(*this, "segment length and dilation must be >= 1");
     const bool longnet = mode == Mode::longnet;

@@ -28,6 +28,9 @@ enum class Op {
   attention_backward,       // backward: one branch's dQ, dK, dV added to fp32 accumulators
   attention_block_backward, // the ring's backward: attention_block's dQ, and the block's dK, dV into its partial
   ring_unpack_add,          // the ring's backward: a block's fp32 dK, dV from a peer added to the owner's
+  decode_partial,           // decoding: one branch's keys of new rows, split across CTAs, into fp32 partials
+  decode_combine,           // decoding: every partial of a new row merged into O and LSE
+  decode_append,            // decoding: the new rows later rows can read, into the KV cache's blocks
 };
 
 std::string_view to_string(Op op) noexcept;
@@ -88,5 +91,7 @@ bool is_backward_attention(Op op);
 bool is_tiled_attention(Op op);
 // The ring's attention on a received block (attention_block and its backward): never causal.
 bool is_block_attention(Op op);
+// The decode step's branch kernel: one branch, keys per CTA in tiles.block_n, 4 warps.
+bool is_decode_branch(Op op);
 
 }  // namespace dilatron::codegen

@@ -69,6 +69,17 @@ Instantiation instantiation(const KernelSpec& s) {
     case Op::ring_unpack_add:
       return {"dilatron/ring.cuh", "dilatron::args::RingPackArgs",
               fmt::format("dilatron::ring_unpack_add<{}, {}>", s.head_dim, threads)};
+    case Op::decode_partial:
+      return {"dilatron/decode.cuh", "dilatron::args::DecodeArgs",
+              fmt::format("dilatron::decode_partial<{}, {}, {}, {}LL, {}LL, {}, {}, {}>", element_type(s.dtype),
+                          s.head_dim, s.tiles.block_n, s.branches[0].w, s.branches[0].r,
+                          s.mode == Mode::longnet ? 0 : 1, s.group, s.groups)};
+    case Op::decode_combine:
+      return {"dilatron/decode.cuh", "dilatron::args::DecodeCombineArgs",
+              fmt::format("dilatron::decode_combine<{}, {}, {}>", element_type(s.dtype), s.head_dim, threads)};
+    case Op::decode_append:
+      return {"dilatron/decode.cuh", "dilatron::args::DecodeAppendArgs",
+              fmt::format("dilatron::decode_append<{}, {}, {}>", element_type(s.dtype), s.head_dim, threads)};
   }
   return {};
 }

@@ -265,7 +265,7 @@ dilatron_status dilatron_kv_cache_decode(dilatron_kv_cache* c, const dilatron_te
 dilatron_status dilatron_kv_cache_reset(dilatron_kv_cache* c, int64_t row) {
   return guarded([&] {
     dilatron::DilatedKVCache& cache = cache_of(c, "dilatron_kv_cache_reset");
-    row == -1 ? cache.reset() : cache.reset(row);
+    row == -1 ? cache.reset_all() : cache.reset(row);
   });
 }
 

@@ -58,7 +58,8 @@ namespace dilatron::driver {
   X(cuMemcpyDtoDAsync)           \
   X(cuCtxPushCurrent)            \
   X(cuCtxPopCurrent)             \
-  X(cuPointerGetAttribute)
+  X(cuPointerGetAttribute)      \
+  X(cuMemsetD32Async)
 
 struct Api {
   DILATRON_DRIVER_CALLS(DILATRON_TABLE_MEMBER)

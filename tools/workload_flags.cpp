@@ -84,7 +84,8 @@ autotune::Workload from_json(const nlohmann::json& j, const std::string& where, 
   }
 }
 
-std::vector<autotune::Workload> from_file(const std::string& file, const std::string& arch, int ranks, bool backward) {
+std::vector<autotune::Workload> from_file(const std::string& file, const std::string& arch, int ranks, bool backward,
+                                          bool decode) {
   std::ifstream in(file);
   if (!in) throw Error(fmt::format("{}: cannot open", file));
   nlohmann::json j;
@@ -100,6 +101,7 @@ std::vector<autotune::Workload> from_file(const std::string& file, const std::st
     out.push_back(from_json(j[i], fmt::format("{} [{}]", file, i), arch));
     out.back().ranks = ranks;
     out.back().backward = backward;
+    out.back().decode = decode;
   }
   return out;
 }
@@ -121,6 +123,8 @@ void add_workload_flags(CLI::App* cmd, WorkloadFlags& f, ArchFlag arch_flag, boo
         ->capture_default_str()
         ->transform(positive_integer(std::numeric_limits<int>::max()));
     cmd->add_flag("--backward", f.backward, "also the backward pass's kernels (head dims 64, 96 and 128)");
+    cmd->add_flag("--decode", f.decode,
+                  "also the kernels of a KV cache's decode step on the GPU (generation; head dims multiples of 32)");
   }
   cmd->add_option("--config", f.config_file,
                   "JSON file: a config object or a list of them, instead of the flags above, e.g. "
@@ -139,7 +143,7 @@ std::vector<autotune::Workload> workloads(const WorkloadFlags& f) {
   if (!f.config_file.empty() && flags_given) throw UsageError("give either --config or --segments/--dilations, not both");
   if (f.config_file.empty() && !flags_given) throw UsageError("give --segments and --dilations (or --config FILE)");
   const std::string arch = resolve_arch(f);
-  if (!f.config_file.empty()) return from_file(f.config_file, arch, f.ranks, f.backward);
+  if (!f.config_file.empty()) return from_file(f.config_file, arch, f.ranks, f.backward, f.decode);
 
   autotune::Workload w;
   w.config.segments = f.segments;
@@ -151,6 +155,7 @@ std::vector<autotune::Workload> workloads(const WorkloadFlags& f) {
   w.arch = arch;
   w.ranks = f.ranks;
   w.backward = f.backward;
+  w.decode = f.decode;
   check_config_flags(w.config);
   try {
     autotune::required_kernels(w);  // an unsupported head dim or shared-memory need, named now

@@ -24,7 +24,7 @@ struct WorkloadFlags {
   DType dtype = DType::bf16;
   int head_dim = 128;
   int ranks = 1;
-  bool causal = false, backward = false;
+  bool causal = false, backward = false, decode = false;
   std::string config_file, arch;
   ArchFlag arch_flag = ArchFlag::local_gpu;
 };

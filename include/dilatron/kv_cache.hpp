@@ -12,6 +12,7 @@
 #pragma once
 
 #include <dilatron/config.hpp>
+#include <dilatron/dilatron.hpp>
 #include <dilatron/tensor.hpp>
 
 #include <cstddef>
@@ -27,13 +28,17 @@ struct KVCacheShape {
   // The longest context a batch row may reach (positions 0 .. max_positions - 1); a decode past it is
   // an error that changes nothing.
   std::int64_t max_positions = std::numeric_limits<std::int64_t>::max();
+  // false: the cache and every tensor a call takes are host memory and the step runs the float64
+  // reference arithmetic. true: they are device memory of the current context and the step runs the
+  // decode kernels (float16 or bfloat16, head dim a multiple of 32), asynchronously on the call's stream.
+  bool on_device = false;
 };
 
 class DilatedKVCache {
  public:
-  // The config must be causal (a decoded row cannot see later ones). Host memory: the cache, q, k, v,
-  // out and lse are all host tensors and the step runs the float64 reference arithmetic. Throws
-  // dilatron::Error naming a bad value.
+  // The config must be causal (a decoded row cannot see later ones). Throws dilatron::Error naming a
+  // bad value. On the device, the cache's calls must follow one stream order (one stream, or streams
+  // the caller orders), like any work on the same memory.
   DilatedKVCache(Config config, KVCacheShape shape);
   ~DilatedKVCache();
   DilatedKVCache(DilatedKVCache&&) noexcept;
@@ -44,17 +49,17 @@ class DilatedKVCache {
   // lse float32 [B, H, n, 1], then appends the new rows. Every check runs first: on an error neither the
   // cache nor out nor lse has changed.
   void decode(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
-              const TensorView* lse = nullptr);
+              const TensorView* lse = nullptr, Stream stream = nullptr);
 
-  // Batch row `row` (or every row) starts a new sequence at position 0.
-  void reset();
-  void reset(std::int64_t row);
+  // Every batch row, or row `row`, starts a new sequence at position 0.
+  void reset_all(Stream stream = nullptr);
+  void reset(std::int64_t row, Stream stream = nullptr);
   // Row `to` continues from where row `from` is (beam search): its position and cached rows become
   // `from`'s.
-  void fork(std::int64_t from, std::int64_t to);
+  void fork(std::int64_t from, std::int64_t to, Stream stream = nullptr);
   // Row `row` goes back to `position` (speculative decoding rejecting tokens): at most its position, and
   // no earlier than the start of the segment it is in for any branch, whose rows the cache has dropped.
-  void rewind(std::int64_t row, std::int64_t position);
+  void rewind(std::int64_t row, std::int64_t position, Stream stream = nullptr);
 
   std::int64_t position(std::int64_t row) const;  // rows decoded so far by batch row `row`
   std::size_t bytes() const noexcept;              // what the cache holds: batch * bytes_per_row

@@ -1,5 +1,6 @@
-// DilatedKVCache on the host: the cache's blocks (cache_layout.hpp) in host memory and the decode step
-// in float64, written from the definition: a new row t of head h attends, in every branch it takes part
+// DilatedKVCache: on the device, DeviceDecode (device_decode.hpp) runs the step; on the host, the
+// cache's blocks (cache_layout.hpp) live in host memory and the step runs in float64, written from the
+// definition: a new row t of head h attends, in every branch it takes part
 // in, the selected rows of its own segment up to itself, which are the cache's block for that branch
 // (rows before the step) and the step's own rows; in longnet mode the branches' pairs form one softmax
 // (the LSE merge), in head_groups mode its one branch is divided by G.
@@ -17,6 +18,8 @@
 #include "common/dtype.hpp"
 #include "common/parallel.hpp"
 #include "runtime/decode/cache_layout.hpp"
+#include "runtime/decode/device_decode.hpp"
+#include "runtime/driver.hpp"
 #include "runtime/problem.hpp"
 #include "templates/dilatron/index.cuh"
 
@@ -27,13 +30,20 @@ struct DilatedKVCache::Impl {
   KVCacheShape shape;
   decode::CacheLayout layout;
   double scale;
-  std::vector<std::byte> data;          // batch rows of layout.row_bytes() each
-  std::vector<std::int64_t> positions;  // rows decoded so far, per batch row
+  std::vector<std::byte> data;          // on the host: batch rows of layout.row_bytes() each
+  std::unique_ptr<decode::DeviceDecode> device;  // on the device
+  std::vector<std::int64_t> positions;  // rows decoded so far, per batch row (the device keeps its own copy)
 
   Impl(Config c, const KVCacheShape& s)
       : config(std::move(c)), shape(s), layout(config, shape),
-        scale(config.scale ? *config.scale : 1.0 / std::sqrt(double(s.head_dim))),
-        data(std::size_t(s.batch) * layout.row_bytes()), positions(std::size_t(s.batch), 0) {}
+        scale(config.scale ? *config.scale : 1.0 / std::sqrt(double(s.head_dim))), positions(std::size_t(s.batch), 0) {
+    if (shape.on_device) {
+      driver::current_context();
+      device = std::make_unique<decode::DeviceDecode>(config, shape, layout);
+    } else {
+      data.resize(std::size_t(s.batch) * layout.row_bytes());
+    }
+  }
 
   std::byte* row(std::int64_t b) { return data.data() + std::size_t(b) * layout.row_bytes(); }
   void check_row(std::int64_t row, const char* what) const {
@@ -49,6 +59,12 @@ struct DilatedKVCache::Impl {
 namespace {
 
 void check_shape(const KVCacheShape& s) {
+  if (s.on_device && s.dtype != DType::f16 && s.dtype != DType::bf16) {
+    throw Error(fmt::format("KV cache: a cache on the GPU holds float16 or bfloat16, not {}", to_string(s.dtype)));
+  }
+  if (s.on_device && (s.head_dim % 32 != 0 || s.head_dim > 512)) {
+    throw Error(fmt::format("KV cache: head_dim = {}: the GPU decode takes multiples of 32 up to 512", s.head_dim));
+  }
   for (const auto& [name, value] : {std::pair{"batch", s.batch}, std::pair{"heads", s.heads},
                                     std::pair{"kv_heads", s.kv_heads}, std::pair{"head_dim", s.head_dim},
                                     std::pair{"max_positions", s.max_positions}}) {
@@ -78,6 +94,17 @@ void DilatedKVCache::Impl::check_step(const TensorView& q, const TensorView& k, 
   expect("the head dim", p.head_dim, shape.head_dim);
   if (q.dtype != shape.dtype) {
     throw Error(fmt::format("decode: q, k and v are {} but the cache holds {}", to_string(q.dtype), to_string(shape.dtype)));
+  }
+  if (device) {  // the kernels read rows with unit inner stride and write out in the cache's dtype
+    for (const auto& [name, t] : {std::pair{"q", &q}, std::pair{"k", &k}, std::pair{"v", &v}, std::pair{"out", &out}}) {
+      check_layout(name, *t);
+    }
+    if (out.dtype != shape.dtype) {
+      throw Error(fmt::format("decode: out is {}; on the GPU it is the cache's {}", to_string(out.dtype), to_string(shape.dtype)));
+    }
+    if (lse && (lse->strides[2] != 1 || lse->strides[1] != p.seq_len || lse->strides[0] != p.heads * p.seq_len)) {
+      throw Error("decode: lse must be a contiguous float32 [B, H, n, 1] on the GPU");
+    }
   }
   for (std::int64_t b = 0; b < shape.batch; ++b) {
     const std::int64_t at = positions[std::size_t(b)];
@@ -184,31 +211,41 @@ DilatedKVCache::DilatedKVCache(DilatedKVCache&&) noexcept = default;
 DilatedKVCache& DilatedKVCache::operator=(DilatedKVCache&&) noexcept = default;
 
 void DilatedKVCache::decode(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
-                            const TensorView* lse) {
+                            const TensorView* lse, Stream stream) {
   Impl& m = *impl_;
   m.check_step(q, k, v, out, lse);
+  if (m.device) {
+    m.device->step(q, k, v, out, lse, stream);
+    for (std::int64_t& p : m.positions) p += q.shape[1];
+    return;
+  }
   parallel_for(m.shape.batch * m.shape.heads, 0, [&] {
     return [&](std::int64_t task) { m.attend(q, k, v, out, lse, task / m.shape.heads, task % m.shape.heads); };
   });
   for (std::int64_t b = 0; b < m.shape.batch; ++b) m.append(k, v, b);
 }
 
-void DilatedKVCache::reset() { std::fill(impl_->positions.begin(), impl_->positions.end(), 0); }
+void DilatedKVCache::reset_all(Stream stream) {
+  if (impl_->device) impl_->device->clear_positions(stream);
+  std::fill(impl_->positions.begin(), impl_->positions.end(), 0);
+}
 
-void DilatedKVCache::reset(std::int64_t row) {
+void DilatedKVCache::reset(std::int64_t row, Stream stream) {
   impl_->check_row(row, "reset");
+  if (impl_->device) impl_->device->set_position(row, 0, stream);
   impl_->positions[std::size_t(row)] = 0;
 }
 
-void DilatedKVCache::fork(std::int64_t from, std::int64_t to) {
+void DilatedKVCache::fork(std::int64_t from, std::int64_t to, Stream stream) {
   impl_->check_row(from, "fork (from)");
   impl_->check_row(to, "fork (to)");
   if (from == to) return;
-  std::memcpy(impl_->row(to), impl_->row(from), impl_->layout.row_bytes());
+  if (impl_->device) impl_->device->copy_row(from, to, stream);
+  else std::memcpy(impl_->row(to), impl_->row(from), impl_->layout.row_bytes());
   impl_->positions[std::size_t(to)] = impl_->positions[std::size_t(from)];
 }
 
-void DilatedKVCache::rewind(std::int64_t row, std::int64_t position) {
+void DilatedKVCache::rewind(std::int64_t row, std::int64_t position, Stream stream) {
   Impl& m = *impl_;
   m.check_row(row, "rewind");
   const std::int64_t at = m.positions[std::size_t(row)];
@@ -223,6 +260,7 @@ void DilatedKVCache::rewind(std::int64_t row, std::int64_t position) {
                               row, position, segment, i, m.config.segments[i]));
     }
   }
+  if (m.device) m.device->set_position(row, position, stream);
   m.positions[std::size_t(row)] = position;
 }
 
@@ -231,7 +269,7 @@ std::int64_t DilatedKVCache::position(std::int64_t row) const {
   return impl_->positions[std::size_t(row)];
 }
 
-std::size_t DilatedKVCache::bytes() const noexcept { return impl_->data.size(); }
+std::size_t DilatedKVCache::bytes() const noexcept { return impl_->device ? impl_->device->bytes() : impl_->data.size(); }
 const Config& DilatedKVCache::config() const noexcept { return impl_->config; }
 const KVCacheShape& DilatedKVCache::shape() const noexcept { return impl_->shape; }
 

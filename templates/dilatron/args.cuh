@@ -109,4 +109,42 @@ struct FinishArgs {
   float out_scale;
 };
 
+// The decode step of a DilatedKVCache on the device (decode.cuh; runtime/decode/): B batch rows of n new
+// rows each, batch row b at positions[b] + 0 .. n - 1.
+// The cache: B rows of row_bytes each, per (branch, kv head, offset) a block of K slots then V slots
+// (runtime/decode/cache_layout.hpp).
+struct DecodeArgs {
+  Tensor4 q, k, v;             // [B, n, H, D] and [B, n, Hkv, D]: the new rows
+  const void* cache;
+  const i64* blocks;           // decode_partial: this branch's K byte offsets, [kv head * R + offset] (-1: none)
+  const i64* positions;        // [B]: rows each batch row had before this step
+  float* partials;             // [B * queries * H][splits][2 + D]: (max, sum, unnormalized O) per split
+  i64 batch, heads, kv_heads;
+  i64 first_query, queries;    // the launch's new rows: first_query .. + queries of the step's n
+  i64 row_bytes;
+  i64 split_base, splits;      // this branch's first split and the splits of all branches
+  float scale;                 // softmax scale (natural log domain)
+};
+
+// decode_combine: every split of every branch of a new row merged into O (times out_scale) and LSE.
+struct DecodeCombineArgs {
+  const float* partials;
+  Tensor4 out;  // [B, n, H, D]
+  float* lse;   // [B, H, n], or null
+  i64 batch, rows, heads, splits;  // rows: the step's n
+  i64 first_query, queries;        // as DecodeArgs
+  float out_scale;
+};
+
+// decode_append: the new rows every later row can read, into their blocks. A block's entry in `table`:
+// {w, r, offset, kv head, K byte offset, V byte offset}.
+struct DecodeAppendArgs {
+  Tensor4 k, v;  // [B, n, Hkv, D]
+  void* cache;
+  const i64* table;
+  const i64* positions;  // [B] before this step
+  i64* next_positions;   // [B] after it: positions + n (the other of the cache's two position buffers)
+  i64 batch, rows, blocks, row_bytes;
+};
+
 }  // namespace dilatron::args

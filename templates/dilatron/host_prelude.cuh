@@ -55,6 +55,7 @@ inline unsigned lane() {
 #define __syncthreads() ::dilatron::emulated::api().barrier(__LINE__)
 #define __syncwarp(...) ::dilatron::emulated::api().warp_exchange(__LINE__, 0xffffffffu, nullptr, 0, nullptr)
 #define __shfl_xor_sync(mask, value, lane_mask) ::dilatron::emulated::shfl_xor(__LINE__, mask, value, lane_mask)
+#define __shfl_sync(mask, value, source) ::dilatron::emulated::shfl(__LINE__, mask, value, source)
 
 namespace dilatron::emulated {
 
@@ -64,6 +65,13 @@ T shfl_xor(int site, unsigned mask, T value, int lane_mask) {
   T all[32];
   api().warp_exchange(site, mask, &value, sizeof(T), all);
   return all[(lane() ^ unsigned(lane_mask)) % 32];
+}
+template <class T>
+T shfl(int site, unsigned mask, T value, int source) {
+  static_assert(sizeof(T) == 4, "32-bit shuffles");
+  T all[32];
+  api().warp_exchange(site, mask, &value, sizeof(T), all);
+  return all[unsigned(source) % 32];
 }
 
 }  // namespace dilatron::emulated

@@ -5,6 +5,7 @@
 #include <set>
 
 #include "autotune/policy.hpp"
+#include "autotune/required_kernels.hpp"
 #include "codegen/compiler.hpp"
 #include "codegen/render.hpp"
 #include "codegen/templates.hpp"
@@ -118,6 +119,34 @@ TEST(Compile, EveryKernelOpBuildsForSm80AndSm90aWithoutSpills) {
     EXPECT_EQ(k.report.spill_bytes, 0) << k.log;
     EXPECT_NE(k.log.find(spec.arch.substr(0, 5)), std::string::npos) << "ptxas report for the target: " << k.log;
     EXPECT_GT(k.compile_ms, 0);
+  }
+}
+
+// The decode step's kernels for the LongNet preset's branches, both modes, at the head dims decoding
+// takes (multiples of 32), without spills or stack.
+TEST(Compile, DecodeKernelsBuildForSm80AndSm90aWithoutSpills) {
+  for (const char* arch : {"sm_80", "sm_90a"}) {
+    for (const auto& [dtype, head_dim, mode] : {std::tuple{DType::bf16, 128, Mode::longnet}, std::tuple{DType::f16, 64, Mode::head_groups},
+                                                std::tuple{DType::bf16, 256, Mode::longnet}}) {
+      autotune::Workload w;
+      w.config.segments = {2048, 4096, 8192, 16384, 32768};
+      w.config.dilations = {1, 2, 4, 6, 12};
+      w.config.mode = mode;
+      w.config.causal = true;
+      w.dtype = dtype;
+      w.head_dim = head_dim;
+      w.arch = arch;
+      const std::vector<KernelSpec> specs = autotune::decode_kernels(w);
+      ASSERT_EQ(specs.size(), 7u);
+      for (const KernelSpec& s : specs) {
+        SCOPED_TRACE(s.label());
+        const CompiledKernel k = compile(s);
+        EXPECT_NE(k.lowered_name.find(std::string(to_string(s.op))), std::string::npos) << k.lowered_name;
+        EXPECT_GT(k.report.registers, 0) << k.log;
+        EXPECT_EQ(k.report.spill_bytes, 0) << k.log;
+        EXPECT_EQ(k.report.stack_bytes, 0) << k.log;
+      }
+    }
   }
 }
 
