@@ -243,38 +243,45 @@ dilatron_status dilatron_reference_backward_varlen(const dilatron_attention* a, 
 }
 
 dilatron_status dilatron_kv_cache_create(const dilatron_attention* a, int64_t batch, int64_t heads, int64_t kv_heads,
-                                         int64_t head_dim, int32_t dtype, int64_t max_positions, dilatron_kv_cache** out) {
+                                         int64_t head_dim, int32_t dtype, int64_t max_positions, int32_t on_device,
+                                         dilatron_kv_cache** out) {
   return guarded([&] {
     if (!out) throw dilatron::Error("dilatron_kv_cache_create: NULL out");
     if (max_positions < 0) throw dilatron::Error("max_positions = " + std::to_string(max_positions) + ": 0 (no limit) or more");
     dilatron::KVCacheShape shape{batch, heads, kv_heads, head_dim, cache_dtype(dtype)};
     if (max_positions > 0) shape.max_positions = max_positions;
+    shape.on_device = on_device != 0;
     *out = new dilatron_kv_cache{dilatron::DilatedKVCache(config_of(a, "dilatron_kv_cache_create"), shape)};
   });
 }
 
 dilatron_status dilatron_kv_cache_decode(dilatron_kv_cache* c, const dilatron_tensor* q, const dilatron_tensor* k,
-                                         const dilatron_tensor* v, const dilatron_tensor* out, const dilatron_tensor* lse) {
+                                         const dilatron_tensor* v, const dilatron_tensor* out, const dilatron_tensor* lse,
+                                         void* stream) {
   return guarded([&] {
     dilatron::DilatedKVCache& cache = cache_of(c, "dilatron_kv_cache_decode");
     const dilatron::TensorView lse_view = lse ? view(lse, "lse") : dilatron::TensorView{};
-    cache.decode(view(q, "q"), view(k, "k"), view(v, "v"), view(out, "out"), lse ? &lse_view : nullptr);
+    cache.decode(view(q, "q"), view(k, "k"), view(v, "v"), view(out, "out"), lse ? &lse_view : nullptr,
+                 static_cast<dilatron::Stream>(stream));
   });
 }
 
-dilatron_status dilatron_kv_cache_reset(dilatron_kv_cache* c, int64_t row) {
+dilatron_status dilatron_kv_cache_reset(dilatron_kv_cache* c, int64_t row, void* stream) {
   return guarded([&] {
     dilatron::DilatedKVCache& cache = cache_of(c, "dilatron_kv_cache_reset");
-    row == -1 ? cache.reset_all() : cache.reset(row);
+    const auto s = static_cast<dilatron::Stream>(stream);
+    row == -1 ? cache.reset_all(s) : cache.reset(row, s);
   });
 }
 
-dilatron_status dilatron_kv_cache_fork(dilatron_kv_cache* c, int64_t from, int64_t to) {
-  return guarded([&] { cache_of(c, "dilatron_kv_cache_fork").fork(from, to); });
+dilatron_status dilatron_kv_cache_fork(dilatron_kv_cache* c, int64_t from, int64_t to, void* stream) {
+  return guarded([&] { cache_of(c, "dilatron_kv_cache_fork").fork(from, to, static_cast<dilatron::Stream>(stream)); });
 }
 
-dilatron_status dilatron_kv_cache_rewind(dilatron_kv_cache* c, int64_t row, int64_t position) {
-  return guarded([&] { cache_of(c, "dilatron_kv_cache_rewind").rewind(row, position); });
+dilatron_status dilatron_kv_cache_rewind(dilatron_kv_cache* c, int64_t row, int64_t position, void* stream) {
+  return guarded([&] {
+    cache_of(c, "dilatron_kv_cache_rewind").rewind(row, position, static_cast<dilatron::Stream>(stream));
+  });
 }
 
 dilatron_status dilatron_kv_cache_position(const dilatron_kv_cache* c, int64_t row, int64_t* position) {

@@ -134,21 +134,25 @@ DILATRON_API dilatron_status dilatron_reference_backward_varlen(const dilatron_a
 DILATRON_API void dilatron_destroy(dilatron_attention* attention);
 
 /* Generation: a bounded KV cache for one layer (DilatedKVCache in kv_cache.hpp; docs/SEMANTICS.md,
- * "Decoding") with the attention's configuration, which must be causal. Host memory: q, k, v, out and
- * lse are host tensors. max_positions 0: no limit. */
+ * "Decoding") with the attention's configuration, which must be causal. on_device 0: host memory (q, k,
+ * v, out and lse are host tensors, the float64 reference arithmetic); 1: device memory of the current
+ * context and the decode kernels (float16 or bfloat16), each call on `stream` (a CUstream; NULL: the
+ * default stream; ignored on the host). max_positions 0: no limit. */
 typedef struct dilatron_kv_cache dilatron_kv_cache;
 DILATRON_API dilatron_status dilatron_kv_cache_create(const dilatron_attention* attention, int64_t batch, int64_t heads,
                                                       int64_t kv_heads, int64_t head_dim, int32_t dtype,
-                                                      int64_t max_positions, dilatron_kv_cache** out);
+                                                      int64_t max_positions, int32_t on_device, dilatron_kv_cache** out);
 /* q [B, n, H, D], k and v [B, n, Hkv, D] in the cache's dtype: n new rows per batch row; writes out
  * [B, n, H, D] and, when not NULL, lse float32 [B, H, n, 1]; on an error nothing has changed. */
 DILATRON_API dilatron_status dilatron_kv_cache_decode(dilatron_kv_cache* cache, const dilatron_tensor* q,
                                                       const dilatron_tensor* k, const dilatron_tensor* v,
-                                                      const dilatron_tensor* out, const dilatron_tensor* lse);
+                                                      const dilatron_tensor* out, const dilatron_tensor* lse,
+                                                      void* stream);
 /* row -1: every row starts again at position 0. */
-DILATRON_API dilatron_status dilatron_kv_cache_reset(dilatron_kv_cache* cache, int64_t row);
-DILATRON_API dilatron_status dilatron_kv_cache_fork(dilatron_kv_cache* cache, int64_t from, int64_t to);
-DILATRON_API dilatron_status dilatron_kv_cache_rewind(dilatron_kv_cache* cache, int64_t row, int64_t position);
+DILATRON_API dilatron_status dilatron_kv_cache_reset(dilatron_kv_cache* cache, int64_t row, void* stream);
+DILATRON_API dilatron_status dilatron_kv_cache_fork(dilatron_kv_cache* cache, int64_t from, int64_t to, void* stream);
+DILATRON_API dilatron_status dilatron_kv_cache_rewind(dilatron_kv_cache* cache, int64_t row, int64_t position,
+                                                      void* stream);
 DILATRON_API dilatron_status dilatron_kv_cache_position(const dilatron_kv_cache* cache, int64_t row, int64_t* position);
 /* What the cache holds, and what one batch row's takes for a configuration (no cache needed). */
 DILATRON_API dilatron_status dilatron_kv_cache_bytes(const dilatron_kv_cache* cache, int64_t* bytes);

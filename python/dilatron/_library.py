@@ -69,11 +69,11 @@ def _declare(lib):
         "dilatron_reference_forward_varlen": [p, t, t, t, packing, t, t],
         "dilatron_reference_backward_varlen": [p, t, t, t, packing, t, t, t, t],
         "dilatron_validate_cu_seqlens": [p, i64, i64],
-        "dilatron_kv_cache_create": [p, i64, i64, i64, i64, i32, i64, ctypes.POINTER(p)],
-        "dilatron_kv_cache_decode": [p, t, t, t, t, t],
-        "dilatron_kv_cache_reset": [p, i64],
-        "dilatron_kv_cache_fork": [p, i64, i64],
-        "dilatron_kv_cache_rewind": [p, i64, i64],
+        "dilatron_kv_cache_create": [p, i64, i64, i64, i64, i32, i64, i32, ctypes.POINTER(p)],
+        "dilatron_kv_cache_decode": [p, t, t, t, t, t, p],
+        "dilatron_kv_cache_reset": [p, i64, p],
+        "dilatron_kv_cache_fork": [p, i64, i64, p],
+        "dilatron_kv_cache_rewind": [p, i64, i64, p],
         "dilatron_kv_cache_position": [p, i64, ctypes.POINTER(i64)],
         "dilatron_kv_cache_bytes": [p, ctypes.POINTER(i64)],
         "dilatron_create": [ctypes.POINTER(i64), ctypes.POINTER(i64), i32, i32, i32, ctypes.c_double,
@@ -165,10 +165,10 @@ class KVCache:
     """One dilatron_kv_cache handle, destroyed with the object; `attention` (its configuration) is kept
     alive with it."""
 
-    def __init__(self, attention, batch, heads, kv_heads, head_dim, dtype, max_positions):
+    def __init__(self, attention, batch, heads, kv_heads, head_dim, dtype, max_positions, on_device):
         handle = ctypes.c_void_p()
         check(library().dilatron_kv_cache_create(attention.handle, batch, heads, kv_heads, head_dim, dtype,
-                                                 max_positions, ctypes.byref(handle)))
+                                                 max_positions, int(on_device), ctypes.byref(handle)))
         self.handle, self._attention, self._lib = handle, attention, library()
 
     def position(self, row):

@@ -419,6 +419,16 @@ def ring_dilated_attention(q: Tensor, k: Tensor, v: Tensor, segments: Sequence[i
     return (out, lse) if return_lse else out
 
 
+class _no_device:
+    """The CPU's stand-in for torch.cuda.device(...) in a with statement."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
 class DilatedKVCache:
     """A bounded KV cache for generating with one causal dilated attention layer (docs/SEMANTICS.md,
     "Decoding"): decode(q, k, v) appends n new rows per batch row, q [B, n, H, D] and k, v [B, n, Hkv, D]
@@ -430,17 +440,20 @@ class DilatedKVCache:
     position) takes back rows (speculative decoding) as far as the cache still holds them.
 
     num_heads: the query heads H (default kv_heads). max_positions: the longest context a row may reach
-    (None: no limit). The cache lives on the CPU and decodes with the float64 host reference; decoding
-    is inference, so the results carry no gradient.
+    (None: no limit). device: "cpu" decodes with the float64 host reference in any dtype; a CUDA device
+    keeps the cache in that GPU's memory and decodes with Dilatron's kernels on the current stream
+    (float16 or bfloat16, head_dim a multiple of 32). Decoding is inference: the results carry no
+    gradient.
     """
 
     def __init__(self, segments: Sequence[int], dilations: Sequence[int], *, batch: int, kv_heads: int, head_dim: int,
                  dtype: torch.dtype = torch.float32, device="cpu", mode: str = "longnet", scale: Optional[float] = None,
                  num_heads: Optional[int] = None, max_positions: Optional[int] = None):
         device = torch.device(device)
-        if device.type != "cpu":
-            raise InvalidArgument(f"DilatedKVCache on {device}: the cache decodes on the CPU for now (the GPU decode "
-                                  f"kernels are not built yet); create it with device='cpu'")
+        if device.type not in ("cpu", "cuda"):
+            raise InvalidArgument(f"DilatedKVCache on {device}: expected a CPU or CUDA device")
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
         if dtype not in _DTYPES:
             raise InvalidArgument(f"dtype {dtype} is not supported: expected float16, bfloat16, float32 or float64")
         if mode not in ("longnet", "head_groups"):
@@ -451,32 +464,50 @@ class DilatedKVCache:
         self.num_heads = kv_heads if num_heads is None else num_heads
         attention = _attention((tuple(self.segments), tuple(self.dilations), mode, True,
                                 float(scale) if scale is not None else 0.0))
-        self._cache = lib.KVCache(attention, batch, self.num_heads, kv_heads, head_dim, _DTYPES[dtype],
-                                  0 if max_positions is None else operator.index(max_positions))
+        with torch.cuda.device(device) if device.type == "cuda" else _no_device():
+            self._cache = lib.KVCache(attention, batch, self.num_heads, kv_heads, head_dim, _DTYPES[dtype],
+                                      0 if max_positions is None else operator.index(max_positions),
+                                      device.type == "cuda")
 
     def decode(self, q: Tensor, k: Tensor, v: Tensor, return_lse: bool = False):
         for name, t in (("q", q), ("k", k), ("v", v)):
             if not isinstance(t, Tensor):
                 raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-            if t.device.type != "cpu":
-                raise InvalidArgument(f"{name} is on {t.device}: this cache decodes CPU tensors")
+            if t.device != self.device:
+                raise InvalidArgument(f"{name} is on {t.device} but the cache on {self.device}")
             if t.dim() != 4:
                 raise InvalidArgument(f"{name} has shape {tuple(t.shape)}: expected 4 dims [B, n, heads, D]")
         q, k, v = (t.detach() for t in (q, k, v))
-        out = torch.empty(q.shape, dtype=q.dtype)
-        lse = torch.empty((q.shape[0], q.shape[2], q.shape[1]), dtype=torch.float32)
-        _call(functools.partial(lib.library().dilatron_kv_cache_decode, self._cache.handle), q, k, v, out, lse)
+        out = torch.empty(q.shape, dtype=q.dtype, device=self.device)
+        lse = torch.empty((q.shape[0], q.shape[2], q.shape[1]), dtype=torch.float32, device=self.device)
+        with self._on_device():
+            _call(functools.partial(lib.library().dilatron_kv_cache_decode, self._cache.handle), q, k, v, out, lse,
+                  stream=self._stream())
         return (out, lse) if return_lse else out
 
     def reset(self, row: Optional[int] = None):
-        lib.check(lib.library().dilatron_kv_cache_reset(self._cache.handle, -1 if row is None else operator.index(row)))
+        with self._on_device():
+            lib.check(lib.library().dilatron_kv_cache_reset(self._cache.handle, -1 if row is None else operator.index(row),
+                                                            self._stream_pointer()))
 
     def fork(self, src: int, dst: int):
-        lib.check(lib.library().dilatron_kv_cache_fork(self._cache.handle, operator.index(src), operator.index(dst)))
+        with self._on_device():
+            lib.check(lib.library().dilatron_kv_cache_fork(self._cache.handle, operator.index(src), operator.index(dst),
+                                                           self._stream_pointer()))
 
     def rewind(self, row: int, position: int):
-        lib.check(lib.library().dilatron_kv_cache_rewind(self._cache.handle, operator.index(row),
-                                                         operator.index(position)))
+        with self._on_device():
+            lib.check(lib.library().dilatron_kv_cache_rewind(self._cache.handle, operator.index(row),
+                                                             operator.index(position), self._stream_pointer()))
+
+    def _on_device(self):
+        return torch.cuda.device(self.device) if self.device.type == "cuda" else _no_device()
+
+    def _stream(self):
+        return torch.cuda.current_stream(self.device).cuda_stream if self.device.type == "cuda" else 0
+
+    def _stream_pointer(self):
+        return ctypes.c_void_p(self._stream())
 
     @property
     def positions(self) -> List[int]:
@@ -591,10 +622,10 @@ class MultiheadDilatedAttention(nn.Module):
     def new_kv_cache(self, batch: int, *, max_positions: Optional[int] = None,
                      dtype: Optional[torch.dtype] = None) -> DilatedKVCache:
         """A DilatedKVCache for generating with this layer (which must be causal): its segments, dilations,
-        mode, heads and head dim, in the projections' dtype unless `dtype` is given."""
+        mode, heads and head dim, on the projections' device and in their dtype unless `dtype` is given."""
         if not self.attention.causal:
             raise InvalidArgument("generation needs a causal layer: build it with causal=True")
         a = self.attention
         return DilatedKVCache(a.segments, a.dilations, batch=batch, kv_heads=self.kv_heads, head_dim=self.head_dim,
-                              dtype=dtype or self.q_proj.weight.dtype, mode=a.mode, scale=a.scale,
-                              num_heads=self.num_heads, max_positions=max_positions)
+                              dtype=dtype or self.q_proj.weight.dtype, device=self.q_proj.weight.device, mode=a.mode,
+                              scale=a.scale, num_heads=self.num_heads, max_positions=max_positions)

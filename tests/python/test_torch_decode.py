@@ -108,7 +108,7 @@ class Decode(unittest.TestCase):
                 with self.assertRaisesRegex(dilatron.InvalidArgument, message):
                     cache.decode(*args)
                 self.assertEqual(cache.positions, [10, 10])
-        with self.assertRaisesRegex(dilatron.InvalidArgument, "decodes on the CPU"):
+        with self.assertRaisesRegex(dilatron.InvalidArgument, "expected a CPU or CUDA device"):
             dt.DilatedKVCache([4], [1], batch=1, kv_heads=1, head_dim=4, device="meta")
         out = cache.decode(q[:, 10:12], k[:, 10:12], v[:, 10:12])  # still exact after the refusals
         want, _ = dense_reference(q[:, :12], k[:, :12], v[:, :12], c["segments"], c["dilations"], causal=True)
@@ -136,6 +136,26 @@ class MultiheadGeneration(unittest.TestCase):
         cache = causal.new_kv_cache(1)
         with self.assertRaisesRegex(dilatron.InvalidArgument, "kv_cache decodes causally"):
             causal(torch.randn(1, 3, 16, dtype=torch.float64), is_causal=False, kv_cache=cache)
+
+
+@unittest.skipUnless(torch.cuda.is_available(), "no GPU")
+class DecodeGpu(unittest.TestCase):
+    def test_cuda_cache_equals_the_cpu_cache(self):
+        c = CONFIGS[0]
+        for dtype in (torch.float16, torch.bfloat16):
+            with self.subTest(dtype=dtype):
+                q, k, v = (t.to(dtype) for t in sequences(2, 90, c["heads"], d=64, seed=8))
+                gpu = dt.DilatedKVCache(c["segments"], c["dilations"], batch=2, kv_heads=c["heads"][1], head_dim=64,
+                                        dtype=dtype, device="cuda", mode=c["mode"], num_heads=c["heads"][0])
+                cpu = cache_for(c, 2, d=64)
+                for at, n in ((0, 37), (37, 1), (38, 1), (39, 51)):
+                    rows = slice(at, at + n)
+                    got = gpu.decode(*(t[:, rows].cuda() for t in (q, k, v)))
+                    want = cpu.decode(*(t[:, rows].double() for t in (q, k, v)))
+                    torch.testing.assert_close(got.double().cpu(), want, rtol=3e-2, atol=3e-2)
+                self.assertEqual(gpu.positions, [90, 90])
+                with self.assertRaisesRegex(dilatron.InvalidArgument, "is on cpu but the cache on cuda"):
+                    gpu.decode(q[:, :1], k[:, :1], v[:, :1])
 
 
 if __name__ == "__main__":

@@ -183,7 +183,7 @@ TEST(CApi, KVCacheDecodesAsTheCausalForward) {
   ASSERT_EQ(dilatron_reference_forward(a, &q, &k, &v, &o, nullptr), DILATRON_OK) << dilatron_last_error();
 
   dilatron_kv_cache* cache = nullptr;
-  ASSERT_EQ(dilatron_kv_cache_create(a, 1, c.H, c.Hkv, c.D, DILATRON_F64, 0, &cache), DILATRON_OK) << dilatron_last_error();
+  ASSERT_EQ(dilatron_kv_cache_create(a, 1, c.H, c.Hkv, c.D, DILATRON_F64, 0, 0, &cache), DILATRON_OK) << dilatron_last_error();
   std::vector<double> got(want.size(), NAN);
   // Rows [from, from + n) of the sequence as a [1, n, heads, D] view (row stride of the whole tensor).
   const auto rows = [&](const dilatron_tensor& t, std::int64_t from, std::int64_t n) {
@@ -195,7 +195,7 @@ TEST(CApi, KVCacheDecodesAsTheCausalForward) {
   const dilatron_tensor out = tensor(got.data(), DILATRON_F64, 1, c.N, c.H, c.D);
   for (std::int64_t at = 0, n = 9; at < c.N; at += n, n = 1) {
     const dilatron_tensor qs = rows(q, at, n), ks = rows(k, at, n), vs = rows(v, at, n), os = rows(out, at, n);
-    ASSERT_EQ(dilatron_kv_cache_decode(cache, &qs, &ks, &vs, &os, nullptr), DILATRON_OK) << dilatron_last_error();
+    ASSERT_EQ(dilatron_kv_cache_decode(cache, &qs, &ks, &vs, &os, nullptr, nullptr), DILATRON_OK) << dilatron_last_error();
   }
   for (std::size_t i = 0; i < want.size(); ++i) ASSERT_NEAR(got[i], want[i], 1e-12) << i;
   std::int64_t position = 0, bytes = 0, per_row = 0;
@@ -204,19 +204,19 @@ TEST(CApi, KVCacheDecodesAsTheCausalForward) {
   ASSERT_EQ(dilatron_kv_cache_bytes(cache, &bytes), DILATRON_OK);
   ASSERT_EQ(dilatron_kv_cache_bytes_per_row(a, c.H, c.Hkv, c.D, DILATRON_F64, &per_row), DILATRON_OK);
   EXPECT_EQ(bytes, per_row);
-  EXPECT_EQ(dilatron_kv_cache_rewind(cache, 0, 3), DILATRON_ERROR_INVALID);
+  EXPECT_EQ(dilatron_kv_cache_rewind(cache, 0, 3, nullptr), DILATRON_ERROR_INVALID);
   EXPECT_NE(std::string(dilatron_last_error()).find("needs rows before 20"), std::string::npos) << dilatron_last_error();
-  EXPECT_EQ(dilatron_kv_cache_fork(cache, 0, 1), DILATRON_ERROR_INVALID);
-  EXPECT_EQ(dilatron_kv_cache_reset(cache, -1), DILATRON_OK);
+  EXPECT_EQ(dilatron_kv_cache_fork(cache, 0, 1, nullptr), DILATRON_ERROR_INVALID);
+  EXPECT_EQ(dilatron_kv_cache_reset(cache, -1, nullptr), DILATRON_OK);
   ASSERT_EQ(dilatron_kv_cache_position(cache, 0, &position), DILATRON_OK);
   EXPECT_EQ(position, 0);
   dilatron_kv_cache_destroy(cache);
-  EXPECT_EQ(dilatron_kv_cache_decode(nullptr, &q, &k, &v, &o, nullptr), DILATRON_ERROR_INVALID);
+  EXPECT_EQ(dilatron_kv_cache_decode(nullptr, &q, &k, &v, &o, nullptr, nullptr), DILATRON_ERROR_INVALID);
   dilatron_destroy(a);
 
   ASSERT_EQ(dilatron_create(c.config.segments.data(), c.config.dilations.data(), 2, DILATRON_LONGNET, 0, 0.0, &a),
             DILATRON_OK);
-  EXPECT_EQ(dilatron_kv_cache_create(a, 1, c.H, c.Hkv, c.D, DILATRON_F64, 0, &cache), DILATRON_ERROR_INVALID);
+  EXPECT_EQ(dilatron_kv_cache_create(a, 1, c.H, c.Hkv, c.D, DILATRON_F64, 0, 0, &cache), DILATRON_ERROR_INVALID);
   EXPECT_NE(std::string(dilatron_last_error()).find("must be causal"), std::string::npos) << dilatron_last_error();
   dilatron_destroy(a);
 }
