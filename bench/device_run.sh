@@ -2,9 +2,10 @@
 # On a GPU machine, in parts that each fit one device call (logs under $OUT, default bench-out/):
 #   tests  the GPU tests, the PyTorch op's tests, the demo
 #   bench  `dilatron bench` and the PyTorch comparison (forward, backward and the op; default tiles), a
-#          packed batch against per-document calls and padding (`bench --packed`), and the ring on this
-#          GPU over the Local transport (`bench --ranks`); NCCL rows need several GPUs and one process
-#          per GPU, which this script does not launch
+#          packed batch against per-document calls and padding (`bench --packed`), decoding with the KV
+#          cache against dense SDPA (bench/compare_decode.py), and the ring on this GPU over the Local
+#          transport (`bench --ranks`); NCCL rows need several GPUs and one process per GPU, which this
+#          script does not launch
 #   tune   a tune of the LongNet configuration, then its forward pass with and without the winners
 #   all    the three in order (the default)
 # Build on the development machine and carry build/:
@@ -27,7 +28,7 @@ status=0
 
 if [[ $part == tests || $part == all ]]; then
   build/bin/test_gpu --gtest_brief=1 2>&1 | tee "$OUT/gpu_tests.log" || status=1
-  (cd tests/python && DILATRON_LIBRARY=$PWD/../../build/lib/libdilatron_c.so python3 -m unittest -v test_torch_op test_torch_varlen) 2>&1 |
+  (cd tests/python && DILATRON_LIBRARY=$PWD/../../build/lib/libdilatron_c.so python3 -m unittest -v test_torch_op test_torch_varlen test_torch_decode) 2>&1 |
     tee "$OUT/torch_op_tests.log" || status=1
   build/bin/dilatron demo 2>&1 | tee "$OUT/demo.log" || status=1
 fi
@@ -46,6 +47,10 @@ if [[ $part == bench || $part == all ]]; then
   for pass in "" --backward; do
     DILATRON_AUTOTUNE=0 build/bin/dilatron bench "${PACKED[@]}" $pass 2>&1 | tee -a "$OUT/packed_bench.log" || status=1
   done
+  # Generation: tokens/s of one layer after 32K and 1M cached tokens, the bounded cache against dense SDPA
+  # over the whole cache and against re-gathering the history every step (torchscale's way).
+  DILATRON_LIBRARY=$PWD/build/lib/libdilatron_c.so python3 bench/compare_decode.py --out "$OUT/decode.md" 2>&1 |
+    tee "$OUT/decode.log" || status=1
   DENSE_RING=(--segments 32768 --dilations 1 --seq-len 32768 --heads 16 --dense-limit 0)
   for pass in "" --backward; do
     DILATRON_AUTOTUNE=0 build/bin/dilatron bench "${LONGNET[@]}" --dense-limit 0 --ranks 6 $pass 2>&1 |

@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""Generation: tokens per second of one dilated attention layer decoding after N cached tokens, on one GPU.
+
+(a) Dilatron's DilatedKVCache on the GPU (python/dilatron, the decode kernels): the cache holds only
+    each branch's current segment, so a token reads the same bytes at any N.
+(b) Dense attention over the whole K/V cache: torch SDPA with one query row, reading all N rows.
+(c) The whole history re-gathered every step, as torchscale's incremental decoding does: per branch,
+    the history padded to whole segments, every segment's selected rows gathered (O(N) per token), the
+    new row attending its own segment's, the branches merged by LSE.
+Timings: CUDA events, warm-up, the L2 flushed before every timed step (a model's other layers evict
+the cache between a layer's tokens), median of --iters. The cache is filled first by decoding a random
+prompt of N rows in chunks (its time is printed, not compared). Prints markdown rows for
+bench/RESULTS.md and writes them to --out.
+"""
+import argparse
+import datetime
+import math
+import os
+import subprocess
+import sys
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
+import dilatron.torch as dt  # noqa: E402
+
+SEGMENTS, DILATIONS = [2048, 4096, 8192, 16384, 32768], [1, 2, 4, 6, 12]  # LongNet's base model
+
+
+def median_ms(step, iters, flush):
+    times = []
+    for _ in range(3):
+        step()
+    for _ in range(iters):
+        flush.zero_()
+        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        step()
+        stop.record()
+        stop.synchronize()
+        times.append(start.elapsed_time(stop))
+    return sorted(times)[len(times) // 2]
+
+
+def regathered_step(q, k_hist, v_hist, n, heads, kv_heads):
+    """One token at position n - 1 through the whole history (torchscale's way): per branch and head offset,
+    every segment's selected rows gathered (O(N) per token), the new row attending its own segment's, and
+    the branches merged by LSE. Returns O [B, H, D] in float32."""
+    b, _, _, d = k_hist.shape
+    group = heads // kv_heads
+    k_all = k_hist[:, :n].repeat_interleave(group, dim=2) if group > 1 else k_hist[:, :n]
+    v_all = v_hist[:, :n].repeat_interleave(group, dim=2) if group > 1 else v_hist[:, :n]
+    out = torch.zeros(b, heads, d, device=q.device)
+    lse_total = torch.full((b, heads), -math.inf, device=q.device)
+    for w, r in zip(SEGMENTS, DILATIONS):
+        padded = math.ceil(n / w) * w
+        k = F.pad(k_all, (0, 0, 0, 0, 0, padded - n)).view(b, padded // w, w, heads, d)
+        v = F.pad(v_all, (0, 0, 0, 0, 0, padded - n)).view(b, padded // w, w, heads, d)
+        last, local = (n - 1) // w, (n - 1) % w
+        for o in range(r):
+            hs = [h for h in range(heads) if h // math.ceil(heads / r) == o]
+            if not hs or local < o or (local - o) % r:
+                continue
+            index = torch.tensor(hs, device=q.device)
+            ks = k[:, :, o::r].index_select(3, index)  # every segment's selected rows: O(N)
+            vs = v[:, :, o::r].index_select(3, index)
+            count = (local - o) // r + 1
+            key, value = ks[:, last, :count].float(), vs[:, last, :count].float()  # [b, count, |hs|, d]
+            score = torch.einsum("bhd,bkhd->bhk", q[:, 0].index_select(1, index).float(), key) / math.sqrt(d)
+            lse = torch.logsumexp(score, -1)
+            o_branch = torch.einsum("bhk,bkhd->bhd", torch.softmax(score, -1), value)
+            merged = torch.logaddexp(lse_total[:, index], lse)
+            out[:, index] = (out[:, index] * torch.exp(lse_total[:, index] - merged)[..., None] +
+                             o_branch * torch.exp(lse - merged)[..., None])
+            lse_total[:, index] = merged
+    return out
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--context", type=int, nargs="+", default=[32768, 1048576], help="cached tokens N")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--heads", type=int, default=16)
+    p.add_argument("--kv-heads", type=int, default=16)
+    p.add_argument("--head-dim", type=int, default=128)
+    p.add_argument("--iters", type=int, default=20)
+    p.add_argument("--chunk", type=int, default=8192, help="prompt rows per decode call when filling the cache")
+    p.add_argument("--out", default="decode_results.md")
+    a = p.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("compare_decode.py needs a CUDA GPU")
+    dev, dtype = torch.device("cuda"), torch.bfloat16
+    flush = torch.empty(256 << 20, dtype=torch.uint8, device=dev)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    rows = [f"\n### Decoding, {datetime.date.today()}, {torch.cuda.get_device_name()}, commit {commit}\n",
+            f"LongNet preset, B={a.batch} H={a.heads} Hkv={a.kv_heads} D={a.head_dim} bf16, one layer, one token "
+            f"per step, median of {a.iters} (L2 flushed)\n",
+            "| cached tokens N | Dilatron cache (ms / tokens/s) | dense SDPA over N (ms / tokens/s) | "
+            "history re-gathered (ms / tokens/s) | cache bytes | prompt fill (s) |",
+            "| --- | --- | --- | --- | --- | --- |"]
+    b, h, hkv, d = a.batch, a.heads, a.kv_heads, a.head_dim
+    for n in a.context:
+        torch.manual_seed(n)
+        cache = dt.DilatedKVCache(SEGMENTS, DILATIONS, batch=b, kv_heads=hkv, head_dim=d, dtype=dtype, device=dev,
+                                  num_heads=h)
+        torch.cuda.synchronize()
+        start = torch.cuda.Event(enable_timing=True)
+        stop = torch.cuda.Event(enable_timing=True)
+        start.record()
+        for at in range(0, n, a.chunk):
+            m = min(a.chunk, n - at)
+            cache.decode(torch.randn(b, m, h, d, device=dev, dtype=dtype), torch.randn(b, m, hkv, d, device=dev, dtype=dtype),
+                         torch.randn(b, m, hkv, d, device=dev, dtype=dtype))
+        stop.record()
+        stop.synchronize()
+        fill_s = start.elapsed_time(stop) / 1e3
+        q = torch.randn(b, 1, h, d, device=dev, dtype=dtype)
+        k1, v1 = torch.randn(b, 1, hkv, d, device=dev, dtype=dtype), torch.randn(b, 1, hkv, d, device=dev, dtype=dtype)
+        ours = median_ms(lambda: cache.decode(q, k1, v1), a.iters, flush)
+
+        k_all = torch.randn(b, hkv, n, d, device=dev, dtype=dtype)
+        v_all = torch.randn(b, hkv, n, d, device=dev, dtype=dtype)
+        q_dense = q.transpose(1, 2)
+        k_rep = k_all.repeat_interleave(h // hkv, dim=1) if h != hkv else k_all
+        v_rep = v_all.repeat_interleave(h // hkv, dim=1) if h != hkv else v_all
+        dense = median_ms(lambda: F.scaled_dot_product_attention(q_dense, k_rep, v_rep), a.iters, flush)
+        del k_rep, v_rep
+        k_hist, v_hist = k_all.transpose(1, 2).contiguous(), v_all.transpose(1, 2).contiguous()
+        del k_all, v_all
+        regather = median_ms(lambda: regathered_step(q, k_hist, v_hist, n, h, hkv), max(3, a.iters // 4), flush)
+        del k_hist, v_hist
+        tps = lambda ms: b / (ms / 1e3)
+        row = (f"| {n} | {ours:.3f} / {tps(ours):.0f} | {dense:.3f} / {tps(dense):.0f} | {regather:.2f} / "
+               f"{tps(regather):.0f} | {cache.nbytes / 2**20:.1f} MiB | {fill_s:.1f} |")
+        print(row, flush=True)
+        rows.append(row)
+        del cache
+        torch.cuda.empty_cache()
+    with open(a.out, "w") as f:
+        f.write("\n".join(rows) + "\n")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
