@@ -34,7 +34,8 @@ unsigned row_blocks(std::int64_t items, std::int64_t per_block) {
 }  // namespace
 
 DeviceDecode::DeviceDecode(const Config& config, const KVCacheShape& shape, const CacheLayout& layout)
-    : config_(config), shape_(shape), row_bytes_(layout.row_bytes()), cache_(std::size_t(shape.batch) * layout.row_bytes()),
+    : config_(config), shape_(shape), row_bytes_(layout.row_bytes()), forward_(config),
+      cache_(std::size_t(shape.batch) * layout.row_bytes()),
       blocks_(std::int64_t(layout.blocks().size())),
       positions_{DeviceBuffer(std::size_t(shape.batch) * 8), DeviceBuffer(std::size_t(shape.batch) * 8)} {
   autotune::Workload w;
@@ -101,10 +102,27 @@ void DeviceDecode::step(const TensorView& q, const TensorView& k, const TensorVi
                               total_splits_, first, queries, float(output_scale(config_))};
     enqueue(combine_, {row_blocks(batch * queries * heads, combine_.spec.tiles.warps), 1, 1}, &c, stream);
   }
+  append(k, v, stream);
+}
+
+bool DeviceDecode::prefills_on_forward() const noexcept {
+  const std::int64_t d = shape_.head_dim;
+  return d == 64 || d == 96 || d == 128 || d == 256;
+}
+
+void DeviceDecode::prefill(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
+                           const TensorView* lse, CUstream stream) {
+  forward_.forward(q, k, v, out, lse, stream);
+  append(k, v, stream);
+}
+
+void DeviceDecode::append(const TensorView& k, const TensorView& v, CUstream stream) {
+  const std::int64_t batch = shape_.batch, rows = k.shape[1];
   args::DecodeAppendArgs a{tensor4(k), tensor4(v), cache_.get(), static_cast<const args::i64*>(table_->get()),
-                           positions, static_cast<args::i64*>(positions_[1 - current_].get()), batch, rows, blocks_,
+                           static_cast<const args::i64*>(positions_[current_].get()),
+                           static_cast<args::i64*>(positions_[1 - current_].get()), batch, rows, blocks_,
                            std::int64_t(row_bytes_)};
-  enqueue(append_, {row_blocks(batch * rows * blocks_ * dim, append_.threads), 1, 1}, &a, stream);
+  enqueue(append_, {row_blocks(batch * rows * blocks_ * shape_.head_dim, append_.threads), 1, 1}, &a, stream);
   current_ = 1 - current_;
 }
 

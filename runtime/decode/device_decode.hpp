@@ -28,6 +28,12 @@ class DeviceDecode {
   // [B, H, n, 1] or none, all device memory. A cache's calls must be in one stream order.
   void step(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out, const TensorView* lse,
             CUstream stream);
+  // The same step when every batch row is at position 0 (a prompt from scratch): the causal forward over
+  // the new rows, on the tensor-core kernels (DilatedAttention), then the append. Head dims 64, 96, 128
+  // and 256 (prefills_on_forward).
+  void prefill(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
+               const TensorView* lse, CUstream stream);
+  bool prefills_on_forward() const noexcept;
   void set_position(std::int64_t row, std::int64_t position, CUstream stream);
   void clear_positions(CUstream stream);
   void copy_row(std::int64_t from, std::int64_t to, CUstream stream);
@@ -41,6 +47,7 @@ class DeviceDecode {
   std::vector<int> splits_;       // per branch: key splits of KEYS keys each
   int total_splits_ = 0;
   Launch combine_, append_;
+  DilatedAttention forward_;  // the causal forward, for prompts from position 0
   DeviceBuffer cache_;
   std::unique_ptr<DeviceBuffer> table_;    // decode_append's: per block {w, r, offset, kv head, K and V byte offsets}
   std::unique_ptr<DeviceBuffer> offsets_;  // decode_partial's: per branch [kv head * r + offset] -> K byte offset
@@ -48,6 +55,8 @@ class DeviceDecode {
   std::vector<std::size_t> offsets_at_;    // where each branch's part of offsets_ begins (elements)
   DeviceBuffer positions_[2];
   int current_ = 0;  // the buffer holding the positions now
+
+  void append(const TensorView& k, const TensorView& v, CUstream stream);
 };
 
 }  // namespace dilatron::decode

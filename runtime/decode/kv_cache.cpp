@@ -215,7 +215,12 @@ void DilatedKVCache::decode(const TensorView& q, const TensorView& k, const Tens
   Impl& m = *impl_;
   m.check_step(q, k, v, out, lse);
   if (m.device) {
-    m.device->step(q, k, v, out, lse, stream);
+    const bool fresh = std::all_of(m.positions.begin(), m.positions.end(), [](std::int64_t p) { return p == 0; });
+    if (fresh && m.device->prefills_on_forward()) {
+      m.device->prefill(q, k, v, out, lse, stream);
+    } else {
+      m.device->step(q, k, v, out, lse, stream);
+    }
     for (std::int64_t& p : m.positions) p += q.shape[1];
     return;
   }

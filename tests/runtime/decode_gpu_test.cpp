@@ -1,7 +1,7 @@
-// DilatedKVCache on the device (the decode kernels) in lockstep with the same cache on the host, which
-// tests/runtime/kv_cache_test.cpp checks against the causal forward: every step's O and LSE, after a
-// prompt, token by token and in chunks across segment boundaries, with rows reset, forked and rewound,
-// both modes, GQA, float16 and bfloat16. The host side takes the device's rounded inputs in float64.
+// DilatedKVCache on the device (the decode kernels; a prompt from position 0 on the forward's) in
+// lockstep with the same cache on the host, which tests/runtime/kv_cache_test.cpp checks against the
+// causal forward: every step's O and LSE, after a prompt, token by token and in chunks across segment
+// boundaries, with rows reset, forked and rewound, both modes, GQA, float16 and bfloat16. The host side takes the device's rounded inputs in float64.
 // Skipped without a GPU; on the emulated device with its hazard checks.
 #include <gtest/gtest.h>
 
@@ -108,6 +108,8 @@ const std::vector<Case> kCases = {
     {causal({16, 32, 64}, {1, 2, 4}, Mode::longnet), 4, 2, 64, DType::bf16},
     {causal({24, 40}, {3, 5}, Mode::longnet), 2, 2, 128, DType::f16},
     {causal({20, 16, 36}, {1, 3, 2}, Mode::head_groups), 3, 1, 64, DType::f16},
+    // Head dim 32: no forward kernel, so a prompt from position 0 takes the decode kernels too.
+    {causal({8, 24}, {1, 2}, Mode::longnet), 2, 1, 32, DType::bf16},
 };
 
 }  // namespace
