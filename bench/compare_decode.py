@@ -77,6 +77,40 @@ def regathered_step(q, k_hist, v_hist, n, heads, kv_heads):
     return out
 
 
+def measure(n, a, dev, dtype, flush):
+    """The table's row for N = n cached tokens; every tensor it makes is freed when it returns."""
+    b, h, hkv, d = a.batch, a.heads, a.kv_heads, a.head_dim
+    torch.manual_seed(n)
+    cache = dt.DilatedKVCache(SEGMENTS, DILATIONS, batch=b, kv_heads=hkv, head_dim=d, dtype=dtype, device=dev,
+                              num_heads=h)
+    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    start.record()
+    chunk = a.chunk or n
+    for at in range(0, n, chunk):
+        m = min(chunk, n - at)
+        cache.decode(torch.randn(b, m, h, d, device=dev, dtype=dtype), torch.randn(b, m, hkv, d, device=dev, dtype=dtype),
+                     torch.randn(b, m, hkv, d, device=dev, dtype=dtype))
+    stop.record()
+    stop.synchronize()
+    fill_s = start.elapsed_time(stop) / 1e3
+    q = torch.randn(b, 1, h, d, device=dev, dtype=dtype)
+    k1, v1 = torch.randn(b, 1, hkv, d, device=dev, dtype=dtype), torch.randn(b, 1, hkv, d, device=dev, dtype=dtype)
+    ours = median_ms(lambda: cache.decode(q, k1, v1), a.iters, flush)
+    cache_mib = cache.nbytes / 2**20
+
+    k_hist = torch.randn(b, n, hkv, d, device=dev, dtype=dtype)
+    v_hist = torch.randn(b, n, hkv, d, device=dev, dtype=dtype)
+    # SDPA's layout [B, H, N, D], kv heads repeated for the query heads as torch does for GQA.
+    k_dense = k_hist.transpose(1, 2).repeat_interleave(h // hkv, dim=1)
+    v_dense = v_hist.transpose(1, 2).repeat_interleave(h // hkv, dim=1)
+    dense = median_ms(lambda: F.scaled_dot_product_attention(q.transpose(1, 2), k_dense, v_dense), a.iters, flush)
+    regather = median_ms(lambda: regathered_step(q, k_hist, v_hist, n, h, hkv), max(3, a.iters // 4), flush)
+    tps = lambda ms: b / (ms / 1e3)  # noqa: E731
+    return (f"| {n} | {ours:.3f} / {tps(ours):.0f} | {dense:.3f} / {tps(dense):.0f} | {regather:.2f} / "
+            f"{tps(regather):.0f} | {cache_mib:.1f} MiB | {fill_s:.1f} |")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--context", type=int, nargs="+", default=[32768, 1048576], help="cached tokens N")
@@ -101,44 +135,10 @@ def main():
             "| cached tokens N | Dilatron cache (ms / tokens/s) | dense SDPA over N (ms / tokens/s) | "
             "history re-gathered (ms / tokens/s) | cache bytes | prompt fill (s) |",
             "| --- | --- | --- | --- | --- | --- |"]
-    b, h, hkv, d = a.batch, a.heads, a.kv_heads, a.head_dim
     for n in a.context:
-        torch.manual_seed(n)
-        cache = dt.DilatedKVCache(SEGMENTS, DILATIONS, batch=b, kv_heads=hkv, head_dim=d, dtype=dtype, device=dev,
-                                  num_heads=h)
-        torch.cuda.synchronize()
-        start = torch.cuda.Event(enable_timing=True)
-        stop = torch.cuda.Event(enable_timing=True)
-        start.record()
-        chunk = a.chunk or n
-        for at in range(0, n, chunk):
-            m = min(chunk, n - at)
-            cache.decode(torch.randn(b, m, h, d, device=dev, dtype=dtype), torch.randn(b, m, hkv, d, device=dev, dtype=dtype),
-                         torch.randn(b, m, hkv, d, device=dev, dtype=dtype))
-        stop.record()
-        stop.synchronize()
-        fill_s = start.elapsed_time(stop) / 1e3
-        q = torch.randn(b, 1, h, d, device=dev, dtype=dtype)
-        k1, v1 = torch.randn(b, 1, hkv, d, device=dev, dtype=dtype), torch.randn(b, 1, hkv, d, device=dev, dtype=dtype)
-        ours = median_ms(lambda: cache.decode(q, k1, v1), a.iters, flush)
-
-        k_all = torch.randn(b, hkv, n, d, device=dev, dtype=dtype)
-        v_all = torch.randn(b, hkv, n, d, device=dev, dtype=dtype)
-        q_dense = q.transpose(1, 2)
-        k_rep = k_all.repeat_interleave(h // hkv, dim=1) if h != hkv else k_all
-        v_rep = v_all.repeat_interleave(h // hkv, dim=1) if h != hkv else v_all
-        dense = median_ms(lambda: F.scaled_dot_product_attention(q_dense, k_rep, v_rep), a.iters, flush)
-        del k_rep, v_rep
-        k_hist, v_hist = k_all.transpose(1, 2).contiguous(), v_all.transpose(1, 2).contiguous()
-        del k_all, v_all
-        regather = median_ms(lambda: regathered_step(q, k_hist, v_hist, n, h, hkv), max(3, a.iters // 4), flush)
-        del k_hist, v_hist
-        tps = lambda ms: b / (ms / 1e3)
-        row = (f"| {n} | {ours:.3f} / {tps(ours):.0f} | {dense:.3f} / {tps(dense):.0f} | {regather:.2f} / "
-               f"{tps(regather):.0f} | {cache.nbytes / 2**20:.1f} MiB | {fill_s:.1f} |")
+        row = measure(n, a, dev, dtype, flush)
         print(row, flush=True)
         rows.append(row)
-        del cache
         torch.cuda.empty_cache()
     with open(a.out, "w") as f:
         f.write("\n".join(rows) + "\n")
