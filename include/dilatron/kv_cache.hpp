@@ -37,8 +37,8 @@ struct KVCacheShape {
 class DilatedKVCache {
  public:
   // The config must be causal (a decoded row cannot see later ones). Throws dilatron::Error naming a
-  // bad value. On the device, the cache's calls must follow one stream order (one stream, or streams
-  // the caller orders), like any work on the same memory.
+  // bad value. A cache is one sequence of steps: its calls must not overlap from several threads, and
+  // on the device they must follow one stream order (one stream, or streams the caller orders).
   DilatedKVCache(Config config, KVCacheShape shape);
   ~DilatedKVCache();
   DilatedKVCache(DilatedKVCache&&) noexcept;
