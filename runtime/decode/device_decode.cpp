@@ -19,6 +19,7 @@ namespace {
 // The partials of one launch group stay under this many bytes: a long prompt decodes in groups of new
 // rows (they all read the step's rows from q, k and v; only the cache update waits for the whole step).
 constexpr std::size_t kPartialBytes = std::size_t(64) << 20;
+constexpr std::int64_t kMaxGridZ = 65535;
 
 Launch load(const codegen::KernelSpec& spec) {
   Launch l{spec, LoadedKernels::global().kernel(*cache::KernelCache::global().get(spec).entry), {1, 1, 1},
@@ -84,7 +85,9 @@ void DeviceDecode::step(const TensorView& q, const TensorView& k, const TensorVi
   const std::int64_t batch = shape_.batch, rows = q.shape[1], heads = shape_.heads, dim = shape_.head_dim;
   const auto* positions = static_cast<const args::i64*>(positions_[current_].get());
   const std::size_t per_query = std::size_t(batch * heads * total_splits_ * (2 + dim)) * sizeof(float);
-  const std::int64_t group = std::clamp<std::int64_t>(std::int64_t(kPartialBytes / per_query), 1, rows);
+  // Grid z walks (batch row, new row) pairs: at most 65535 of them per launch group.
+  const std::int64_t group = std::clamp<std::int64_t>(std::min<std::int64_t>(std::int64_t(kPartialBytes / per_query),
+                                                                             kMaxGridZ / batch), 1, rows);
   const StreamWorkspace workspace(per_query * std::size_t(group), stream);
   auto* partials = static_cast<float*>(workspace.get());
   for (std::int64_t first = 0; first < rows; first += group) {

@@ -62,6 +62,9 @@ void check_shape(const KVCacheShape& s) {
   if (s.on_device && s.dtype != DType::f16 && s.dtype != DType::bf16) {
     throw Error(fmt::format("KV cache: a cache on the GPU holds float16 or bfloat16, not {}", to_string(s.dtype)));
   }
+  if (s.on_device && s.batch > 65535) {
+    throw Error(fmt::format("KV cache: a cache on the GPU holds at most 65535 batch rows (a grid dimension), not {}", s.batch));
+  }
   if (s.on_device && (s.head_dim % 32 != 0 || s.head_dim > 512)) {
     throw Error(fmt::format("KV cache: head_dim = {}: the GPU decode takes multiples of 32 up to 512", s.head_dim));
   }

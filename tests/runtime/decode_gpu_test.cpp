@@ -143,6 +143,7 @@ TEST_F(GpuDecode, RefusesWhatTheKernelsCannotTake) {
   const Config c = causal({16}, {1}, Mode::longnet);
   expect_error([&] { DilatedKVCache(c, {1, 2, 2, 64, DType::f32, 100, true}); }, {"float16 or bfloat16, not f32"});
   expect_error([&] { DilatedKVCache(c, {1, 2, 2, 72, DType::bf16, 100, true}); }, {"head_dim = 72"});
+  expect_error([&] { DilatedKVCache(c, {70000, 2, 2, 64, DType::bf16, 100, true}); }, {"at most 65535 batch rows"});
   DilatedKVCache cache(c, {1, 2, 2, 64, DType::bf16, 100, true});
   DeviceBuffer q(2 * 64 * 2), out(2 * 64 * 2);
   const TensorView qv = TensorView::contiguous(q.get(), DType::bf16, {1, 1, 2, 64});
