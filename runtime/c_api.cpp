@@ -49,14 +49,19 @@ dilatron_status guarded(F&& f) {
   }
 }
 
+// A dilatron_dtype code; `what` names its owner in the error.
+dilatron::DType dtype_of(int32_t code, const char* what) {
+  if (code < DILATRON_F32 || code > DILATRON_F64) {
+    throw dilatron::Error(std::string(what) + ": unknown dtype code " + std::to_string(code));
+  }
+  return static_cast<dilatron::DType>(code);
+}
+
 dilatron::TensorView view(const dilatron_tensor* t, const char* name) {
   if (!t) throw dilatron::Error(std::string(name) + " is NULL");
-  if (t->dtype < DILATRON_F32 || t->dtype > DILATRON_F64) {
-    throw dilatron::Error(std::string(name) + ": unknown dtype code " + std::to_string(t->dtype));
-  }
   dilatron::TensorView v;
   v.data = t->data;
-  v.dtype = static_cast<dilatron::DType>(t->dtype);
+  v.dtype = dtype_of(t->dtype, name);
   for (int i = 0; i < 4; ++i) v.shape[i] = t->shape[i], v.strides[i] = t->strides[i];
   return v;
 }
@@ -104,11 +109,6 @@ class CallbackCommunicator final : public dilatron::ring::Communicator {
   dilatron_exchange_fn exchange_;
   void* user_;
 };
-
-dilatron::DType cache_dtype(int32_t dtype) {
-  if (dtype < DILATRON_F32 || dtype > DILATRON_F64) throw dilatron::Error("unknown dtype code " + std::to_string(dtype));
-  return static_cast<dilatron::DType>(dtype);
-}
 
 dilatron::Config config_of(const dilatron_attention* a, const char* what) {
   if (!a) throw dilatron::Error(std::string(what) + ": NULL attention");
@@ -248,7 +248,7 @@ dilatron_status dilatron_kv_cache_create(const dilatron_attention* a, int64_t ba
   return guarded([&] {
     if (!out) throw dilatron::Error("dilatron_kv_cache_create: NULL out");
     if (max_positions < 0) throw dilatron::Error("max_positions = " + std::to_string(max_positions) + ": 0 (no limit) or more");
-    dilatron::KVCacheShape shape{batch, heads, kv_heads, head_dim, cache_dtype(dtype)};
+    dilatron::KVCacheShape shape{batch, heads, kv_heads, head_dim, dtype_of(dtype, "the cache")};
     if (max_positions > 0) shape.max_positions = max_positions;
     shape.on_device = on_device != 0;
     *out = new dilatron_kv_cache{dilatron::DilatedKVCache(config_of(a, "dilatron_kv_cache_create"), shape)};
@@ -303,7 +303,7 @@ dilatron_status dilatron_kv_cache_bytes_per_row(const dilatron_attention* a, int
   return guarded([&] {
     if (!bytes) throw dilatron::Error("dilatron_kv_cache_bytes_per_row: NULL bytes");
     *bytes = int64_t(dilatron::DilatedKVCache::bytes_per_row(config_of(a, "dilatron_kv_cache_bytes_per_row"),
-                                                             {1, heads, kv_heads, head_dim, cache_dtype(dtype)}));
+                                                             {1, heads, kv_heads, head_dim, dtype_of(dtype, "the cache")}));
   });
 }
 

@@ -150,10 +150,8 @@ Problem validate_backward(const Config& config, const TensorView& q, const Tenso
 
 namespace {
 
-// What every GPU pass asks of its inputs (and of the forward's out): the dtype, the head dim, and the
-// layout the kernels read.
-void check_inputs_for_gpu(const Problem& p, const TensorView& q, const TensorView& k, const TensorView& v,
-                          const TensorView* out = nullptr) {
+// What every attention pass asks of its inputs (and of the forward's out): the dtype and the head dim.
+void check_dtype_and_head_dim(const Problem& p, const TensorView& q, const TensorView* out = nullptr) {
   if (q.dtype != DType::f16 && q.dtype != DType::bf16) {
     throw Error(fmt::format("the GPU path takes float16 or bfloat16 q/k/v, got {}", to_string(q.dtype)));
   }
@@ -163,10 +161,19 @@ void check_inputs_for_gpu(const Problem& p, const TensorView& q, const TensorVie
   if (p.head_dim != 64 && p.head_dim != 96 && p.head_dim != 128 && p.head_dim != 256) {
     throw Error(fmt::format("head dim {} is not supported by the GPU kernels (64, 96, 128 or 256)", p.head_dim));
   }
+}
+
+// The layout the kernels read q, k and v with.
+void check_inputs_layout(const TensorView& q, const TensorView& k, const TensorView& v) {
   for (const auto& [name, t] : {std::pair{"q", &q}, std::pair{"k", &k}, std::pair{"v", &v}}) {
     check_non_negative_strides(name, *t);
     check_layout(name, *t);
   }
+}
+
+void check_inputs_for_gpu(const Problem& p, const TensorView& q, const TensorView& k, const TensorView& v) {
+  check_dtype_and_head_dim(p, q);
+  check_inputs_layout(q, k, v);
 }
 
 // The gradients of a GPU backward: q's dtype, the GPU layout, none overlapping what the pass reads
@@ -202,7 +209,13 @@ void check_gradients_for_gpu(const Problem& p, const TensorView& q, const Tensor
 
 void validate_for_gpu(const Problem& p, const TensorView& q, const TensorView& k, const TensorView& v,
                       const TensorView& out, const TensorView* lse) {
-  check_inputs_for_gpu(p, q, k, v, &out);
+  check_dtype_and_head_dim(p, q, &out);
+  validate_gpu_layout(q, k, v, out, lse);
+}
+
+void validate_gpu_layout(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
+                         const TensorView* lse) {
+  check_inputs_layout(q, k, v);
   check_non_negative_strides("out", out);
   if (lse) check_non_negative_strides("lse", *lse);
   check_layout("out", out);

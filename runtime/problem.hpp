@@ -42,6 +42,12 @@ void check_layout(const char* name, const TensorView& t);
 void validate_for_gpu(const Problem& problem, const TensorView& q, const TensorView& k, const TensorView& v,
                       const TensorView& out, const TensorView* lse);
 
+// validate_for_gpu less its dtype and head-dim rules, for kernels with rules of their own (the decode
+// step): non-negative strides, the GPU layout of q, k, v and out, lse contiguous, and neither output
+// overlapping an input or the other. Throws dilatron::Error.
+void validate_gpu_layout(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
+                         const TensorView* lse);
+
 // The checks a GPU backward adds to validate_backward(): the forward tensors as validate_for_gpu checks
 // them (lse required, the forward's), head dim 64, 96 or 128, dout, dq, dk and dv in q's dtype with the
 // GPU layout, and no gradient overlapping an input or another gradient. Throws dilatron::Error.

@@ -56,22 +56,15 @@ DeviceDecode::DeviceDecode(const Config& config, const KVCacheShape& shape, cons
 
   // decode_append's table, and decode_partial's K offsets per (kv head, offset) of each branch.
   std::vector<std::int64_t> table, offsets;
-  for (const CacheBlock& b : layout.blocks()) {
-    table.insert(table.end(), {config.segments[std::size_t(b.branch)], config.dilations[std::size_t(b.branch)], b.offset,
-                               b.kv_head, std::int64_t(b.k_at), std::int64_t(b.v_at)});
-  }
   for (std::size_t i = 0; i < config.branches(); ++i) {
     offsets_at_.push_back(offsets.size());
-    const std::int64_t r = config.dilations[i];
-    for (std::int64_t g = 0; g < shape.kv_heads; ++g) {
-      for (std::int64_t o = 0; o < r; ++o) {
-        std::int64_t at = -1;
-        for (const CacheBlock& b : layout.blocks()) {
-          if (b.branch == int(i) && b.kv_head == g && b.offset == o) at = std::int64_t(b.k_at);
-        }
-        offsets.push_back(at);
-      }
-    }
+    offsets.resize(offsets.size() + std::size_t(shape.kv_heads * config.dilations[i]), -1);
+  }
+  for (const CacheBlock& b : layout.blocks()) {
+    const auto branch = std::size_t(b.branch);
+    const std::int64_t w = config.segments[branch], r = config.dilations[branch];
+    table.insert(table.end(), {w, r, b.offset, b.kv_head, std::int64_t(b.k_at), std::int64_t(b.v_at)});
+    offsets[offsets_at_[branch] + std::size_t(b.kv_head * r + b.offset)] = std::int64_t(b.k_at);
   }
   offsets_ = std::make_unique<DeviceBuffer>(offsets.size() * sizeof(std::int64_t));
   offsets_->upload(offsets.data());

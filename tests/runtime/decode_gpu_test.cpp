@@ -149,5 +149,6 @@ TEST_F(GpuDecode, RefusesWhatTheKernelsCannotTake) {
   const TensorView qv = TensorView::contiguous(q.get(), DType::bf16, {1, 1, 2, 64});
   expect_error([&] { cache.decode(qv, qv, qv, TensorView::contiguous(out.get(), DType::f16, {1, 1, 2, 64})); },
                {"out is f16; on the GPU it is the cache's bf16"});
+  expect_error([&] { cache.decode(qv, qv, qv, qv); }, {"out overlaps q"});
   EXPECT_EQ(cache.position(0), 0);
 }
