@@ -5,6 +5,8 @@
 #include <fmt/format.h>
 
 #include <charconv>
+#include <tuple>
+#include <utility>
 
 namespace dilatron::codegen {
 namespace {
@@ -145,6 +147,79 @@ std::string KernelSpec::canonical() const {
                       dilatron::to_string(mode), causal ? 1 : 0, tiles.block_m, tiles.block_n, tiles.warps,
                       tiles.stages, arch);
   return text;
+}
+
+namespace {
+
+// The next "name=value" field of a canonical string: its value, or an error naming what was expected.
+std::string_view field(std::string_view& rest, std::string_view name) {
+  const std::size_t end = rest.find(' ');
+  const std::string_view token = rest.substr(0, end);
+  rest = end == std::string_view::npos ? std::string_view{} : rest.substr(end + 1);
+  if (!token.starts_with(name) || token.size() < name.size() + 1 || token[name.size()] != '=') {
+    throw Error(fmt::format("expected the field '{}=' where '{}' is", name, token));
+  }
+  return token.substr(name.size() + 1);
+}
+
+template <typename Int>
+Int number(std::string_view digits, std::string_view name) {
+  Int value{};
+  const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
+  if (digits.empty() || ec != std::errc{} || end != digits.data() + digits.size()) {
+    throw Error(fmt::format("{} '{}' is not a number", name, digits));
+  }
+  return value;
+}
+
+// "A<separator>B" as two numbers.
+template <typename Int>
+std::pair<Int, Int> pair_of(std::string_view value, char separator, std::string_view name) {
+  const std::size_t at = value.find(separator);
+  if (at == std::string_view::npos) throw Error(fmt::format("{} '{}' needs the form A{}B", name, value, separator));
+  return {number<Int>(value.substr(0, at), name), number<Int>(value.substr(at + 1), name)};
+}
+
+Op parse_op(std::string_view value) {
+  for (int i = 0; i <= int(Op::decode_append); ++i) {
+    if (to_string(Op(i)) == value) return Op(i);
+  }
+  throw Error(fmt::format("unknown op '{}'", value));
+}
+
+KernelSpec parse_fields(std::string_view rest) {
+  KernelSpec spec;
+  spec.op = parse_op(field(rest, "op"));
+  spec.dtype = parse_dtype(field(rest, "dtype"));
+  spec.head_dim = number<int>(field(rest, "d"), "d");
+  for (std::string_view list = field(rest, "branches"); !list.empty();) {
+    const std::size_t comma = list.find(',');
+    const auto [w, r] = pair_of<std::int64_t>(list.substr(0, comma), ':', "branch");
+    spec.branches.push_back({w, r});
+    list = comma == std::string_view::npos ? std::string_view{} : list.substr(comma + 1);
+  }
+  std::tie(spec.group, spec.groups) = pair_of<int>(field(rest, "group"), '/', "group");
+  spec.mode = parse_mode(field(rest, "mode"));
+  spec.causal = number<int>(field(rest, "causal"), "causal") != 0;
+  std::tie(spec.tiles.block_m, spec.tiles.block_n) = pair_of<int>(field(rest, "tiles"), 'x', "tiles");
+  spec.tiles.warps = number<int>(field(rest, "warps"), "warps");
+  spec.tiles.stages = number<int>(field(rest, "stages"), "stages");
+  spec.arch = std::string(field(rest, "arch"));
+  return spec;
+}
+
+}  // namespace
+
+KernelSpec KernelSpec::parse(std::string_view text) {
+  try {
+    if (!text.starts_with("v1 ")) throw Error("expected it to begin with 'v1 '");
+    const KernelSpec spec = parse_fields(text.substr(3));
+    // Whatever the reading let through (a trailing field, "causal=2", "d=064") fails the round trip.
+    if (spec.canonical() != text) throw Error(fmt::format("it reads back as '{}'", spec.canonical()));
+    return spec;
+  } catch (const Error& e) {
+    throw Error(fmt::format("kernel spec '{}': {}", text, e.what()));
+  }
 }
 
 std::string KernelSpec::label() const {

@@ -64,6 +64,9 @@ struct KernelSpec {
 
   // Stable text form: field order and spelling never change without a cache format bump.
   std::string canonical() const;
+  // The spec whose canonical() is exactly `text` (as `dilatron cache ls --specs` prints it); throws
+  // dilatron::Error naming the first field that does not read back. Not validated: call validate().
+  static KernelSpec parse(std::string_view text);
   // A human name showing every field that changes the binary, e.g.
   // "attention_forward bf16 d128 w2048 r1 causal tile 64x64 4w 2s sm_90a" (w: warps, s: stages).
   std::string label() const;

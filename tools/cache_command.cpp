@@ -4,7 +4,10 @@
 #include <nlohmann/json.hpp>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <fstream>
+#include <iostream>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -52,15 +55,64 @@ autotune::TuningDb tuning_or_warn(const std::filesystem::path& dir, const char* 
   }
 }
 
-void warm(const WorkloadFlags& wf, const CacheFlags& cf, unsigned jobs) {
-  std::vector<autotune::Workload> configs = workloads(wf);
+// The kernels a --kernels file names: one canonical spec per line (as `cache ls --specs` prints them;
+// blank lines and '#' comments skipped), each built for `arch` when one is given. Every line is read and
+// checked before anything compiles.
+std::vector<codegen::KernelSpec> listed_kernels(const std::string& file, const std::string& arch) {
+  std::ifstream stream_file;
+  if (file != "-") {
+    stream_file.open(file);
+    if (!stream_file) throw Error(fmt::format("cannot read {}", file));
+  }
+  std::istream& in = file == "-" ? std::cin : stream_file;
+  const std::string name = file == "-" ? "standard input" : file;
+  if (!arch.empty()) {
+    try {
+      codegen::arch_number(arch);
+    } catch (const Error& e) {
+      throw UsageError(fmt::format("--arch: {}", e.what()));
+    }
+  }
+  std::vector<codegen::KernelSpec> specs;
+  std::string line;
+  for (int number = 1; std::getline(in, line); ++number) {
+    if (line.empty() || line.front() == '#') continue;
+    try {
+      codegen::KernelSpec spec = codegen::KernelSpec::parse(line);
+      if (!arch.empty()) spec.arch = arch;
+      spec.validate();
+      if (std::find(specs.begin(), specs.end(), spec) == specs.end()) specs.push_back(std::move(spec));
+    } catch (const Error& e) {
+      throw Error(fmt::format("{}:{}: {}", name, number, printable(e.what())));
+    }
+  }
+  if (in.bad()) throw Error(fmt::format("cannot read {}", name));
+  if (specs.empty()) throw Error(fmt::format("{} names no kernel (one canonical spec per line, as `dilatron cache ls --specs` prints)", name));
+  return specs;
+}
+
+std::string arch_names(const std::vector<codegen::KernelSpec>& specs) {
+  std::set<std::string> archs;
+  for (const codegen::KernelSpec& spec : specs) archs.insert(spec.arch);
+  std::string text;
+  for (const std::string& arch : archs) text += (text.empty() ? "" : ", ") + arch;
+  return text;
+}
+
+void warm(const WorkloadFlags& wf, const std::string& kernels_file, const CacheFlags& cf, unsigned jobs) {
   cache::CacheOptions options = cache::CacheOptions::from_environment(cf.dir);
-  // The tuned winners too, for whichever GPU and length they were tuned: the target machine's runs
-  // will ask for them.
-  const auto tuning = std::make_shared<const autotune::TuningDb>(
-      tuning_or_warn(options.dir, "warming the heuristic tiles only"));
-  for (autotune::Workload& w : configs) w.warm_winners = tuning;
-  const std::vector<codegen::KernelSpec> specs = kernels_of(configs);
+  std::vector<codegen::KernelSpec> specs;
+  if (!kernels_file.empty()) {
+    specs = listed_kernels(kernels_file, wf.arch);
+  } else {
+    std::vector<autotune::Workload> configs = workloads(wf);
+    // The tuned winners too, for whichever GPU and length they were tuned: the target machine's runs
+    // will ask for them.
+    const auto tuning = std::make_shared<const autotune::TuningDb>(
+        tuning_or_warn(options.dir, "warming the heuristic tiles only"));
+    for (autotune::Workload& w : configs) w.warm_winners = tuning;
+    specs = kernels_of(configs);
+  }
   if (jobs) options.compile_jobs = jobs;
   cache::KernelCache kernels(options);
   const bool tty = isatty(STDERR_FILENO);
@@ -102,7 +154,7 @@ void warm(const WorkloadFlags& wf, const CacheFlags& cf, unsigned jobs) {
     if (label_of_key.count(key)) lost.push_back(label_of_key[key]);
   }
   fmt::print("{} kernels for {} in {}: {} compiled, {} hits, {} failed{}{} ({:.2f} s)\n", specs.size(),
-             specs.front().arch, kernels.disk().dir().string(), compiled, hits, failures.size(),
+             arch_names(specs), kernels.disk().dir().string(), compiled, hits, failures.size(),
              repaired ? fmt::format(", {} bad entries replaced", repaired) : "",
              evicted.empty() ? "" : fmt::format(", {} evicted by the size cap ({} of them this configuration's)",
                                                 evicted.size(), lost.size()),
@@ -142,9 +194,18 @@ std::string where(const CacheFlags& cf, const std::optional<cache::DiskCache>& d
   return disk ? cf.path().string() : cf.path().string() + " (does not exist yet)";
 }
 
-void ls(const CacheFlags& cf) {
+void ls(const CacheFlags& cf, bool specs) {
   const auto disk = cf.existing();
   const auto listed = scan(disk);
+  if (specs) {
+    // Input for `cache warm --kernels`: each good entry's spec once, whichever build made it.
+    std::set<std::string> lines;
+    for (const auto& l : listed) {
+      if (l.entry) lines.insert(l.entry->meta.material.spec);
+    }
+    for (const std::string& line : lines) fmt::print("{}\n", line);
+    return;
+  }
   if (cf.json) {
     nlohmann::json out = nlohmann::json::array();
     for (const auto& l : listed) out.push_back(describe(l));
@@ -240,11 +301,25 @@ void add_cache(CLI::App& app) {
   add_workload_flags(warm_cmd, *wf, ArchFlag::local_gpu);
   warm_cmd->add_option("--jobs", *jobs, "parallel compilations (default: $DILATRON_COMPILE_JOBS, else hardware threads)")
       ->transform(integer_in(1, 256));
-  warm_cmd->callback([=] { warm(*wf, *flags, *jobs); });
+  auto kernels_file = std::make_shared<std::string>();
+  CLI::Option* kernels_opt = warm_cmd->add_option(
+      "--kernels", *kernels_file,
+      "FILE (- for standard input): exactly the kernels it lists, one canonical spec per line as `cache ls --specs` "
+      "prints them, instead of a configuration; with --arch each is built for that arch (e.g. a list taken from "
+      "another machine's cache)");
+  for (const char* flag : {"--segments", "--dilations", "--head-dim", "--dtype", "--causal", "--mode", "--ranks",
+                           "--backward", "--decode", "--config"}) {
+    kernels_opt->excludes(warm_cmd->get_option(flag));
+  }
+  warm_cmd->callback([=] { warm(*wf, *kernels_file, *flags, *jobs); });
 
+  auto specs = std::make_shared<bool>(false);
   CLI::App* ls_cmd = subcommand(group, "ls", "List cached kernels with their ptxas report", *flags);
-  ls_cmd->add_flag("--json", flags->json, "machine-readable output");
-  ls_cmd->callback([=] { ls(*flags); });
+  CLI::Option* json_opt = ls_cmd->add_flag("--json", flags->json, "machine-readable output");
+  ls_cmd->add_flag("--specs", *specs,
+                   "only each kernel's canonical spec, one per line: the input of `cache warm --kernels`")
+      ->excludes(json_opt);
+  ls_cmd->callback([=] { ls(*flags, *specs); });
   CLI::App* stats_cmd = subcommand(group, "stats", "Summarize the cache: entries, size, cap, architectures", *flags);
   stats_cmd->add_flag("--json", flags->json, "machine-readable output");
   stats_cmd->callback([=] { stats(*flags); });

@@ -61,6 +61,54 @@ TEST(KernelSpec, EveryFieldChangesTheCanonicalString) {
   EXPECT_FALSE(seen.count(two.canonical()));
 }
 
+TEST(KernelSpec, ParseReadsBackEveryCanonicalString) {
+  std::vector<KernelSpec> specs(6, pack_spec());
+  specs[1].op = Op::merge_partials, specs[1].branches = {};
+  specs[2].op = Op::attention_backward, specs[2].dtype = DType::f16, specs[2].head_dim = 64, specs[2].causal = true;
+  specs[2].tiles = {64, 64, 4, 2};
+  specs[3].op = Op::attention_partial_merge, specs[3].mode = Mode::head_groups, specs[3].group = 2, specs[3].groups = 3;
+  specs[3].branches = {{4096, 12}}, specs[3].tiles = {128, 32, 4, 3}, specs[3].arch = "sm_80";
+  specs[4].op = Op::decode_partial, specs[4].branches = {{2048, 1}, {4096, 2}, {32768, 12}};
+  specs[5].op = Op::decode_append, specs[5].dtype = DType::f32, specs[5].arch = "sm_100a";
+  for (const KernelSpec& spec : specs) {
+    SCOPED_TRACE(spec.canonical());
+    EXPECT_EQ(KernelSpec::parse(spec.canonical()), spec);
+  }
+}
+
+TEST(KernelSpec, ParseRefusesAnythingButACanonicalString) {
+  const std::string good = pack_spec().canonical();
+  const auto replaced = [&](const std::string& from, const std::string& to) {
+    std::string text = good;
+    return text.replace(text.find(from), from.size(), to);
+  };
+  const std::pair<std::string, const char*> bad[] = {
+      {"", "begin with 'v1 '"},
+      {replaced("v1 ", "v2 "), "begin with 'v1 '"},
+      {replaced("pack_rows", "pack_row"), "unknown op 'pack_row'"},
+      {replaced(" dtype=bf16", ""), "'dtype='"},
+      {replaced("dtype=bf16", "dtype=bfloat16"), "reads back as"},
+      {replaced("d=128", "d=0128"), "reads back as"},
+      {replaced("d=128", "d=12x"), "d '12x' is not a number"},
+      {replaced("2048:6", "2048-6"), "needs the form A:B"},
+      {replaced("2048:6", "2048:6,"), "reads back as"},
+      {replaced("causal=0", "causal=2"), "reads back as"},
+      {replaced("tiles=0x0", "tiles=0"), "needs the form AxB"},
+      {replaced("mode=longnet", "mode=dense"), "unknown mode"},
+      {good + " extra=1", "reads back as"},
+      {replaced("stages=0 ", "stages=0  "), "'arch='"},
+      {good.substr(0, good.size() - 12), "'arch='"},
+  };
+  for (const auto& [text, needle] : bad) {
+    try {
+      KernelSpec::parse(text);
+      ADD_FAILURE() << "accepted '" << text << "'";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << text << ": " << e.what();
+    }
+  }
+}
+
 TEST(KernelSpec, ValidationNamesTheProblem) {
   auto expect_invalid = [](KernelSpec s, const char* needle) {
     try {

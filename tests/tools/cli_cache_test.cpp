@@ -5,7 +5,9 @@
 #include <sys/stat.h>
 
 #include <fstream>
+#include <algorithm>
 #include <map>
+#include <set>
 #include <thread>
 
 #include "autotune/required_kernels.hpp"
@@ -243,6 +245,56 @@ TEST(CliCache, WarmErrorsAreClear) {
   const CliResult unsafe = run_cli(tmp, "cache ls" + in(tmp, "open"));
   EXPECT_NE(unsafe.status, 0);
   EXPECT_NE(unsafe.err.find("writable by group or others"), std::string::npos) << unsafe.err;
+}
+
+TEST(CliCache, WarmKernelsRebuildsTheListAnotherCacheHolds) {
+  TempDir tmp;
+  ASSERT_EQ(run_cli(tmp, "cache warm " + kConfig + in(tmp, "a")).status, 0);
+  const CliResult listed = run_cli(tmp, "cache ls --specs" + in(tmp, "a"));
+  ASSERT_EQ(listed.status, 0) << listed.err;
+  EXPECT_EQ(std::count(listed.out.begin(), listed.out.end(), '\n'), std::ptrdiff_t(kKernels)) << listed.out;
+  std::ofstream(tmp / "kernels.txt") << "# taken from cache a\n\n" << listed.out << listed.out;  // repeats count once
+
+  const CliResult same = run_cli(tmp, "cache warm --kernels '" + (tmp / "kernels.txt").string() + "'" + in(tmp, "b"));
+  ASSERT_EQ(same.status, 0) << same.err;
+  EXPECT_NE(same.out.find("3 kernels for sm_80"), std::string::npos) << same.out;
+  std::set<std::string> a, b;
+  for (const auto& item : std::filesystem::directory_iterator(tmp / "a")) a.insert(item.path().filename().string());
+  for (const auto& item : std::filesystem::directory_iterator(tmp / "b")) b.insert(item.path().filename().string());
+  EXPECT_EQ(a, b) << "the same kernels under the same keys";
+
+  const CliResult other = run_cli(tmp, "cache warm --arch sm_90a --kernels -" + in(tmp, "c") + " <'" +
+                                            (tmp / "kernels.txt").string() + "'");
+  ASSERT_EQ(other.status, 0) << other.err;
+  EXPECT_NE(other.out.find("3 kernels for sm_90a"), std::string::npos) << other.out;
+  const std::string retargeted = run_cli(tmp, "cache ls --specs" + in(tmp, "c")).out;
+  EXPECT_EQ(retargeted.find("arch=sm_80"), std::string::npos) << retargeted;
+  std::string expected = listed.out;
+  for (std::size_t at; (at = expected.find("arch=sm_80")) != std::string::npos;) expected.replace(at, 10, "arch=sm_90a");
+  EXPECT_EQ(retargeted, expected);
+}
+
+TEST(CliCache, WarmKernelsRefusesABadListBeforeCompilingAnything) {
+  TempDir tmp;
+  ASSERT_EQ(run_cli(tmp, "cache warm " + kConfig + in(tmp, "a")).status, 0);
+  const std::string good = run_cli(tmp, "cache ls --specs" + in(tmp, "a")).out;
+  std::ofstream(tmp / "typo.txt") << good << "v1 op=attention_forwrd dtype=f16\n";
+  const CliResult typo = run_cli(tmp, "cache warm --kernels '" + (tmp / "typo.txt").string() + "'" + in(tmp, "b"));
+  EXPECT_EQ(typo.status, 1);
+  EXPECT_NE(typo.err.find("typo.txt:4: kernel spec 'v1 op=attention_forwrd dtype=f16': unknown op"), std::string::npos)
+      << typo.err;
+  std::ofstream(tmp / "old.txt") << good;
+  const CliResult old = run_cli(tmp, "cache warm --arch sm_75 --kernels '" + (tmp / "old.txt").string() + "'" + in(tmp, "b"));
+  EXPECT_EQ(old.status, 1);
+  EXPECT_NE(old.err.find("old.txt:1: invalid kernel spec"), std::string::npos) << old.err;
+  EXPECT_NE(old.err.find("older than sm_80"), std::string::npos) << old.err;
+  const CliResult empty = run_cli(tmp, "cache warm --kernels /dev/null" + in(tmp, "b"));
+  EXPECT_EQ(empty.status, 1);
+  EXPECT_NE(empty.err.find("names no kernel"), std::string::npos) << empty.err;
+  EXPECT_FALSE(std::filesystem::exists(tmp / "b")) << "a refused list creates no cache";
+  const CliResult both = run_cli(tmp, "cache warm --kernels /dev/null --segments 64 --dilations 1" + in(tmp, "b"));
+  EXPECT_EQ(both.status, 2);
+  EXPECT_NE(both.err.find("excludes --kernels"), std::string::npos) << both.err;
 }
 
 TEST(CliCache, ConfigFileAndGen) {
