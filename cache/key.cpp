@@ -38,6 +38,10 @@ bool usable_here(const KeyMaterial& m, const codegen::JitOptions& jit) {
          m.options == joined_options(m.arch, jit) && m.library == kVersion && m.format == kFormatVersion;
 }
 
+bool same_kernel_source(const KeyMaterial& m) {
+  return m.template_hash == codegen::template_bundle_hash() && m.library == kVersion;
+}
+
 std::string cache_key(const KeyMaterial& m) {
   std::string text;
   for (const std::string* field : {&m.spec, &m.template_hash, &m.nvrtc, &m.options, &m.arch, &m.library}) {

@@ -38,6 +38,10 @@ std::string cache_key(const KeyMaterial& material);
 // options, library and format): entries imported from another build are kept but never used.
 bool usable_here(const KeyMaterial& material, const codegen::JitOptions& jit = codegen::jit_options());
 
+// Whether this build's runs could have asked for the kernel: made from the same templates by the same
+// library version, whichever compiler built it (NVRTC, or the emulator's host compiler).
+bool same_kernel_source(const KeyMaterial& material);
+
 // JSON as stored in entry metadata; reading throws nlohmann::json::exception for a missing or mistyped field.
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(KeyMaterial, spec, template_hash, nvrtc, options, arch, library, format)
 

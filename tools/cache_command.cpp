@@ -198,10 +198,11 @@ void ls(const CacheFlags& cf, bool specs) {
   const auto disk = cf.existing();
   const auto listed = scan(disk);
   if (specs) {
-    // Input for `cache warm --kernels`: each good entry's spec once, whichever build made it.
+    // Input for `cache warm --kernels`: the kernels this build's runs asked for, each once, whichever
+    // compiler built them; entries of older templates name kernels nothing runs any more.
     std::set<std::string> lines;
     for (const auto& l : listed) {
-      if (l.entry) lines.insert(l.entry->meta.material.spec);
+      if (l.entry && cache::same_kernel_source(l.entry->meta.material)) lines.insert(l.entry->meta.material.spec);
     }
     for (const std::string& line : lines) fmt::print("{}\n", line);
     return;

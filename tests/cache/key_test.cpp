@@ -48,6 +48,13 @@ TEST(CacheKey, MaterialOfASpecNamesThisBuild) {
   KeyMaterial other = m;
   other.nvrtc = "99.0";
   EXPECT_FALSE(usable_here(other));
+  EXPECT_TRUE(same_kernel_source(other)) << "another compiler, the same kernel: `cache ls --specs` lists it";
+  other.options = "c++ -std=c++20", other.nvrtc = "host c++";
+  EXPECT_TRUE(same_kernel_source(other));
+  other.template_hash = "0000000000000000";
+  EXPECT_FALSE(same_kernel_source(other)) << "older templates: nothing this build runs";
+  other = m, other.library = "0.0.1";
+  EXPECT_FALSE(same_kernel_source(other));
   EXPECT_EQ(nlohmann::json(m).get<KeyMaterial>(), m);
   spec.arch = "sm_90a";
   EXPECT_NE(cache_key(key_material(spec)), cache_key(m));

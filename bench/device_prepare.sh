@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# On the development machine, no GPU needed: everything bench/device_run.sh needs on a GPU machine, in
+# build-gpu/, to carry there (a device call takes at most 64 MiB along):
+#   bin/            dilatron, test_gpu and dilatron_jit_bench from a portable Release build (build-portable/:
+#                   libstdc++ and libgcc linked in, so nothing depends on that machine's)
+#   lib/            libdilatron_c.so and the one shared library a binary needs beyond the system's
+#   kernels.bundle  the kernels for sm_90a (`cache export`), so the GPU's minutes run kernels instead of
+#                   compiling them: every kernel the emulated test suite compiled (`cache ls --specs` of
+#                   build/tests/emulated-kernel-cache, which scripts/test.sh leaves) and every
+#                   configuration the bench part runs. The GPU tests' own larger sizes still compile there.
+# Then carry build-gpu and run: DILATRON_BUILD=build-gpu bash bench/device_run.sh tests (then bench, tune).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH=/usr/local/cuda/bin:$PATH
+ARCH=${ARCH:-sm_90a}
+TEST_KERNELS=${TEST_KERNELS:-build/tests/emulated-kernel-cache}
+LIMIT_MIB=60  # of the 64 MiB a call carries, with room for the working tree
+
+if [[ ! -d $TEST_KERNELS ]]; then
+  echo "no $TEST_KERNELS: run the test suite first (bash scripts/test.sh), whose emulated GPU tests leave the list of kernels they compiled" >&2
+  exit 1
+fi
+cmake -S . -B build-portable -G Ninja -DDILATRON_PORTABLE=ON -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build-portable --target dilatron_cli test_gpu dilatron_c dilatron_jit_bench
+
+rm -rf build-gpu
+mkdir -p build-gpu/bin build-gpu/lib
+cp build-portable/bin/{dilatron,test_gpu,dilatron_jit_bench} build-gpu/bin/
+cp -P build-portable/lib/libdilatron_c.so* build-gpu/lib/
+benchmark=$(ldd build-portable/bin/dilatron_jit_bench | awk '/libbenchmark/ {print $3}')
+cp -L "$benchmark" build-gpu/lib/
+strip --strip-unneeded build-gpu/bin/* build-gpu/lib/*
+
+dilatron=build-gpu/bin/dilatron
+cache=$(mktemp -d)
+trap 'rm -rf "$cache"' EXIT
+# The summary and any failure of each warm, without its line per kernel.
+warm() { "$dilatron" cache warm --arch "$ARCH" --cache-dir "$cache" "$@" 2>&1 | grep -v '^\[[0-9]*/[0-9]*\]'; }
+"$dilatron" cache ls --specs --cache-dir "$TEST_KERNELS" >build-gpu/test-kernels.txt
+warm --kernels build-gpu/test-kernels.txt
+LONGNET=(--segments 2048,4096,8192,16384,32768 --dilations 1,2,4,6,12)
+for causal in "" --causal; do
+  warm "${LONGNET[@]}" $causal --backward --decode
+  for n in 8192 16384 32768; do warm --segments $n --dilations 1 $causal --backward; done
+done
+warm "${LONGNET[@]}" --ranks 6 --backward
+warm --segments 32768 --dilations 1 --ranks 4 --backward
+"$dilatron" cache export build-gpu/kernels.bundle --cache-dir "$cache"
+
+mib=$(du -sm build-gpu | cut -f1)
+echo "build-gpu: ${mib} MiB (carry at most ${LIMIT_MIB})"
+du -sh build-gpu/bin/* build-gpu/lib/* build-gpu/kernels.bundle
+((mib <= LIMIT_MIB)) || { echo "build-gpu is over ${LIMIT_MIB} MiB: it cannot travel with a device call" >&2; exit 1; }
