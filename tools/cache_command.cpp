@@ -55,6 +55,21 @@ autotune::TuningDb tuning_or_warn(const std::filesystem::path& dir, const char* 
   }
 }
 
+// A canonical spec is a few hundred characters; reading stops one past this, so a file without line
+// breaks (/dev/zero, a binary) is refused without being held in memory.
+constexpr std::size_t kMaxSpecLine = 4096;
+
+// The next line into `line` (at most kMaxSpecLine + 1 characters of it); false at the end of input.
+bool read_line(std::istream& in, std::string& line) {
+  line.clear();
+  for (int c; (c = in.get()) != std::char_traits<char>::eof();) {
+    if (c == '\n') return true;
+    line.push_back(char(c));
+    if (line.size() > kMaxSpecLine) return true;
+  }
+  return !line.empty();
+}
+
 // The kernels a --kernels file names: one canonical spec per line (as `cache ls --specs` prints them;
 // blank lines and '#' comments skipped), each built for `arch` when one is given. Every line is read and
 // checked before anything compiles.
@@ -75,7 +90,10 @@ std::vector<codegen::KernelSpec> listed_kernels(const std::string& file, const s
   }
   std::vector<codegen::KernelSpec> specs;
   std::string line;
-  for (int number = 1; std::getline(in, line); ++number) {
+  for (int number = 1; read_line(in, line); ++number) {
+    if (line.size() > kMaxSpecLine) {
+      throw Error(fmt::format("{}:{}: a line of over {} characters is no kernel spec", name, number, kMaxSpecLine));
+    }
     if (line.empty() || line.front() == '#') continue;
     try {
       codegen::KernelSpec spec = codegen::KernelSpec::parse(line);

@@ -288,6 +288,9 @@ TEST(CliCache, WarmKernelsRefusesABadListBeforeCompilingAnything) {
   EXPECT_EQ(old.status, 1);
   EXPECT_NE(old.err.find("old.txt:1: invalid kernel spec"), std::string::npos) << old.err;
   EXPECT_NE(old.err.find("older than sm_80"), std::string::npos) << old.err;
+  const CliResult endless = run_cli(tmp, "cache warm --kernels /dev/zero" + in(tmp, "b"));
+  EXPECT_EQ(endless.status, 1);
+  EXPECT_NE(endless.err.find("/dev/zero:1: a line of over 4096 characters"), std::string::npos) << endless.err;
   const CliResult empty = run_cli(tmp, "cache warm --kernels /dev/null" + in(tmp, "b"));
   EXPECT_EQ(empty.status, 1);
   EXPECT_NE(empty.err.find("names no kernel"), std::string::npos) << empty.err;
