@@ -74,13 +74,6 @@ bool read_line(std::istream& in, std::string& line) {
 // blank lines and '#' comments skipped), each built for `arch` when one is given. Every line is read and
 // checked before anything compiles.
 std::vector<codegen::KernelSpec> listed_kernels(const std::string& file, const std::string& arch) {
-  std::ifstream stream_file;
-  if (file != "-") {
-    stream_file.open(file);
-    if (!stream_file) throw Error(fmt::format("cannot read {}", file));
-  }
-  std::istream& in = file == "-" ? std::cin : stream_file;
-  const std::string name = file == "-" ? "standard input" : file;
   if (!arch.empty()) {
     try {
       codegen::arch_number(arch);
@@ -88,6 +81,13 @@ std::vector<codegen::KernelSpec> listed_kernels(const std::string& file, const s
       throw UsageError(fmt::format("--arch: {}", e.what()));
     }
   }
+  std::ifstream stream_file;
+  if (file != "-") {
+    stream_file.open(file);
+    if (!stream_file) throw Error(fmt::format("cannot read {}", file));
+  }
+  std::istream& in = file == "-" ? std::cin : stream_file;
+  const std::string name = file == "-" ? "standard input" : file;
   std::vector<codegen::KernelSpec> specs;
   std::string line;
   for (int number = 1; read_line(in, line); ++number) {
@@ -336,7 +336,8 @@ void add_cache(CLI::App& app) {
   CLI::App* ls_cmd = subcommand(group, "ls", "List cached kernels with their ptxas report", *flags);
   CLI::Option* json_opt = ls_cmd->add_flag("--json", flags->json, "machine-readable output");
   ls_cmd->add_flag("--specs", *specs,
-                   "only each kernel's canonical spec, one per line: the input of `cache warm --kernels`")
+                   "only the canonical spec of each kernel made from this build's templates (by NVRTC or the emulator), one "
+                   "per line: the input of `cache warm --kernels`")
       ->excludes(json_opt);
   ls_cmd->callback([=] { ls(*flags, *specs); });
   CLI::App* stats_cmd = subcommand(group, "stats", "Summarize the cache: entries, size, cap, architectures", *flags);
