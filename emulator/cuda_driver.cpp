@@ -260,6 +260,20 @@ CUresult cuMemcpyDtoD(CUdeviceptr to, CUdeviceptr from, size_t bytes) {
   return CUDA_SUCCESS;
 }
 CUresult cuMemcpyDtoDAsync(CUdeviceptr to, CUdeviceptr from, size_t bytes, CUstream) { return cuMemcpyDtoD(to, from, bytes); }
+CUresult cuMemcpy2DAsync(const CUDA_MEMCPY2D* c, CUstream) {
+  if (c->srcMemoryType != CU_MEMORYTYPE_DEVICE || c->dstMemoryType != CU_MEMORYTYPE_DEVICE || c->srcXInBytes ||
+      c->srcY || c->dstXInBytes || c->dstY) {
+    return fail(CUDA_ERROR_NOT_SUPPORTED, "the emulated device copies 2D device to device from offset 0 only");
+  }
+  if (c->srcPitch < c->WidthInBytes || c->dstPitch < c->WidthInBytes) {
+    return fail(CUDA_ERROR_INVALID_VALUE, "a 2D copy's pitch is narrower than its rows");
+  }
+  for (size_t row = 0; row < c->Height; ++row) {
+    std::memmove(reinterpret_cast<char*>(c->dstDevice) + row * c->dstPitch,
+                 reinterpret_cast<const char*>(c->srcDevice) + row * c->srcPitch, c->WidthInBytes);
+  }
+  return CUDA_SUCCESS;
+}
 CUresult cuPointerGetAttribute(void* data, CUpointer_attribute attribute, CUdeviceptr pointer) {
   if (!memcheck::is_live(reinterpret_cast<const void*>(pointer))) {
     return fail(CUDA_ERROR_INVALID_VALUE, fmt::format("0x{:x} is not in an emulated allocation", pointer));

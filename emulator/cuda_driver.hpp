@@ -57,6 +57,8 @@ CUresult cuStreamDestroy(CUstream stream);
 CUresult cuStreamQuery(CUstream stream);
 CUresult cuStreamWaitEvent(CUstream stream, CUevent event, unsigned int flags);
 CUresult cuMemcpyDtoDAsync(CUdeviceptr to, CUdeviceptr from, size_t bytes, CUstream stream);
+// Device to device from the first byte of each pitch only (what the library asks of it).
+CUresult cuMemcpy2DAsync(const CUDA_MEMCPY2D* copy, CUstream stream);
 // Memory type (device, for a byte inside a live allocation) and device ordinal (0); any other pointer
 // is CUDA_ERROR_INVALID_VALUE, as the driver answers for unregistered host memory.
 CUresult cuPointerGetAttribute(void* data, CUpointer_attribute attribute, CUdeviceptr pointer);

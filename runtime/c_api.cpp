@@ -426,6 +426,21 @@ dilatron_status dilatron_ring_backward(const dilatron_attention* a, dilatron_rin
   });
 }
 
+dilatron_status dilatron_ring_backward_with_output(const dilatron_attention* a, dilatron_ring* ring, int64_t seq_len,
+                                                   const dilatron_tensor* q, const dilatron_tensor* k,
+                                                   const dilatron_tensor* v, const dilatron_tensor* out,
+                                                   const dilatron_tensor* lse, const dilatron_tensor* dout,
+                                                   const dilatron_tensor* dq, const dilatron_tensor* dk,
+                                                   const dilatron_tensor* dv, void* stream) {
+  return guarded([&] {
+    if (!a || !ring) throw dilatron::Error("dilatron_ring_backward_with_output: NULL attention or ring");
+    dilatron::RingDilatedAttention(a->attention.config(), *ring->communicator)
+        .backward(seq_len, view(q, "q"), view(k, "k"), view(v, "v"), view(out, "out"), view(lse, "lse"),
+                  view(dout, "dout"), view(dq, "dq"), view(dk, "dk"), view(dv, "dv"),
+                  static_cast<dilatron::Stream>(stream));
+  });
+}
+
 void dilatron_ring_destroy(dilatron_ring* ring) { delete ring; }
 
 const char* dilatron_last_error(void) { return last_error.c_str(); }

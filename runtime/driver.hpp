@@ -56,6 +56,7 @@ namespace dilatron::driver {
   X(cuStreamQuery)               \
   X(cuStreamWaitEvent)           \
   X(cuMemcpyDtoDAsync)           \
+  X(cuMemcpy2DAsync)             \
   X(cuCtxPushCurrent)            \
   X(cuCtxPopCurrent)             \
   X(cuPointerGetAttribute)      \

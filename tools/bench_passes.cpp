@@ -111,9 +111,9 @@ std::vector<Measurement> ring_measurements(const Config& config, const BenchShap
           RingDilatedAttention& a = *attention[std::size_t(rank)];
           const CUstream stream = comms[std::size_t(rank)]->stream();
           a.forward(shape.seq_len, shard(t.q), shard(t.k), shard(t.v), shard(t.out), &lse, stream);
-          if (shape.backward) {
-            a.backward(shape.seq_len, shard(t.q), shard(t.k), shard(t.v), shard(t.dout), shard(t.dq), shard(t.dk),
-                       shard(t.dv), stream);
+          if (shape.backward) {  // given the forward's O and LSE, as a training step keeps them
+            a.backward(shape.seq_len, shard(t.q), shard(t.k), shard(t.v), shard(t.out), lse, shard(t.dout), shard(t.dq),
+                       shard(t.dk), shard(t.dv), stream);
           }
         };
       });

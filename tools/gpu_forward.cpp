@@ -122,7 +122,11 @@ void gpu_ring_forward(const Config& config, int ranks, const TensorView& q, cons
       ring::LocalCommunicator& comm = *comms[std::size_t(rank)];
       RingDilatedAttention attention(config, comm);
       attention.forward(seq_len, qs, ks, vs, shard(out_d, out.shape), lse ? &lse_shard : nullptr, comm.stream());
-      if (gradients) {
+      // With an LSE the backward takes the forward's O and LSE; without, it runs the forward again.
+      if (gradients && lse) {
+        attention.backward(seq_len, qs, ks, vs, shard(out_d, out.shape), lse_shard, shard(dout_d, q.shape),
+                           shard(dq_d, q.shape), shard(dk_d, k.shape), shard(dv_d, k.shape), comm.stream());
+      } else if (gradients) {
         attention.backward(seq_len, qs, ks, vs, shard(dout_d, q.shape), shard(dq_d, q.shape), shard(dk_d, k.shape),
                            shard(dv_d, k.shape), comm.stream());
       }

@@ -208,6 +208,14 @@ DILATRON_API dilatron_status dilatron_ring_backward(const dilatron_attention* at
                                        const dilatron_tensor* v, const dilatron_tensor* dout,
                                        const dilatron_tensor* dq, const dilatron_tensor* dk,
                                        const dilatron_tensor* dv, void* stream);
+/* The same given this rank's dilatron_ring_forward results for these inputs (out like q; lse float32
+ * [B,H,rows,1] with innermost stride 1, e.g. a slice of a whole LSE): the forward's attention is not run
+ * again, the blocks still travel. out and lse are required. */
+DILATRON_API dilatron_status dilatron_ring_backward_with_output(
+    const dilatron_attention* attention, dilatron_ring* ring, int64_t seq_len, const dilatron_tensor* q,
+    const dilatron_tensor* k, const dilatron_tensor* v, const dilatron_tensor* out, const dilatron_tensor* lse,
+    const dilatron_tensor* dout, const dilatron_tensor* dq, const dilatron_tensor* dk, const dilatron_tensor* dv,
+    void* stream);
 DILATRON_API void dilatron_ring_destroy(dilatron_ring* ring);
 DILATRON_API const char* dilatron_last_error(void);
 DILATRON_API const char* dilatron_version(void);

@@ -114,6 +114,14 @@ class RingDilatedAttention {
                 const TensorView& dout, const TensorView& dq, const TensorView& dk, const TensorView& dv,
                 Stream stream = nullptr);
 
+  // The same given this rank's forward() results for these inputs, as a training step keeps them: out
+  // like forward()'s, lse float32 [B,H,rows,1] with innermost stride 1 (a slice of a whole LSE is fine).
+  // The blocks travel as before, but nothing is attended to on their way: the forward's attention is
+  // not run again. One rank holding the whole sequence is DilatedAttention::backward itself.
+  void backward(std::int64_t seq_len, const TensorView& q, const TensorView& k, const TensorView& v,
+                const TensorView& out, const TensorView& lse, const TensorView& dout, const TensorView& dq,
+                const TensorView& dk, const TensorView& dv, Stream stream = nullptr);
+
   const Config& config() const noexcept;
 
  private:

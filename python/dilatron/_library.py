@@ -88,6 +88,7 @@ def _declare(lib):
         "dilatron_ring_host_backward": [p, p, i64, t, t, t, t, t, t, t],
         "dilatron_ring_forward": [p, p, i64, t, t, t, t, t, p],
         "dilatron_ring_backward": [p, p, i64, t, t, t, t, t, t, t, p],
+        "dilatron_ring_backward_with_output": [p, p, i64, t, t, t, t, t, t, t, t, t, p],
         "dilatron_ring_unique_id": [ctypes.c_char_p],
         "dilatron_ring_from_unique_id": [ctypes.c_char_p, i32, i32, ctypes.POINTER(p)],
     }

@@ -145,14 +145,15 @@ class _RingFunction(torch.autograd.Function):
         else:
             _call(functools.partial(library.dilatron_ring_host_forward, attention.handle, ring.handle, seq_len), q, k, v,
                   out, lse)
-        ctx.save_for_backward(q, k, v)
+        # O and LSE too on the GPU, where the backward takes them instead of attending again.
+        ctx.save_for_backward(q, k, v, *((out, lse) if q.is_cuda else ()))
         ctx.ring = (attention, ring, seq_len)
         ctx.mark_non_differentiable(lse)
         return out, lse
 
     @staticmethod
     def backward(ctx, dout, _dlse):
-        q, k, v = ctx.saved_tensors
+        q, k, v, *forward = ctx.saved_tensors
         if torch.is_grad_enabled() and any(t.requires_grad for t in (dout, q, k, v)):
             raise RuntimeError("dilatron.torch.ring_dilated_attention is differentiable once: its gradients have no "
                                "derivative (create_graph=True and double backward are not supported)")
@@ -164,8 +165,9 @@ class _RingFunction(torch.autograd.Function):
         dout = dout.contiguous()
         if q.is_cuda:
             with torch.cuda.device(q.device):
-                _call(functools.partial(library.dilatron_ring_backward, attention.handle, ring.handle, seq_len), q, k, v,
-                      dout, dq, dk, dv, stream=torch.cuda.current_stream(q.device).cuda_stream)
+                _call(functools.partial(library.dilatron_ring_backward_with_output, attention.handle, ring.handle,
+                                        seq_len), q, k, v, *forward, dout, dq, dk, dv,
+                      stream=torch.cuda.current_stream(q.device).cuda_stream)
         else:
             _call(functools.partial(library.dilatron_ring_host_backward, attention.handle, ring.handle, seq_len), q, k,
                   v, dout, dq, dk, dv)

@@ -3,6 +3,7 @@
 #include <dilatron/error.hpp>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <vector>
@@ -100,27 +101,45 @@ void attend_received(const RingPlan& plan, const RankPlan& mine, int step, const
 // completes it first. enqueue orders a step after everything on the stream (its packing, and the
 // kernels of step s - 1 that read the memory it reuses); make_wait orders the stream's next kernels
 // after the steps queued. Step s's messages are laid out at arena(s); what each step received is
-// returned, for the backward to attend again.
+// returned, for the backward to attend again. Without `attend` the blocks only travel (a backward given
+// the forward's O and LSE).
 template <class Arena>
 std::vector<StepMessages> ring_steps(const RingPlan& plan, const RankPlan& mine, Communicator& comm, DeviceRank& rank,
-                                     CUstream stream, Arena arena) {
+                                     CUstream stream, Arena arena, bool attend = true) {
   std::vector<StepMessages> steps;
   const auto queue = [&](int step) {
     steps.push_back(prepare(plan, mine, step, rank, arena(step)));
     comm.enqueue(step, steps.back().sends, steps.back().receives, stream);
   };
   if (plan.steps >= 1) queue(1);
-  rank.attend_local();
+  if (attend) rank.attend_local();
   for (int step = 1; step <= plan.steps; ++step) {
     comm.make_wait(stream);
     if (step < plan.steps) queue(step + 1);
-    attend_received(plan, mine, step, steps[std::size_t(step) - 1], rank);
+    if (attend) attend_received(plan, mine, step, steps[std::size_t(step) - 1], rank);
   }
   comm.wait();  // every step completed, or an error naming the one that did not
   return steps;
 }
 
 }  // namespace
+
+void validate_forward_output(const Config& config, const TensorView& q, const TensorView& k, const TensorView& v,
+                             const ForwardOutput& forward) {
+  const auto& [out, lse] = forward;
+  const Problem p = validate(config, q, k, v, out, &lse);
+  if (out.dtype != q.dtype) {
+    throw Error(fmt::format("out is {}: the forward's output is in q's dtype ({})", to_string(out.dtype), to_string(q.dtype)));
+  }
+  check_layout("out", out);
+  // Copied row by row ([B, H] rows of N floats) into the backward's own layout.
+  const Shape4& st = lse.strides;
+  if (st[2] != 1 || st[1] < p.seq_len || st[0] < p.heads * st[1]) {
+    throw Error(fmt::format("lse strides [{}]: the ring's backward reads rows of {} floats with innermost stride 1, "
+                            "rows apart (e.g. this rank's slice of a whole [B, H, N])",
+                            fmt::join(st, ", "), p.seq_len));
+  }
+}
 
 void device_ring_forward(const RingPlan& plan, Communicator& comm, const TensorView& q, const TensorView& k,
                          const TensorView& v, const TensorView& out, const TensorView* lse, CUstream stream) {
@@ -145,9 +164,10 @@ void device_ring_forward(const RingPlan& plan, Communicator& comm, const TensorV
 
 void device_ring_backward(const RingPlan& plan, Communicator& comm, const TensorView& q, const TensorView& k,
                           const TensorView& v, const TensorView& dout, const TensorView& dq, const TensorView& dk,
-                          const TensorView& dv, CUstream stream) {
+                          const TensorView& dv, CUstream stream, const ForwardOutput* forward) {
   check_communicator(plan, comm);
   validate_gradients_for_gpu(validate_backward(plan.config, q, k, v, dout, dq, dk, dv), q, k, v, dout, dq, dk, dv);
+  if (forward) validate_forward_output(plan.config, q, k, v, *forward);
   check_shards(plan, comm.rank(), q, k, v);
   const RankPlan& mine = plan.per_rank[std::size_t(comm.rank())];
 
@@ -163,12 +183,12 @@ void device_ring_backward(const RingPlan& plan, Communicator& comm, const Tensor
   const std::size_t return_bytes = std::size_t(max_step_bytes(plan, mine)) / dtype_size(plan.shape.dtype) * sizeof(float);
   const DeviceBuffer returns{2 * return_bytes};  // two halves in turn
   const Drain drain{stream};
-  rank.clear();
-  const std::vector<StepMessages> steps = ring_steps(plan, mine, comm, rank, stream, [&](int step) {
-    return static_cast<std::byte*>(kept.get()) + step_offset[std::size_t(step)];
-  });
+  if (!forward) rank.clear();
+  const std::vector<StepMessages> steps = ring_steps(
+      plan, mine, comm, rank, stream,
+      [&](int step) { return static_cast<std::byte*>(kept.get()) + step_offset[std::size_t(step)]; }, !forward);
 
-  rank.begin_backward(dout);
+  rank.begin_backward(dout, forward ? &forward->out : nullptr, forward ? &forward->lse : nullptr);
   rank.gradients_local();
   // The return leg: step t's partials go back tagged steps + t from returns[t % 2] while the next step's
   // partials are computed into the other half; the owner adds step t's arrivals after make_wait, queued

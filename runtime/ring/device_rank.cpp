@@ -182,11 +182,27 @@ void DeviceRank::finish_into(const TensorView& to, const float* from, std::int64
   finish_.launch(stream_, s_.batch * rows() * heads, finish_.threads / 32, 1, 1, &a);
 }
 
+void DeviceRank::copy_lse(const TensorView& lse) {
+  // [B, H, rows] rows apart in the caller's tensor (a slice of a whole LSE), packed in the accumulator.
+  const std::size_t row_bytes = std::size_t(rows()) * sizeof(float);
+  for (std::int64_t b = 0; b < s_.batch; ++b) {
+    CUDA_MEMCPY2D copy{};
+    copy.srcMemoryType = copy.dstMemoryType = CU_MEMORYTYPE_DEVICE;
+    copy.srcDevice = reinterpret_cast<CUdeviceptr>(static_cast<const float*>(lse.data) + b * lse.strides[0]);
+    copy.srcPitch = std::size_t(lse.strides[1]) * sizeof(float);
+    copy.dstDevice = reinterpret_cast<CUdeviceptr>(static_cast<float*>(lse_acc_.get()) + b * s_.heads * rows());
+    copy.dstPitch = row_bytes;
+    copy.WidthInBytes = row_bytes;
+    copy.Height = std::size_t(s_.heads);
+    DILATRON_CU(cuMemcpy2DAsync(&copy, stream_));
+  }
+}
+
 std::int64_t DeviceRank::gradient_bytes(const Block& block) const {
   return block.bytes / std::int64_t(dtype_size(s_.dtype)) * std::int64_t(sizeof(float));
 }
 
-void DeviceRank::begin_backward(const TensorView& dout) {
+void DeviceRank::begin_backward(const TensorView& dout, const TensorView* given_out, const TensorView* given_lse) {
   autotune::Workload w = workload();
   w.backward = true;
   const std::vector<codegen::KernelSpec> specs = autotune::ring_backward_kernels(w);
@@ -196,7 +212,7 @@ void DeviceRank::begin_backward(const TensorView& dout) {
       load(specs[0]),  // gradient_prepare
       load(specs[1]),  // ring_unpack_add
       prepare({specs.begin() + 2, specs.end()}),
-      DeviceBuffer(q_elements * dtype_size(s_.dtype)),
+      DeviceBuffer(given_out ? 0 : q_elements * dtype_size(s_.dtype)),
       DeviceBuffer(std::size_t(s_.batch * s_.heads * rows()) * sizeof(float)),
       DeviceBuffer(q_elements * sizeof(float)),
       DeviceBuffer(kv_bytes),
@@ -206,10 +222,15 @@ void DeviceRank::begin_backward(const TensorView& dout) {
   for (const DeviceBuffer* b : {&g.dq, &g.dk, &g.dv}) {
     DILATRON_CU(cuMemsetD8Async(reinterpret_cast<CUdeviceptr>(b->get()), 0, b->bytes(), stream_));
   }
-  // delta from O as the caller would have stored it (rounded, divided by G in head_groups mode), as
-  // the single-device backward takes it.
-  const TensorView out = TensorView::contiguous(g.out.get(), s_.dtype, {s_.batch, rows(), s_.heads, s_.head_dim});
-  finish(out, nullptr);
+  // delta from O as the caller stores it (rounded, divided by G in head_groups mode), as the
+  // single-device backward takes it: the forward's own, or the accumulator's rounded here.
+  const TensorView out =
+      given_out ? *given_out : TensorView::contiguous(g.out.get(), s_.dtype, {s_.batch, rows(), s_.heads, s_.head_dim});
+  if (given_lse) {
+    copy_lse(*given_lse);
+  } else {
+    finish(out, nullptr);
+  }
   args::GradientPrepareArgs a{tensor4(out), tensor4(dout), static_cast<float*>(g.delta.get()), s_.batch, rows(), s_.heads};
   g.prepare.launch(stream_, s_.batch * rows() * s_.heads, g.prepare.threads / 32, 1, 1, &a);
 }

@@ -52,8 +52,9 @@ class DeviceRank {
   void finish(const TensorView& out, const TensorView* lse);   // O (and LSE) from the accumulator
 
   // The backward pass, after every forward step: O rounded to the plan's dtype, delta = dO . O, and
-  // zeroed gradient accumulators.
-  void begin_backward(const TensorView& dout);
+  // zeroed gradient accumulators. Given the forward's O and LSE of this shard (lse: innermost stride 1),
+  // the backward takes those instead, and needs no forward step.
+  void begin_backward(const TensorView& dout, const TensorView* out = nullptr, const TensorView* lse = nullptr);
   // Step 0's gradients: attention_backward per branch, as attend_local.
   void gradients_local();
   // The gradients of attend_block (attention_block_backward): dQ here, the block's dK and dV into
@@ -80,6 +81,7 @@ class DeviceRank {
   args::AttentionBackwardArgs backward_args(const args::Tensor4& k, const args::Tensor4& v, float* dk, float* dv,
                                             std::int64_t head_begin) const;
   void finish_into(const TensorView& to, const float* from, std::int64_t heads, const TensorView* lse, float out_scale);
+  void copy_lse(const TensorView& lse);  // the caller's LSE into the accumulator's layout
   std::pair<args::Tensor4, args::Tensor4> gradient_accumulators() const;  // dK, dV: [B, rows, Hkv, D] fp32
   std::int64_t rows() const { return rows_.size(); }
   autotune::Workload workload() const;

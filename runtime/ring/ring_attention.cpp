@@ -136,6 +136,24 @@ void RingDilatedAttention::backward(std::int64_t seq_len, const TensorView& q, c
   }, seq_len, q, k);
 }
 
+void RingDilatedAttention::backward(std::int64_t seq_len, const TensorView& q, const TensorView& k, const TensorView& v,
+                                    const TensorView& out, const TensorView& lse, const TensorView& dout,
+                                    const TensorView& dq, const TensorView& dk, const TensorView& dv, Stream stream) {
+  const ring::ForwardOutput forward{out, lse};
+  const auto checks = [&] {
+    validate_backward_for_gpu(validate_backward(impl_->config, q, k, v, dout, dq, dk, dv), q, k, v, out, lse, dout, dq,
+                              dk, dv);
+  };
+  if (DilatedAttention* single = impl_->single_device(seq_len, q, checks)) {
+    single->backward(q, k, v, out, lse, dout, dq, dk, dv, stream);
+    DILATRON_CU(cuStreamSynchronize(stream));
+    return;
+  }
+  impl_->run([&](const ring::RingPlan& plan, ring::Communicator& comm) {
+    ring::device_ring_backward(plan, comm, q, k, v, dout, dq, dk, dv, stream, &forward);
+  }, seq_len, q, k);
+}
+
 std::unique_ptr<ring::Communicator> ring::nccl_communicator(void* nccl_comm) {
   return std::make_unique<NcclCommunicator>(static_cast<ncclComm_t>(nccl_comm));
 }

@@ -107,6 +107,17 @@ TEST(CApi, ReferenceThroughTheAbiMatchesTheDenseDefinition) {
   EXPECT_NE(std::string(dilatron_last_error()).find("NULL"), std::string::npos);
   EXPECT_EQ(dilatron_ring_backward(a, nullptr, c.N, &q, &k, &v, &o, &o, &k, &v, nullptr), DILATRON_ERROR_INVALID);
   EXPECT_NE(std::string(dilatron_last_error()).find("dilatron_ring_backward: NULL"), std::string::npos) << dilatron_last_error();
+  EXPECT_EQ(dilatron_ring_backward_with_output(a, nullptr, c.N, &q, &k, &v, &o, &l, &o, &o, &k, &v, nullptr),
+            DILATRON_ERROR_INVALID);
+  EXPECT_NE(std::string(dilatron_last_error()).find("dilatron_ring_backward_with_output: NULL"), std::string::npos)
+      << dilatron_last_error();
+  const dilatron_exchange_fn never = [](void*, int32_t, const dilatron_message*, int32_t, const dilatron_message*,
+                                        int32_t, char*, int64_t) { return int32_t(1); };
+  ASSERT_EQ(dilatron_ring_from_callback(0, 1, never, nullptr, &ring), DILATRON_OK) << dilatron_last_error();
+  EXPECT_EQ(dilatron_ring_backward_with_output(a, ring, c.N, &q, &k, &v, &o, nullptr, &o, &o, &k, &v, nullptr),
+            DILATRON_ERROR_INVALID);
+  EXPECT_NE(std::string(dilatron_last_error()).find("lse is NULL"), std::string::npos) << dilatron_last_error();
+  dilatron_ring_destroy(ring);
   dilatron_ring_destroy(nullptr);
 
   if (dilatron::driver::probe().devices.empty()) {

@@ -235,6 +235,38 @@ Gradients gpu_ring_gradients(RandomCase& c, const std::vector<std::byte>& dout, 
   return grad.result();
 }
 
+// How the test tampers with the forward's results before the backward reads them.
+enum class Tamper { none, zero_out, raise_lse };
+
+// The forward, then every rank's backward given its shards of the forward's O and LSE, as a training
+// step that kept them runs it.
+Gradients gpu_ring_gradients_given_forward(RandomCase& c, const std::vector<std::byte>& dout, int ranks,
+                                           Transport transport = {}, Tamper tamper = Tamper::none) {
+  const DeviceCase device(c);
+  const DeviceGradients grad(c, dout);
+  const TensorView lse = device.lse(), out = device.out();
+  on_every_rank(c.config, ranks, c.N, [&](RingDilatedAttention& attention, ring::RowRange rows, CUstream stream) {
+    const TensorView lse_shard = ring::rows_of(lse, rows, 2);
+    attention.forward(c.N, ring::rows_of(device.q(), rows, 1), ring::rows_of(device.k(), rows, 1),
+                      ring::rows_of(device.v(), rows, 1), ring::rows_of(out, rows, 1), &lse_shard, stream);
+  }, transport);
+  const auto at = [](const TensorView& t) { return reinterpret_cast<CUdeviceptr>(t.data); };
+  if (tamper == Tamper::zero_out) DILATRON_CU(cuMemsetD8Async(at(out), 0, std::size_t(out.numel()) * dtype_size(c.dtype), nullptr));
+  if (tamper == Tamper::raise_lse) {
+    std::vector<float> host(std::size_t(lse.numel()));
+    DILATRON_CU(cuMemcpyDtoH(host.data(), at(lse), host.size() * sizeof(float)));
+    for (float& x : host) x += 1.0f;
+    DILATRON_CU(cuMemcpyHtoD(at(lse), host.data(), host.size() * sizeof(float)));
+  }
+  DILATRON_CU(cuCtxSynchronize());
+  on_every_rank(c.config, ranks, c.N, [&](RingDilatedAttention& attention, ring::RowRange rows, CUstream stream) {
+    const auto shard = [&](const TensorView& t) { return ring::rows_of(t, rows, 1); };
+    attention.backward(c.N, shard(device.q()), shard(device.k()), shard(device.v()), shard(out), ring::rows_of(lse, rows, 2),
+                       shard(grad.dout()), shard(grad.dq()), shard(grad.dk()), shard(grad.dv()), stream);
+  }, transport);
+  return grad.result();
+}
+
 RandomCase make_case(Config config, std::int64_t B, std::int64_t N, std::int64_t H, std::int64_t Hkv, std::int64_t D,
                      DType dtype, std::mt19937_64& rng) {
   RandomCase c;
@@ -304,6 +336,32 @@ TEST_F(GpuRing, BackwardEqualsTheSingleDeviceReferenceForOneToFourRanks) {
       EXPECT_LE(l2_relative(got.dk, want.dk), tolerance) << "dk";
       EXPECT_LE(l2_relative(got.dv, want.dv), tolerance) << "dv";
     }
+  }
+}
+
+// Given the forward's O and LSE, the backward attends to nothing on the blocks' way and equals the
+// reference as the recomputing one does; the blocks still travel (the backward attends to them). What
+// it reads is the O and LSE given: a zeroed O or a raised LSE changes the gradients.
+TEST_F(GpuRing, BackwardGivenTheForwardsOutputEqualsTheReference) {
+  std::mt19937_64 rng(78);
+  for (RandomCase& c : ring_cases()) {
+    std::vector<std::byte> dout = random_tensor(c.B * c.N * c.H * c.D, c.dtype, 1.0, rng);
+    const Gradients want = reference_gradients(c, dout);
+    const double tolerance = c.dtype == DType::bf16 ? 1e-2 : 3e-3;
+    // One rank (DilatedAttention's backward), then the ring over both kinds of transport.
+    for (const auto& [ranks, kind] : {std::pair{1, Transport::local}, std::pair{2, Transport::local},
+                                      std::pair{3, Transport::mailbox}, std::pair{4, Transport::local}}) {
+      SCOPED_TRACE(fmt::format("ranks {} over {}: {}", ranks, kind == Transport::local ? "Local" : "the mailbox", c.describe()));
+      const Gradients got = gpu_ring_gradients_given_forward(c, dout, ranks, {kind});
+      EXPECT_LE(l2_relative(got.dq, want.dq), tolerance) << "dq";
+      EXPECT_LE(l2_relative(got.dk, want.dk), tolerance) << "dk";
+      EXPECT_LE(l2_relative(got.dv, want.dv), tolerance) << "dv";
+    }
+    SCOPED_TRACE(c.describe());
+    const Gradients zero_out = gpu_ring_gradients_given_forward(c, dout, 2, {Transport::local}, Tamper::zero_out);
+    EXPECT_GT(l2_relative(zero_out.dq, want.dq), 10 * tolerance) << "delta = dO . O comes from the O given";
+    const Gradients raised = gpu_ring_gradients_given_forward(c, dout, 2, {Transport::local}, Tamper::raise_lse);
+    EXPECT_GT(l2_relative(raised.dv, want.dv), 10 * tolerance) << "P = exp(S - LSE) comes from the LSE given";
   }
 }
 
@@ -505,6 +563,32 @@ TEST_F(GpuRing, TensorsInALayoutTheKernelsCannotWriteAreRefused) {
   const DeviceGradients grad(c, dout);
   EXPECT_THROW(attention.backward(c.N, device.q(), device.k(), device.v(), grad.dout(), shifted, grad.dk(), grad.dv(), nullptr),
                Error);
+  // The forward's results given to the backward: the LSE read in rows of innermost stride 1, O in q's dtype.
+  TensorView spaced_lse = device.lse();
+  spaced_lse.shape[2] = c.N / 2;
+  spaced_lse.strides = {c.H * c.N, c.N, 2, 1};
+  const std::int64_t half = c.N / 2;
+  const auto first_half = [&](TensorView t, int axis) { return ring::rows_of(t, {0, half}, axis); };
+  // Half the rows: a rank of two, whose backward the ring runs (one rank of one is DilatedAttention's).
+  DeviceMailbox two(2);
+  const std::unique_ptr<ring::Communicator> first = two.rank(0);
+  RingDilatedAttention pair(c.config, *first);
+  test::expect_error([&] {
+    pair.backward(c.N, first_half(device.q(), 1), first_half(device.k(), 1), first_half(device.v(), 1),
+                  first_half(device.out(), 1), spaced_lse, first_half(grad.dout(), 1), first_half(grad.dq(), 1),
+                  first_half(grad.dk(), 1), first_half(grad.dv(), 1), nullptr);
+  }, {"lse strides", "innermost stride 1"});
+  TensorView f32_out = device.out();
+  f32_out.dtype = DType::f32;
+  test::expect_error([&] {
+    pair.backward(c.N, first_half(device.q(), 1), first_half(device.k(), 1), first_half(device.v(), 1),
+                  first_half(f32_out, 1), first_half(device.lse(), 2), first_half(grad.dout(), 1),
+                  first_half(grad.dq(), 1), first_half(grad.dk(), 1), first_half(grad.dv(), 1), nullptr);
+  }, {"out is f32", "q's dtype"});
+  test::expect_error([&] {
+    attention.backward(c.N, device.q(), device.k(), device.v(), shifted, device.lse(), grad.dout(), grad.dq(), grad.dk(),
+                       grad.dv(), nullptr);
+  }, {"out: data is not 16-byte aligned"});
   DILATRON_CU(cuCtxSynchronize());
   std::vector<std::uint8_t> after(padded);
   out.download(after.data());

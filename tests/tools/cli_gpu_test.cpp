@@ -188,14 +188,17 @@ TEST(CliGpu, BackwardOnCudaMatchesTheCpu) {
     npy::write(file, DType::f16, {1, 300, 4, 64}, dout.data());
     file.commit();
   }
+  // The ring twice: its backward running the forward again, and (with --lse) given the forward's O and LSE.
   for (const auto& [run, flags] : {std::pair{"cpu", std::string("--device cpu")}, std::pair{"cuda", "--device " + gpu_device()},
-                                   std::pair{"ring", "--device " + gpu_device() + " --ranks 3"}}) {
+                                   std::pair{"ring", "--device " + gpu_device() + " --ranks 3"},
+                                   std::pair{"ring_lse", "--device " + gpu_device() + " --ranks 3 --lse '" +
+                                                             (dir / "ring_lse.npy").string() + "'"}}) {
     const CliResult r = run_cli(dir, inputs + fmt::format(" {0} --out '{1}/{2}_o.npy' --backward --dout '{1}/do.npy' "
                                                           "--dq '{1}/{2}_dq.npy' --dk '{1}/{2}_dk.npy' --dv '{1}/{2}_dv.npy'",
                                                           flags, dir.path().string(), run));
     ASSERT_EQ(r.status, 0) << flags << ": " << r.err;
   }
-  for (const char* run : {"cuda", "ring"}) {
+  for (const char* run : {"cuda", "ring", "ring_lse"}) {
     for (const char* name : {"o", "dq", "dk", "dv"}) {
       EXPECT_LE(relative_l2(dir / fmt::format("cpu_{}.npy", name), dir / fmt::format("{}_{}.npy", run, name)), 5e-3)
           << run << " " << name;
