@@ -171,7 +171,7 @@ void device_ring_backward(const RingPlan& plan, Communicator& comm, const Tensor
   check_shards(plan, comm.rank(), q, k, v);
   const RankPlan& mine = plan.per_rank[std::size_t(comm.rank())];
 
-  DeviceRank rank(plan, comm.rank(), q, k, v, stream);
+  DeviceRank rank(plan, comm.rank(), q, k, v, stream, !forward);
   // Every step's messages keep their own memory: the backward attends to the blocks received again.
   std::vector<std::int64_t> step_offset(std::size_t(plan.steps) + 2, 0);
   for (int step = 1; step <= plan.steps; ++step) {

@@ -69,7 +69,7 @@ struct DeviceRank::Gradients {
 };
 
 DeviceRank::DeviceRank(const RingPlan& plan, int rank, const TensorView& q, const TensorView& k, const TensorView& v,
-                       CUstream stream)
+                       CUstream stream, bool attends)
     : plan_(plan),
       s_(plan.shape),
       rank_(rank),
@@ -78,7 +78,7 @@ DeviceRank::DeviceRank(const RingPlan& plan, int rank, const TensorView& q, cons
       k_(k),
       v_(v),
       stream_(stream),
-      o_acc_(std::size_t(s_.batch * rows_.size() * s_.heads * s_.head_dim) * sizeof(float)),
+      o_acc_(attends ? std::size_t(s_.batch * rows_.size() * s_.heads * s_.head_dim) * sizeof(float) : 0),
       lse_acc_(std::size_t(s_.batch * s_.heads * rows_.size()) * sizeof(float)),
       scale_(plan.config.scale.value_or(1.0 / std::sqrt(double(s_.head_dim)))) {
   const std::vector<codegen::KernelSpec> specs = autotune::ring_kernels(workload());

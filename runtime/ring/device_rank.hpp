@@ -33,9 +33,11 @@ struct RingKernel {
 
 class DeviceRank {
  public:
-  // q, k, v: this rank's shards, checked by the caller against the plan and for the GPU kernels.
+  // q, k, v: this rank's shards, checked by the caller against the plan and for the GPU kernels. Without
+  // `attends`, for a backward given the forward's O and LSE, the rank holds no O accumulator and must
+  // not attend (clear, attend_local, attend_block, finish).
   DeviceRank(const RingPlan& plan, int rank, const TensorView& q, const TensorView& k, const TensorView& v,
-             CUstream stream);
+             CUstream stream, bool attends = true);
   ~DeviceRank();
   DeviceRank(const DeviceRank&) = delete;
   DeviceRank& operator=(const DeviceRank&) = delete;

@@ -250,6 +250,8 @@ void set_memory(RankPlan& rp, const Shape& sh) {
                                 + 2 * (most_in_a_step / elem * 4)       // the return leg's fp32 partials, in turn
                                 + q_elements * elem + row_stats         // O rounded, delta
                                 + q_elements * 4 + 2 * kv_elements * 4;  // fp32 dQ, dK, dV
+  // Given the forward's O and LSE: neither the fp32 O accumulator nor O rounded.
+  rp.backward_given_forward_workspace_bytes = rp.backward_workspace_bytes - q_elements * (4 + elem);
   // Forward: Q, O and K, V shards and LSE. Backward: Q, K, V, dO, dQ, dK, dV.
   rp.memory_bytes = (2 * q_elements + 2 * kv_elements) * elem + row_stats + rp.forward_workspace_bytes;
   rp.backward_memory_bytes = (3 * q_elements + 4 * kv_elements) * elem + rp.backward_workspace_bytes;

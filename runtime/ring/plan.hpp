@@ -74,11 +74,12 @@ struct RankPlan {
   //   the most the rank sends plus receives in one step;
   // - backward: the forward's accumulator, every step's messages (the blocks received are attended
   //   again, so all of them stay), the return leg's two fp32 buffers used in turn (each the most one
-  //   step moves, in fp32), O rounded to the dtype, delta, and fp32 dQ, dK and dV.
+  //   step moves, in fp32), O rounded to the dtype, delta, and fp32 dQ, dK and dV;
+  // - backward given the forward's O and LSE: the same less the fp32 O accumulator and O rounded.
   // With one rank the forward and the backward are DilatedAttention's where its kernels take the call,
   // whose workspace (with O and LSE for the backward to recompute) is at most the figures here. The totals add the caller's tensors: Q, K, V, O and LSE for the forward; Q, K, V, dO, dQ, dK and dV
   // for the backward.
-  std::int64_t forward_workspace_bytes = 0, backward_workspace_bytes = 0;
+  std::int64_t forward_workspace_bytes = 0, backward_workspace_bytes = 0, backward_given_forward_workspace_bytes = 0;
   std::int64_t memory_bytes = 0;           // the forward's total
   std::int64_t backward_memory_bytes = 0;  // the backward's total
 };

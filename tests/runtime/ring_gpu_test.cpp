@@ -412,7 +412,9 @@ TEST_F(GpuRing, RanksAllocateExactlyTheWorkspaceThePlanStates) {
       const ring::RingPlan plan = ring::make_ring_plan(c.config, {c.B, c.N, c.H, c.Hkv, c.D, c.dtype}, ranks);
       const DeviceCase device(c);
       const DeviceGradients grad(c, dout);
-      std::vector<std::int64_t> forward(std::size_t(ranks), -1), backward(std::size_t(ranks), -1);
+      std::vector<std::int64_t> forward(std::size_t(ranks), -1), backward(std::size_t(ranks), -1),
+          given(std::size_t(ranks), -1);
+      const TensorView lse = device.lse();
       on_every_rank(c.config, ranks, c.N, [&](RingDilatedAttention& attention, ring::RowRange rows, CUstream) {
         const auto shard = [&](const TensorView& t) { return ring::rows_of(t, rows, 1); };
         const std::size_t rank = std::size_t(std::find_if(plan.per_rank.begin(), plan.per_rank.end(), [&](const auto& p) {
@@ -421,13 +423,18 @@ TEST_F(GpuRing, RanksAllocateExactlyTheWorkspaceThePlanStates) {
         emulator::cuda::ThreadAllocations& mine = emulator::cuda::thread_allocations();
         const std::int64_t before = mine.live;
         mine.peak = before;
-        attention.forward(c.N, shard(device.q()), shard(device.k()), shard(device.v()), shard(device.out()), nullptr,
-                          nullptr);
+        const TensorView lse_shard = ring::rows_of(lse, rows, 2);
+        attention.forward(c.N, shard(device.q()), shard(device.k()), shard(device.v()), shard(device.out()),
+                          &lse_shard, nullptr);
         forward[rank] = mine.peak - before;
         mine.peak = before;
         attention.backward(c.N, shard(device.q()), shard(device.k()), shard(device.v()), shard(grad.dout()),
                            shard(grad.dq()), shard(grad.dk()), shard(grad.dv()), nullptr);
         backward[rank] = mine.peak - before;
+        mine.peak = before;
+        attention.backward(c.N, shard(device.q()), shard(device.k()), shard(device.v()), shard(device.out()), lse_shard,
+                           shard(grad.dout()), shard(grad.dq()), shard(grad.dk()), shard(grad.dv()), nullptr);
+        given[rank] = mine.peak - before;
         EXPECT_EQ(mine.live, before) << "rank " << rank << " kept device memory";
       });
       for (int r = 0; r < ranks; ++r) {
@@ -437,9 +444,12 @@ TEST_F(GpuRing, RanksAllocateExactlyTheWorkspaceThePlanStates) {
           EXPECT_LE(forward[0], p.forward_workspace_bytes);
           EXPECT_LE(backward[0], p.backward_workspace_bytes);
           EXPECT_GT(backward[0], 0);
+          EXPECT_LE(given[0], p.backward_given_forward_workspace_bytes);
+          EXPECT_GT(given[0], 0);
         } else {
           EXPECT_EQ(forward[std::size_t(r)], p.forward_workspace_bytes) << "rank " << r;
           EXPECT_EQ(backward[std::size_t(r)], p.backward_workspace_bytes) << "rank " << r;
+          EXPECT_EQ(given[std::size_t(r)], p.backward_given_forward_workspace_bytes) << "rank " << r;
         }
       }
     }

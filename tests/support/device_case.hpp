@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <random>
+#include <string_view>
 #include <vector>
 
 #include "common/dtype.hpp"
@@ -18,10 +20,15 @@
 namespace dilatron::test {
 
 // The GPU tests run on the emulated device too (DILATRON_DEVICE=emulator, docs/EMULATOR.md), where a
-// thread is a fiber on the CPU: there they take the smaller size.
+// thread is a fiber on the CPU: there they take the smaller size, unless DILATRON_TEST_SIZES=gpu asks
+// for the GPU's (slow: to rehearse a GPU run's exact cases, and to list the kernels they compile).
 template <class T>
 T gpu_or_emulated(T on_gpu, T on_emulator) {
-  return env::emulated_device() ? on_emulator : on_gpu;
+  static const bool gpu_sizes = [] {
+    const char* sizes = std::getenv("DILATRON_TEST_SIZES");
+    return sizes && std::string_view(sizes) == "gpu";
+  }();
+  return env::emulated_device() && !gpu_sizes ? on_emulator : on_gpu;
 }
 
 // Skips the test without a GPU.
