@@ -6,14 +6,19 @@
 #   lib/            libdilatron_c.so and the one shared library a binary needs beyond the system's
 #   kernels.bundle  the kernels for sm_90a (`cache export`), so the GPU's minutes run kernels instead of
 #                   compiling them: every kernel the emulated test suite compiled (`cache ls --specs` of
-#                   build/tests/emulated-kernel-cache, which scripts/test.sh leaves) and every
-#                   configuration the bench part runs. The GPU tests' own larger sizes still compile there.
+#                   build/tests/emulated-kernel-cache, which scripts/test.sh leaves), and every
+#                   configuration the bench part runs. The GPU tests take larger sizes on a GPU, whose
+#                   kernels compile there unless a rehearsal on the emulated device listed them first
+#                   (about an hour on 2 cores; its failures are the GPU run's, found without one):
+#                     DILATRON_TEST_SIZES=gpu DILATRON_DEVICE=emulator \
+#                     DILATRON_CACHE_DIR=build/tests/gpu-size-kernel-cache build/bin/test_gpu
 # Then carry build-gpu and run: DILATRON_BUILD=build-gpu bash bench/device_run.sh tests (then bench, tune).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=/usr/local/cuda/bin:$PATH
 ARCH=${ARCH:-sm_90a}
 TEST_KERNELS=${TEST_KERNELS:-build/tests/emulated-kernel-cache}
+GPU_SIZE_KERNELS=build/tests/gpu-size-kernel-cache  # the rehearsal's, when there is one
 LIMIT_MIB=60  # of the 64 MiB a call carries, with room for the working tree
 
 if [[ ! -d $TEST_KERNELS ]]; then
@@ -36,7 +41,9 @@ cache=$(mktemp -d)
 trap 'rm -rf "$cache"' EXIT
 # The summary and any failure of each warm, without its line per kernel.
 warm() { "$dilatron" cache warm --arch "$ARCH" --cache-dir "$cache" "$@" 2>&1 | grep -v '^\[[0-9]*/[0-9]*\]'; }
-"$dilatron" cache ls --specs --cache-dir "$TEST_KERNELS" >build-gpu/test-kernels.txt
+for dir in "$TEST_KERNELS" "$GPU_SIZE_KERNELS"; do
+  if [[ -d $dir ]]; then "$dilatron" cache ls --specs --cache-dir "$dir"; fi
+done | sort -u >build-gpu/test-kernels.txt
 warm --kernels build-gpu/test-kernels.txt
 LONGNET=(--segments 2048,4096,8192,16384,32768 --dilations 1,2,4,6,12)
 for causal in "" --causal; do
