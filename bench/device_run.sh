@@ -51,16 +51,19 @@ step() {
   ((rc == 0)) || status=1
 }
 
-# The GPU tests in four processes at once: compiling the kernels of the GPU's own sizes is most of
-# their time, and it overlaps. Each shard's log follows the others'.
+# The GPU tests in four processes at once: compiling the kernels the bundle lacks is most of their
+# time, and it overlaps. Each shard's log follows the others', also when the step's time runs out (then
+# the last test a shard started is the one that hung or was slow).
 gpu_tests() {
   local dir rc=0 i
   dir=$(mktemp -d)
+  show() { for i in 0 1 2 3; do echo "--- shard $i"; cat "$dir/$i.log"; done; }
+  trap 'show; exit 124' TERM
   for i in 0 1 2 3; do
-    GTEST_TOTAL_SHARDS=4 GTEST_SHARD_INDEX=$i "$BUILD/bin/test_gpu" --gtest_brief=1 >"$dir/$i.log" 2>&1 &
+    GTEST_TOTAL_SHARDS=4 GTEST_SHARD_INDEX=$i "$BUILD/bin/test_gpu" >"$dir/$i.log" 2>&1 &
   done
   for i in 0 1 2 3; do wait -n || rc=1; done
-  for i in 0 1 2 3; do echo "--- shard $i"; cat "$dir/$i.log"; done
+  show
   return $rc
 }
 export -f gpu_tests
