@@ -267,6 +267,12 @@ Gradients gpu_ring_gradients_given_forward(RandomCase& c, const std::vector<std:
   return grad.result();
 }
 
+void expect_gradients_close(const Gradients& got, const Gradients& want, double tolerance) {
+  EXPECT_LE(l2_relative(got.dq, want.dq), tolerance) << "dq";
+  EXPECT_LE(l2_relative(got.dk, want.dk), tolerance) << "dk";
+  EXPECT_LE(l2_relative(got.dv, want.dv), tolerance) << "dv";
+}
+
 RandomCase make_case(Config config, std::int64_t B, std::int64_t N, std::int64_t H, std::int64_t Hkv, std::int64_t D,
                      DType dtype, std::mt19937_64& rng) {
   RandomCase c;
@@ -321,9 +327,12 @@ TEST_F(GpuRing, EqualsTheHostRingForOneToFourRanks) {
   }
 }
 
+// The ring's backward runs in fp32 from the 16-bit inputs, so its error is the gradients' rounding. Both
+// ways: running the forward again, and given the forward's O and LSE (then nothing is attended on the
+// blocks' way, which still travel for the backward to attend to). Over the Local transport, and the given
+// way over the mailbox's blocking path too; what the given way reads is the O and LSE given: a zeroed O
+// or a raised LSE changes the gradients.
 TEST_F(GpuRing, BackwardEqualsTheSingleDeviceReferenceForOneToFourRanks) {
-  // The ring's backward runs in fp32 from the 16-bit inputs, so its error is the gradients' rounding.
-  // Over the Local transport (the mailbox's blocking path runs in the tests below).
   std::mt19937_64 rng(77);
   for (RandomCase& c : ring_cases()) {
     std::vector<std::byte> dout = random_tensor(c.B * c.N * c.H * c.D, c.dtype, 1.0, rng);
@@ -331,31 +340,10 @@ TEST_F(GpuRing, BackwardEqualsTheSingleDeviceReferenceForOneToFourRanks) {
     const double tolerance = c.dtype == DType::bf16 ? 1e-2 : 3e-3;
     for (int ranks = 1; ranks <= 4; ++ranks) {
       SCOPED_TRACE(fmt::format("ranks {}: {}", ranks, c.describe()));
-      const Gradients got = gpu_ring_gradients(c, dout, ranks, {Transport::local});
-      EXPECT_LE(l2_relative(got.dq, want.dq), tolerance) << "dq";
-      EXPECT_LE(l2_relative(got.dk, want.dk), tolerance) << "dk";
-      EXPECT_LE(l2_relative(got.dv, want.dv), tolerance) << "dv";
-    }
-  }
-}
-
-// Given the forward's O and LSE, the backward attends to nothing on the blocks' way and equals the
-// reference as the recomputing one does; the blocks still travel (the backward attends to them). What
-// it reads is the O and LSE given: a zeroed O or a raised LSE changes the gradients.
-TEST_F(GpuRing, BackwardGivenTheForwardsOutputEqualsTheReference) {
-  std::mt19937_64 rng(78);
-  for (RandomCase& c : ring_cases()) {
-    std::vector<std::byte> dout = random_tensor(c.B * c.N * c.H * c.D, c.dtype, 1.0, rng);
-    const Gradients want = reference_gradients(c, dout);
-    const double tolerance = c.dtype == DType::bf16 ? 1e-2 : 3e-3;
-    // One rank (DilatedAttention's backward), then the ring over both kinds of transport.
-    for (const auto& [ranks, kind] : {std::pair{1, Transport::local}, std::pair{2, Transport::local},
-                                      std::pair{3, Transport::mailbox}, std::pair{4, Transport::local}}) {
-      SCOPED_TRACE(fmt::format("ranks {} over {}: {}", ranks, kind == Transport::local ? "Local" : "the mailbox", c.describe()));
-      const Gradients got = gpu_ring_gradients_given_forward(c, dout, ranks, {kind});
-      EXPECT_LE(l2_relative(got.dq, want.dq), tolerance) << "dq";
-      EXPECT_LE(l2_relative(got.dk, want.dk), tolerance) << "dk";
-      EXPECT_LE(l2_relative(got.dv, want.dv), tolerance) << "dv";
+      expect_gradients_close(gpu_ring_gradients(c, dout, ranks, {Transport::local}), want, tolerance);
+      const auto given = ranks == 3 ? Transport::mailbox : Transport::local;
+      SCOPED_TRACE(fmt::format("given the forward's O and LSE, over {}", ranks == 3 ? "the mailbox" : "Local"));
+      expect_gradients_close(gpu_ring_gradients_given_forward(c, dout, ranks, {given}), want, tolerance);
     }
     SCOPED_TRACE(c.describe());
     const Gradients zero_out = gpu_ring_gradients_given_forward(c, dout, 2, {Transport::local}, Tamper::zero_out);
