@@ -259,7 +259,9 @@ TEST(CliGpu, BenchAndDemoRunTheKernels) {
                                        "DilatedAttention, host clock forward+backward",
                                        "ring P=1 (Local, this GPU) forward+backward",
                                        "ring P=2 (Local, this GPU) forward+backward",
-                                       "ring P=3 (Local, this GPU) forward+backward"};
+                                       "ring P=2 (Local, this GPU) forward+backward, forward again",
+                                       "ring P=3 (Local, this GPU) forward+backward",
+                                       "ring P=3 (Local, this GPU) forward+backward, forward again"};
   ASSERT_EQ(ring_rows.size(), names.size()) << ring.out;
   for (std::size_t i = 0; i < names.size(); ++i) {
     EXPECT_EQ(ring_rows[i]["name"], names[i]);
