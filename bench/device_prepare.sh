@@ -5,28 +5,32 @@
 #                   libstdc++ and libgcc linked in, so nothing depends on that machine's)
 #   lib/            libdilatron_c.so and the one shared library a binary needs beyond the system's
 #   kernels.bundle  the kernels for sm_90a (`cache export`), so the GPU's minutes run kernels instead of
-#                   compiling them: every kernel the emulated test suite compiled (`cache ls --specs` of
-#                   build/tests/emulated-kernel-cache, which scripts/test.sh leaves), and every
-#                   configuration the bench part runs. The GPU tests take larger sizes on a GPU, whose
-#                   kernels compile there unless a rehearsal on the emulated device listed them first
-#                   (about an hour on 2 cores; its failures are the GPU run's, found without one):
-#                     DILATRON_TEST_SIZES=gpu DILATRON_DEVICE=emulator \
-#                     DILATRON_CACHE_DIR=build/tests/gpu-size-kernel-cache build/bin/test_gpu
+#                   compiling them: every kernel the GPU tests compile at the GPU's sizes, and every
+#                   configuration the bench part runs
+# First it rehearses the GPU tests at the GPU's sizes on the emulated device (DILATRON_TEST_SIZES=gpu,
+# docs/EMULATOR.md; about 10 minutes on 2 cores, less when its cache in build-portable/ is warm;
+# REHEARSE=0 skips it): a case that fails there would fail on the GPU, so it stops here, and the
+# rehearsal's kernel cache lists the kernels those cases compile.
 # Then carry build-gpu and run: DILATRON_BUILD=build-gpu bash bench/device_run.sh tests (then bench, tune).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=/usr/local/cuda/bin:$PATH
 ARCH=${ARCH:-sm_90a}
-TEST_KERNELS=${TEST_KERNELS:-build/tests/emulated-kernel-cache}
-GPU_SIZE_KERNELS=build/tests/gpu-size-kernel-cache  # the rehearsal's, when there is one
+REHEARSAL=build-portable/gpu-size-kernel-cache
 LIMIT_MIB=60  # of the 64 MiB a call carries, with room for the working tree
 
-if [[ ! -d $TEST_KERNELS ]]; then
-  echo "no $TEST_KERNELS: run the test suite first (bash scripts/test.sh), whose emulated GPU tests leave the list of kernels they compiled" >&2
-  exit 1
-fi
 cmake -S . -B build-portable -G Ninja -DDILATRON_PORTABLE=ON -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build-portable --target dilatron_cli test_gpu dilatron_c dilatron_jit_bench
+if [[ ${REHEARSE:-1} != 0 ]]; then
+  echo "rehearsing the GPU tests at the GPU's sizes on the emulated device"
+  if ! DILATRON_TEST_SIZES=gpu DILATRON_DEVICE=emulator DILATRON_CACHE_DIR=$REHEARSAL \
+       DILATRON_CLI=$PWD/build-portable/bin/dilatron build-portable/bin/test_gpu --gtest_brief=1; then
+    echo "the GPU tests fail at the GPU's sizes on the emulated device: fix that before spending GPU time" >&2
+    exit 1
+  fi
+elif [[ ! -d $REHEARSAL ]]; then
+  echo "REHEARSE=0 with no earlier rehearsal in $REHEARSAL: the GPU tests' kernels will compile on the GPU" >&2
+fi
 
 rm -rf build-gpu
 mkdir -p build-gpu/bin build-gpu/lib
@@ -41,10 +45,10 @@ cache=$(mktemp -d)
 trap 'rm -rf "$cache"' EXIT
 # The summary and any failure of each warm, without its line per kernel.
 warm() { "$dilatron" cache warm --arch "$ARCH" --cache-dir "$cache" "$@" 2>&1 | grep -v '^\[[0-9]*/[0-9]*\]'; }
-for dir in "$TEST_KERNELS" "$GPU_SIZE_KERNELS"; do
-  if [[ -d $dir ]]; then "$dilatron" cache ls --specs --cache-dir "$dir"; fi
-done | sort -u >build-gpu/test-kernels.txt
-warm --kernels build-gpu/test-kernels.txt
+if [[ -d $REHEARSAL ]]; then
+  "$dilatron" cache ls --specs --cache-dir "$REHEARSAL" >build-gpu/test-kernels.txt
+  warm --kernels build-gpu/test-kernels.txt
+fi
 LONGNET=(--segments 2048,4096,8192,16384,32768 --dilations 1,2,4,6,12)
 for causal in "" --causal; do
   warm "${LONGNET[@]}" $causal --backward --decode
