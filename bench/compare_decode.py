@@ -16,7 +16,6 @@ import argparse
 import datetime
 import math
 import os
-import subprocess
 import sys
 
 import torch
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 import dilatron.torch as dt  # noqa: E402
+from compare_torch import source_commit  # noqa: E402  (this folder, the script's, is on the path)
 
 SEGMENTS, DILATIONS = [2048, 4096, 8192, 16384, 32768], [1, 2, 4, 6, 12]  # LongNet's base model
 
@@ -128,7 +128,7 @@ def main():
         sys.exit("compare_decode.py needs a CUDA GPU")
     dev, dtype = torch.device("cuda"), torch.bfloat16
     flush = torch.empty(256 << 20, dtype=torch.uint8, device=dev)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = source_commit()
     rows = [f"\n### Decoding, {datetime.date.today()}, {torch.cuda.get_device_name()}, commit {commit}\n",
             f"LongNet preset, B={a.batch} H={a.heads} Hkv={a.kv_heads} D={a.head_dim} bf16, one layer, one token "
             f"per step, median of {a.iters} (L2 flushed)\n",

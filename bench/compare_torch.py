@@ -165,6 +165,15 @@ def torch_op_row(args, row, config, inputs, segments, dilations, causal):
         "torch op")
 
 
+def source_commit():
+    """The commit measured: $DILATRON_COMMIT (bench/device_run.sh sets it from the build it carries, since
+    a device machine's copy of the tree has no git history), else git's, else "unknown"."""
+    if os.environ.get("DILATRON_COMMIT"):
+        return os.environ["DILATRON_COMMIT"]
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "unknown"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lib", default="build/lib/libdilatron_c.so")
@@ -178,10 +187,7 @@ def main():
     args = ap.parse_args()
 
     device = torch.cuda.get_device_name()
-    try:
-        commit = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True).strip()
-    except Exception:
-        commit = "unknown"
+    commit = source_commit()
     date = datetime.date.today().isoformat()
     rows = []
 

@@ -4,6 +4,7 @@
 #   bin/            dilatron, test_gpu and dilatron_jit_bench from a portable Release build (build-portable/:
 #                   libstdc++ and libgcc linked in, so nothing depends on that machine's)
 #   lib/            libdilatron_c.so and the one shared library a binary needs beyond the system's
+#   COMMIT          the commit built (with -dirty for uncommitted changes), for the result rows
 #   kernels.bundle  the kernels for sm_90a (`cache export`), so the GPU's minutes run kernels instead of
 #                   compiling them: every kernel the GPU tests compile at the GPU's sizes, and every
 #                   configuration the bench part runs
@@ -39,6 +40,8 @@ cp -P build-portable/lib/libdilatron_c.so* build-gpu/lib/
 benchmark=$(ldd build-portable/bin/dilatron_jit_bench | awk '/libbenchmark/ {print $3}')
 cp -L "$benchmark" build-gpu/lib/
 strip --strip-unneeded build-gpu/bin/* build-gpu/lib/*
+# The commit built, for the result rows: a device machine's copy of the tree has no git history.
+echo "$(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo -dirty)" >build-gpu/COMMIT
 
 dilatron=build-gpu/bin/dilatron
 cache=$(mktemp -d)

@@ -69,9 +69,12 @@ gpu_tests() {
 export -f gpu_tests
 export BUILD
 
+# The commit measured, for every result row: the one device_prepare.sh built, else git's.
+DILATRON_COMMIT=$(cat "$BUILD/COMMIT" 2>/dev/null || git rev-parse --short HEAD 2>/dev/null || echo unknown)
+export DILATRON_COMMIT
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
-  git rev-parse --short HEAD 2>/dev/null
+  echo "commit $DILATRON_COMMIT"
   "$BUILD/bin/dilatron" info
 } 2>&1 | tee "$OUT/info.log"
 # NCCL for the NCCL transport's test: the toolkit's, else the one PyTorch's wheels bring.
