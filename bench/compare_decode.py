@@ -23,24 +23,11 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 import dilatron.torch as dt  # noqa: E402
-from compare_torch import source_commit  # noqa: E402  (this folder, the script's, is on the path)
+from compare_torch import source_commit, timed  # noqa: E402  (this folder, the script's, is on the path)
+
+WARMUP = 3
 
 SEGMENTS, DILATIONS = [2048, 4096, 8192, 16384, 32768], [1, 2, 4, 6, 12]  # LongNet's base model
-
-
-def median_ms(step, iters, flush):
-    times = []
-    for _ in range(3):
-        step()
-    for _ in range(iters):
-        flush.zero_()
-        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        step()
-        stop.record()
-        stop.synchronize()
-        times.append(start.elapsed_time(stop))
-    return sorted(times)[len(times) // 2]
 
 
 def regathered_step(q, k_hist, v_hist, n, heads, kv_heads):
@@ -77,7 +64,7 @@ def regathered_step(q, k_hist, v_hist, n, heads, kv_heads):
     return out
 
 
-def measure(n, a, dev, dtype, flush):
+def measure(n, a, dev, dtype):
     """The table's row for N = n cached tokens; every tensor it makes is freed when it returns."""
     b, h, hkv, d = a.batch, a.heads, a.kv_heads, a.head_dim
     torch.manual_seed(n)
@@ -96,7 +83,7 @@ def measure(n, a, dev, dtype, flush):
     fill_s = start.elapsed_time(stop) / 1e3
     q = torch.randn(b, 1, h, d, device=dev, dtype=dtype)
     k1, v1 = torch.randn(b, 1, hkv, d, device=dev, dtype=dtype), torch.randn(b, 1, hkv, d, device=dev, dtype=dtype)
-    ours = median_ms(lambda: cache.decode(q, k1, v1), a.iters, flush)
+    ours = timed(lambda: cache.decode(q, k1, v1), a.iters, WARMUP)
     cache_mib = cache.nbytes / 2**20
 
     k_hist = torch.randn(b, n, hkv, d, device=dev, dtype=dtype)
@@ -104,8 +91,8 @@ def measure(n, a, dev, dtype, flush):
     # SDPA's layout [B, H, N, D], kv heads repeated for the query heads as torch does for GQA.
     k_dense = k_hist.transpose(1, 2).repeat_interleave(h // hkv, dim=1)
     v_dense = v_hist.transpose(1, 2).repeat_interleave(h // hkv, dim=1)
-    dense = median_ms(lambda: F.scaled_dot_product_attention(q.transpose(1, 2), k_dense, v_dense), a.iters, flush)
-    regather = median_ms(lambda: regathered_step(q, k_hist, v_hist, n, h, hkv), max(3, a.iters // 4), flush)
+    dense = timed(lambda: F.scaled_dot_product_attention(q.transpose(1, 2), k_dense, v_dense), a.iters, WARMUP)
+    regather = timed(lambda: regathered_step(q, k_hist, v_hist, n, h, hkv), max(3, a.iters // 4), WARMUP)
     tps = lambda ms: b / (ms / 1e3)  # noqa: E731
     return (f"| {n} | {ours:.3f} / {tps(ours):.0f} | {dense:.3f} / {tps(dense):.0f} | {regather:.2f} / "
             f"{tps(regather):.0f} | {cache_mib:.1f} MiB | {fill_s:.1f} |")
@@ -127,7 +114,6 @@ def main():
     if not torch.cuda.is_available():
         sys.exit("compare_decode.py needs a CUDA GPU")
     dev, dtype = torch.device("cuda"), torch.bfloat16
-    flush = torch.empty(256 << 20, dtype=torch.uint8, device=dev)
     commit = source_commit()
     rows = [f"\n### Decoding, {datetime.date.today()}, {torch.cuda.get_device_name()}, commit {commit}\n",
             f"LongNet preset, B={a.batch} H={a.heads} Hkv={a.kv_heads} D={a.head_dim} bf16, one layer, one token "
@@ -136,7 +122,7 @@ def main():
             "history re-gathered (ms / tokens/s) | cache bytes | prompt fill (s) |",
             "| --- | --- | --- | --- | --- | --- |"]
     for n in a.context:
-        row = measure(n, a, dev, dtype, flush)
+        row = measure(n, a, dev, dtype)
         print(row, flush=True)
         rows.append(row)
         torch.cuda.empty_cache()

@@ -29,15 +29,6 @@ struct Case {
   DType dtype;
 };
 
-Config causal(std::vector<std::int64_t> w, std::vector<std::int64_t> r, Mode mode) {
-  Config c;
-  c.segments = std::move(w);
-  c.dilations = std::move(r);
-  c.mode = mode;
-  c.causal = true;
-  return c;
-}
-
 // The two caches and one step's tensors on both sides.
 class Lockstep {
  public:
@@ -105,11 +96,11 @@ class Lockstep {
 };
 
 const std::vector<Case> kCases = {
-    {causal({16, 32, 64}, {1, 2, 4}, Mode::longnet), 4, 2, 64, DType::bf16},
-    {causal({24, 40}, {3, 5}, Mode::longnet), 2, 2, 128, DType::f16},
-    {causal({20, 16, 36}, {1, 3, 2}, Mode::head_groups), 3, 1, 64, DType::f16},
+    {make_config({16, 32, 64}, {1, 2, 4}, Mode::longnet, true), 4, 2, 64, DType::bf16},
+    {make_config({24, 40}, {3, 5}, Mode::longnet, true), 2, 2, 128, DType::f16},
+    {make_config({20, 16, 36}, {1, 3, 2}, Mode::head_groups, true), 3, 1, 64, DType::f16},
     // Head dim 32: no forward kernel, so a prompt from position 0 takes the decode kernels too.
-    {causal({8, 24}, {1, 2}, Mode::longnet), 2, 1, 32, DType::bf16},
+    {make_config({8, 24}, {1, 2}, Mode::longnet, true), 2, 1, 32, DType::bf16},
 };
 
 }  // namespace
@@ -140,7 +131,7 @@ TEST_F(GpuDecode, ChunksResetForkAndRewindEqualTheHostCache) {
 }
 
 TEST_F(GpuDecode, RefusesWhatTheKernelsCannotTake) {
-  const Config c = causal({16}, {1}, Mode::longnet);
+  const Config c = make_config({16}, {1}, Mode::longnet, true);
   expect_error([&] { DilatedKVCache(c, {1, 2, 2, 64, DType::f32, 100, true}); }, {"float16 or bfloat16, not f32"});
   expect_error([&] { DilatedKVCache(c, {1, 2, 2, 72, DType::bf16, 100, true}); }, {"head_dim = 72"});
   expect_error([&] { DilatedKVCache(c, {70000, 2, 2, 64, DType::bf16, 100, true}); }, {"at most 65535 batch rows"});

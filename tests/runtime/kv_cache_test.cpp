@@ -14,6 +14,7 @@
 #include "runtime/problem.hpp"
 #include "templates/dilatron/index.cuh"
 #include "tests/support/expect_error.hpp"
+#include "tests/support/random_case.hpp"
 
 using namespace dilatron;
 using namespace dilatron::test;
@@ -88,15 +89,6 @@ void expect_rows_match(const Step& step, std::int64_t b, Sequence& seq, const Co
   }
 }
 
-Config config(std::vector<std::int64_t> w, std::vector<std::int64_t> r, Mode mode) {
-  Config c;
-  c.segments = std::move(w);
-  c.dilations = std::move(r);
-  c.mode = mode;
-  c.causal = true;
-  return c;
-}
-
 struct Case {
   Config config;
   std::int64_t heads, kv_heads;
@@ -104,10 +96,10 @@ struct Case {
 
 // Both modes, GQA, r not dividing w, r larger than w, segments that do not nest.
 const std::vector<Case> kCases = {
-    {config({4, 8, 16}, {1, 2, 4}, Mode::longnet), 4, 2},
-    {config({5, 7}, {2, 3}, Mode::longnet), 3, 3},
-    {config({6, 4, 9}, {1, 5, 2}, Mode::head_groups), 3, 1},
-    {config({3, 12}, {1, 3}, Mode::longnet), 6, 2},
+    {make_config({4, 8, 16}, {1, 2, 4}, Mode::longnet, true), 4, 2},
+    {make_config({5, 7}, {2, 3}, Mode::longnet, true), 3, 3},
+    {make_config({6, 4, 9}, {1, 5, 2}, Mode::head_groups, true), 3, 1},
+    {make_config({3, 12}, {1, 3}, Mode::longnet, true), 6, 2},
 };
 
 // Decodes `total` rows of `batch` fresh sequences in steps of `chunks` (cycled), checking every step.
@@ -200,7 +192,7 @@ TEST(KVCache, RowsAtTheirOwnPositionsResetForkAndRewind) {
 // The cache keeps the selected rows of each branch's current segment for the offsets its kv heads'
 // query heads use: the same bytes at the start and far past every segment, and exactly that count.
 TEST(KVCache, BytesStayFlatAndMatchTheLayout) {
-  const Config c = config({8, 16}, {1, 4}, Mode::longnet);
+  const Config c = make_config({8, 16}, {1, 4}, Mode::longnet, true);
   const KVCacheShape shape{3, 4, 4, 8, DType::f16};
   DilatedKVCache cache(c, shape);
   // MHA: each kv head serves one query head, so one offset per branch: w/r rows (8 and 4), K and V.

@@ -285,23 +285,15 @@ RandomCase make_case(Config config, std::int64_t B, std::int64_t N, std::int64_t
 // The configurations both the forward and the backward test take through the ring.
 std::vector<RandomCase> ring_cases() {
   std::mt19937_64 rng(2024);
-  auto config = [](std::vector<std::int64_t> w, std::vector<std::int64_t> r, Mode mode, bool causal) {
-    Config c;
-    c.segments = std::move(w);
-    c.dilations = std::move(r);
-    c.mode = mode;
-    c.causal = causal;
-    return c;
-  };
   std::vector<RandomCase> cases;
   // Spanning segments of several lengths, GQA, causal skipping.
-  cases.push_back(make_case(config({16, 48, 96}, {1, 2, 4}, Mode::longnet, true), 2, 96, 8, 2, 64, DType::bf16, rng));
+  cases.push_back(make_case(make_config({16, 48, 96}, {1, 2, 4}, Mode::longnet, true), 2, 96, 8, 2, 64, DType::bf16, rng));
   // head_groups averaging, r not dividing w, a partial last segment.
-  cases.push_back(make_case(config({32, 64, 100}, {1, 3, 2}, Mode::head_groups, false), 1, 100, 6, 6, 128, DType::f16, rng));
+  cases.push_back(make_case(make_config({32, 64, 100}, {1, 3, 2}, Mode::head_groups, false), 1, 100, 6, 6, 128, DType::f16, rng));
   // No branch with r = 1: rows no offset selects stay O = 0, LSE = -inf.
-  cases.push_back(make_case(config({40, 80}, {2, 3}, Mode::longnet, false), 2, 83, 4, 1, 64, DType::f16, rng));
+  cases.push_back(make_case(make_config({40, 80}, {2, 3}, Mode::longnet, false), 2, 83, 4, 1, 64, DType::f16, rng));
   // A prime N, r larger than a shard, a custom scale.
-  RandomCase custom = make_case(config({61, 20}, {5, 1}, Mode::head_groups, true), 1, 61, 4, 2, 128, DType::bf16, rng);
+  RandomCase custom = make_case(make_config({61, 20}, {5, 1}, Mode::head_groups, true), 1, 61, 4, 2, 128, DType::bf16, rng);
   custom.config.scale = 0.3;
   cases.push_back(std::move(custom));
   return cases;

@@ -12,12 +12,26 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <optional>
+#include <utility>
 #include <vector>
 
 #include "common/dtype.hpp"
 #include "tests/support/dense_reference.hpp"
 
 namespace dilatron::test {
+
+// A config from its fields, for tables of test cases.
+inline Config make_config(std::vector<std::int64_t> segments, std::vector<std::int64_t> dilations, Mode mode, bool causal,
+                          std::optional<double> scale = {}) {
+  Config c;
+  c.segments = std::move(segments);
+  c.dilations = std::move(dilations);
+  c.mode = mode;
+  c.causal = causal;
+  c.scale = scale;
+  return c;
+}
 
 struct RandomCase {
   Config config;

@@ -45,17 +45,6 @@ RandomCase make_case(std::uint64_t seed, std::int64_t B, std::int64_t N, std::in
   return c;
 }
 
-Config make_config(std::vector<std::int64_t> w, std::vector<std::int64_t> r, Mode mode, bool causal,
-                   std::optional<double> scale = {}) {
-  Config c;
-  c.segments = std::move(w);
-  c.dilations = std::move(r);
-  c.mode = mode;
-  c.causal = causal;
-  c.scale = scale;
-  return c;
-}
-
 }  // namespace
 
 TEST(CliRun, AgreesWithTheDenseDefinition) {
