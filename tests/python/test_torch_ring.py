@@ -42,9 +42,23 @@ def start(rank, world, path):
     dist.init_process_group("gloo", init_method="file://" + path, rank=rank, world_size=world)
 
 
-def spawn(worker, world, *args):
+def _then_leave_together(rank, worker, world, path, *args):
+    # No rank exits while a peer's gloo threads still talk to it: a process group left to the exit can
+    # abort a peer ("terminate called without an active exception").
+    worker(rank, world, path, *args)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def spawn(worker, world, *args, leave_together=True):
+    """world processes running worker(rank, world, rendezvous path, *args); leave_together=False for a
+    worker that breaks its own process group on purpose (then no barrier can end it)."""
     with tempfile.TemporaryDirectory() as tmp:
-        mp.spawn(worker, args=(world, os.path.join(tmp, "rendezvous"), *args), nprocs=world)
+        path = os.path.join(tmp, "rendezvous")
+        if leave_together:
+            mp.spawn(_then_leave_together, args=(worker, world, path, *args), nprocs=world)
+        else:
+            mp.spawn(worker, args=(world, path, *args), nprocs=world)
 
 
 def _equal_to_single_process(rank, world, path):
@@ -194,7 +208,7 @@ class Ring(unittest.TestCase):
 
     def test_a_rank_failing_mid_ring_fails_its_peers_within_the_timeout(self):
         results = mp.get_context("spawn").SimpleQueue()
-        spawn(_a_rank_failing_mid_ring, 2, results)
+        spawn(_a_rank_failing_mid_ring, 2, results, leave_together=False)
         got = {rank: (message, seconds) for rank, message, seconds in (results.get() for _ in range(2))}
         self.assertIn("step 1: the transport failed: ConnectionError: cable cut before step 1", got[1][0])
         self.assertIn("DilatronError: step 1: the transport failed", got[0][0])  # not an InvalidArgument
